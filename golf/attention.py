@@ -1,0 +1,103 @@
+"""Causal GQA attention kernels, picked at start-up, fastest first.
+
+All take q (B, T, H, hd), k and v (B, T, KV, hd) and return (B, T, H, hd); query head h reads
+KV head h // (H / KV), softmax scale 1/sqrt(hd). They compute the same function:
+- ``fa3``: FlashAttention-3 (``flash_attn_interface``), what the record ran on H100;
+- ``fa4``: FlashAttention-4 (``flash_attn.cute``), CuTe DSL;
+- ``sdpa``: PyTorch SDPA with native GQA; on CUDA it prefers the cuDNN backend, which measured
+  1.5x the flash backend at the record's shape (spec §7.3);
+- ``math``: an explicit softmax, the reference the others are tested against.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+log = logging.getLogger("golf")
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    B, T, H, hd = q.shape
+    rep = H // k.size(2)
+    k = k.repeat_interleave(rep, dim=2)
+    v = v.repeat_interleave(rep, dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float()) / hd**0.5
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    return torch.einsum("bhts,bshd->bthd", probs, v.float()).to(q.dtype)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    y = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+    )
+    return y.transpose(1, 2)
+
+
+def _sdpa_cuda_attention() -> Callable:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+    def attn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # cuDNN's SDPA does not take GQA directly everywhere: expand KV heads, which is cheap next to attention.
+        rep = q.size(2) // k.size(2)
+        k2, v2 = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+        with sdpa_kernel(order, set_priority=True):
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k2.transpose(1, 2), v2.transpose(1, 2), is_causal=True)
+        return y.transpose(1, 2)
+
+    return attn
+
+
+def _flash(module: str, attr: str = "flash_attn_func") -> Callable | None:
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except Exception:  # not installed, or built for another GPU / torch
+        return None
+
+    def attn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        out = fn(q, k, v, causal=True)
+        return out[0] if isinstance(out, tuple) else out
+
+    return attn
+
+
+_FLASH_MODULES = {"fa3": "flash_attn_interface", "fa4": "flash_attn.cute"}
+
+
+def attention_fn(name: str) -> Callable:
+    if name == "math":
+        return math_attention
+    if name == "sdpa":
+        return sdpa_attention
+    if name == "sdpa_cuda":
+        return _sdpa_cuda_attention()
+    if name in _FLASH_MODULES:
+        fn = _flash(_FLASH_MODULES[name])
+        if fn is None:
+            raise RuntimeError(f"attention backend {name!r} is not importable ({_FLASH_MODULES[name]})")
+        return fn
+    raise ValueError(f"unknown attention backend {name!r}")
+
+
+def select_backend(requested: str, device: torch.device) -> str:
+    """Resolve ``auto`` to the fastest importable kernel for the device, and log the choice."""
+    if requested == "auto":
+        if device.type == "cuda":
+            chosen = next((n for n in ("fa3", "fa4") if _flash(_FLASH_MODULES[n]) is not None), "sdpa_cuda")
+        else:
+            chosen = "sdpa"
+    elif requested == "sdpa" and device.type == "cuda":
+        chosen = "sdpa_cuda"
+    else:
+        chosen = requested
+        if chosen in _FLASH_MODULES and _flash(_FLASH_MODULES[chosen]) is None:
+            raise RuntimeError(f"attention_backend {chosen!r} requested but {_FLASH_MODULES[chosen]} is not importable")
+    log.info("attention backend: %s", chosen)
+    return chosen

@@ -1,0 +1,396 @@
+"""The banked GPT of PR #1533 (spec §2, §3.1).
+
+- All attention and MLP matrices live in four fp32 3-D banks, sliced by *physical* layer, so
+  depth recurrence reuses weights and Muon can orthogonalize a whole bank in one batched call.
+- Depth recurrence (#1493): layers loop_start..loop_end run num_loops+1 times once looping is on.
+- U-net skips with sigmoid gates indexed by decoder position.
+- Parallel residual lanes (#1477/#1533, GPT-J style two streams) from ``parallel_start_layer``.
+- Attention: QK RMSNorm, partial RoPE (16 of 64 dims), learnable per-head q-gain, causal GQA, and
+  XSA (Exclusive Self-Attention, arXiv 2603.09078) removing the token's own value direction.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from golf.attention import attention_fn
+from golf.config import Config
+from golf.runtime import GolfError
+
+BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
+FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    """Parameter-free RMSNorm over the last dim, computed in fp32, returned in x's dtype."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + FP32_EPS)).to(x.dtype)
+
+
+def virtual_layers(cfg: Config, looping: bool) -> list[int]:
+    """Physical layer index of each virtual layer, in order (spec §2.7)."""
+    n = cfg.num_layers
+    if not looping or cfg.num_loops == 0:
+        return list(range(n))
+    loop = list(range(cfg.loop_start, cfg.loop_end + 1))
+    return list(range(cfg.loop_start)) + loop * (cfg.num_loops + 1) + list(range(cfg.loop_end + 1, n))
+
+
+def encoder_decoder(cfg: Config, looping: bool) -> tuple[list[int], list[int]]:
+    layers = virtual_layers(cfg, looping)
+    half = len(layers) // 2
+    return layers[:half], layers[half:]
+
+
+def num_skip_weights(cfg: Config) -> int:
+    # Sized for the deeper (looped) plan; the shallow phase uses the first few (spec §2.7).
+    enc, dec = encoder_decoder(cfg, looping=cfg.num_loops > 0)
+    return min(len(enc), len(dec))
+
+
+def skip_pairings(cfg: Config, looping: bool) -> list[dict]:
+    """For each decoder position: its physical layer and the encoder slot whose output it merges."""
+    enc, dec = encoder_decoder(cfg, looping)
+    n_skip, stack, rows = num_skip_weights(cfg), list(range(len(enc))), []
+    for pos, layer in enumerate(dec):
+        src = stack.pop() if (pos < n_skip and stack) else None
+        rows.append({"decoder_pos": pos, "layer": layer, "skip_from_encoder_slot": src})
+    return rows
+
+
+def apply_partial_rope(x: Tensor, rope_dims: int, base: float, train_seq_len: int) -> Tensor:
+    """Half-split RoPE on the first ``rope_dims`` dims of each head. x: (B, T, H, hd)."""
+    T = x.size(1)
+    if T > train_seq_len:  # NTK-aware base scaling beyond the training length
+        base = base * (T / train_seq_len) ** (rope_dims / (rope_dims - 2))
+    half = rope_dims // 2
+    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) * 2 / rope_dims)
+    angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (T, half)
+    cos = angles.cos().to(x.dtype)[None, :, None, :]
+    sin = angles.sin().to(x.dtype)[None, :, None, :]
+    x1, x2, rest = x[..., :half], x[..., half:rope_dims], x[..., rope_dims:]
+    return torch.cat((x1 * cos + x2 * sin, -x1 * sin + x2 * cos, rest), dim=-1)
+
+
+def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
+    """XSA: remove from each head's output its component along the token's own value vector.
+
+    y: (B, T, H, hd) attention output; v: (B, T, KV, hd). Query head h reads KV head h // (H/KV).
+    """
+    B, T, H, hd = y.shape
+    kv = v.size(2)
+    v_hat = F.normalize(v.float(), dim=-1, eps=1e-12).to(y.dtype)[:, :, :, None, :]  # (B,T,KV,1,hd)
+    yg = y.view(B, T, kv, H // kv, hd)
+    yg = yg - (yg * v_hat).sum(-1, keepdim=True) * v_hat
+    return yg.view(B, T, H, hd)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: Config, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.rope_dims, self.rope_base, self.train_seq_len = cfg.rope_dims, cfg.rope_base, cfg.train_seq_len
+        self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+
+    def forward(self, h: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, attn: Callable,
+                capture: Callable | None) -> Tensor:
+        B, T, _ = h.shape
+        if capture is not None:
+            capture(f"blocks.{self.layer}.attn.c_q", h)
+        q = F.linear(h, wq).view(B, T, self.num_heads, self.head_dim)
+        k = F.linear(h, wk).view(B, T, self.num_kv_heads, self.head_dim)
+        v = F.linear(h, wv).view(B, T, self.num_kv_heads, self.head_dim)
+        q, k = rms_norm(q), rms_norm(k)  # QK-norm before RoPE
+        q = apply_partial_rope(q, self.rope_dims, self.rope_base, self.train_seq_len)
+        k = apply_partial_rope(k, self.rope_dims, self.rope_base, self.train_seq_len)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = attn(q, k, v)  # (B, T, H, hd), causal GQA
+        if self.use_xsa:
+            y = exclusive_self_attention(y, v)
+        y = y.reshape(B, T, self.num_heads * self.head_dim)
+        if capture is not None:
+            capture(f"blocks.{self.layer}.attn.proj", y)
+        return F.linear(y, wo)
+
+
+def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None) -> Tensor:
+    if capture is not None:
+        capture(f"blocks.{layer}.mlp.fc", h)
+    hidden = F.leaky_relu(F.linear(h, w_up), 0.5).square()
+    if capture is not None:
+        capture(f"blocks.{layer}.mlp.proj", hidden)
+    return F.linear(hidden, w_down)
+
+
+class Block(nn.Module):
+    """Holds only the per-layer control parameters; matrices come from the banks."""
+
+    def __init__(self, cfg: Config, layer: int):
+        super().__init__()
+        d = cfg.model_dim
+        self.layer = layer
+        self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        self.attn_scale = nn.Parameter(torch.ones(d))
+        self.mlp_scale = nn.Parameter(torch.ones(d))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
+        self.attn = Attention(cfg, layer)
+
+    def mix(self, x: Tensor, x0: Tensor) -> Tensor:
+        m = self.resid_mix.to(x.dtype)
+        return m[0] * x + m[1] * x0
+
+    def attn_out(self, x_in: Tensor, w: tuple, attn: Callable, capture) -> Tensor:
+        h = rms_norm(x_in) * self.ln_scale
+        return self.attn_scale.to(x_in.dtype) * self.attn(h, *w[:4], attn, capture)
+
+    def mlp_out(self, x: Tensor, w: tuple, capture) -> Tensor:
+        h = rms_norm(x) * self.ln_scale
+        return self.mlp_scale.to(x.dtype) * mlp(h, w[4], w[5], self.layer, capture)
+
+    def forward(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture) -> Tensor:
+        x_in = self.mix(x, x0)
+        x = x_in + self.attn_out(x_in, w, attn, capture)
+        return x + self.mlp_out(x, w, capture)
+
+    def forward_single_stream(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture) -> Tensor:
+        """#1493's "parallel residual": attention and MLP both read x_in and are summed."""
+        x_in = self.mix(x, x0)
+        return x_in + self.attn_out(x_in, w, attn, capture) + self.mlp_out(x_in, w, capture)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        L, D, KV, Hm = cfg.num_layers, cfg.model_dim, cfg.kv_dim, cfg.mlp_hidden
+        self.tok_emb = nn.Embedding(cfg.vocab_size, D)
+        self.qo_bank = nn.Parameter(torch.empty(2 * L, D, D))  # [i] = W_q, [L+i] = W_o
+        self.kv_bank = nn.Parameter(torch.empty(2 * L, KV, D))  # [i] = W_k, [L+i] = W_v
+        self.mlp_up_bank = nn.Parameter(torch.empty(L, Hm, D))
+        self.mlp_down_bank = nn.Parameter(torch.empty(L, D, Hm))
+        n_skip = num_skip_weights(cfg)
+        self.skip_weights = nn.Parameter(torch.ones(n_skip, D))
+        self.skip_gates = nn.Parameter(torch.zeros(n_skip, D))
+        self.lane_merge = nn.Parameter(torch.tensor(0.5))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
+        self.looping = False
+        self.capture: Callable | None = None  # (name, input) hook for GPTQ Hessians
+        self.compute_dtype = torch.float32
+        self.attention_backend = "math"
+        self._attn = attention_fn("math")
+
+    # --- set-up ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self, seed: int) -> None:
+        """Spec §2.5: same draw order as the record, on CPU, seeded by SEED."""
+        cfg, L = self.cfg, self.cfg.num_layers
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            self.tok_emb.weight.normal_(0.0, 1.0)  # nn.Embedding's own default fill comes first
+            self.tok_emb.weight.normal_(0.0, cfg.tied_embed_init_std)
+            for i in range(L):
+                nn.init.orthogonal_(self.qo_bank[i])
+                nn.init.orthogonal_(self.kv_bank[i])
+                nn.init.orthogonal_(self.kv_bank[L + i])
+                nn.init.orthogonal_(self.mlp_up_bank[i])
+            self.qo_bank[L:].zero_()  # W_o and W_down start at zero (the 1/sqrt(2L) scale is a no-op, §9.12)
+            self.mlp_down_bank.zero_()
+            for bank in (self.qo_bank, self.kv_bank, self.mlp_up_bank):
+                bank.copy_(bank.bfloat16().float())  # the record casts to bf16 before restoring fp32
+        finally:
+            torch.random.set_rng_state(gen_state)
+        if not cfg.fix_embed_fp32:
+            self.tok_emb.to(torch.bfloat16)  # spec §9.11: the record trains tok_emb in bf16
+
+    def set_looping(self, flag: bool) -> None:
+        self.looping = bool(flag)
+
+    def set_attention_backend(self, name: str) -> None:
+        self.attention_backend = name
+        self._attn = attention_fn(name)
+
+    def layer_weights(self, i: int) -> tuple:
+        L, dt = self.cfg.num_layers, self.compute_dtype
+        return (self.qo_bank[i].to(dt), self.kv_bank[i].to(dt), self.kv_bank[L + i].to(dt),
+                self.qo_bank[L + i].to(dt), self.mlp_up_bank[i].to(dt), self.mlp_down_bank[i].to(dt))
+
+    # --- forward ---------------------------------------------------------------------------
+    def hidden(self, ids: Tensor) -> Tensor:
+        """Final-norm hidden states (B, T, D) in the compute dtype."""
+        cfg, capture, attn = self.cfg, self.capture, self._attn
+        x = rms_norm(self.tok_emb(ids).to(self.compute_dtype))
+        x0 = x
+        enc, dec = encoder_decoder(cfg, self.looping)
+        skips: list[Tensor] = []
+        for layer in enc:
+            x = self.blocks[layer](x, x0, self.layer_weights(layer), attn, capture)
+            skips.append(x)
+        n_skip = self.skip_weights.size(0)
+        lane1 = None  # the MLP lane once lanes are split; x is then the attention lane
+        for pos, layer in enumerate(dec):
+            block = self.blocks[layer]
+            if pos < n_skip and skips:
+                s = self.skip_weights[pos].to(x.dtype) * skips.pop()
+                if cfg.skip_gates_enabled:
+                    x = torch.lerp(s, x, torch.sigmoid(self.skip_gates[pos]).to(x.dtype))
+                else:
+                    x = x + s
+            w = self.layer_weights(layer)
+            parallel = layer >= cfg.parallel_start_layer
+            if cfg.parallel_mode == "lanes" and (parallel or lane1 is not None):
+                if lane1 is None:
+                    lane1 = x.clone()
+                x_in = block.mix(x, x0)
+                x = x_in + block.attn_out(x_in, w, attn, capture)
+                lane1 = lane1 + block.mlp_out(lane1, w, capture)
+            elif cfg.parallel_mode == "single_stream" and parallel:
+                x = block.forward_single_stream(x, x0, w, attn, capture)
+            else:
+                x = block(x, x0, w, attn, capture)
+        if lane1 is not None:
+            lam = self.lane_merge.to(x.dtype)
+            x = lam * x + (1 - lam) * lane1
+        x = rms_norm(x)
+        if capture is not None:
+            capture("tok_emb", x)
+        return x
+
+    def forward_logits(self, ids: Tensor) -> Tensor:
+        """Softcapped fp32 logits (B, T, V)."""
+        h = self.hidden(ids)
+        logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(logits / cap)
+
+    def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        logits = self.forward_logits(ids)
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        return nll.mean() if reduction == "mean" else nll
+
+    # --- parameter groups (spec §4.1) --------------------------------------------------------
+    def bank_params(self) -> list[nn.Parameter]:
+        return [getattr(self, n) for n in BANK_NAMES]
+
+    def scalar_params(self) -> list[nn.Parameter]:
+        banks = {id(p) for p in self.bank_params()} | {id(self.tok_emb.weight)}
+        return [p for p in self.parameters() if id(p) not in banks]
+
+
+def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backend: str | None = None) -> GPT:
+    from golf.attention import select_backend
+
+    model = GPT(cfg)
+    model.reset_parameters(cfg.seed)
+    device = torch.device(device)
+    model.to(device)
+    model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model.set_attention_backend(select_backend(attention_backend or cfg.attention_backend, device))
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- checkpoint layouts (INTERFACE.md "Checkpoint interop") ----------------------------------
+
+def _unbanked_names(i: int) -> dict[str, tuple[str, int]]:
+    """Per-layer key -> (bank, slot offset multiplier): slot = i + offset * num_layers."""
+    return {
+        f"blocks.{i}.attn.c_q.weight": ("qo_bank", 0),
+        f"blocks.{i}.attn.proj.weight": ("qo_bank", 1),
+        f"blocks.{i}.attn.c_k.weight": ("kv_bank", 0),
+        f"blocks.{i}.attn.c_v.weight": ("kv_bank", 1),
+        f"blocks.{i}.mlp.fc.weight": ("mlp_up_bank", 0),
+        f"blocks.{i}.mlp.proj.weight": ("mlp_down_bank", 0),
+    }
+
+
+def unbank_state_dict(sd: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
+    """Banked -> per-layer matrices (the layout GPTQ and the artifact use)."""
+    out = {k: v for k, v in sd.items() if k not in BANK_NAMES}
+    missing = [b for b in BANK_NAMES if b not in sd]
+    if missing:
+        raise GolfError(f"banked state dict lacks {missing}")
+    for i in range(num_layers):
+        for key, (bank, off) in _unbanked_names(i).items():
+            out[key] = sd[bank][i + off * num_layers]
+    return out
+
+
+def bank_state_dict(sd: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
+    """Per-layer matrices -> banked, with a strict check of the per-layer keys."""
+    expected = {k for i in range(num_layers) for k in _unbanked_names(i)}
+    matrix_keys = {k for k in sd if k.endswith(("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight",
+                                                   "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"))}
+    missing, unexpected = sorted(expected - matrix_keys), sorted(matrix_keys - expected)
+    if missing or unexpected:
+        raise GolfError(f"unbanked state dict does not match {num_layers} layers: "
+                        f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}")
+    out = {k: v for k, v in sd.items() if k not in expected}
+    slots: dict[str, list] = {b: [None] * ((1 if b.startswith("mlp") else 2) * num_layers) for b in BANK_NAMES}
+    for i in range(num_layers):
+        for key, (bank, off) in _unbanked_names(i).items():
+            slots[bank][i + off * num_layers] = sd[key]
+    for bank, parts in slots.items():
+        out[bank] = torch.stack(parts)
+    return out
+
+
+def load_state_dict_checked(model: GPT, sd: dict[str, Tensor]) -> None:
+    """Load a banked or unbanked state dict; an error lists missing and unexpected keys."""
+    if "qo_bank" not in sd and any(k.endswith("attn.c_q.weight") for k in sd):
+        sd = bank_state_dict(sd, model.cfg.num_layers)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise GolfError(f"checkpoint does not match the model: missing keys {missing}, unexpected keys {unexpected}")
+    bad = [f"{k}: {tuple(sd[k].shape)} != {tuple(own[k].shape)}" for k in own if sd[k].shape != own[k].shape]
+    if bad:
+        raise GolfError("checkpoint shapes differ from the model: " + "; ".join(bad[:8]))
+    model.load_state_dict(sd, strict=True)
+
+
+def save_checkpoint(model: GPT, path, layout: str = "banked") -> None:
+    from golf.runtime import atomic_torch_save
+
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if layout == "unbanked":
+        sd = unbank_state_dict(sd, model.cfg.num_layers)
+    elif layout != "banked":
+        raise ValueError(f"layout must be 'banked' or 'unbanked', got {layout!r}")
+    atomic_torch_save(sd, path)
+
+
+def load_checkpoint(model: GPT, path) -> None:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GolfError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as exc:  # a truncated or foreign file
+        raise GolfError(f"checkpoint {str(path)!r} could not be read as a torch state dict: {exc}") from None
+    load_state_dict_checked(model, sd)
+
+
+def model_info(cfg: Config) -> dict:
+    model = GPT(cfg)
+    return {
+        "n_params": count_params(model),
+        "banks": {n: list(getattr(model, n).shape) for n in BANK_NAMES},
+        "n_state_dict_tensors": len(model.state_dict()),
+        "virtual_layers": {"plain": virtual_layers(cfg, False), "looped": virtual_layers(cfg, True)},
+        "encoder_decoder": {
+            phase: dict(zip(("encoder", "decoder"), encoder_decoder(cfg, flag)))
+            for phase, flag in (("plain", False), ("looped", True))
+        },
+        "skip_pairings_looped": skip_pairings(cfg, True),
+        "parallel_mode": cfg.parallel_mode,
+        "parallel_start_layer": cfg.parallel_start_layer,
+    }

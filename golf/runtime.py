@@ -1,0 +1,201 @@
+"""Process-level plumbing: device choice, torch.distributed set-up, run folders, atomic writes.
+
+Only torchrun's RANK / LOCAL_RANK / WORLD_SIZE come from the environment (STYLE.md rule 2).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class GolfError(RuntimeError):
+    """A user-facing error: the message names the file or key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise GolfError("params key 'device' is 'cuda' but torch sees no CUDA GPU; use device: auto or cpu")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    info = DistInfo(rank, local_rank, world)
+    if world > 1 and torch.cuda.is_available() and device_name != "cpu":
+        torch.cuda.set_device(local_rank)
+    device = pick_device(device_name)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    return info, device
+
+
+def dist_info() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+    return DistInfo()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce that is a no-op in one process. gloo has no AVG, so AVG = SUM / world."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    if op == "sum":
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    elif op == "max":
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    elif op == "avg":
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    else:
+        raise ValueError(f"unknown reduce op {op!r}")
+    return tensor
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename: a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class JsonlWriter:
+    """Appends one JSON object per line and flushes, so a killed run leaves a readable record."""
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        self._fh = open(self.path, "a") if enabled else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def new_run_dir(root: str | Path, study: str = "default", run_id: str | None = None) -> Path:
+    """Create ``root/study/run_id``; a finished run (one holding model.pt) is never reused."""
+    base = Path(root) / study
+    base.mkdir(parents=True, exist_ok=True)
+    if run_id is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_id = stamp
+        n = 1
+        while (base / run_id).exists():
+            n += 1
+            run_id = f"{stamp}-{n}"
+    run_dir = base / run_id
+    if (run_dir / "model.pt").exists():
+        raise GolfError(f"run folder {str(run_dir)!r} holds a finished run (model.pt); choose a new run id")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def data_manifest_hash(files: list[Path]) -> str:
+    """Hash of names, sizes and headers of the data files: cheap, and changes when the data does."""
+    h = hashlib.sha256()
+    for f in sorted(files):
+        f = Path(f)
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1024))
+    return h.hexdigest()[:16]
+
+
+def environment_record(world_size: int = 1, data_files: list[Path] | None = None) -> dict[str, Any]:
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpus": gpus,
+        "world_size": world_size,
+        "platform": platform.platform(),
+        "data_manifest_sha256": data_manifest_hash(data_files) if data_files else None,
+        "time": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
