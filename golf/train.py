@@ -1,0 +1,293 @@
+"""The wallclock training loop of PR #1533 (spec §3.2, §4).
+
+One step: forward/backward over the rank's micro-batches → gradient clip (on the *local*
+gradients, as the record does; ``fix_clip_after_reduce`` clips the all-reduced ones) →
+launch the banks' reduce-scatters → all-reduce the replicated parameters and step AdamW →
+Muon on the rank's bank shards, all-gathered back → EMA update. No DDP wrapper.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from golf.config import Config, save_config
+from golf.model import GPT, build_model, save_checkpoint
+from golf.muon import BankMuon, ns_coefficients
+from golf.runtime import (
+    DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, environment_record,
+)
+
+log = logging.getLogger("golf")
+
+
+def lr_multiplier(frac: float, warmdown_frac: float, min_lr: float) -> float:
+    """Flat, then linear warmdown to ``min_lr`` over the last ``warmdown_frac`` of training (spec §4.4)."""
+    if frac < 1.0 - warmdown_frac:
+        return 1.0
+    return max((1.0 - frac) / warmdown_frac, min_lr)
+
+
+def muon_momentum_at(step: int, cfg: Config) -> float:
+    f = min(step / cfg.muon_momentum_warmup_steps, 1.0) if cfg.muon_momentum_warmup_steps > 0 else 1.0
+    return (1 - f) * cfg.muon_momentum_warmup_start + f * cfg.muon_momentum
+
+
+def grad_accum_steps(cfg: Config, world_size: int) -> int:
+    if cfg.grad_accum_total % world_size:
+        raise GolfError(f"params key 'grad_accum_total' ({cfg.grad_accum_total}) must be a multiple of the "
+                        f"world size ({world_size})")
+    return cfg.grad_accum_total // world_size
+
+
+def micro_batch_seqs(cfg: Config, world_size: int) -> int:
+    per_micro = cfg.train_batch_tokens // (world_size * grad_accum_steps(cfg, world_size))
+    if per_micro % cfg.train_seq_len or per_micro == 0:
+        raise GolfError(f"params key 'train_batch_tokens' ({cfg.train_batch_tokens}) must split into whole "
+                        f"{cfg.train_seq_len}-token sequences over {world_size} ranks x grad accumulation")
+    return per_micro // cfg.train_seq_len
+
+
+class Trainer:
+    """Optimizers and the step of spec §3.2 around a built model; usable without a run folder."""
+
+    def __init__(self, model: GPT, cfg: Config, dist: DistInfo):
+        self.model, self.cfg, self.dist = model, cfg, dist
+        fused = next(model.parameters()).is_cuda
+        self.muon = BankMuon(model.bank_params(), lr=cfg.matrix_lr, momentum=cfg.muon_momentum_warmup_start,
+                             weight_decay=cfg.muon_wd, row_normalize=cfg.muon_row_normalize,
+                             ns_steps=cfg.muon_backend_steps, coefficients=ns_coefficients(cfg.muon_ns_coefficients))
+        betas = (cfg.beta1, cfg.beta2)
+        self.adam_embed = torch.optim.AdamW([model.tok_emb.weight], lr=cfg.tied_embed_lr, betas=betas,
+                                            eps=cfg.adam_eps, weight_decay=cfg.embed_wd, fused=fused)
+        self.adam_scalar = torch.optim.AdamW(model.scalar_params(), lr=cfg.scalar_lr, betas=betas,
+                                             eps=cfg.adam_eps, weight_decay=cfg.adam_wd, fused=fused)
+        self.optimizers = (self.muon, self.adam_embed, self.adam_scalar)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+
+    def set_schedule(self, lr_mult: float, step: int) -> None:
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_mult
+        for group in self.muon.param_groups:
+            group["momentum"] = muon_momentum_at(step, self.cfg)
+
+    def replicated_params(self) -> list[torch.nn.Parameter]:
+        return [self.model.tok_emb.weight, *self.model.scalar_params()]
+
+    def step(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], forward=None) -> float:
+        """One optimizer step over this rank's micro-batches; returns the rank's mean loss."""
+        forward = forward or self.model
+        batches = list(micro_batches)
+        loss_sum = None
+        for x, y in batches:
+            loss = forward(x, y) / len(batches)
+            loss.backward()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        params = list(self.model.parameters())
+        for p in params:  # a parameter unused in this phase still takes part in the collectives
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.cfg.fix_clip_after_reduce:
+            # §9.6 fixed: average every gradient first, then clip the true global gradient.
+            for p in params:
+                all_reduce_(p.grad, "avg")
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm)
+            self.muon.launch_reduce_scatters()
+        else:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm)  # local gradients (§9.6)
+            self.muon.launch_reduce_scatters()
+            for p in self.replicated_params():
+                all_reduce_(p.grad, "avg")
+        self.adam_embed.step()
+        self.adam_scalar.step()
+        self.muon.step()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        return loss_sum.item() if loss_sum is not None else math.nan
+
+
+class EMA:
+    """fp32 exponential moving average of the full state dict (spec §4.5)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            self.shadow[k].lerp_(v.float(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def apply_to(self, model: torch.nn.Module) -> None:
+        own = model.state_dict()
+        model.load_state_dict({k: self.shadow[k].to(own[k].dtype) for k in own})
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_ms: float
+    looping_at_step: int | None
+    prequant: dict
+    summary: dict
+
+
+def _peak_mem_mib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def use_compile(cfg: Config, device: torch.device) -> bool:
+    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+
+
+def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
+    """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
+    from golf.bpb import build_byte_luts
+    from golf.data import ShuffledSequenceLoader, list_shards, load_val_tokens
+    from golf.evaluate import eval_plain
+
+    run_dir = Path(run_dir)
+    main = dist.is_main
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+
+    train_files = list_shards(cfg.data_dir, "train")
+    val_files = list_shards(cfg.data_dir, "val")
+    accum = grad_accum_steps(cfg, dist.world_size)
+    seqs = micro_batch_seqs(cfg, dist.world_size)
+    loader_seed = cfg.seed if cfg.fix_seed_data_order else None
+
+    def make_loader():
+        return ShuffledSequenceLoader(train_files, dist.rank, dist.world_size, cfg.train_seq_len, seqs, seed=loader_seed)
+
+    val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
+    luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
+
+    model = build_model(cfg, device)
+    trainer = Trainer(model, cfg, dist)
+    forward = torch.compile(model, dynamic=False, fullgraph=True) if use_compile(cfg, device) else model
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "environment.json",
+                          {**environment_record(dist.world_size, train_files + val_files),
+                           "attention_backend": model.attention_backend, "compile": forward is not model,
+                           "grad_accum": accum, "micro_batch_seqs": seqs})
+    log.info("model: %d params, attention %s, compile %s, grad_accum %d x %d seqs/rank",
+             sum(p.numel() for p in model.parameters()), model.attention_backend, forward is not model, accum, seqs)
+
+    # Compile warmup on both graph variants, then restore the initial state (spec §4.6).
+    if cfg.warmup_steps > 0:
+        initial = copy.deepcopy(model.state_dict())
+        opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
+        loader = make_loader()
+        for looping in (False, True):
+            model.set_looping(looping)
+            for _ in range(cfg.warmup_steps):
+                trainer.set_schedule(1.0, 0)
+                trainer.step((loader.next_batch(device) for _ in range(accum)), forward)
+        model.set_looping(False)
+        model.load_state_dict(initial)
+        for opt, state in zip(trainer.optimizers, opt_states):
+            opt.load_state_dict(state)
+        if cfg.fix_reset_muon_momentum:
+            trainer.muon.reset_shard_momentum()  # §9.7 fixed; the record carries it over
+        del initial, opt_states
+
+    loader = make_loader()
+    ema = EMA(model, cfg.ema_decay)
+    metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=main)
+    cap_ms = (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds) * 1000 if cfg.max_wallclock_seconds > 0 else 0.0
+    tokens_per_step = cfg.train_batch_tokens
+    step, train_ms, looping_at = 0, 0.0, None
+    bar = tqdm(total=cfg.iterations, desc="train", disable=not (main and show_progress), mininterval=2.0)
+
+    def frac_done() -> float:
+        fracs = [step / cfg.iterations] if cfg.iterations > 0 else []
+        if cap_ms > 0:
+            fracs.append(train_ms / cap_ms)
+        return max(fracs)
+
+    def validate() -> None:
+        model.eval()
+        res = eval_plain(model, val_tokens, luts, cfg)
+        model.train()
+        log.info("step %d val_loss %.4f val_bpb %.4f", step, res["val_loss"], res["val_bpb"])
+        metrics.write({"step": step, "val_loss": res["val_loss"], "val_bpb": res["val_bpb"],
+                       "looping": model.looping, "train_ms": train_ms})
+
+    _sync(device)
+    t0 = time.perf_counter()
+    while True:
+        stop = step >= cfg.iterations
+        if cap_ms > 0:
+            flag = torch.tensor([1.0 if train_ms >= cap_ms else 0.0], device=device)
+            stop = stop or bool(all_reduce_(flag, "max").item())  # every rank stops on the same step
+        if step == 0 or stop or (cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0):
+            _sync(device)
+            train_ms += (time.perf_counter() - t0) * 1000  # the validation time is not training time
+            validate()
+            _sync(device)
+            t0 = time.perf_counter()
+        if stop:
+            break
+        frac = frac_done()
+        mult = lr_multiplier(frac, cfg.warmdown_frac, cfg.min_lr)
+        if not model.looping and cfg.num_loops > 0 and frac >= cfg.enable_looping_at:
+            model.set_looping(True)
+            looping_at = step
+            log.info("step %d: depth recurrence on (frac %.3f)", step, frac)
+        trainer.set_schedule(mult, step)
+        t_step = time.perf_counter()
+        loss = trainer.step((loader.next_batch(device) for _ in range(accum)), forward)
+        ema.update(model)
+        step += 1
+        bar.update(1)
+        if cfg.train_log_every > 0 and (step % cfg.train_log_every == 0 or step == 1):
+            _sync(device)
+            now = time.perf_counter()
+            step_ms = (now - t_step) * 1000
+            elapsed = train_ms + (now - t0) * 1000
+            record = {"step": step, "train_loss": loss, "lr_mult": mult,
+                      "tokens_per_s": tokens_per_step / (step_ms / 1000) / dist.world_size,
+                      "step_ms": step_ms, "looping": model.looping, "peak_mem_mib": _peak_mem_mib(device),
+                      "train_ms": elapsed}
+            metrics.write(record)
+            bar.set_postfix(loss=f"{loss:.3f}", looping=model.looping)
+            log.info("step %d loss %.4f lr_mult %.3f step_ms %.1f", step, loss, mult, step_ms)
+        train_ms += (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+    bar.close()
+
+    ema.apply_to(model)
+    model.set_looping(cfg.num_loops > 0)  # every evaluation runs with looping on (spec §2.7)
+    model.eval()
+    prequant = eval_plain(model, val_tokens, luts, cfg)
+    log.info("pre-quantization post-ema val_loss %.5f val_bpb %.5f", prequant["val_loss"], prequant["val_bpb"])
+    summary = {"steps": step, "train_ms": train_ms, "looping_at_step": looping_at,
+               "peak_mem_mib": _peak_mem_mib(device), "world_size": dist.world_size,
+               "prequant_post_ema": prequant}
+    metrics.write({"step": step, "stage": "pre-quantization post-ema", **prequant})
+    metrics.close()
+    if main:
+        save_checkpoint(model, run_dir / "model.pt")
+        atomic_write_json(run_dir / "train_summary.json", summary)
+    return TrainResult(step, train_ms, looping_at, prequant, summary)
