@@ -1,0 +1,370 @@
+"""Token shards: format, validation, the validation stream and the training loader (spec §1).
+
+A shard (spec §1.1) is a 1,024-byte header of 256 little-endian int32 (magic 20240520, version 1,
+token count N, zeros) followed by N little-endian uint16 token ids. Files are named
+``fineweb_{train,val}_%06d.bin`` (spec §1.2). Every malformed file raises ``ShardError`` naming the
+file, what was expected and what was found.
+
+Also here: ``download_shards`` (the challenge's official SP8192 data from the Hugging Face Hub) and
+``check_data_dir`` (behind ``golf data check``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from golf.runtime import GolfError
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4  # 1,024
+MAX_SHARD_TOKENS = 2**31 - 1  # writer limit, spec §1.1
+SPLITS = ("train", "val")
+
+
+class ShardError(GolfError):
+    """A shard file is malformed: the message names the file, what was expected and what was found."""
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"fineweb_{split}_{index:06d}.bin"
+
+
+# --- reading and writing one shard ------------------------------------------------------------
+
+def write_shard(path: str | Path, tokens: Any) -> Path:
+    """Write ``tokens`` (ids in [0, 2^16)) as one shard; temp file + rename, so never half a file."""
+    path = Path(path)
+    arr = np.asarray(tokens.cpu() if isinstance(tokens, torch.Tensor) else tokens).reshape(-1)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ShardError(f"shard {path}: tokens must be integers, got dtype {arr.dtype}")
+    if arr.size > MAX_SHARD_TOKENS:
+        raise ShardError(f"shard {path}: at most {MAX_SHARD_TOKENS} tokens per file, got {arr.size}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 2**16):
+        raise ShardError(f"shard {path}: token ids must lie in [0, 65536) for uint16 storage, "
+                         f"found range [{int(arr.min())}, {int(arr.max())}]")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, arr.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(header.tobytes())
+            arr.astype("<u2", copy=False).tofile(fh)  # tofile: no second 200 MB copy in memory
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_shard_header(path: str | Path) -> int:
+    """Validate magic, version and exact file size (spec §1.1); return the token count N."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"shard {path}: no such file")
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise ShardError(f"shard {path}: truncated: expected a {HEADER_BYTES}-byte header, found a {size}-byte file")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    magic, version, n = (int(v) for v in header[:3])
+    if magic != SHARD_MAGIC:
+        raise ShardError(f"shard {path}: wrong magic: expected {SHARD_MAGIC}, found {magic}")
+    if version != SHARD_VERSION:
+        raise ShardError(f"shard {path}: wrong version: expected {SHARD_VERSION}, found {version}")
+    if n < 0:
+        raise ShardError(f"shard {path}: header token count is negative ({n})")
+    expected = HEADER_BYTES + 2 * n
+    if size != expected:
+        what = "truncated" if size < expected else "trailing bytes"
+        raise ShardError(f"shard {path}: {what}: header says {n} tokens, so expected "
+                         f"{HEADER_BYTES} + 2*{n} = {expected} bytes, found {size} bytes")
+    return n
+
+
+def read_shard(path: str | Path) -> np.ndarray:
+    """The shard's tokens as a read-only uint16 memmap (validated header and size)."""
+    n = read_shard_header(path)
+    if n == 0:  # numpy cannot memory-map zero bytes
+        return np.zeros(0, dtype=np.uint16)
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+def check_shard(path: str | Path, vocab_size: int) -> int:
+    """Full validation: header, size and every id < vocab_size. Returns the token count."""
+    tokens = read_shard(path)
+    if tokens.size and int(tokens.max()) >= vocab_size:
+        pos = int(np.argmax(tokens >= vocab_size))
+        raise ShardError(f"shard {path}: token id out of range: expected ids < vocab_size {vocab_size}, "
+                         f"found {int(tokens[pos])} at position {pos}")
+    return int(tokens.size)
+
+
+def list_shards(data_dir: str | Path, split: str) -> list[Path]:
+    """Sorted ``fineweb_{split}_*.bin`` files of a folder; an error if there are none."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise GolfError(f"data folder {str(data_dir)!r} does not exist; make one with `golf data prepare` "
+                        "or `golf data download`")
+    files = sorted(data_dir.glob(f"fineweb_{split}_*.bin"))
+    if not files:
+        raise GolfError(f"no {split} shards (fineweb_{split}_*.bin) in data folder {str(data_dir)!r}")
+    return files
+
+
+# --- validation stream (spec §1.4) -------------------------------------------------------------
+
+def load_val_tokens(data_dir: str | Path, seq_len: int, max_tokens: int = 0) -> torch.Tensor:
+    """All val shards in sorted order, concatenated, cut to ``1 + seq_len*floor((N-1)/seq_len)`` tokens.
+
+    ``max_tokens > 0`` first caps N (demo runs); the record uses the whole stream (spec §1.4).
+    """
+    parts, total = [], 0
+    for f in list_shards(data_dir, "val"):
+        tokens = read_shard(f)
+        if max_tokens > 0:
+            tokens = tokens[: max_tokens - total]
+        parts.append(np.asarray(tokens, dtype=np.int64))
+        total += len(tokens)
+        if max_tokens > 0 and total >= max_tokens:
+            break
+    stream = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    usable = (len(stream) - 1) // seq_len * seq_len
+    if usable <= 0:
+        raise GolfError(f"val split of {str(data_dir)!r} holds {len(stream)} tokens (max_tokens={max_tokens}); "
+                        f"eval_seq_len {seq_len} needs at least {seq_len + 1}")
+    return torch.from_numpy(stream[: usable + 1])
+
+
+# --- training loader (spec §1.5) ---------------------------------------------------------------
+
+class ShuffledSequenceLoader:
+    """Shard-local shuffled sampling of ``seq_len + 1`` windows, as in the record (spec §1.5).
+
+    Rank r reads ``files[r::world_size]``. Per shard and epoch: a random phase p in
+    ``[0, min(seq_len-1, N-seq_len-1)]``, the starts ``p + seq_len*k`` for k < floor((N-1-p)/seq_len),
+    shuffled. Each sequence picks a shard with probability proportional to its remaining starts
+    and pops that shard's last start; when all are used up, every shard starts a new epoch.
+
+    ``seed=None`` seeds numpy's PCG64 with the rank alone, like the record, so SEED does not
+    change the data order (spec §9.8); an int seeds it with ``(seed, rank)`` (the fix).
+    The draws happen in the record's order, so the same rank sees the record's sequences.
+    """
+
+    def __init__(self, files: Sequence[str | Path] | str | Path, rank: int, world_size: int,
+                 seq_len: int, seqs_per_batch: int, seed: int | None = None):
+        if isinstance(files, (str, Path)):
+            files = list_shards(files, "train")
+        all_files = [Path(f) for f in files]
+        if not all_files:
+            raise GolfError("ShuffledSequenceLoader got no shard files")
+        self.files = all_files[rank::world_size]
+        if not self.files:
+            raise GolfError(f"rank {rank} of {world_size} gets no training shard: there are only "
+                            f"{len(all_files)} (prepare more, smaller shards, or use fewer ranks)")
+        self.seq_len, self.seqs_per_batch = seq_len, seqs_per_batch
+        entropy = rank if seed is None else [seed, rank]
+        self.rng = np.random.Generator(np.random.PCG64(entropy))
+        self.tokens = [read_shard(f) for f in self.files]  # memmaps: nothing is read yet
+        if all(len(t) < seq_len + 1 for t in self.tokens):
+            raise GolfError(f"rank {rank}'s training shards ({', '.join(f.name for f in self.files)}) hold "
+                            f"fewer than seq_len + 1 = {seq_len + 1} tokens each")
+        self.starts: list[list[int]] = [[] for _ in self.files]
+        for si in range(len(self.files)):
+            self._new_epoch(si)
+
+    def _new_epoch(self, si: int) -> None:
+        n, t = len(self.tokens[si]), self.seq_len
+        max_phase = min(t - 1, max(0, n - t - 1))
+        phase = int(self.rng.integers(max_phase + 1)) if max_phase > 0 else 0
+        count = max(0, (n - 1 - phase) // t)
+        self.starts[si] = (phase + self.rng.permutation(count) * t).tolist()
+
+    def remaining(self) -> list[int]:
+        """Starts left in the current epoch, per shard of this rank."""
+        return [len(s) for s in self.starts]
+
+    def next_batch(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        b, t = self.seqs_per_batch, self.seq_len
+        window = np.empty((b, t + 1), dtype=np.int64)
+        left = np.array(self.remaining(), dtype=np.float64)
+        for bi in range(b):
+            if left.sum() <= 0:
+                for si in range(len(self.files)):
+                    self._new_epoch(si)
+                left = np.array(self.remaining(), dtype=np.float64)
+            si = int(self.rng.choice(len(self.files), p=left / left.sum()))
+            start = self.starts[si].pop()
+            left[si] -= 1
+            window[bi] = self.tokens[si][start:start + t + 1]
+        w = torch.from_numpy(window)
+        x, y = w[:, :-1], w[:, 1:]  # [B, T] each: y is x shifted by one token
+        non_blocking = torch.device(device).type == "cuda"
+        return (x.contiguous().to(device, non_blocking=non_blocking),
+                y.contiguous().to(device, non_blocking=non_blocking))
+
+
+# --- golf data check ---------------------------------------------------------------------------
+
+def infer_vocab_size(data_dir: str | Path) -> int | None:
+    """The vocab a data folder was made with: prepare.json, a tokenizer.model beside it, or the
+    official folder name ``fineweb10B_sp8192``. None if nothing says."""
+    data_dir = Path(data_dir)
+    meta = data_dir / "prepare.json"
+    if meta.is_file():
+        return int(json.loads(meta.read_text())["vocab_size"])
+    tok = find_tokenizer(data_dir)
+    if tok is not None:
+        import sentencepiece as spm
+        return int(spm.SentencePieceProcessor(model_file=str(tok)).get_piece_size())
+    m = re.search(r"_sp(\d+)$", data_dir.name)
+    return int(m.group(1)) if m else None
+
+
+def find_tokenizer(data_dir: str | Path) -> Path | None:
+    """``DIR/tokenizer.model`` (golf data prepare) or ``../../tokenizers/fineweb_V_bpe.model``
+    (the official layout of golf data download)."""
+    data_dir = Path(data_dir)
+    if (data_dir / "tokenizer.model").is_file():
+        return data_dir / "tokenizer.model"
+    m = re.search(r"_sp(\d+)$", data_dir.name)
+    if m:
+        cand = data_dir.parent.parent / "tokenizers" / f"fineweb_{m.group(1)}_bpe.model"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[dict[str, Any]]:
+    """Validate every shard of a folder (magic, version, size, ids < vocab); one row per file.
+
+    ``vocab_size=None`` takes it from the folder (``infer_vocab_size``), else checks ids < 2^16.
+    Raises ``ShardError`` naming the first bad file (val files first, then train, sorted).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise GolfError(f"data folder {str(data_dir)!r} does not exist")
+    vocab = vocab_size or infer_vocab_size(data_dir) or 2**16
+    files = [(s, f) for s in ("val", "train") for f in sorted(data_dir.glob(f"fineweb_{s}_*.bin"))]
+    if not files:
+        raise GolfError(f"no shards (fineweb_train_*.bin / fineweb_val_*.bin) in {str(data_dir)!r}")
+    return [{"file": f.name, "split": s, "tokens": check_shard(f, vocab), "bytes": f.stat().st_size,
+             "vocab_size": vocab} for s, f in files]
+
+
+# --- golf data download ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HubVariant:
+    """Where one tokenizer variant lives in the Hugging Face dataset (paths relative to its root)."""
+    dataset_dir: str
+    tokenizer: str
+    vocab_size: int
+    val_shards: int
+    train_shards: int  # how many the dataset holds
+
+
+# The official layout (as fetched by the challenge's data/cached_challenge_fineweb.py); local copies
+# keep the same relative paths under --out, so `--out data` gives golf's default data_dir.
+HUB_VARIANTS: dict[str, HubVariant] = {
+    "sp8192": HubVariant(dataset_dir="datasets/fineweb10B_sp8192",
+                         tokenizer="tokenizers/fineweb_8192_bpe.model",
+                         vocab_size=8192, val_shards=1, train_shards=80),
+}
+DEFAULT_HUB_REPO = "kevclark/parameter-golf"
+
+
+def _hub_fetch(repo_id: str, rel: str, out_dir: Path) -> Path:
+    """One file from the Hub into ``out_dir/rel``, with errors a user can act on."""
+    import huggingface_hub
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        got = huggingface_hub.hf_hub_download(repo_id=repo_id, filename=rel, repo_type="dataset",
+                                              local_dir=str(out_dir))
+    except hf_errors.LocalEntryNotFoundError as exc:  # offline, or the Hub did not answer
+        raise GolfError(_unreachable(repo_id, rel, out_dir, exc)) from exc
+    except hf_errors.EntryNotFoundError as exc:
+        raise GolfError(f"{rel!r} is not in the Hugging Face dataset {repo_id!r} ({exc})") from exc
+    except hf_errors.RepositoryNotFoundError as exc:
+        raise GolfError(f"Hugging Face dataset {repo_id!r} not found or not accessible (gated "
+                        f"datasets need `huggingface-cli login`): {exc}") from exc
+    except _transport_errors() as exc:
+        raise GolfError(_unreachable(repo_id, rel, out_dir, exc)) from exc
+    return Path(got)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures: huggingface_hub < 1 uses requests (OSError subclasses), >= 1 uses httpx."""
+    errors: list[type[BaseException]] = [OSError, ConnectionError, TimeoutError]
+    try:
+        import httpx
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _unreachable(repo_id: str, rel: str, out_dir: Path, exc: BaseException) -> str:
+    return (f"could not reach the Hugging Face Hub to fetch {rel!r} from dataset {repo_id!r} "
+            f"({type(exc).__name__}: {exc}). To get data otherwise: copy the shards and tokenizer from a "
+            f"machine that has them into {str(out_dir)!r} with the same layout (datasets/..., tokenizers/...), "
+            f"or build a local dataset with `golf data prepare --corpus shakespeare --out DIR`")
+
+
+def download_shards(variant: str, out_dir: str | Path, train_shards: int = 1,
+                    repo_id: str = DEFAULT_HUB_REPO) -> dict[str, Any]:
+    """Fetch the val shards, ``train_shards`` train shards and the tokenizer; validate them all.
+
+    Files already present and valid are kept (the command is idempotent). Returns
+    ``{data_dir, tokenizer_path, vocab_size, files: [...], downloaded: n}``.
+    """
+    if variant not in HUB_VARIANTS:
+        raise GolfError(f"unknown data variant {variant!r}; known: {', '.join(HUB_VARIANTS)}")
+    v = HUB_VARIANTS[variant]
+    if not 0 <= train_shards <= v.train_shards:
+        raise GolfError(f"--train-shards must be in [0, {v.train_shards}] for {variant}, got {train_shards}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from golf.tokenizer import load_tokenizer
+
+    downloaded = 0
+    tok_path = out_dir / v.tokenizer
+    if not tok_path.is_file():
+        _hub_fetch(repo_id, v.tokenizer, out_dir)
+        downloaded += 1
+    load_tokenizer(tok_path, v.vocab_size)
+
+    names = [shard_name("val", i) for i in range(v.val_shards)]
+    names += [shard_name("train", i) for i in range(train_shards)]
+    files = []
+    for name in names:
+        rel, local = f"{v.dataset_dir}/{name}", out_dir / v.dataset_dir / name
+        fresh = not local.is_file()
+        if fresh:
+            _hub_fetch(repo_id, rel, out_dir)
+            downloaded += 1
+        try:
+            check_shard(local, v.vocab_size)
+        except ShardError as exc:
+            if fresh:
+                raise ShardError(f"downloaded file is bad: {exc}") from None
+            # a stale or partial earlier copy: fetch it again once
+            local.unlink()
+            _hub_fetch(repo_id, rel, out_dir)
+            downloaded += 1
+            check_shard(local, v.vocab_size)
+        files.append(local)
+    return {"data_dir": str(out_dir / v.dataset_dir), "tokenizer_path": str(tok_path),
+            "vocab_size": v.vocab_size, "files": [str(f) for f in files], "downloaded": downloaded}
