@@ -1,0 +1,359 @@
+"""Evaluation: plain, sliding window and score-first TTT (spec §6), in one process or under torchrun.
+
+Conventions. ``val_tokens`` holds N = T + 1 tokens (spec §1.4); *target position* p in [0, T) is
+token p + 1 predicted from tokens 0..p. Every mode splits its work contiguously over the ranks of
+``golf.runtime.dist_info()`` and sums float64 NLL/token/byte totals with ``BPBAccumulator`` (§1.7).
+
+Score-first TTT (§6.3, credited to PR #461 / #549) is legal under the four conditions of Issue #1017:
+C1 causality (p_t depends on the artifact and x_<t only), C2 a full normalized softmax, C3 every
+token scored under no_grad before any update that trains on it, C4 each token scored exactly once.
+C2 holds by construction (plain softmax CE); C1, C3 and C4 are checked, not asserted in prose:
+``eval_ttt(record=TTTRecord(T))`` logs, per target position, when it was scored and by weights
+trained through which chunk, and ``TTTRecord.check()`` raises on the first violation (STYLE rule 7).
+
+The record's last-target question (§6.3 "the last target is token (ci+1)·C"): chunk ci trains on
+targets p in [ci·C, ci·C + k·L) with k = chunk_len // L; token (ci+1)·C is target p = (ci+1)·C − 1,
+the chunk's own last scored position. Every window whose first scored position lies in chunk ci
+is scored during chunk ci, and windows scoring earlier positions belong to earlier chunks, so all
+of chunk ci's training targets are scored by the end of its scoring phase: the record respects C3.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from golf.config import Config
+from golf.runtime import all_reduce_, dist_info
+
+
+# --- window and chunk geometry (§6.2, §6.3) --------------------------------------------------
+
+def count_windows(total_tokens: int, seq_len: int = 2048, stride: int = 64) -> int:
+    """Number of sliding windows: starts k·stride kept while k·stride + (seq_len − stride) < T.
+
+    At least one window when T ≥ 1, so that a stream shorter than the context is still scored
+    (the record's filter would keep none there; at full scale the two agree: 633,409 windows).
+    """
+    if not 0 < stride <= seq_len:
+        raise ValueError(f"eval_stride must be in [1, {seq_len}], got {stride}")
+    if total_tokens <= 0:
+        return 0
+    context = seq_len - stride
+    return max(1, -(-(total_tokens - context) // stride))
+
+
+def sliding_windows(total_tokens: int, seq_len: int = 2048, stride: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, first_scored_offsets): window k covers targets [k·stride, min(k·stride + seq_len, T)).
+
+    Window 0 scores all its positions, later windows the positions from offset seq_len − stride on,
+    so the scored ranges tile [0, T) exactly once.
+    """
+    n = count_windows(total_tokens, seq_len, stride)
+    starts = np.arange(n, dtype=np.int64) * stride
+    offsets = np.where(starts == 0, 0, seq_len - stride).astype(np.int64)
+    return starts, offsets
+
+
+def ttt_chunks(total_tokens: int, chunk_tokens: int) -> int:
+    return -(-total_tokens // chunk_tokens)
+
+
+def window_chunk(ws, s, chunk_tokens: int, n_chunks: int):
+    """The TTT chunk a window belongs to: the one holding its first scored position (§6.3)."""
+    return np.minimum((np.asarray(ws) + np.asarray(s)) // chunk_tokens, n_chunks - 1)
+
+
+def _share(n: int, rank: int, world: int) -> tuple[int, int]:
+    return n * rank // world, n * (rank + 1) // world
+
+
+# --- the legality record (Issue #1017 C1, C3, C4; STYLE rule 7) ---------------------------------
+
+@dataclass
+class TTTRecord:
+    """Per target position: when it was scored, by which weights, and which chunk trained on it.
+
+    ``scored_at_chunk``: chunk being processed when p was scored (-1 never); ``trained_through_chunk``:
+    last chunk the weights had been trained on at that moment (-1 none); ``trained_in_chunk``: the
+    chunk whose TTT step used p as a target (-1 never); ``score_count``; ``scored_with_grad``: 1 if
+    autograd was on while scoring; ``nll``: the scored NLL (nan if unscored). After ``eval_*`` under
+    torchrun every rank holds the merged record.
+    """
+    total_tokens: int
+    scored_at_chunk: np.ndarray = field(init=False)
+    trained_through_chunk: np.ndarray = field(init=False)
+    trained_in_chunk: np.ndarray = field(init=False)
+    score_count: np.ndarray = field(init=False)
+    scored_with_grad: np.ndarray = field(init=False)
+    nll: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        T = self.total_tokens
+        self.scored_at_chunk = np.full(T, -1, np.int32)
+        self.trained_through_chunk = np.full(T, -1, np.int32)
+        self.trained_in_chunk = np.full(T, -1, np.int32)
+        self.score_count = np.zeros(T, np.int32)
+        self.scored_with_grad = np.zeros(T, np.int32)
+        self.nll = np.full(T, np.nan, np.float64)
+
+    def note_scored(self, pos: np.ndarray, nll: np.ndarray, chunk: int, trained_through: int) -> None:
+        np.add.at(self.score_count, pos, 1)
+        self.scored_at_chunk[pos] = chunk
+        self.trained_through_chunk[pos] = trained_through
+        self.scored_with_grad[pos] |= int(torch.is_grad_enabled())
+        self.nll[pos] = nll
+
+    def note_trained(self, lo: int, hi: int, chunk: int) -> None:
+        self.trained_in_chunk[lo:hi] = chunk
+
+    def merge_ranks(self, device: torch.device) -> None:
+        """Combine the ranks' partial records: counts add, chunk indices take the max (-1 = none)."""
+        if dist_info().world_size == 1:
+            return
+        for name, op in (("score_count", "sum"), ("scored_with_grad", "max"), ("scored_at_chunk", "max"),
+                         ("trained_through_chunk", "max"), ("trained_in_chunk", "max")):
+            t = torch.from_numpy(getattr(self, name)).to(device)
+            setattr(self, name, all_reduce_(t, op).cpu().numpy())
+        nll = torch.from_numpy(np.nan_to_num(self.nll, nan=0.0)).to(device)
+        self.nll = all_reduce_(nll, "sum").cpu().numpy()
+        self.nll[self.score_count == 0] = np.nan
+
+    def check(self) -> None:
+        """Raise AssertionError at the first position that breaks C4 (once) or C3/C1 (score first)."""
+        bad = np.flatnonzero(self.score_count != 1)
+        if bad.size:
+            p = int(bad[0])
+            raise AssertionError(f"C4: target position {p} scored {int(self.score_count[p])} times "
+                                 f"({bad.size} positions not scored exactly once)")
+        bad = np.flatnonzero(self.scored_with_grad)
+        if bad.size:
+            raise AssertionError(f"C3: target position {int(bad[0])} scored with autograd on")
+        trained = self.trained_in_chunk >= 0
+        bad = np.flatnonzero(trained & (self.trained_through_chunk >= self.trained_in_chunk))
+        if bad.size:
+            p = int(bad[0])
+            raise AssertionError(
+                f"C3: target position {p} was scored (at chunk {int(self.scored_at_chunk[p])}) by weights trained "
+                f"through chunk {int(self.trained_through_chunk[p])}, which includes chunk "
+                f"{int(self.trained_in_chunk[p])} whose training targets contain it")
+        bad = np.flatnonzero(trained & (self.scored_at_chunk > self.trained_in_chunk))
+        if bad.size:
+            p = int(bad[0])
+            raise AssertionError(f"C3: target position {p} trained on in chunk {int(self.trained_in_chunk[p])} "
+                                 f"before being scored in chunk {int(self.scored_at_chunk[p])}")
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _accumulator(device: torch.device):
+    from golf.bpb import BPBAccumulator
+
+    return BPBAccumulator(device)
+
+
+def _finish(acc, t0: float, **extra) -> dict:
+    acc.all_reduce()
+    return {**acc.result(), "seconds": time.perf_counter() - t0, **extra}
+
+
+def _score_windows(fwd: Callable, tokens: Tensor, starts: np.ndarray, offsets: np.ndarray, T: int, L: int,
+                   acc, luts, record: TTTRecord | None = None, chunk: int = -1, trained_through: int = -1) -> None:
+    """Score one batch of windows, padded to L (zeros after the window end, as the record does).
+
+    The model is causal, so padding after position wlen−1 cannot change positions before it.
+    """
+    dev = tokens.device
+    ws = torch.as_tensor(starts, device=dev)[:, None]
+    j = torch.arange(L, device=dev)[None, :]
+    pos = ws + j  # (B, L) target positions
+    valid = pos < T
+    scored = valid & (j >= torch.as_tensor(offsets, device=dev)[:, None])
+    idx = pos.clamp(max=T - 1)
+    x = torch.where(valid, tokens[idx], 0)
+    y = torch.where(valid, tokens[idx + 1], 0)
+    logits = fwd(x)  # (B, L, V) fp32
+    nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+    acc.add(nll[scored], x[scored], y[scored], luts)
+    if record is not None:
+        record.note_scored(pos[scored].cpu().numpy(), nll[scored].double().cpu().numpy(), chunk, trained_through)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    return tqdm(total=total, desc=desc, disable=not (enabled and dist_info().is_main), leave=False)
+
+
+# --- plain (§6.1) ----------------------------------------------------------------------------
+
+def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = True) -> dict:
+    """Non-overlapping eval_seq_len sequences; rank r scores sequences [n·r/W, n·(r+1)/W).
+
+    Each target sees only its in-sequence prefix. The caller sets ``model.looping``.
+    """
+    t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
+    L, T = cfg.eval_seq_len, val_tokens.numel() - 1
+    luts = luts.to(device)
+    n_seqs = T // L
+    lo, hi = _share(n_seqs, info.rank, info.world_size)
+    acc = _accumulator(device)
+    bar = _progress(hi - lo, "eval plain", progress)
+    with torch.no_grad():
+        for b in range(lo, hi, cfg.eval_batch_seqs):
+            e = min(b + cfg.eval_batch_seqs, hi)
+            chunk = val_tokens[b * L: e * L + 1].to(device=device, dtype=torch.int64)
+            x, y = chunk[:-1].view(-1, L), chunk[1:].view(-1, L)
+            acc.add(model(x, y, reduction="none"), x, y, luts)
+            bar.update(e - b)
+    bar.close()
+    return _finish(acc, t0, n_seqs=n_seqs)
+
+
+# --- sliding window (§6.2) -------------------------------------------------------------------
+
+def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: Callable | None = None,
+                 record: TTTRecord | None = None, progress: bool = True) -> dict:
+    """Stride-``eval_stride`` windows of eval_seq_len, split contiguously over ranks, batches of
+    ``eval_batch_seqs``; each target is scored once with ≥ L − stride tokens of context (§6.2)."""
+    t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
+    L, T = cfg.eval_seq_len, val_tokens.numel() - 1
+    fwd = forward_logits or model.forward_logits
+    luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
+    starts, offsets = sliding_windows(T, L, cfg.eval_stride)
+    lo, hi = _share(len(starts), info.rank, info.world_size)
+    acc = _accumulator(device)
+    bar = _progress(hi - lo, "eval sliding", progress)
+    with torch.no_grad():
+        for b in range(lo, hi, cfg.eval_batch_seqs):
+            e = min(b + cfg.eval_batch_seqs, hi)
+            _score_windows(fwd, tokens, starts[b:e], offsets[b:e], T, L, acc, luts, record)
+            bar.update(e - b)
+    bar.close()
+    if record is not None:
+        record.merge_ranks(device)
+    return _finish(acc, t0, n_windows=len(starts), stride=cfg.eval_stride)
+
+
+# --- score-first TTT (§6.3) ------------------------------------------------------------------
+
+def _frozen_bank_mask(model, n_frozen: int) -> dict[int, list]:
+    """For ``ttt_freeze_blocks``: bank slices of the frozen layers, by id of the bank parameter.
+
+    The record froze parameters named ``blocks.{i}.*`` only; its matrices live in banks, so the
+    bank slices of a frozen layer kept training there. Here they are masked too (moot at 0).
+    """
+    L = len(model.blocks)
+    layers = list(range(min(n_frozen, L)))
+    if not layers or not hasattr(model, "qo_bank"):
+        return {}
+    two = layers + [L + i for i in layers]
+    return {id(model.qo_bank): two, id(model.kv_bank): two,
+            id(model.mlp_up_bank): layers, id(model.mlp_down_bank): layers}
+
+
+def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | None = None,
+             forward_logits: Callable | None = None, progress: bool = True,
+             _train_before_score: bool = False) -> dict:
+    """Score-first TTT on ``model`` itself (the caller passes a fresh copy; §6.3, §9.16).
+
+    For each chunk ci of ``ttt_chunk_tokens``: (1) score its windows under no_grad with the current
+    weights; (2) unless it is the last chunk, ``ttt_epochs`` SGD steps (lr cosine over chunks,
+    momentum ``ttt_momentum``, all-reduce then ``clip_grad_norm_``) on its k = chunk_len // L
+    sequences, rank r taking sequences [k·r/W, k·(r+1)/W). Training is eager. ``_train_before_score``
+    swaps (1) and (2); it exists only so a test can show ``TTTRecord.check`` catches the violation.
+    """
+    t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
+    W, r = info.world_size, info.rank
+    L, T, C = cfg.eval_seq_len, val_tokens.numel() - 1, cfg.ttt_chunk_tokens
+    fwd = forward_logits or model.forward_logits
+    luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
+    starts, offsets = sliding_windows(T, L, cfg.eval_stride)
+    n_chunks = ttt_chunks(T, C)
+    bounds = np.searchsorted(window_chunk(starts, offsets, C, n_chunks), np.arange(n_chunks + 1))
+
+    frozen = [f"blocks.{i}." for i in range(cfg.ttt_freeze_blocks)]
+    was_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not any(name.startswith(f) for f in frozen))
+        if p.requires_grad:
+            params.append(p)
+    bank_mask = _frozen_bank_mask(model, cfg.ttt_freeze_blocks)
+    opt = torch.optim.SGD(params, lr=cfg.ttt_lr, momentum=cfg.ttt_momentum, nesterov=False, weight_decay=0.0)
+    acc, trained_through, steps = _accumulator(device), -1, 0
+
+    def score(ci: int) -> None:
+        w_lo, w_hi = bounds[ci], bounds[ci + 1]
+        lo, hi = (w_lo + v for v in _share(w_hi - w_lo, r, W))
+        with torch.no_grad():
+            for b in range(lo, hi, cfg.eval_batch_seqs):
+                e = min(b + cfg.eval_batch_seqs, hi)
+                _score_windows(fwd, tokens, starts[b:e], offsets[b:e], T, L, acc, luts, record, ci, trained_through)
+
+    def train(ci: int) -> int:
+        c0 = ci * C
+        k = (min(c0 + C, T) - c0) // L  # sequences; their targets are positions [c0, c0 + k·L)
+        if k == 0 or cfg.ttt_epochs == 0:
+            return 0
+        lr = cfg.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(n_chunks - 1, 1)))
+        if cfg.fix_ttt_reset_momentum:
+            opt.state.clear()
+        for g in opt.param_groups:
+            g["lr"] = lr
+        shares = [_share(k, q, W) for q in range(W)]
+        lo, hi = shares[r]
+        B = cfg.ttt_batch_seqs
+        n_steps = max(-(-(b - a) // B) for a, b in shares)  # same on every rank: collectives stay matched
+        if record is not None and hi > lo:
+            record.note_trained(c0 + lo * L, c0 + hi * L, ci)
+        for _ in range(cfg.ttt_epochs):
+            for s in range(n_steps):
+                a, b = min(lo + s * B, hi), min(lo + (s + 1) * B, hi)
+                n_global = sum(min(max(q1 - q0 - s * B, 0), B) for q0, q1 in shares) * L
+                opt.zero_grad(set_to_none=True)
+                if b > a:
+                    seg = tokens[c0 + a * L: c0 + b * L + 1]
+                    x, y = seg[:-1].view(-1, L), seg[1:].view(-1, L)
+                    # sum / global count, summed over ranks == the record's AVG of per-rank means
+                    (model(x, y, reduction="none").sum() / n_global).backward()
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    all_reduce_(p.grad, "sum")
+                    if id(p) in bank_mask:
+                        p.grad[bank_mask[id(p)]] = 0
+                torch.nn.utils.clip_grad_norm_(params, cfg.ttt_grad_clip)
+                opt.step()
+        return cfg.ttt_epochs * n_steps
+
+    bar = _progress(n_chunks, "eval ttt", progress)
+    try:
+        for ci in range(n_chunks):
+            last = ci == n_chunks - 1
+            if _train_before_score and not last:
+                steps += train(ci)
+                trained_through = ci
+            score(ci)
+            if not _train_before_score and not last:
+                steps += train(ci)
+                trained_through = ci
+            bar.update(1)
+    finally:
+        bar.close()
+        for name, p in model.named_parameters():
+            p.requires_grad_(was_trainable[name])
+        model.zero_grad(set_to_none=True)
+    if record is not None:
+        record.merge_ranks(device)
+    return _finish(acc, t0, n_windows=len(starts), n_chunks=n_chunks, stride=cfg.eval_stride,
+                   ttt_steps=steps, last_chunk_tokens=T - (n_chunks - 1) * C)

@@ -1,0 +1,217 @@
+"""Evaluation modes (spec §6): window geometry, each target scored once, and score-first TTT legality
+(Issue #1017 C1, C3, C4) checked through ``TTTRecord`` rather than trusted (STYLE rule 7)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from golf.bpb import ByteLUTs
+from golf.config import load_config
+from golf.evaluate import (
+    TTTRecord, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows, ttt_chunks, window_chunk,
+)
+from golf.model import build_model
+
+TINY = dict(vocab_size=64, model_dim=32, num_layers=3, num_heads=2, num_kv_heads=1, rope_dims=8, train_seq_len=32,
+            eval_seq_len=32, eval_stride=8, eval_batch_seqs=4, ttt_chunk_tokens=64, ttt_lr=0.05, loop_start=1,
+            loop_end=1, num_loops=1, parallel_start_layer=2, xsa_last_n=3, mlp_mult=2.0)
+T_TINY = 7 * 32  # 224 targets: 4 TTT chunks, the last one 32 tokens
+
+
+def tiny_cfg(**kw):
+    return load_config(None, {**TINY, **kw})
+
+
+def tiny_model(cfg, seed=0):
+    """Looping on (as every eval runs) and every weight non-trivial (W_o, W_down start at zero)."""
+    model = build_model(cfg, "cpu")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g).to(p.dtype))
+    model.set_looping(True)
+    return model
+
+
+def tiny_luts(vocab=64, seed=0):
+    """Hand-made tables: id 0 is a boundary (BOS-like), the others 1-3 bytes, half with a leading space."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(1, 4, (vocab,), generator=g, dtype=torch.int16)
+    base[0] = 0
+    space = torch.rand(vocab, generator=g) < 0.5
+    space[0] = False
+    boundary = torch.zeros(vocab, dtype=torch.bool)
+    boundary[0] = True
+    return ByteLUTs(base, space, boundary)
+
+
+def tiny_tokens(n_targets=T_TINY, vocab=64, seed=1):
+    return torch.randint(0, vocab, (n_targets + 1,), generator=torch.Generator().manual_seed(seed))
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+def test_full_scale_window_and_chunk_counts():
+    T, L, S, C = 40_540_160, 2048, 64, 32_768
+    assert count_windows(T, L, S) == 633_409
+    starts, offs = sliding_windows(T, L, S)
+    assert len(starts) == 633_409 and offs[0] == 0 and (offs[1:] == L - S).all()
+    ends = np.minimum(starts + L, T)
+    scored_from = starts + offs
+    assert scored_from[0] == 0 and ends[-1] == T and (scored_from[1:] == ends[:-1]).all()  # an exact tiling
+    n_chunks = ttt_chunks(T, C)
+    assert n_chunks == 1238 and T - (n_chunks - 1) * C == 6_144
+    wc = window_chunk(starts, offs, C, n_chunks)
+    assert wc[-1] == 1237 and (np.diff(wc) >= 0).all() and np.bincount(wc).max() == 512
+
+
+def _record_windows(T, L, S):
+    """The record's rule, enumerated: ws = 0, S, ... kept while ws + (L - S) < T (plus ws = 0 if none)."""
+    kept = [ws for ws in range(0, T, S) if ws + (L - S) < T]
+    return kept or ([0] if T > 0 else [])
+
+
+@pytest.mark.parametrize("L,S", [(8, 1), (8, 3), (8, 8), (32, 8), (32, 5), (32, 32)])
+def test_small_windows_match_enumeration_and_tile_every_target_once(L, S):
+    for T in range(1, 150):
+        starts, offs = sliding_windows(T, L, S)
+        assert starts.tolist() == _record_windows(T, L, S) and count_windows(T, L, S) == len(starts)
+        counts = np.zeros(T, int)
+        for ws, s in zip(starts, offs):
+            counts[ws + s: min(ws + L, T)] += 1
+        assert (counts == 1).all(), (T, L, S)
+
+
+def test_ttt_chunk_helpers():
+    assert ttt_chunks(224, 64) == 4 and ttt_chunks(256, 64) == 4 and ttt_chunks(257, 64) == 5
+    assert window_chunk(0, 0, 64, 4) == 0 and window_chunk(200, 24, 64, 4) == 3
+
+
+# --- plain and sliding -----------------------------------------------------------------------
+
+def test_sliding_scores_every_target_once_and_stride_L_equals_plain():
+    cfg = tiny_cfg()
+    model, luts, tokens = tiny_model(cfg), tiny_luts(), tiny_tokens()
+    rec = TTTRecord(T_TINY)
+    res = eval_sliding(model, tokens, luts, cfg, record=rec, progress=False)
+    rec.check()
+    assert res["n_tokens"] == T_TINY and res["n_windows"] == count_windows(T_TINY, 32, 8)
+    assert np.isclose(np.nansum(rec.nll) / T_TINY, res["val_loss"])
+
+    plain = eval_plain(model, tokens, luts, cfg, progress=False)
+    wide = eval_sliding(model, tokens, luts, tiny_cfg(eval_stride=32), progress=False)
+    assert plain["n_tokens"] == wide["n_tokens"] == T_TINY and plain["n_bytes"] == wide["n_bytes"]
+    assert plain["val_loss"] == pytest.approx(wide["val_loss"], rel=1e-6)
+    assert plain["val_bpb"] == pytest.approx(wide["val_bpb"], rel=1e-6)
+    for key in ("val_loss", "val_bpb", "n_tokens", "n_bytes", "seconds"):
+        assert key in plain and key in res
+
+
+def test_sliding_short_tail_windows_score_correctly():
+    """T not a multiple of the stride or batch: padded short windows give the NLL an unpadded pass gives."""
+    cfg = tiny_cfg(eval_batch_seqs=3)
+    T = 221
+    model, tokens = tiny_model(cfg), tiny_tokens(T)
+    rec = TTTRecord(T)
+    eval_sliding(model, tokens, tiny_luts(), cfg, record=rec, progress=False)
+    rec.check()
+    ws = sliding_windows(T, 32, 8)[0][-1]  # the last window, shorter than 32
+    with torch.no_grad():
+        nll = model(tokens[None, ws:T], tokens[None, ws + 1:T + 1], reduction="none")[0]
+    np.testing.assert_allclose(rec.nll[ws + 24:T], nll[24:].double().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --- score-first TTT -------------------------------------------------------------------------
+
+def run_ttt(cfg, tokens, seed=0, **kw):
+    model = tiny_model(cfg, seed)
+    rec = TTTRecord(tokens.numel() - 1)
+    res = eval_ttt(model, tokens, tiny_luts(), cfg, record=rec, progress=False, **kw)
+    return res, rec, model
+
+
+def test_ttt_record_is_legal_and_complete():
+    cfg = tiny_cfg()
+    res, rec, _ = run_ttt(cfg, tiny_tokens())
+    rec.check()
+    assert res["n_tokens"] == T_TINY and res["n_chunks"] == 4 and res["last_chunk_tokens"] == 32
+    assert res["ttt_steps"] == 3 * cfg.ttt_epochs  # one step per epoch for each chunk but the last
+    assert (rec.trained_in_chunk[:192] == np.arange(192) // 64).all()  # chunks 0-2 train on all their targets
+    assert (rec.trained_in_chunk[192:] == -1).all()  # the last chunk is score-only
+    assert (rec.trained_through_chunk == rec.scored_at_chunk - 1).all()
+
+
+def test_train_before_score_is_caught():
+    with pytest.raises(AssertionError, match="C3"):
+        run_ttt(tiny_cfg(), tiny_tokens(), _train_before_score=True)[1].check()
+
+
+def test_check_catches_double_scoring_and_grad_scoring():
+    rec = TTTRecord(4)
+    with torch.no_grad():
+        rec.note_scored(np.arange(4), np.zeros(4), 0, -1)
+        rec.check()
+        rec.note_scored(np.array([2]), np.zeros(1), 0, -1)
+    with pytest.raises(AssertionError, match="C4: target position 2"):
+        rec.check()
+    rec = TTTRecord(2)
+    rec.note_scored(np.arange(2), np.zeros(2), 0, -1)  # autograd on (the default)
+    with pytest.raises(AssertionError, match="autograd"):
+        rec.check()
+
+
+def test_ttt_first_chunk_matches_sliding_then_adapts():
+    cfg = tiny_cfg()
+    tokens = tiny_tokens()
+    _, rec, _ = run_ttt(cfg, tokens)
+    slide = TTTRecord(T_TINY)
+    eval_sliding(tiny_model(cfg), tokens, tiny_luts(), cfg, record=slide, progress=False)
+    np.testing.assert_array_equal(rec.nll[:64], slide.nll[:64])  # chunk 0: the untouched weights
+    assert not np.allclose(rec.nll[64:], slide.nll[64:])  # later chunks: the adapted weights
+
+
+def test_ttt_is_causal_across_chunks():
+    """C1: changing the tokens of chunk k leaves every score before chunk k bit-identical."""
+    cfg, k = tiny_cfg(), 2
+    a = tiny_tokens()
+    b = a.clone()
+    b[k * 64 + 1:] = (b[k * 64 + 1:] + 7) % 64  # targets k*64 .. T-1 all change
+    _, ra, _ = run_ttt(cfg, a)
+    _, rb, _ = run_ttt(cfg, b)
+    np.testing.assert_array_equal(ra.nll[:k * 64], rb.nll[:k * 64])
+    assert not np.allclose(ra.nll[k * 64:], rb.nll[k * 64:])
+
+
+def test_ttt_freeze_blocks_masks_bank_slices_and_restores_requires_grad():
+    cfg = tiny_cfg(ttt_freeze_blocks=1)
+    before = tiny_model(cfg)
+    res, rec, after = run_ttt(cfg, tiny_tokens())
+    rec.check()
+    L = cfg.num_layers
+    for name in ("qo_bank", "kv_bank"):
+        b, a = getattr(before, name), getattr(after, name)
+        assert torch.equal(b[[0, L]], a[[0, L]]) and not torch.equal(b[[1, 2]], a[[1, 2]])
+    for name in ("mlp_up_bank", "mlp_down_bank"):
+        b, a = getattr(before, name), getattr(after, name)
+        assert torch.equal(b[0], a[0]) and not torch.equal(b[1:], a[1:])
+    for (n, pb), pa in zip(before.blocks[0].named_parameters(), after.blocks[0].parameters()):
+        assert torch.equal(pb, pa), n
+    assert not torch.equal(before.blocks[1].attn_scale, after.blocks[1].attn_scale)
+    assert all(p.requires_grad for p in after.parameters())
+
+
+def test_ttt_momentum_reset_flag_changes_the_updates():
+    tokens = tiny_tokens()
+    r0 = run_ttt(tiny_cfg(), tokens)[0]
+    r1 = run_ttt(tiny_cfg(fix_ttt_reset_momentum=True), tokens)[0]
+    assert r0["n_tokens"] == r1["n_tokens"] and r0["val_loss"] != r1["val_loss"]
+
+
+def test_ttt_trains_the_model_it_is_given():
+    """eval_ttt trains the model it is given: the caller must pass a copy (the record deserializes one)."""
+    cfg = tiny_cfg()
+    model = tiny_model(cfg)
+    ref = copy.deepcopy(model.state_dict())
+    eval_ttt(model, tiny_tokens(), tiny_luts(), cfg, progress=False)
+    assert not torch.equal(ref["qo_bank"], model.qo_bank.detach())
