@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 $(DEMO_DATA)/prepare.json: $(STAMP)
-	$(BIN)/golf data prepare --corpus shakespeare --out $(DEMO_DATA) --vocab-size 1024 --val-docs 2
+	$(BIN)/golf data prepare --corpus shakespeare --out $(DEMO_DATA) --vocab-size 1024 --val-docs 2 --shard-tokens 500000
 
 demo: $(DEMO_DATA)/prepare.json
 	$(BIN)/golf data check $(DEMO_DATA)

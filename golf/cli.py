@@ -45,7 +45,8 @@ def cmd_data_prepare(args) -> int:
 
     setup_logging()
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
-                           exclude_val_from_tokenizer=args.exclude_val_from_tokenizer)
+                           exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
+                           shard_tokens=args.shard_tokens)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -159,7 +160,7 @@ def cmd_run(args) -> int:
 
     setup_logging()
     report = run_study(args.params, args.seeds, study=args.study, overrides=args.set or [],
-                       outputs=args.outputs, kernel=args.kernel)
+                       outputs=args.outputs, kernel=args.kernel, nproc=args.nproc)
     print(report)
     return 0
 
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, help="output folder")
     prep.add_argument("--vocab-size", type=int, default=8192)
     prep.add_argument("--val-docs", type=int, default=50_000, help="first N documents go to val")
+    prep.add_argument("--shard-tokens", type=int, default=10**8, help="tokens per shard (the record: 1e8)")
     prep.add_argument("--exclude-val-from-tokenizer", action="store_true",
                       help="fix of spec 9.18: train the tokenizer on train documents only")
     prep.set_defaults(func=cmd_data_prepare)
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--study", default=None)
     rn.add_argument("--outputs", default="outputs")
     rn.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
+    rn.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun when > 1)")
     rn.set_defaults(func=cmd_run)
 
     ex = sub.add_parser("export-submission", help="write a challenge record folder")

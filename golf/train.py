@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from golf.config import Config, save_config
 from golf.model import GPT, build_model, save_checkpoint
-from golf.muon import BankMuon, ns_coefficients
+from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.runtime import (
     DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, environment_record,
 )
@@ -86,7 +86,7 @@ class Trainer:
 
     def step(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], forward=None) -> float:
         """One optimizer step over this rank's micro-batches; returns the rank's mean loss."""
-        forward = forward or self.model
+        forward = self.model if forward is None else forward
         batches = list(micro_batches)
         loss_sum = None
         for x, y in batches:
@@ -184,7 +184,10 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
 
     model = build_model(cfg, device)
     trainer = Trainer(model, cfg, dist)
-    forward = torch.compile(model, dynamic=False, fullgraph=True) if use_compile(cfg, device) else model
+    forward = model
+    if use_compile(cfg, device):
+        forward = torch.compile(model, dynamic=False, fullgraph=True)
+        trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
     if main:
         save_config(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "environment.json",
