@@ -18,6 +18,11 @@ log = logging.getLogger("golf")
 ARTIFACT_NAME = "final_model.int6.ptz"
 
 
+def hessian_path(run_dir: Path, rank: int) -> Path:
+    """Hessians that training collected itself (``fix_gptq_in_budget``), one file per rank (§9.9)."""
+    return Path(run_dir) / f"hessians_rank{rank}.pt"
+
+
 def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str = "raw") -> GPT:
     """The run's model from ``model.pt`` (raw, post-EMA) or from the quantized artifact, looping on."""
     from golf.quant import load_artifact
@@ -61,7 +66,13 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     if out.exists() and not force:
         raise GolfError(f"{str(out)!r} exists; pass --force to quantize again")
     model = load_run_model(run_dir, cfg, device, source="raw")
-    blob, report = quantize_model(model, cfg, calibration_batches(cfg, dist, device), device, code_bytes())
+    hessians = None
+    if hessian_path(run_dir, dist.rank).is_file():
+        hessians = {k: v.to(device) for k, v in
+                    torch.load(hessian_path(run_dir, dist.rank), map_location="cpu", weights_only=True).items()}
+        log.info("using the Hessians collected during training (%s)", hessian_path(run_dir, dist.rank).name)
+    blob, report = quantize_model(model, cfg, calibration_batches(cfg, dist, device), device, code_bytes(),
+                                  hessians=hessians)
     budget = {k: v for k, v in report.items() if k != "tensors"}
     log.info("artifact %d bytes + code %d = %d (limit %d, fits %s); hessians %.1fs, gptq %.1fs",
              budget["model_bytes"], budget["code_bytes"], budget["total"], budget["limit"], budget["fits"],

@@ -283,10 +283,25 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     ema.apply_to(model)
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs with looping on (spec §2.7)
     model.eval()
+    data_end_s = None
+    if cfg.fix_gptq_in_budget:
+        # §9.10 fixed: read the calibration data right after training, inside the reserve, before
+        # the eval and the checkpoint write; `golf quantize` then uses these Hessians.
+        from golf.pipeline import calibration_batches, hessian_path
+        from golf.quant import collect_hessians
+
+        t_h = time.perf_counter()
+        hessians = collect_hessians(model, calibration_batches(cfg, dist, device), cfg.gptq_calibration_batches,
+                                    device, all_reduce=cfg.fix_allreduce_hessians)
+        data_end_s = (train_ms + (time.perf_counter() - t_h) * 1000) / 1000
+        torch.save({k: v.cpu() for k, v in hessians.items()}, hessian_path(run_dir, dist.rank))
+        del hessians
+        log.info("Hessians collected inside the budget: training-data access ends at %.1f s", data_end_s)
     prequant = eval_plain(model, val_tokens, luts, cfg)
     log.info("pre-quantization post-ema val_loss %.5f val_bpb %.5f", prequant["val_loss"], prequant["val_bpb"])
     summary = {"steps": step, "train_ms": train_ms, "looping_at_step": looping_at,
                "peak_mem_mib": _peak_mem_mib(device), "world_size": dist.world_size,
+               "training_data_end_s": data_end_s,
                "prequant_post_ema": prequant}
     metrics.write({"step": step, "stage": "pre-quantization post-ema", **prequant})
     metrics.close()
