@@ -104,12 +104,13 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     model = load_run_model(run_dir, cfg, device, source)
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
     luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
-    if mode == "sliding" and use_compile(cfg, device):
-        result = ev.eval_sliding(model, val_tokens, luts, cfg,
-                                 forward_logits=torch.compile(model.forward_logits, dynamic=False, fullgraph=True))
+    # Scoring runs compiled on GPU, as the record's; TTT's training steps stay eager (spec §6.3).
+    compiled = torch.compile(model.forward_logits, dynamic=False, fullgraph=True) if use_compile(cfg, device) else None
+    if mode == "sliding":
+        result = ev.eval_sliding(model, val_tokens, luts, cfg, forward_logits=compiled)
     elif mode == "ttt":
         model.train()
-        result = ev.eval_ttt(model, val_tokens, luts, cfg)
+        result = ev.eval_ttt(model, val_tokens, luts, cfg, forward_logits=compiled)
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     result = {"mode": mode, "source": source, **result}
