@@ -1,0 +1,52 @@
+"""The command line of INTERFACE.md: data prepare / check, model-info, export-submission's wrapper."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from golf.cli import main as golf_main
+from golf.data import shard_name
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_data_prepare_and_check_from_the_command_line(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"doc{i}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 40)
+    out = tmp_path / "data"
+    assert golf_main(["data", "prepare", "--corpus", str(corpus), "--out", str(out), "--vocab-size", "300",
+                      "--val-docs", "2"]) == 0
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["docs"] == {"val": 2, "train": 4}
+    capsys.readouterr()
+    assert golf_main(["data", "check", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert shard_name("val", 0) in table and shard_name("train", 0) in table
+
+    bad = out / shard_name("train", 0)
+    bad.write_bytes(bad.read_bytes()[:-1])  # one byte cut off
+    assert golf_main(["data", "check", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert bad.name in err and "truncated" in err
+
+
+def test_model_info_prints_the_record_numbers(capsys):
+    assert golf_main(["model-info", "--params", str(REPO / "params/record.yaml")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_params"] == 35_944_537
+    assert info["virtual_layers"]["looped"] == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_generated_train_gpt_runs_golf(tmp_path):
+    """The submission's single-file train_gpt.py carries the package and runs its commands."""
+    from golf.submission import code_bytes, train_gpt_source
+
+    script = tmp_path / "train_gpt.py"
+    script.write_text(train_gpt_source())
+    assert script.stat().st_size == code_bytes() and len(script.read_text().splitlines()) == 3
+    out = subprocess.run([sys.executable, str(script), "model-info", "--params", str(REPO / "params/record.yaml")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["n_params"] == 35_944_537
