@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from gloo import run_gloo
 from golf.bpb import BPBAccumulator, build_byte_luts, token_bytes
 from golf.corpora import iter_documents
 from golf.data import list_shards, read_shard
@@ -114,25 +115,14 @@ def test_accumulator(demo_data):
         BPBAccumulator().result()
 
 
-def _reduce_worker(rank: int, world: int, init_file: str, out: list) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        acc = BPBAccumulator()
-        acc.sums += torch.tensor([1.5, 2.0, 3.0], dtype=torch.float64) * (rank + 1)
-        out.append(acc.all_reduce().result())
-    finally:
-        dist.destroy_process_group()
+def _rank_sums(rank: int) -> dict:
+    acc = BPBAccumulator()
+    acc.sums += torch.tensor([1.5, 2.0, 3.0], dtype=torch.float64) * (rank + 1)
+    return acc.all_reduce().result()
 
 
-def test_all_reduce_sums_over_ranks(tmp_path):
+def test_all_reduce_sums_over_ranks():
     """Two gloo processes: each rank's sums are added (SUM), in float64."""
-    import torch.multiprocessing as mp
-
-    with mp.Manager() as manager:
-        out = manager.list()
-        mp.spawn(_reduce_worker, args=(2, str(tmp_path / "init"), out), nprocs=2)
-        results = list(out)
+    results = run_gloo(_rank_sums, 2)
     expected = {"val_loss": 4.5 / 6.0, "val_bpb": 4.5 / (math.log(2) * 9.0), "n_tokens": 6, "n_bytes": 9}
     assert results == [expected, expected]

@@ -1,16 +1,11 @@
 """The evaluation modes on 2 gloo processes (CPU) against one process: same scores, each target once,
 TTT legal (spec §6, Issue #1017 C3/C4), including a chunk of one sequence where rank 1 trains on nothing."""
-import datetime
-import os
-import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from gloo import run_gloo
 from golf.evaluate import TTTRecord, eval_plain, eval_sliding, eval_ttt
 from test_evaluate import T_TINY, tiny_cfg, tiny_luts, tiny_model, tiny_tokens
 
@@ -39,37 +34,13 @@ def _run_all(tokens):
     return out
 
 
-def _worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
-    try:
-        out = _run_all(tiny_tokens())
-        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as fh:
-            pickle.dump(out, fh)
-    finally:
-        dist.destroy_process_group()
-    # torch 2.13 CPU sometimes aborts at interpreter exit after a gloo group ("terminate called without an
-    # active exception", in both ranks, after destroy_process_group returned); the results are on disk, so
-    # leave without running the C++ static destructors
-    os._exit(0)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rank_all(rank):
+    return _run_all(tiny_tokens())
 
 
 @pytest.fixture(scope="module")
-def two_rank_results(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("eval_dist")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    ranks = []
-    for r in range(WORLD):
-        with open(out_dir / f"rank{r}.pkl", "rb") as fh:
-            ranks.append(pickle.load(fh))
-    return ranks
+def two_rank_results():
+    return run_gloo(_rank_all, WORLD)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -1,13 +1,9 @@
 """Sharded BankMuon on 2 gloo processes (CPU) against the one-process step fed the averaged gradient."""
 import copy
-import datetime
-import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from gloo import run_gloo
 from golf.muon import BankMuon
 
 WORLD = 2
@@ -42,42 +38,29 @@ def _train(params, grads_for_step, ns_dtype):
     return opt, initial
 
 
-def _worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
-    try:
-        result = {}
-        for ns_dtype in NS_DTYPES:
-            params = _params()
-            opt, initial = _train(params, lambda step: _local_grads(step, rank), ns_dtype)
-            result[str(ns_dtype)] = ([p.detach() for p in params], [opt.shard_mom[p].clone() for p in params])
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-        # shapes and the §9.7 behaviour, on the last run
-        assert [tuple(opt.shard_mom[p].shape) for p in params] == [(3, 8, 8), (3, 4, 8), (2, 16, 8), (1, 8, 16)]
-        assert all(m.dtype == torch.bfloat16 for m in opt.shard_mom.values())
-        # §9.7: the shard momentum is no optimizer state, so restoring the initial state leaves it as it was
-        before = {id(p): m.clone() for p, m in opt.shard_mom.items()}
-        opt.load_state_dict(initial)
-        assert all(torch.equal(before[id(p)], m) for p, m in opt.shard_mom.items())
-        assert before[id(params[0])].abs().sum() > 0
-        if rank == 1:  # owns only the padding slice of the B=1 bank: its momentum stays exactly zero
-            assert before[id(params[3])].abs().sum() == 0
-        opt.reset_shard_momentum()
-        assert all(m.abs().sum() == 0 for m in opt.shard_mom.values())
-    finally:
-        dist.destroy_process_group()
+def _rank_run(rank):
+    result = {}
+    for ns_dtype in NS_DTYPES:
+        params = _params()
+        opt, initial = _train(params, lambda step: _local_grads(step, rank), ns_dtype)
+        result[str(ns_dtype)] = ([p.detach().clone() for p in params], [opt.shard_mom[p].clone() for p in params])
+    # shapes and the §9.7 behaviour, on the last run
+    assert [tuple(opt.shard_mom[p].shape) for p in params] == [(3, 8, 8), (3, 4, 8), (2, 16, 8), (1, 8, 16)]
+    assert all(m.dtype == torch.bfloat16 for m in opt.shard_mom.values())
+    # §9.7: the shard momentum is no optimizer state, so restoring the initial state leaves it as it was
+    before = {id(p): m.clone() for p, m in opt.shard_mom.items()}
+    opt.load_state_dict(initial)
+    assert all(torch.equal(before[id(p)], m) for p, m in opt.shard_mom.items())
+    assert before[id(params[0])].abs().sum() > 0
+    if rank == 1:  # owns only the padding slice of the B=1 bank: its momentum stays exactly zero
+        assert before[id(params[3])].abs().sum() == 0
+    opt.reset_shard_momentum()
+    assert all(m.abs().sum() == 0 for m in opt.shard_mom.values())
+    return result
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_sharded_step_matches_single_process_on_averaged_grads(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+def test_sharded_step_matches_single_process_on_averaged_grads():
+    ranks = run_gloo(_rank_run, WORLD)
 
     def averaged(step):
         local = [_local_grads(step, r) for r in range(WORLD)]

@@ -1,17 +1,13 @@
 """GPTQ, SDClip, storage, artifact format and prune-to-fit (spec §5, §9.9, §9.14, §9.15)."""
 from __future__ import annotations
 
-import datetime
-import os
-import socket
 import struct
 import zlib
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from gloo import run_gloo
 from golf.config import load_config
 from golf.model import build_model, unbank_state_dict
 from golf.quant import (
@@ -162,27 +158,16 @@ def test_record_layout_has_67_hessians():
     assert len(hessians) == 67 and set(hessians) == expected
 
 
-def _dist_worker(rank, port, out_dir):
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
-    try:
-        cfg = tiny_cfg()
-        model = trained_like(cfg)
-        out = {flag: collect_hessians(model, random_batches(cfg, 2, seed=rank), 2, "cpu", all_reduce=flag)
-               for flag in (False, True)}
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _rank_hessians(rank):
+    cfg = tiny_cfg()
+    model = trained_like(cfg)
+    return {flag: collect_hessians(model, random_batches(cfg, 2, seed=rank), 2, "cpu", all_reduce=flag)
+            for flag in (False, True)}
 
 
-def test_hessians_per_rank_or_averaged_spec_9_9(tmp_path):
+def test_hessians_per_rank_or_averaged_spec_9_9():
     """The record quantizes with each rank's own Hessians (§9.9); all_reduce=True averages them."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_dist_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
-    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    got = run_gloo(_rank_hessians, 2)
     cfg = tiny_cfg()
     local = [collect_hessians(trained_like(cfg), random_batches(cfg, 2, seed=r), 2, "cpu") for r in range(2)]
     def close(a, b):  # the workers run 1 thread, this process several: fp32 sums differ in order
