@@ -88,6 +88,17 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     return budget
 
 
+def fixed_batch(forward_logits, batch: int):
+    """Pad a short last batch up to ``batch`` rows, so a static-shape compiled graph is not rebuilt for it."""
+    def forward(ids: torch.Tensor) -> torch.Tensor:
+        n = ids.size(0)
+        if n >= batch:
+            return forward_logits(ids)
+        return forward_logits(torch.cat((ids, ids.new_zeros(batch - n, ids.size(1)))))[:n]
+
+    return forward
+
+
 EVAL_FUNCS = {"plain": "eval_plain", "sliding": "eval_sliding", "ttt": "eval_ttt"}
 
 
@@ -105,7 +116,9 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
     luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
     # Scoring runs compiled on GPU, as the record's; TTT's training steps stay eager (spec §6.3).
-    compiled = torch.compile(model.forward_logits, dynamic=False, fullgraph=True) if use_compile(cfg, device) else None
+    compiled = None
+    if use_compile(cfg, device):
+        compiled = fixed_batch(torch.compile(model.forward_logits, dynamic=False, fullgraph=True), cfg.eval_batch_seqs)
     if mode == "sliding":
         result = ev.eval_sliding(model, val_tokens, luts, cfg, forward_logits=compiled)
     elif mode == "ttt":

@@ -165,12 +165,13 @@ def new_run_dir(root: str | Path, study: str = "default", run_id: str | None = N
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(
+        out = subprocess.run(
             ["git", *args], capture_output=True, text=True, timeout=10,
             cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
+    return out.stdout.strip() if out.returncode == 0 else ""  # e.g. a copy with no commits
 
 
 def data_manifest_hash(files: list[Path]) -> str:

@@ -50,3 +50,22 @@ def test_generated_train_gpt_runs_golf(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["n_params"] == 35_944_537
+
+
+def test_fixed_batch_pads_the_short_last_batch():
+    """A compiled static-shape scorer sees one batch size only; the padding rows are dropped again."""
+    import torch
+
+    from golf.pipeline import fixed_batch
+
+    shapes = []
+
+    def scorer(ids):
+        shapes.append(tuple(ids.shape))
+        return ids.float() * 2
+
+    fwd = fixed_batch(scorer, 4)
+    ids = torch.arange(15).view(3, 5)
+    assert torch.equal(fwd(ids), ids.float() * 2)
+    assert torch.equal(fwd(torch.arange(20).view(4, 5)), torch.arange(20).view(4, 5).float() * 2)
+    assert shapes == [(4, 5), (4, 5)]
