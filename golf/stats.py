@@ -54,8 +54,14 @@ def run_row(run_dir: Path) -> dict:
     return row
 
 
-def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
-    return pd.DataFrame([run_row(Path(d)) for d in run_dirs])
+def collect_runs(run_dirs: list[Path], out_csv: Path | None = None) -> pd.DataFrame:
+    """One row per run folder; also written to ``out_csv`` (the study's seed_analysis.csv) if given."""
+    df = pd.DataFrame([run_row(Path(d)) for d in run_dirs])
+    if out_csv is not None:
+        from golf.runtime import atomic_write_text
+
+        atomic_write_text(out_csv, df.to_csv(index=False))
+    return df
 
 
 def one_sided_ttest_below(values: np.ndarray, threshold: float) -> dict:
