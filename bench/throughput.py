@@ -15,9 +15,8 @@ import torch
 
 from golf.config import load_config
 from golf.model import build_model
-from golf.muon import zeropower_via_newtonschulz
 from golf.runtime import DistInfo
-from golf.train import Trainer, grad_accum_steps, micro_batch_seqs, use_compile
+from golf.train import Trainer, compiled_forward, grad_accum_steps, micro_batch_seqs, set_fast_matmul
 
 
 def main() -> None:
@@ -31,14 +30,11 @@ def main() -> None:
 
     cfg = load_config(args.params, args.set)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
+    set_fast_matmul(device)
     model = build_model(cfg, device)
     trainer = Trainer(model, cfg, DistInfo())
-    compiled = use_compile(cfg, device)
-    forward = torch.compile(model, dynamic=False, fullgraph=True) if compiled else model
-    if compiled:
-        trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
+    forward = compiled_forward(model, trainer, cfg, device)
+    compiled = forward is not model
     accum, seqs = grad_accum_steps(cfg, 1), micro_batch_seqs(cfg, 1)
     gen = torch.Generator(device=device).manual_seed(0)
 

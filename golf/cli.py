@@ -27,7 +27,7 @@ def setup_logging(log_file: Path | None = None, main: bool = True) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", force=True)
 
 
-def _config(args) -> "Config":  # noqa: F821
+def _config(args):
     return load_config(args.params, args.set or [])
 
 

@@ -47,12 +47,9 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
 
 def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
     """A fresh training loader: the record replays the start of training's data order (spec §5.2, §9.8)."""
-    from golf.data import ShuffledSequenceLoader, list_shards
-    from golf.train import micro_batch_seqs
+    from golf.train import make_train_loader
 
-    loader = ShuffledSequenceLoader(list_shards(cfg.data_dir, "train"), dist.rank, dist.world_size,
-                                    cfg.train_seq_len, micro_batch_seqs(cfg, dist.world_size),
-                                    seed=cfg.seed if cfg.fix_seed_data_order else None)
+    loader = make_train_loader(cfg, dist)
     while True:
         yield loader.next_batch(device)[0]
 

@@ -158,38 +158,53 @@ def use_compile(cfg: Config, device: torch.device) -> bool:
     return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
 
 
-def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
-    """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
-    from golf.bpb import build_byte_luts
-    from golf.data import ShuffledSequenceLoader, list_shards, load_val_tokens
-    from golf.evaluate import eval_plain
-
-    run_dir = Path(run_dir)
-    main = dist.is_main
-    torch.manual_seed(cfg.seed)
+def set_fast_matmul(device: torch.device) -> None:
+    """TF32 for the fp32 matmuls that remain, as the record sets (spec §4.6)."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision("high")
 
+
+def make_train_loader(cfg: Config, dist: DistInfo):
+    """The rank's shuffled training loader (spec §1.5); GPTQ calibration replays it from the start (§5.2)."""
+    from golf.data import ShuffledSequenceLoader, list_shards
+
+    return ShuffledSequenceLoader(list_shards(cfg.data_dir, "train"), dist.rank, dist.world_size, cfg.train_seq_len,
+                                  micro_batch_seqs(cfg, dist.world_size),
+                                  seed=cfg.seed if cfg.fix_seed_data_order else None)
+
+
+def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.device):
+    """The training forward: ``torch.compile``d (with Newton-Schulz) where compile is on, else the model."""
+    if not use_compile(cfg, device):
+        return model
+    trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
+    return torch.compile(model, dynamic=False, fullgraph=True)
+
+
+def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
+    """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
+    from golf.bpb import build_byte_luts
+    from golf.data import list_shards, load_val_tokens
+    from golf.evaluate import eval_plain
+
+    run_dir = Path(run_dir)
+    main = dist.is_main
+    torch.manual_seed(cfg.seed)
+    set_fast_matmul(device)
+
     train_files = list_shards(cfg.data_dir, "train")
     val_files = list_shards(cfg.data_dir, "val")
     accum = grad_accum_steps(cfg, dist.world_size)
     seqs = micro_batch_seqs(cfg, dist.world_size)
-    loader_seed = cfg.seed if cfg.fix_seed_data_order else None
-
-    def make_loader():
-        return ShuffledSequenceLoader(train_files, dist.rank, dist.world_size, cfg.train_seq_len, seqs, seed=loader_seed)
 
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
     luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
 
     model = build_model(cfg, device)
     trainer = Trainer(model, cfg, dist)
-    forward = model
-    if use_compile(cfg, device):
-        forward = torch.compile(model, dynamic=False, fullgraph=True)
-        trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
+    forward = compiled_forward(model, trainer, cfg, device)
     if main:
         save_config(cfg, run_dir / "config.yaml")
         atomic_write_json(run_dir / "environment.json",
@@ -203,7 +218,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     if cfg.warmup_steps > 0:
         initial = copy.deepcopy(model.state_dict())
         opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-        loader = make_loader()
+        loader = make_train_loader(cfg, dist)
         for looping in (False, True):
             model.set_looping(looping)
             for _ in range(cfg.warmup_steps):
@@ -217,7 +232,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
             trainer.muon.reset_shard_momentum()  # §9.7 fixed; the record carries it over
         del initial, opt_states
 
-    loader = make_loader()
+    loader = make_train_loader(cfg, dist)
     ema = EMA(model, cfg.ema_decay)
     metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=main)
     cap_ms = (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds) * 1000 if cfg.max_wallclock_seconds > 0 else 0.0

@@ -3,7 +3,6 @@ TTT legal (spec §6, Issue #1017 C3/C4), including a chunk of one sequence where
 
 import numpy as np
 import pytest
-import torch
 
 from gloo import run_gloo
 from golf.evaluate import TTTRecord, eval_plain, eval_sliding, eval_ttt

@@ -117,7 +117,7 @@ def test_gptq_beats_rtn_on_every_matrix(tiny):
 def test_collect_hessians_shapes_sharing_and_restore(tiny):
     cfg, model, hessians = tiny
     assert model.capture is None and model.looping is False and model.training
-    D, KV, Hm = cfg.model_dim, cfg.kv_dim, cfg.mlp_hidden
+    D, Hm = cfg.model_dim, cfg.mlp_hidden
     for i in range(cfg.num_layers):
         hq = hessians[f"blocks.{i}.attn.c_q.weight"]
         assert hq is hessians[f"blocks.{i}.attn.c_k.weight"] is hessians[f"blocks.{i}.attn.c_v.weight"]
