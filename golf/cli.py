@@ -148,7 +148,7 @@ def cmd_evaluate(args) -> int:
     cfg = _run_config(args.run_dir, args.set)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
-    result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source)
+    result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force)
     if dist.is_main:
         print(json.dumps(result, indent=2))
     _destroy()
@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
                     help="the quantized artifact (default) or the raw model.pt")
     ev.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    ev.add_argument("--force", action="store_true", help="replace an existing eval_<mode>.json")
     ev.set_defaults(func=cmd_evaluate)
 
     rn = sub.add_parser("run", help="execute the notebooks with papermill for each seed, then the seed analysis")

@@ -100,7 +100,7 @@ EVAL_FUNCS = {"plain": "eval_plain", "sliding": "eval_sliding", "ttt": "eval_ttt
 
 
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,
-                 source: str = "artifact") -> dict:
+                 source: str = "artifact", force: bool = False) -> dict:
     """Evaluate the run's artifact (or raw model) in one mode; writes ``eval_<mode>.json``."""
     import golf.evaluate as ev
     from golf.bpb import build_byte_luts
@@ -109,6 +109,9 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
 
     if mode not in EVAL_FUNCS:
         raise GolfError(f"evaluation mode must be one of {sorted(EVAL_FUNCS)}, got {mode!r}")
+    name = f"eval_{mode}.json" if source == "artifact" else f"eval_{mode}_raw.json"
+    if (run_dir / name).exists() and not force:
+        raise GolfError(f"{str(run_dir / name)!r} exists; pass --force to evaluate again")
     model = load_run_model(run_dir, cfg, device, source)
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
     luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
@@ -124,7 +127,6 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     result = {"mode": mode, "source": source, **result}
-    name = f"eval_{mode}.json" if source == "artifact" else f"eval_{mode}_raw.json"
     if dist.is_main:
         atomic_write_json(run_dir / name, result)
     log.info("%s (%s): val_loss %.5f val_bpb %.5f in %.1fs", mode, source, result["val_loss"], result["val_bpb"],

@@ -120,6 +120,10 @@ def test_pipeline_quantize_and_evaluate_with_hessians_from_training(tmp_path, de
         assert {"val_loss", "val_bpb", "n_tokens", "n_bytes", "seconds"} <= set(results[mode])
     assert results["plain"]["n_tokens"] == results["sliding"]["n_tokens"] == results["ttt"]["n_tokens"]
     assert golf_main(["quantize", "--run-dir", str(run_dir)]) == 1  # the artifact is not overwritten
+    assert golf_main(["evaluate", "--run-dir", str(run_dir), "--mode", "plain"]) == 1  # nor a result
+    assert golf_main(["evaluate", "--run-dir", str(run_dir), "--mode", "plain", "--force"]) == 0
+    again = json.loads((run_dir / "eval_plain.json").read_text())
+    assert again["val_bpb"] == results["plain"]["val_bpb"]  # the artifact evaluates deterministically
 
 
 # --- distributed step ---------------------------------------------------------------------------
