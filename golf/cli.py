@@ -83,18 +83,11 @@ def _shared_run_dir(args, dist) -> Path:
     """Rank 0 picks (or checks) the run folder; the others learn it through a broadcast."""
     import torch.distributed as tdist
 
-    from golf.runtime import new_run_dir
+    from golf.runtime import claim_run_dir, new_run_dir
 
     chosen = [None]
     if dist.is_main:
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-            if (run_dir / "model.pt").exists():
-                raise GolfError(f"run folder {str(run_dir)!r} holds a finished run (model.pt); "
-                                "a finished run is never overwritten: pick a new --run-dir")
-            run_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            run_dir = new_run_dir(args.outputs, args.study)
+        run_dir = claim_run_dir(args.run_dir) if args.run_dir else new_run_dir(args.outputs, args.study)
         chosen = [str(run_dir)]
     if dist.distributed:
         tdist.broadcast_object_list(chosen, src=0)

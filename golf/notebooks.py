@@ -76,8 +76,11 @@ def plot_training(run_dir: str | Path):
     import matplotlib.pyplot as plt
 
     m = read_metrics(run_dir)
-    train = m[m.get("train_loss").notna()] if "train_loss" in m else m.iloc[:0]
-    val = m[m["val_bpb"].notna() & m.get("stage", pd.Series(index=m.index, dtype=object)).isna()] if "val_bpb" in m else m.iloc[:0]
+    train = m[m["train_loss"].notna()] if "train_loss" in m else m.iloc[:0]
+    live_val = m["val_bpb"].notna() if "val_bpb" in m else pd.Series(False, index=m.index)
+    if "stage" in m:  # the post-EMA row is a stage result, not a point of the live-weights curve
+        live_val &= m["stage"].isna()
+    val = m[live_val]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     ax1.plot(train["step"], train["train_loss"], lw=1)
     ax1.set(xlabel="step", ylabel="train loss (nats)", title="training loss")

@@ -156,9 +156,15 @@ def new_run_dir(root: str | Path, study: str = "default", run_id: str | None = N
         while (base / run_id).exists():
             n += 1
             run_id = f"{stamp}-{n}"
-    run_dir = base / run_id
+    return claim_run_dir(base / run_id)
+
+
+def claim_run_dir(run_dir: str | Path) -> Path:
+    """Create (or reuse an unfinished) run folder; one holding model.pt is finished and never reused."""
+    run_dir = Path(run_dir)
     if (run_dir / "model.pt").exists():
-        raise GolfError(f"run folder {str(run_dir)!r} holds a finished run (model.pt); choose a new run id")
+        raise GolfError(f"run folder {str(run_dir)!r} holds a finished run (model.pt); "
+                        "a finished run is never overwritten: pick a new run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
