@@ -46,6 +46,8 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     compile: str = "auto"  # auto (= on for cuda) | on | off
     attention_backend: str = "auto"  # auto | fa3 | fa4 | sdpa | math
+    loader_prefetch: bool = True  # micro-batches made ahead in a thread (golf/prefetch.py); false = made inline
+    compile_cache_dir: str = "outputs/.compile_cache"  # compiled graphs kept across runs; relative to the repo root
 
     # --- model (spec §2) ------------------------------------------------------------------
     num_layers: int = 11

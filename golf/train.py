@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,13 @@ from tqdm.auto import tqdm
 from golf.config import Config, save_config
 from golf.model import GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
+from golf.prefetch import PrefetchLoader
 from golf.runtime import (
     DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, environment_record,
 )
 
 log = logging.getLogger("golf")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def lr_multiplier(frac: float, warmdown_frac: float, min_lr: float) -> float:
@@ -84,15 +87,28 @@ class Trainer:
     def replicated_params(self) -> list[torch.nn.Parameter]:
         return [self.model.tok_emb.weight, *self.model.scalar_params()]
 
-    def step(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], forward=None) -> float:
-        """One optimizer step over this rank's micro-batches; returns the rank's mean loss."""
+    def step(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], forward=None,
+             n_micro: int | None = None) -> torch.Tensor:
+        """One optimizer step over this rank's micro-batches; returns the rank's mean loss, a 0-d device tensor.
+
+        The micro-batches are taken one at a time, so a lazy iterator's loading overlaps the GPU work
+        of the previous micro-batch; it must come with ``n_micro`` (each loss is scaled by 1/n_micro
+        before its backward). The loss stays on the device: ``.item()`` waits for the GPU, so the
+        training loop reads it only at logging steps.
+        """
         forward = self.model if forward is None else forward
-        batches = list(micro_batches)
-        loss_sum = None
-        for x, y in batches:
-            loss = forward(x, y) / len(batches)
+        if n_micro is None:
+            if not hasattr(micro_batches, "__len__"):
+                raise TypeError("Trainer.step: pass n_micro with a lazy iterator of micro-batches")
+            n_micro = len(micro_batches)
+        loss_sum, seen = None, 0
+        for x, y in micro_batches:
+            loss = forward(x, y) / n_micro
             loss.backward()
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            seen += 1
+        if seen != n_micro:
+            raise ValueError(f"Trainer.step: got {seen} micro-batches, expected n_micro={n_micro}")
         params = list(self.model.parameters())
         for p in params:  # a parameter unused in this phase still takes part in the collectives
             if p.grad is None:
@@ -113,7 +129,7 @@ class Trainer:
         self.muon.step()
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        return loss_sum.item() if loss_sum is not None else math.nan
+        return loss_sum if loss_sum is not None else torch.full((), math.nan)
 
 
 class EMA:
@@ -175,10 +191,41 @@ def make_train_loader(cfg: Config, dist: DistInfo):
                                   seed=cfg.seed if cfg.fix_seed_data_order else None)
 
 
+def train_batches(cfg: Config, dist: DistInfo, device: torch.device) -> PrefetchLoader:
+    """The rank's micro-batches on ``device``: made ahead in a thread (``loader_prefetch``) or inline.
+
+    Either way the sequences and their order are the training loader's; ``close()`` it when done.
+    """
+    return PrefetchLoader(make_train_loader(cfg, dist), device, depth=4 if cfg.loader_prefetch else 0)
+
+
+def enable_compile_cache(cfg: Config) -> Path | None:
+    """Keep compiled graphs across runs in ``compile_cache_dir`` (relative paths: from the repo root).
+
+    Inductor's FX graph cache and the AOTAutograd cache skip the code generation of a graph
+    compiled before with the same code, shapes and torch; the Triton kernels land in the same
+    folder (``<dir>/triton``). Dynamo still traces each run. ``compile_cache_dir: ""`` keeps
+    torch's default folder (a temporary one). Torch reads the folder from this variable.
+    """
+    import torch._functorch.config
+    import torch._inductor.config
+
+    torch._inductor.config.fx_graph_cache = True
+    torch._functorch.config.enable_autograd_cache = True
+    if not cfg.compile_cache_dir:
+        return None
+    path = Path(cfg.compile_cache_dir).expanduser()
+    path = path if path.is_absolute() else REPO_ROOT / path
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return path
+
+
 def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.device):
     """The training forward: ``torch.compile``d (with Newton-Schulz) where compile is on, else the model."""
     if not use_compile(cfg, device):
         return model
+    enable_compile_cache(cfg)
     trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
     return torch.compile(model, dynamic=False, fullgraph=True)
 
@@ -189,6 +236,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     from golf.data import list_shards, load_val_tokens
     from golf.evaluate import eval_plain
 
+    t_start = time.perf_counter()
     run_dir = Path(run_dir)
     main = dist.is_main
     torch.manual_seed(cfg.seed)
@@ -218,12 +266,12 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     if cfg.warmup_steps > 0:
         initial = copy.deepcopy(model.state_dict())
         opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-        loader = make_train_loader(cfg, dist)
-        for looping in (False, True):
-            model.set_looping(looping)
-            for _ in range(cfg.warmup_steps):
-                trainer.set_schedule(1.0, 0)
-                trainer.step((loader.next_batch(device) for _ in range(accum)), forward)
+        with train_batches(cfg, dist, device) as batches:
+            for looping in (False, True):
+                model.set_looping(looping)
+                for _ in range(cfg.warmup_steps):
+                    trainer.set_schedule(1.0, 0)
+                    trainer.step((batches.next_batch() for _ in range(accum)), forward, accum)
         model.set_looping(False)
         model.load_state_dict(initial)
         for opt, state in zip(trainer.optimizers, opt_states):
@@ -232,12 +280,12 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
             trainer.muon.reset_shard_momentum()  # §9.7 fixed; the record carries it over
         del initial, opt_states
 
-    loader = make_train_loader(cfg, dist)
     ema = EMA(model, cfg.ema_decay)
     metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=main)
     cap_ms = (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds) * 1000 if cfg.max_wallclock_seconds > 0 else 0.0
     tokens_per_step = cfg.train_batch_tokens
     step, train_ms, looping_at = 0, 0.0, None
+    logged_step, logged_ms = 0, 0.0  # the last train-log point: step_ms is the mean since then
     bar = tqdm(total=cfg.iterations, desc="train", disable=not (main and show_progress), mininterval=2.0)
 
     def frac_done() -> float:
@@ -254,48 +302,58 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         metrics.write({"step": step, "val_loss": res["val_loss"], "val_bpb": res["val_bpb"],
                        "looping": model.looping, "train_ms": train_ms})
 
+    batches = train_batches(cfg, dist, device)  # made now, so its first micro-batches load during step 0's eval
     _sync(device)
     t0 = time.perf_counter()
-    while True:
-        stop = step >= cfg.iterations
-        if cap_ms > 0:
-            flag = torch.tensor([1.0 if train_ms >= cap_ms else 0.0], device=device)
-            stop = stop or bool(all_reduce_(flag, "max").item())  # every rank stops on the same step
-        if step == 0 or stop or (cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0):
-            _sync(device)
-            train_ms += (time.perf_counter() - t0) * 1000  # the validation time is not training time
-            validate()
-            _sync(device)
+    warmup_s = t0 - t_start  # set-up, compile and warmup steps: the wait before step 0
+    log.info("warmup: %.1f s from the start of training to step 0", warmup_s)
+    metrics.write({"step": 0, "warmup_s": warmup_s})
+    try:
+        while True:
+            stop = step >= cfg.iterations
+            if cap_ms > 0:
+                over = train_ms >= cap_ms
+                if dist.distributed:  # every rank stops on the same step (a sync per step, as in the record)
+                    flag = torch.tensor([1.0 if over else 0.0], device=device)
+                    over = bool(all_reduce_(flag, "max").item())
+                stop = stop or over
+            if step == 0 or stop or (cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0):
+                _sync(device)
+                train_ms += (time.perf_counter() - t0) * 1000  # the validation time is not training time
+                validate()
+                _sync(device)
+                t0 = time.perf_counter()
+            if stop:
+                break
+            frac = frac_done()
+            mult = lr_multiplier(frac, cfg.warmdown_frac, cfg.min_lr)
+            if not model.looping and cfg.num_loops > 0 and frac >= cfg.enable_looping_at:
+                model.set_looping(True)
+                looping_at = step
+                log.info("step %d: depth recurrence on (frac %.3f)", step, frac)
+            trainer.set_schedule(mult, step)
+            loss = trainer.step((batches.next_batch() for _ in range(accum)), forward, accum)
+            ema.update(model)
+            step += 1
+            bar.update(1)
+            if cfg.train_log_every > 0 and (step % cfg.train_log_every == 0 or step == 1):
+                _sync(device)  # the only sync of a training step: in between, the GPU runs behind the host
+                train_loss = loss.item()
+                elapsed = train_ms + (time.perf_counter() - t0) * 1000
+                step_ms = (elapsed - logged_ms) / (step - logged_step)
+                logged_step, logged_ms = step, elapsed
+                record = {"step": step, "train_loss": train_loss, "lr_mult": mult,
+                          "tokens_per_s": tokens_per_step / (step_ms / 1000) / dist.world_size,
+                          "step_ms": step_ms, "looping": model.looping, "peak_mem_mib": _peak_mem_mib(device),
+                          "train_ms": elapsed}
+                metrics.write(record)
+                bar.set_postfix(loss=f"{train_loss:.3f}", looping=model.looping)
+                log.info("step %d loss %.4f lr_mult %.3f step_ms %.1f", step, train_loss, mult, step_ms)
+            train_ms += (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
-        if stop:
-            break
-        frac = frac_done()
-        mult = lr_multiplier(frac, cfg.warmdown_frac, cfg.min_lr)
-        if not model.looping and cfg.num_loops > 0 and frac >= cfg.enable_looping_at:
-            model.set_looping(True)
-            looping_at = step
-            log.info("step %d: depth recurrence on (frac %.3f)", step, frac)
-        trainer.set_schedule(mult, step)
-        t_step = time.perf_counter()
-        loss = trainer.step((loader.next_batch(device) for _ in range(accum)), forward)
-        ema.update(model)
-        step += 1
-        bar.update(1)
-        if cfg.train_log_every > 0 and (step % cfg.train_log_every == 0 or step == 1):
-            _sync(device)
-            now = time.perf_counter()
-            step_ms = (now - t_step) * 1000
-            elapsed = train_ms + (now - t0) * 1000
-            record = {"step": step, "train_loss": loss, "lr_mult": mult,
-                      "tokens_per_s": tokens_per_step / (step_ms / 1000) / dist.world_size,
-                      "step_ms": step_ms, "looping": model.looping, "peak_mem_mib": _peak_mem_mib(device),
-                      "train_ms": elapsed}
-            metrics.write(record)
-            bar.set_postfix(loss=f"{loss:.3f}", looping=model.looping)
-            log.info("step %d loss %.4f lr_mult %.3f step_ms %.1f", step, loss, mult, step_ms)
-        train_ms += (time.perf_counter() - t0) * 1000
-        t0 = time.perf_counter()
-    bar.close()
+    finally:
+        batches.close()
+        bar.close()
 
     ema.apply_to(model)
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs with looping on (spec §2.7)
@@ -316,7 +374,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         log.info("Hessians collected inside the budget: training-data access ends at %.1f s", data_end_s)
     prequant = eval_plain(model, val_tokens, luts, cfg)
     log.info("pre-quantization post-ema val_loss %.5f val_bpb %.5f", prequant["val_loss"], prequant["val_bpb"])
-    summary = {"steps": step, "train_ms": train_ms, "looping_at_step": looping_at,
+    summary = {"steps": step, "train_ms": train_ms, "warmup_s": warmup_s, "looping_at_step": looping_at,
                "peak_mem_mib": _peak_mem_mib(device), "world_size": dist.world_size,
                "training_data_end_s": data_end_s,
                "prequant_post_ema": prequant}
