@@ -130,3 +130,69 @@ def test_prefetch_to_cuda_matches_the_loader(tmp_path):
             want_x, want_y = plain.next_batch()
             x, y = pre.next_batch()
             assert x.is_cuda and torch.equal(x.cpu(), want_x) and torch.equal(y.cpu(), want_y)
+
+
+# --- the training step on prefetched micro-batches ------------------------------------------------
+
+TINY = dict(model_dim=32, num_layers=2, num_heads=2, num_kv_heads=1, rope_dims=8, mlp_mult=2.0, num_loops=0,
+            loop_start=0, loop_end=1, parallel_start_layer=1, xsa_last_n=2, vocab_size=64, train_seq_len=16,
+            compile="off")
+
+
+def _steps(files, depth, n_steps=3, accum=2):
+    from golf.config import load_config
+    from golf.model import build_model
+    from golf.runtime import DistInfo
+    from golf.train import Trainer
+
+    torch.manual_seed(0)
+    cfg = load_config(None, TINY)
+    model = build_model(cfg)
+    trainer = Trainer(model, cfg, DistInfo())
+    losses = []
+    loader = ShuffledSequenceLoader(files, 0, 1, seq_len=16, seqs_per_batch=2)
+    with PrefetchLoader(loader, "cpu", depth=depth) as batches:
+        for step in range(n_steps):
+            trainer.set_schedule(1.0, step)
+            loss = trainer.step((batches.next_batch() for _ in range(accum)), n_micro=accum)
+            assert loss.dim() == 0  # a tensor: read only when logging
+            losses.append(loss.item())
+    return losses, model.state_dict()
+
+
+def test_training_on_prefetched_batches_is_training_on_the_loader(tmp_path):
+    files = [write_shard(tmp_path / f"fineweb_train_{k:06d}.bin", np.random.default_rng(k).integers(0, 64, 900))
+             for k in range(2)]
+    (loss_a, state_a), (loss_b, state_b) = _steps(files, depth=0), _steps(files, depth=3)
+    assert loss_a == loss_b
+    for name, value in state_a.items():
+        assert torch.equal(value, state_b[name]), name
+
+
+def test_step_wants_the_micro_batch_count_of_a_lazy_iterator():
+    from golf.config import load_config
+    from golf.model import build_model
+    from golf.runtime import DistInfo
+    from golf.train import Trainer
+
+    cfg = load_config(None, TINY)
+    trainer = Trainer(build_model(cfg), cfg, DistInfo())
+    ids = torch.randint(0, 64, (2, 17))
+    with pytest.raises(TypeError, match="n_micro"):
+        trainer.step(iter([(ids[:, :-1], ids[:, 1:])]))
+    with pytest.raises(ValueError, match="got 1 micro-batches, expected n_micro=2"):
+        trainer.step(iter([(ids[:, :-1], ids[:, 1:])]), n_micro=2)
+
+
+def test_compile_cache_folder_is_under_the_repo_root(monkeypatch, tmp_path):
+    from golf.config import load_config
+    from golf.train import REPO_ROOT, enable_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert enable_compile_cache(load_config(None, {"compile_cache_dir": ""})) is None
+    monkeypatch.setattr("golf.train.REPO_ROOT", tmp_path)
+    got = enable_compile_cache(load_config(None, {}))
+    assert got == tmp_path / "outputs" / ".compile_cache" and got.is_dir()
+    import os
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(got)
+    assert REPO_ROOT.joinpath("golf", "train.py").is_file()
