@@ -49,14 +49,14 @@ def main() -> None:
         t_compile = time.perf_counter()
         for _ in range(args.warmup):
             trainer.set_schedule(1.0, 0)
-            trainer.step(batches(), forward)
+            trainer.step(batches(), forward, accum)
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         warm_s = t0 - t_compile
         for _ in range(args.steps):
-            trainer.step(batches(), forward)
+            trainer.step(batches(), forward, accum)
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / args.steps
