@@ -9,7 +9,11 @@ STAMP := $(VENV)/.golf-installed
 DEMO_DATA := outputs/demo_data
 SEEDS ?= 42 314
 
-.PHONY: install demo test clean-demo
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+
+.PHONY: install demo test lab clean-demo
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(if $(filter system,$(TORCH)),--system-site-packages,) $(VENV)
@@ -29,6 +33,12 @@ $(DEMO_DATA)/prepare.json: $(STAMP)
 demo: $(DEMO_DATA)/prepare.json
 	$(BIN)/golf data check $(DEMO_DATA)
 	$(BIN)/golf run --params params/demo.yaml --seeds $(SEEDS) --study demo
+
+# JupyterLab on notebooks/ with the golf kernel; headless: open the printed URL from another machine
+# (e.g. make lab LAB_IP=0.0.0.0 LAB_PORT=8890, or an ssh tunnel to 127.0.0.1:8888).
+lab: $(STAMP)
+	GOLF_HOME=$(CURDIR) $(BIN)/jupyter lab --no-browser --ip=$(LAB_IP) --port=$(LAB_PORT) \
+		--ServerApp.root_dir=$(CURDIR)/notebooks $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,30 +1,162 @@
-"""What the notebooks call: child-process launches, plots, tables, papermill studies, reports.
+"""What the notebooks call: the run steps as child processes, run picking, papermill studies.
 
-Notebooks stay thin (a ``parameters`` cell, calls into here, plots); torchrun runs outside the
-Jupyter kernel as a child process (STYLE.md rules 3-4).
+Notebooks stay thin (a ``parameters`` cell, calls into here, plots); ``golf train`` and the
+other steps run outside the Jupyter kernel as child processes, under torchrun when
+``nproc > 1`` (STYLE.md rules 3-4). Paths follow :mod:`golf.paths`, so a notebook runs the
+same from ``notebooks/``, the project root or anywhere else.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import subprocess
 import sys
-from collections import deque
+import time
 from pathlib import Path
+from typing import Any, Mapping
 
-import pandas as pd
-
-from golf.runtime import GolfError, atomic_write_text
+from golf.paths import bundled, child_env, outputs_root, project_root, resolve
+from golf.plots import (  # noqa: F401  (the notebooks' plotting calls)
+    eval_table, plot_eval, plot_quant_error, plot_schedule, plot_training, quant_tables, read_metrics,
+)
+from golf.report import headline, render_run_report, render_study_index  # noqa: F401  (notebook calls)
+from golf.runtime import GolfError, atomic_write_json, new_numbered_dir
 
 log = logging.getLogger("golf")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 RUN_NOTEBOOKS = ("train", "quantize", "ttt_eval")
+LAB_STUDY = "lab"  # where interactive runs with an empty run_dir go: outputs/lab/run-NNN
+# The parameters every notebook may take besides the params keys (INTERFACE.md).
+COMMON_PARAMETERS = ("params_file", "run_dir", "seed", "overrides", "nproc", "force", "modes", "study_dir",
+                     "run_dirs", "stage", "studies", "names", "out_dir")
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The params keys a notebook was given by name (papermill ``-p KEY VALUE``); None = not given."""
+    from golf.config import config_keys
+
+    return {k: namespace[k] for k in config_keys() if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
+
+
+def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None) -> list[str]:
+    """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child."""
+    from golf.config import ConfigError, load_config, parse_overrides
+
+    if isinstance(overrides, str):  # papermill -p overrides "a=1 b=2" gives one string
+        overrides = overrides.split()
+    items = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in (keys or {}).items()]
+    items += list(overrides or [])
+    try:
+        load_config(None, parse_overrides(items))  # unknown keys and bad values fail here, by name
+    except ConfigError as exc:
+        raise GolfError(str(exc)) from None
+    return ["--set", *items] if items else []
+
+
+def parameters_source(notebook: str) -> str:
+    """The parameters cell of a notebook: its own parameters, then every params key (None = the file's).
+
+    Stored notebooks hold exactly this text (a test keeps them in sync), so ``papermill
+    --help-notebook`` lists every parameter with its type and help.
+    """
+    from golf.config import describe_keys
+
+    own = NOTEBOOK_PARAMETERS[notebook]
+    lines = [f"{name}: {value}  # {help_}" for name, value, help_ in own]
+    if notebook not in RUN_NOTEBOOKS:
+        return "\n".join(lines)
+    lines.append("# Any params key below, when not None, overrides the params file for this run")
+    lines.append("# (papermill: -p iterations 20). None keeps the value of the params file.")
+    group = None
+    for d in describe_keys():
+        if d["key"] in COMMON_PARAMETERS:
+            continue
+        if d["group"] != group:
+            group = d["group"]
+            lines.append(f"# --- {group}")
+        # papermill reads a line with one '=' only, so the help says 'is' instead
+        help_ = re.sub(r"\(?\s*=\s*", " is ", d["help"]).replace("( is", "(is").strip()
+        lines.append(f"{d['key']}: {d['type']} = None  # {help_ + '; ' if help_ else ''}record: {d['default']!r}")
+    return "\n".join(lines)
+
+
+NOTEBOOK_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {  # name, "type = default", help
+    "train": [
+        ("params_file", 'str = "params/demo.yaml"', "params YAML; a relative path starts at the project root"),
+        ("run_dir", 'str = ""', "run folder to create; empty: a fresh numbered folder under outputs/lab/"),
+        ("seed", "int = 42", "SEED: model initialisation (and data order with fix_seed_data_order)"),
+        ("overrides", "list = []", "more overrides, a list of golf --set strings"),
+        ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
+    ],
+    "quantize": [
+        ("run_dir", 'str = ""', "a trained run folder; empty: the newest trained run under outputs/"),
+        ("force", "bool = False", "quantize a run again that has an artifact (its old results are moved aside)"),
+        ("overrides", "list = []", "more overrides, a list of golf --set strings"),
+        ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
+    ],
+    "ttt_eval": [
+        ("run_dir", 'str = ""', "a quantized run folder; empty: the newest quantized run under outputs/"),
+        ("modes", 'list = ["plain", "sliding", "ttt"]', "evaluation modes, in order"),
+        ("force", "bool = False", "evaluate again a mode that already has a result"),
+        ("overrides", "list = []", "more overrides, a list of golf --set strings"),
+        ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
+    ],
+    "seed_analysis": [
+        ("study_dir", 'str = ""', "a study folder; empty: the newest folder under outputs/ with evaluated runs"),
+        ("run_dirs", "list = []", "run folders to analyse; empty: every evaluated run of the study"),
+        ("stage", 'str = "ttt"', "stage whose scores are tested: prequant, plain, sliding or ttt"),
+    ],
+    "compare": [
+        ("studies", "list = []", "study or run folders, the baseline first; empty: the two newest studies"),
+        ("names", "list = []", "a label per study; empty: the folder names"),
+        ("stage", 'str = "ttt"', "stage compared: prequant, plain, sliding or ttt"),
+        ("out_dir", 'str = ""', "where the comparison goes; empty: outputs/compare/compare-NNN"),
+    ],
+}
 
 
 # --- child processes ---------------------------------------------------------------------------
+
+_ERROR_LINE = re.compile(r"^(golf: error: .*|\w*(Error|Exception)\b.*)$")
+
+
+class _Progress:
+    """Shows a child's tqdm bar as one line that updates in place, apart from its log lines."""
+
+    def __init__(self, echo: bool):
+        self.echo, self.handle, self.last = echo, None, 0.0
+        try:
+            from IPython import get_ipython
+            self.in_kernel = get_ipython() is not None
+        except ImportError:
+            self.in_kernel = False
+
+    def bar(self, text: str, final: bool = False) -> None:
+        if not self.echo or not text.strip():
+            return
+        now = time.monotonic()
+        if not final and now - self.last < 1.0:
+            return
+        self.last = now
+        if self.in_kernel:
+            from IPython.display import display
+            if self.handle is None:
+                self.handle = display({"text/plain": text.strip()}, raw=True, display_id=True)
+            else:
+                self.handle.update({"text/plain": text.strip()}, raw=True)
+        else:
+            print("\r" + text.strip(), end="", file=sys.stderr, flush=True)
+
+    def line(self, text: str) -> None:
+        if self.echo:
+            if not self.in_kernel and self.last:
+                print(file=sys.stderr)
+            print(text, flush=True)
+            self.handle, self.last = None, 0.0  # the next bar starts below this line
+
 
 def golf_command(args: list[str], nproc: int = 1) -> list[str]:
     if nproc > 1:
@@ -33,207 +165,308 @@ def golf_command(args: list[str], nproc: int = 1) -> list[str]:
     return [sys.executable, "-m", "golf", *args]
 
 
-def launch_golf(args: list[str], nproc: int = 1, echo: bool = True) -> None:
-    """Run ``golf ARGS`` (under torchrun when nproc > 1), streaming its output; raise if it fails."""
+def launch_golf(args: list[str], nproc: int = 1, log_path: str | Path | None = None, echo: bool = True) -> None:
+    """Run ``golf ARGS`` (torchrun when nproc > 1) from the project root; its console goes to ``log_path``.
+
+    Log lines are shown as they come and the progress bar as one updating line; on failure the
+    error is one line naming the log, not the child's traceback.
+    """
     cmd = golf_command(args, nproc)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    tail: deque[str] = deque(maxlen=40)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=REPO_ROOT) as proc:
-        for line in proc.stdout:
-            tail.append(line)
-            if echo:
-                print(line, end="", flush=True)
+    progress = _Progress(echo)
+    error, pending = None, ""
+    log_fh = open(log_path, "a") if log_path else None
+    try:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(),
+                              cwd=project_root()) as proc:
+            while data := proc.stdout.read1(4096):  # bytes: text mode would turn tqdm's \r into \n
+                chunk = data.decode(errors="replace")
+                if log_fh:
+                    log_fh.write(chunk)
+                    log_fh.flush()
+                # tqdm ends each update with \r; a log line ends with \n
+                parts = re.split(r"(\r|\n)", pending + chunk)
+                pending = parts[-1]
+                for text, sep in zip(parts[0:-1:2], parts[1::2]):
+                    if sep == "\r":
+                        progress.bar(text)
+                    elif "\x1b" in text or re.search(r"\d+%\|", text):
+                        progress.bar(text, final=True)
+                    elif text.strip():
+                        progress.line(text)
+                        if _ERROR_LINE.match(text.strip()):
+                            error = text.strip()
+    finally:
+        if log_fh:
+            log_fh.close()
     if proc.returncode != 0:
-        raise GolfError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}:\n{''.join(tail)}")
+        where = f"; full output in {log_path}" if log_path else ""
+        raise GolfError(f"golf {args[0]} failed (exit code {proc.returncode}): {error or 'see its output'}{where}")
 
 
-# --- tables and plots --------------------------------------------------------------------------
+def train(params_file: str, run_dir: str = "", seed: int | None = None, overrides: list[str] | None = None,
+          keys: Mapping[str, Any] | None = None, nproc: int = 1, echo: bool = True) -> Path:
+    """``golf train`` into ``run_dir`` (a fresh ``outputs/lab/run-NNN`` when empty); returns the folder."""
+    from golf.config import load_config
 
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise GolfError(f"{str(path)!r} does not exist: has the run trained?")
-    return pd.read_json(path, lines=True)
-
-
-def _save(fig, run_dir: Path, name: str) -> Path:
-    out = Path(run_dir) / "plots" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    return out
-
-
-def save_table(df: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
-    out = Path(run_dir) / "tables" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, df.to_csv(index=False))
-    return out
+    seeded = {**({"seed": seed} if seed is not None else {}), **(keys or {})}
+    extra = set_args(seeded, overrides)
+    load_config(resolve(params_file), extra[1:])  # the whole config checked before a folder is made
+    run = resolve(run_dir) if run_dir else new_numbered_dir(outputs_root() / LAB_STUDY)
+    if echo:
+        print(f"run folder: {run}")
+    launch_golf(["train", "--params", str(resolve(params_file)), "--run-dir", str(run), *extra], nproc,
+                log_path=run / "console.log", echo=echo)
+    return run
 
 
-def plot_training(run_dir: str | Path):
-    """Train loss and val BPB against step, with the step where looping switched on."""
-    import matplotlib.pyplot as plt
-
-    m = read_metrics(run_dir)
-    train = m[m["train_loss"].notna()] if "train_loss" in m else m.iloc[:0]
-    live_val = m["val_bpb"].notna() if "val_bpb" in m else pd.Series(False, index=m.index)
-    if "stage" in m:  # the post-EMA row is a stage result, not a point of the live-weights curve
-        live_val &= m["stage"].isna()
-    val = m[live_val]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax1.plot(train["step"], train["train_loss"], lw=1)
-    ax1.set(xlabel="step", ylabel="train loss (nats)", title="training loss")
-    if "looping" in train and train["looping"].astype(bool).any():
-        ax1.axvline(train.loc[train["looping"].astype(bool), "step"].iloc[0], ls="--", c="gray", label="looping on")
-        ax1.legend()
-    ax2.plot(val["step"], val["val_bpb"], marker="o")
-    ax2.set(xlabel="step", ylabel="val BPB", title="validation (live weights)")
-    fig.tight_layout()
-    _save(fig, Path(run_dir), "training.png")
-    save_table(train, run_dir, "train_metrics.csv")
-    return fig
+def quantize(run_dir: str = "", force: bool = False, overrides: list[str] | None = None,
+             keys: Mapping[str, Any] | None = None, nproc: int = 1, echo: bool = True) -> Path:
+    """``golf quantize`` of ``run_dir`` (default: the newest trained run); an existing artifact is kept
+    unless ``force``."""
+    run = pick_run(run_dir, "model.pt")
+    if (run / "final_model.int6.ptz").exists() and not force:
+        print(f"{run} is already quantized: showing its artifact (force=True quantizes again)")
+        return run
+    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides), *(["--force"] if force else [])]
+    launch_golf(args, nproc, log_path=run / "console.log", echo=echo)
+    return run
 
 
-def quant_tables(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    run_dir = Path(run_dir)
-    budget = json.loads((run_dir / "quant_budget.json").read_text())
-    tensors = pd.read_csv(run_dir / "tables" / "quant_tensors.csv")
-    keys = ["model_bytes", "code_bytes", "total", "limit", "headroom", "fits", "n_pruned", "hessian_s", "gptq_s",
-            "serialize_s"]
-    budget_df = pd.DataFrame([(k, budget.get(k)) for k in keys], columns=["quantity", "value"])
-    save_table(budget_df, run_dir, "quant_budget.csv")
-    return budget_df, tensors
+def evaluate(run_dir: str = "", modes: list[str] = ("plain", "sliding", "ttt"), force: bool = False,
+             overrides: list[str] | None = None, keys: Mapping[str, Any] | None = None, nproc: int = 1,
+             echo: bool = True) -> Path:
+    """``golf evaluate`` of ``run_dir`` (default: the newest quantized run) in each mode; a mode with a
+    result is skipped unless ``force``."""
+    run = pick_run(run_dir, "final_model.int6.ptz")
+    extra = set_args(keys, overrides)
+    for mode in modes:
+        if (run / f"eval_{mode}.json").exists() and not force:
+            print(f"{mode}: already evaluated (force=True evaluates again)")
+            continue
+        launch_golf(["evaluate", "--run-dir", str(run), "--mode", mode, *extra, *(["--force"] if force else [])],
+                    nproc, log_path=run / "console.log", echo=echo)
+    return run
 
 
-def plot_quant_error(run_dir: str | Path):
-    import matplotlib.pyplot as plt
+# --- finding runs and studies ------------------------------------------------------------------
 
-    _, tensors = quant_tables(run_dir)
-    fig, ax = plt.subplots(figsize=(11, 3.8))
-    ax.bar(range(len(tensors)), tensors["rel_error"], color=["C1" if b == 8 else "C0" for b in tensors["bits"]])
-    ax.set(xlabel="tensor (blue int6 matrices, orange int8 embedding)", ylabel="‖W−Ŵ‖/‖W‖",
-           title="GPTQ relative reconstruction error")
-    fig.tight_layout()
-    _save(fig, Path(run_dir), "quant_error.png")
-    return fig
-
-
-def eval_table(run_dir: str | Path) -> pd.DataFrame:
-    """Stage-labelled results, as the challenge's logs label them."""
-    from golf.stats import run_row
-
-    run_dir = Path(run_dir)
-    row = run_row(run_dir)
-    labels = {"prequant": "pre-quantization post-ema", "plain": "quantized",
-              "sliding": "quantized_sliding_window", "ttt": "quantized_ttt"}
-    rows = []
-    for stage, label in labels.items():
-        if f"{stage}_bpb" in row:
-            secs = None
-            if stage != "prequant":
-                secs = json.loads((run_dir / f"eval_{stage}.json").read_text()).get("seconds")
-            rows.append({"stage": label, "val_loss": row[f"{stage}_loss"], "val_bpb": row[f"{stage}_bpb"],
-                         "seconds": secs})
-    df = pd.DataFrame(rows)
-    save_table(df, run_dir, "eval_summary.csv")
-    return df
+def pick_run(run_dir: str, needs: str) -> Path:
+    """``run_dir`` resolved, or the newest run folder under outputs/ holding ``needs``."""
+    if run_dir:
+        run = resolve(run_dir)
+        if not (run / needs).exists():
+            raise GolfError(f"run folder {str(run)!r} has no {needs}")
+        return run
+    found = sorted(outputs_root().glob(f"**/{needs}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise GolfError(f"no run folder under {str(outputs_root())!r} holds {needs} yet: run the notebook "
+                        f"before this one, or set run_dir")
+    return found[-1].parent
 
 
-def plot_eval(run_dir: str | Path):
-    import matplotlib.pyplot as plt
+def study_runs(study_dir: str | Path, stage: str = "ttt") -> list[Path]:
+    """The run folders of a study (or the run itself) with a result for ``stage``, oldest first."""
+    from golf.stats import STAGES
 
-    df = eval_table(run_dir)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(df["stage"], df["val_bpb"])
-    lo = df["val_bpb"].min()
-    ax.set_ylim(lo - 0.05 * abs(lo), df["val_bpb"].max() * 1.01)
-    ax.set(ylabel="val BPB", title="BPB by stage")
-    ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    _save(fig, Path(run_dir), "eval_bpb.png")
-    return fig
+    study = Path(study_dir)
+    marker = STAGES.get(stage, f"eval_{stage}.json")
+    if (study / marker).exists():
+        return [study]
+    return sorted((p.parent for p in study.glob(f"*/{marker}")), key=lambda p: p.stat().st_mtime)
 
 
-def plot_seeds(df: pd.DataFrame, out_dir: str | Path, stage: str = "ttt"):
-    import matplotlib.pyplot as plt
+def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt") -> list[Path]:
+    """The given study folders, or the ``n`` newest under outputs/ with results for ``stage``."""
+    if studies:
+        return [resolve(s) for s in studies]
+    marker = f"eval_{stage}.json" if stage != "prequant" else "train_summary.json"
+    folders = {p.parent.parent: p.stat().st_mtime for p in outputs_root().glob(f"*/*/{marker}")}
+    newest = sorted(folders, key=folders.get)[-n:]
+    if not newest:
+        raise GolfError(f"no study under {str(outputs_root())!r} has {stage} results yet: run the run notebooks "
+                        "or golf run first")
+    return newest
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.scatter(df["seed"].astype(str), df[f"{stage}_bpb"])
-    ax.axhline(df[f"{stage}_bpb"].mean(), ls="--", c="gray", label="mean")
-    ax.set(xlabel="seed", ylabel=f"{stage} val BPB", title="per-seed result")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(Path(out_dir) / "seed_analysis.png", dpi=110, bbox_inches="tight")
-    return fig
+
+def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage: str = "ttt"):
+    """The study (default: the newest with results), its per-seed table (also ``seed_analysis.csv``),
+    the summary of the challenge's tests and the per-seed figure."""
+    from golf.plots import STAGE_LABELS
+    from golf.plots import plot_seeds
+    from golf.stats import collect_runs, summarize, summary_table
+
+    if stage not in STAGE_LABELS:
+        raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
+    study = pick_studies([study_dir] if study_dir else [], 1, stage)[0]
+    runs = [resolve(d) for d in run_dirs] if run_dirs else study_runs(study, stage)
+    if not runs:
+        raise GolfError(f"study {str(study)!r} has no run with a {stage} result yet")
+    table = collect_runs(runs, study / "seed_analysis.csv")
+    fig = plot_seeds(table, study, stage)
+    return study, table, summary_table(summarize(table, stage)), fig
 
 
-# --- papermill studies -------------------------------------------------------------------------
+# --- papermill ---------------------------------------------------------------------------------
 
-def _new_dir(base: Path, name: str) -> Path:
-    """``base/name``, or ``name-2``, ``name-3``… if taken: nothing finished is overwritten."""
-    path, n = base / name, 1
-    while path.exists():
-        n += 1
-        path = base / f"{name}-{n}"
-    path.mkdir(parents=True)
-    return path
+def default_kernel() -> str:
+    """The golf kernel where it is installed (make install does), else this Python's."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+        return "golf" if "golf" in KernelSpecManager().find_kernel_specs() else "python3"
+    except Exception:  # noqa: BLE001 - no Jupyter config at all: papermill's default
+        return "python3"
 
 
 def execute_notebook(name: str, out_path: Path, parameters: dict, kernel: str | None = None) -> Path:
+    """Execute ``notebooks/NAME.ipynb`` into ``out_path``; a failing cell is one GolfError line."""
     import papermill as pm
 
-    src = NOTEBOOK_DIR / f"{name}.ipynb"
+    src = bundled("notebooks", f"{name}.ipynb")
     if not src.is_file():
         raise GolfError(f"notebook {str(src)!r} does not exist")
-    pm.execute_notebook(str(src), str(out_path), parameters=parameters, cwd=str(REPO_ROOT),
-                        kernel_name=kernel or "python3", progress_bar=False, log_output=True)
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    try:
+        pm.execute_notebook(str(src), str(out_path), parameters=parameters, cwd=str(project_root()),
+                            kernel_name=kernel or default_kernel(), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as exc:
+        raise GolfError(f"{name} notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}"
+                        f" (executed notebook: {out_path})") from None
     return out_path
 
 
-def render_html(notebooks: list[Path], out_path: Path, title: str) -> Path:
-    """One HTML report of the executed notebooks, in order."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    merged = nbformat.v4.new_notebook()
-    merged.metadata = nbformat.read(notebooks[0], as_version=4).metadata
-    merged.metadata["title"] = title
-    for path in notebooks:
-        merged.cells.append(nbformat.v4.new_markdown_cell(f"---\n# {path.stem}"))
-        merged.cells.extend(nbformat.read(path, as_version=4).cells)
-    body, _ = HTMLExporter().from_notebook_node(merged)
-    atomic_write_text(out_path, body)
-    return out_path
+def seed_finished(run_dir: Path) -> bool:
+    return (run_dir / "eval_ttt.json").is_file() and (run_dir / "report.html").is_file()
 
 
-def run_seed(params_file: str, seed: int, study_dir: Path, overrides: list[str], nproc: int = 1,
+def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], nproc: int = 1,
              kernel: str | None = None) -> Path:
-    """Train → quantize → evaluate one seed through the notebooks; returns the run folder."""
-    run_dir = _new_dir(study_dir, f"seed{seed}")
-    common = {"run_dir": str(run_dir), "nproc": nproc}
-    executed = []
+    """Train, quantize and evaluate one seed through the notebooks into ``run_dir``."""
     for name in RUN_NOTEBOOKS:
-        params = dict(common)
+        params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc, "overrides": list(overrides)}
         if name == "train":
-            params.update(params_file=params_file, seed=seed, overrides=list(overrides))
-        out = run_dir / f"{name}.ipynb"
-        executed.append(execute_notebook(name, out, params, kernel))
-    render_html(executed, run_dir / "report.html", f"golf run {run_dir.name}")
+            params.update(params_file=params_file, seed=seed)
+        execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
     return run_dir
 
 
 def run_study(params_file: str, seeds: list[int], study: str | None = None, overrides: list[str] | None = None,
-              outputs: str = "outputs", kernel: str | None = None, nproc: int = 1) -> Path:
-    """``golf run``: every seed through the run notebooks, then the seed analysis notebook."""
-    from golf.config import load_config
+              outputs: str = "outputs", kernel: str | None = None, nproc: int = 1) -> tuple[Path, list[str]]:
+    """``golf run``: every seed through the run notebooks, then the seed analysis and the study index.
+
+    A study folder that exists is resumed when it was started with the same params and overrides:
+    finished seeds are kept, a killed or failed seed is retried in a fresh folder. A failing seed
+    is reported in one line and the others go on. Returns the index page and the failure lines.
+    """
+    from tqdm.auto import tqdm
+
+    from golf.config import load_config, parse_overrides
+    from golf.report import render_study_index
 
     overrides = list(overrides or [])
-    load_config(params_file, overrides)  # fail on a bad key before any work
-    study_dir = _new_dir(Path(outputs), study or Path(params_file).stem)
+    params_path = resolve(params_file)
+    given = parse_overrides(overrides)
+    if "seed" in given:
+        raise GolfError("params key 'seed' is set by --seeds in golf run, not by --set: "
+                        "give the seeds as --seeds 42 314 ...")
+    cfg = load_config(params_path, overrides)  # fail on a bad key before any work
+    _preflight(cfg, nproc)
+    study_dir = resolve(outputs) / (study or params_path.stem)
+    plan = {"params_file": str(params_path), "overrides": overrides, "nproc": nproc}
+    _claim_study(study_dir, plan, seeds)
     log.info("study folder %s", study_dir)
-    run_dirs = [run_seed(params_file, s, study_dir, overrides, nproc, kernel) for s in seeds]
-    out = study_dir / "seed_analysis.ipynb"
-    execute_notebook("seed_analysis", out, {"study_dir": str(study_dir),
-                                            "run_dirs": [str(d) for d in run_dirs]}, kernel)
-    return render_html([out], study_dir / "seed_analysis.html", f"golf study {study_dir.name}")
+    failures, run_dirs = [], []
+    steps = tqdm(total=len(seeds), desc="seeds", unit="seed", leave=True)
+    for seed in seeds:
+        done = [d for d in _seed_dirs(study_dir, seed) if seed_finished(d)]
+        if done:
+            log.info("seed %d: finished in %s, kept", seed, done[-1].name)
+            run_dirs.append(done[-1])
+            steps.update(1)
+            continue
+        run_dir = _fresh_seed_dir(study_dir, seed)
+        t0 = time.perf_counter()
+        try:
+            run_seed(str(params_path), seed, run_dir, overrides, nproc, kernel)
+        except GolfError as exc:
+            failures.append(f"seed {seed} failed: {exc}")
+            log.error("seed %d failed: %s", seed, exc)
+        else:
+            run_dirs.append(run_dir)
+            log.info("seed %d: done in %.0f s (%s)", seed, time.perf_counter() - t0, run_dir / "report.html")
+        steps.update(1)
+    steps.close()
+    atomic_write_json(study_dir / "study.json", {**plan, "seeds": seeds, "failures": failures})
+    if run_dirs:
+        out = study_dir / "seed_analysis.ipynb"
+        try:
+            execute_notebook("seed_analysis", out, {"study_dir": str(study_dir),
+                                                    "run_dirs": [str(d) for d in run_dirs]}, kernel)
+        except GolfError as exc:
+            failures.append(f"seed analysis failed: {exc}")
+    return render_study_index(study_dir), failures
+
+
+def _preflight(cfg, nproc: int) -> None:
+    """Everything golf can check before a study starts: world-size splits and data binding."""
+    import golf.config as config
+    import golf.data as data
+
+    if hasattr(config, "validate_for_world"):
+        config.validate_for_world(cfg, nproc)
+    if hasattr(data, "check_data_binding"):
+        data.check_data_binding(cfg)
+
+
+def _claim_study(study_dir: Path, plan: dict, seeds: list[int]) -> None:
+    """A new study, or the resumption of one started with the same params and overrides."""
+    record = study_dir / "study.json"
+    if study_dir.exists():
+        if not record.is_file():
+            if any(study_dir.iterdir()):
+                raise GolfError(f"folder {str(study_dir)!r} exists and is not a golf study: pick another --study")
+        else:
+            old = json.loads(record.read_text())
+            if {k: old.get(k) for k in plan} != plan:
+                raise GolfError(f"study {str(study_dir)!r} was run with other settings "
+                                f"({json.dumps({k: old.get(k) for k in plan})}): pick another --study")
+            log.info("resuming study %s", study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, {**plan, "seeds": seeds})
+
+
+def _seed_dirs(study_dir: Path, seed: int) -> list[Path]:
+    pat = re.compile(rf"seed{seed}(-\d+)?$")
+    dirs = [p for p in study_dir.iterdir() if p.is_dir() and pat.match(p.name)]
+    return sorted(dirs, key=lambda p: int(p.name.rsplit("-", 1)[1]) if "-" in p.name else 1)
+
+
+def _fresh_seed_dir(study_dir: Path, seed: int) -> Path:
+    n = len(_seed_dirs(study_dir, seed)) + 1
+    while True:
+        path = study_dir / (f"seed{seed}" if n == 1 else f"seed{seed}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def sync_parameters_cells(folder: str | Path | None = None) -> list[Path]:
+    """Rewrite each notebook's parameters cell from the config (after adding a params key)."""
+    import nbformat
+
+    changed = []
+    for name in NOTEBOOK_PARAMETERS:
+        path = Path(folder or project_root() / "notebooks") / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        if cell.source != parameters_source(name):
+            cell.source = parameters_source(name)
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":  # python -m golf.notebooks: regenerate the parameters cells
+    for path in sync_parameters_cells():
+        print(f"updated {path}")

@@ -1,28 +1,63 @@
-"""Smoke test: `golf run` executes every notebook through papermill at a tiny size (STYLE.md rule 11)."""
+"""`golf run`: every notebook through papermill, the study index, resuming a study (STYLE.md rule 11)."""
 import json
+import os
 
 import pandas as pd
 import pytest
 
+from golf.cli import main as golf_main
 from golf.notebooks import run_study
+from golf.runtime import RUN_LOCK
 from test_train import tiny_params
 
 
 @pytest.mark.slow
-def test_golf_run_executes_all_notebooks_for_two_seeds(tmp_path, demo_data):
-    params = tiny_params(tmp_path, demo_data, iterations=8, val_loss_every=0, train_log_every=2,
+def test_golf_run_resumes_a_study_and_retries_a_killed_seed(tmp_path, demo_data):
+    params = tiny_params(tmp_path, demo_data, iterations=6, val_loss_every=0, train_log_every=2,
                          max_val_tokens=4096)
-    report = run_study(str(params), [1, 2], study="smoke", outputs=str(tmp_path / "outputs"))
-    study = tmp_path / "outputs" / "smoke"
-    assert report == study / "seed_analysis.html" and report.stat().st_size > 10_000
-    for seed in (1, 2):
-        run = study / f"seed{seed}"
-        for name in ("train.ipynb", "quantize.ipynb", "ttt_eval.ipynb", "report.html", "final_model.int6.ptz",
-                     "plots/training.png", "plots/quant_error.png", "plots/eval_bpb.png", "tables/eval_summary.csv"):
-            assert (run / name).is_file(), f"seed{seed}/{name}"
-        assert json.loads((run / "eval_ttt.json").read_text())["val_bpb"] > 0
+    outputs = tmp_path / "outputs"
+    index, failures = run_study(str(params), [1], study="smoke", outputs=str(outputs))
+    study = outputs / "smoke"
+    assert failures == [] and index == study / "index.html"
+    run = study / "seed1"
+    for name in ("train.ipynb", "quantize.ipynb", "ttt_eval.ipynb", "report.html", "final_model.int6.ptz",
+                 "plots/training.png", "plots/quant_error.png", "plots/eval_bpb.png", "tables/eval_summary.csv"):
+        assert (run / name).is_file(), name
+    finished_at = (run / "report.html").stat().st_mtime_ns
+
+    # seed 2 was killed mid-training: its folder holds a config and a lock whose process is gone
+    killed = study / "seed2"
+    killed.mkdir()
+    (killed / "config.yaml").write_text("seed: 2\n")
+    (killed / RUN_LOCK).write_text("999999999")
+    before = sorted(p.name for p in killed.iterdir())
+
+    index, failures = run_study(str(params), [1, 2], study="smoke", outputs=str(outputs))
+    assert failures == []
+    assert (run / "report.html").stat().st_mtime_ns == finished_at  # the finished seed was kept, not redone
+    assert sorted(p.name for p in killed.iterdir()) == before  # the killed run is left as it was
+    retried = study / "seed2-2"
+    assert json.loads((retried / "eval_ttt.json").read_text())["val_bpb"] > 0
     table = pd.read_csv(study / "seed_analysis.csv")
     assert sorted(table["seed"]) == [1, 2] and table["ttt_bpb"].notna().all()
-    # a second study of the same name gets a new folder: nothing finished is overwritten
-    again = run_study(str(params), [1], study="smoke", outputs=str(tmp_path / "outputs"))
-    assert again.parent.name == "smoke-2"
+    page = index.read_text()
+    assert "seed1/report.html" in page and "seed2-2/report.html" in page and "FineWeb figures" in page
+
+
+def test_golf_run_refuses_seed_in_set_and_other_settings_for_a_study(tmp_path, demo_data, capsys):
+    params = tiny_params(tmp_path, demo_data, iterations=2)
+    rc = golf_main(["run", "--params", str(params), "--seeds", "1", "--set", "seed=7",
+                    "--outputs", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "'seed'" in err[0] and "--seeds" in err[0]
+    assert not (tmp_path / "out").exists()
+
+    study = tmp_path / "out" / "s"
+    study.mkdir(parents=True)
+    (study / "study.json").write_text(json.dumps({"params_file": str(params), "overrides": ["ema_decay=0.5"],
+                                                  "nproc": 1, "seeds": [1]}))
+    rc = golf_main(["run", "--params", str(params), "--seeds", "1", "--study", "s", "--outputs",
+                    str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "other settings" in err[0]
+    assert os.listdir(study) == ["study.json"]

@@ -1,0 +1,163 @@
+"""``golf compare``: ablations side by side (studies or single runs, the first one the baseline).
+
+Per study: val_bpb per seed and stage, n, mean and sample std; against the baseline: the
+difference of means with a 95% confidence interval (Welch–Satterthwaite degrees of freedom)
+and Welch's two-sided t-test; the params keys that differ; tokens/s and artifact bytes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats as sps
+
+from golf.plots import STAGE_LABELS, read_metrics, train_rows
+from golf.runtime import GolfError, atomic_write_text
+
+
+def welch(values: np.ndarray, baseline: np.ndarray, confidence: float = 0.95) -> dict:
+    """Difference of means (values − baseline), its CI and Welch's two-sided t-test."""
+    a, b = np.asarray(values, float), np.asarray(baseline, float)
+    diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "ci_low": float("nan"), "ci_high": float("nan"), "t": float("nan"),
+                "p": float("nan"), "df": float("nan")}
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else float("nan")
+    res = sps.ttest_ind(a, b, equal_var=False)
+    half = float(sps.t.ppf(0.5 + confidence / 2, dof) * se) if se > 0 else 0.0
+    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half, "t": float(res.statistic),
+            "p": float(res.pvalue), "df": float(dof)}
+
+
+def _runs_of(folder: Path, stage: str) -> list[Path]:
+    from golf.notebooks import study_runs
+
+    runs = study_runs(folder, stage)
+    if not runs:
+        raise GolfError(f"{str(folder)!r} holds no run with a {stage} result: is it a golf study or run folder?")
+    return runs
+
+
+def _config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text()) or {}
+
+
+def _tokens_per_s(run: Path) -> float | None:
+    try:
+        train = train_rows(read_metrics(run))
+    except GolfError:
+        return None
+    rows = train[train["step"] > 1] if "step" in train else train
+    return float(rows["tokens_per_s"].median()) if "tokens_per_s" in rows and len(rows) else None
+
+
+def collect(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
+    """One row per run: study label, run, seed, the stage's loss and BPB, tok/s and artifact bytes."""
+    from golf.stats import run_row
+
+    rows = []
+    for folder, name in zip(folders, names):
+        for run in _runs_of(folder, stage):
+            r = run_row(run)
+            rows.append({"study": name, "run": f"{run.parent.name}/{run.name}", "seed": r.get("seed"),
+                         "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
+                         "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
+                         "path": str(run)})
+    return pd.DataFrame(rows)
+
+
+def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Per study: n, mean and std of val_bpb, and the difference to the first study with CI and p."""
+    base = runs.loc[runs["study"] == names[0], "val_bpb"].to_numpy(float)
+    rows = []
+    for name in names:
+        vals = runs.loc[runs["study"] == name, "val_bpb"].to_numpy(float)
+        sub = runs[runs["study"] == name]
+        row = {"study": name, "n": len(vals), "mean_bpb": vals.mean(),
+               "std_bpb": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
+               "tokens_per_s": sub["tokens_per_s"].median(), "bytes_total": sub["bytes_total"].median()}
+        if name != names[0]:
+            w = welch(vals, base)
+            row.update({"diff_vs_baseline": w["diff"], "ci95_low": w["ci_low"], "ci95_high": w["ci_high"],
+                        "welch_t": w["t"], "welch_p": w["p"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
+    """The params keys (seed and paths aside) whose values differ between the studies."""
+    from golf.config import PATH_KEYS
+
+    configs = {name: _config(_runs_of(folder, stage)[0]) for folder, name in zip(folders, names)}
+    keys = sorted({k for c in configs.values() for k in c} - {"seed", *PATH_KEYS})
+    rows = [{"key": k, **{name: c.get(k) for name, c in configs.items()}} for k in keys
+            if len({repr(c.get(k)) for c in configs.values()}) > 1]
+    return pd.DataFrame(rows, columns=["key", *names])
+
+
+def plot(runs: pd.DataFrame, names: list[str], stage: str, out_dir: Path):
+    """Per-seed dots with each study's mean, and every run's training loss overlaid by study."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+    for i, name in enumerate(names):
+        vals = runs.loc[runs["study"] == name, "val_bpb"].to_numpy(float)
+        ax1.scatter(np.full(len(vals), i) + np.linspace(-0.08, 0.08, len(vals)), vals, color=f"C{i}", zorder=3)
+        ax1.hlines(vals.mean(), i - 0.25, i + 0.25, color=f"C{i}", lw=2)
+        for path in runs.loc[runs["study"] == name, "path"]:
+            try:
+                train = train_rows(read_metrics(path))
+            except GolfError:
+                continue
+            ax2.plot(train["step"], train["train_loss"], color=f"C{i}", lw=1, alpha=0.7,
+                     label=name if path == runs.loc[runs["study"] == name, "path"].iloc[0] else None)
+    ax1.set_xticks(range(len(names)), names, rotation=15)
+    ax1.set(ylabel=f"{STAGE_LABELS.get(stage, stage)} val BPB", title="per-seed result (bar = mean)")
+    ax2.set(xlabel="step", ylabel="train loss (nats/token)", title="training loss, every run")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    out = out_dir / "compare.png"
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def compare(folders: list[str | Path], names: list[str] | None = None, stage: str = "ttt",
+            out_dir: str | Path | None = None) -> dict:
+    """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png`` and
+    ``compare.html`` into ``out_dir`` (default ``outputs/compare/compare-NNN``) and returns the tables."""
+    from golf.paths import outputs_root, resolve
+    from golf.report import _figure, _md, _table, render
+    from golf.runtime import new_numbered_dir
+
+    if stage not in STAGE_LABELS:
+        raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
+    folders = [resolve(f) for f in folders]
+    if not folders:
+        raise GolfError("give at least one study or run folder to compare")
+    for f in folders:
+        if not f.is_dir():
+            raise GolfError(f"{str(f)!r} is not a folder: give study or run folders")
+    names = list(names or []) or [f.name for f in folders]
+    if len(names) != len(folders) or len(set(names)) != len(names):
+        raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
+    runs = collect(folders, names, stage)
+    table = summary(runs, names)
+    keys = differing_keys(folders, names, stage)
+    out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.csv", table.to_csv(index=False))
+    atomic_write_text(out / "compare_runs.csv", runs.drop(columns="path").to_csv(index=False))
+    fig = plot(runs, names, stage, out)
+    cells = [_md(f"# Comparison: {' vs '.join(names)}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
+                 "Differences are (study − baseline) in val BPB, lower is better; the 95% interval and the "
+                 "two-sided p-value come from Welch's t-test over seeds."),
+             _table(table), _figure(out / "compare.png"),
+             _md("## Params keys that differ"),
+             _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
+             _md("## Every run"), _table(runs.drop(columns="path"))]
+    render(cells, out / "compare.html", f"golf compare {' vs '.join(names)}")
+    return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig}

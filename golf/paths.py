@@ -1,0 +1,65 @@
+"""One rule for paths: a relative path names a file under the project root (STYLE.md rule 14).
+
+The project root is the folder holding ``params/`` and ``notebooks/``. It is found the same way
+in the CLI, a Jupyter kernel (whose folder is ``notebooks/``) and the child processes golf
+starts, whatever the current directory:
+
+1. ``GOLF_HOME``, if set (golf sets it for every child it starts);
+2. else the nearest folder, from the current one upwards, holding ``params/`` and ``notebooks/``;
+3. else the source checkout golf is imported from (an editable install);
+4. else the current folder (a wheel install used outside any checkout: the bundled notebooks
+   and params are then read from the installed copies, see :func:`bundled`).
+
+Usage::
+
+    resolve("params/demo.yaml")        # -> /path/to/project/params/demo.yaml, from any folder
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HOME_VAR = "GOLF_HOME"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _is_project(folder: Path) -> bool:
+    return (folder / "params").is_dir() and (folder / "notebooks").is_dir()
+
+
+def project_root() -> Path:
+    home = os.environ.get(HOME_VAR)
+    if home:
+        return Path(home).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if _is_project(folder):
+            return folder
+    if _is_project(_CHECKOUT):
+        return _CHECKOUT
+    return here
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """An absolute path: ``~`` expanded, relative paths taken from the project root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def bundled(kind: str, name: str) -> Path:
+    """``notebooks/NAME`` or ``params/NAME``: the project's copy, else the one a wheel installed."""
+    own = project_root() / kind / name
+    if own.exists():
+        return own
+    installed = Path(sys.prefix) / "share" / "golf" / kind / name
+    return installed if installed.exists() else own
+
+
+def outputs_root() -> Path:
+    return project_root() / "outputs"
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child golf process: the same root, unbuffered output."""
+    return {**os.environ, HOME_VAR: str(project_root()), "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,213 @@
+"""Figures and tables of one run folder, read from the files the run left (INTERFACE.md).
+
+Every function takes a run folder, saves what it draws under ``plots/`` or ``tables/`` and
+returns it, so a notebook shows it and a report embeds the same file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from golf.runtime import GolfError, atomic_write_text
+
+STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
+    "prequant": "pre-quantization post-ema",
+    "plain": "quantized",
+    "sliding": "quantized_sliding_window",
+    "ttt": "quantized_ttt",
+}
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise GolfError(f"{str(path)!r} does not exist: has the run trained?")
+    return pd.read_json(path, lines=True)
+
+
+def train_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics[metrics["train_loss"].notna()] if "train_loss" in metrics else metrics.iloc[:0]
+
+
+def live_val_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Validation of the live weights during training (the post-EMA row is a stage result)."""
+    if "val_bpb" not in metrics:
+        return metrics.iloc[:0]
+    keep = metrics["val_bpb"].notna()
+    if "stage" in metrics:
+        keep &= metrics["stage"].isna()
+    return metrics[keep]
+
+
+def looping_step(run_dir: Path) -> int | None:
+    """The step where depth recurrence switched on, from the run's own summary."""
+    summary = read_json(Path(run_dir) / "train_summary.json") or {}
+    return summary.get("looping_at_step")
+
+
+def save_figure(fig, run_dir: str | Path, name: str) -> Path:
+    out = Path(run_dir) / "plots" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    return out
+
+
+def save_table(df: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
+    out = Path(run_dir) / "tables" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, df.to_csv(index=False))
+    return out
+
+
+def _mark_looping(ax, x) -> None:
+    if x is not None:
+        ax.axvline(x, ls="--", c="gray", lw=1, label="looping on")
+        ax.legend(loc="upper right", fontsize=8)
+
+
+def plot_training(run_dir: str | Path):
+    """Train loss against step and against wallclock, and live val BPB, with the looping step."""
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    m = read_metrics(run_dir)
+    train, val = train_rows(m), live_val_rows(m)
+    loop_at = looping_step(run_dir)
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax1.plot(train["step"], train["train_loss"], lw=1)
+    ax1.set(xlabel="step", ylabel="train loss (nats/token)", title="training loss by step")
+    _mark_looping(ax1, loop_at)
+    if "train_ms" in train:
+        ax2.plot(train["train_ms"] / 1000, train["train_loss"], lw=1)
+        if loop_at is not None and (train["step"] >= loop_at).any():
+            _mark_looping(ax2, train.loc[train["step"] >= loop_at, "train_ms"].iloc[0] / 1000)
+    ax2.set(xlabel="training time (s)", ylabel="train loss (nats/token)", title="training loss by wallclock")
+    if len(val):
+        ax3.plot(val["step"], val["val_bpb"], marker="o")
+    _mark_looping(ax3, loop_at)
+    ax3.set(xlabel="step", ylabel="val BPB (live weights)", title="validation during training")
+    fig.tight_layout()
+    save_figure(fig, run_dir, "training.png")
+    save_table(train, run_dir, "train_metrics.csv")
+    return fig
+
+
+def plot_schedule(run_dir: str | Path):
+    """Learning-rate multiplier and Muon momentum, tokens/s and peak memory against step."""
+    import matplotlib.pyplot as plt
+    import yaml
+
+    from golf.config import Config
+    from golf.train import muon_momentum_at
+
+    run_dir = Path(run_dir)
+    train = train_rows(read_metrics(run_dir))
+    cfg_values = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    cfg = Config(**{k: v for k, v in cfg_values.items() if k in Config.__dataclass_fields__})
+    loop_at = looping_step(run_dir)
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.6))
+    ax1.plot(train["step"], train["lr_mult"], label="LR multiplier")
+    ax1.plot(train["step"], [muon_momentum_at(int(s), cfg) for s in train["step"]], label="Muon momentum")
+    ax1.set(xlabel="step", ylabel="value", title="schedule", ylim=(0, 1.05))
+    ax1.legend(fontsize=8)
+    ax2.plot(train["step"], train["tokens_per_s"] / 1000, marker=".", lw=1)
+    ax2.set(xlabel="step", ylabel="thousand tokens/s per GPU", title="throughput")
+    _mark_looping(ax2, loop_at)
+    ax3.plot(train["step"], train["peak_mem_mib"], marker=".", lw=1)
+    ax3.set(xlabel="step", ylabel="MiB", title="peak GPU memory (0 on CPU)")
+    fig.tight_layout()
+    save_figure(fig, run_dir, "schedule.png")
+    return fig
+
+
+def quant_tables(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The budget as a labelled table (bytes with thousands separators) and the per-tensor errors."""
+    run_dir = Path(run_dir)
+    budget = read_json(run_dir / "quant_budget.json")
+    if budget is None:
+        raise GolfError(f"{str(run_dir / 'quant_budget.json')!r} does not exist: has the run been quantized?")
+    tensors = pd.read_csv(run_dir / "tables" / "quant_tensors.csv")
+    limit, total = budget.get("limit"), budget.get("total")
+    rows = [("compressed model", f"{budget.get('model_bytes', 0):,} bytes"),
+            ("code", f"{budget.get('code_bytes', 0):,} bytes"),
+            ("total", f"{total:,} bytes"),
+            ("limit", f"{limit:,} bytes"),
+            ("headroom", f"{limit - total:,} bytes ({100 * (limit - total) / limit:.2f}% of the limit)"),
+            ("fits", "yes" if budget.get("fits") else "NO"),
+            ("entries pruned to fit", f"{budget.get('n_pruned', 0):,}")]
+    rows += [(f"{k[:-2]} time", f"{v:.1f} s") for k, v in budget.items() if k.endswith("_s") and v is not None]
+    budget_df = pd.DataFrame(rows, columns=["quantity", "value"])
+    save_table(budget_df, run_dir, "quant_budget.csv")
+    return budget_df, tensors
+
+
+def plot_quant_error(run_dir: str | Path):
+    """Per-tensor GPTQ relative reconstruction error, each bar named by its tensor."""
+    import matplotlib.pyplot as plt
+
+    _, tensors = quant_tables(run_dir)
+    name_col = "name" if "name" in tensors else tensors.columns[0]
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.2 * len(tensors) + 1)))
+    colors = ["C1" if b == 8 else "C0" for b in tensors.get("bits", [6] * len(tensors))]
+    ax.barh(tensors[name_col].astype(str), tensors["rel_error"], color=colors)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set(xlabel="relative error ‖W−Ŵ‖/‖W‖ (blue int6, orange int8)", title="GPTQ reconstruction error by tensor")
+    fig.tight_layout()
+    save_figure(fig, Path(run_dir), "quant_error.png")
+    return fig
+
+
+def eval_table(run_dir: str | Path) -> pd.DataFrame:
+    """One row per stage that has a result: loss, BPB and seconds, labelled as the challenge logs."""
+    run_dir = Path(run_dir)
+    rows = []
+    prequant = (read_json(run_dir / "train_summary.json") or {}).get("prequant_post_ema")
+    for stage, label in STAGE_LABELS.items():
+        res = prequant if stage == "prequant" else read_json(run_dir / f"eval_{stage}.json")
+        if res:
+            rows.append({"stage": label, "val_loss": res["val_loss"], "val_bpb": res["val_bpb"],
+                         "seconds": res.get("seconds")})
+    df = pd.DataFrame(rows, columns=["stage", "val_loss", "val_bpb", "seconds"])
+    save_table(df, run_dir, "eval_summary.csv")
+    return df
+
+
+def plot_eval(run_dir: str | Path):
+    """BPB of each stage on an axis from zero, each bar labelled with its value."""
+    import matplotlib.pyplot as plt
+
+    df = eval_table(run_dir)
+    fig, ax = plt.subplots(figsize=(8, 0.6 * max(len(df), 1) + 1.2))
+    bars = ax.barh(df["stage"], df["val_bpb"], color="C2")
+    ax.bar_label(bars, labels=[f"{v:.4f}" for v in df["val_bpb"]], padding=3, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(df["val_bpb"].max() * 1.18, 0.1) if len(df) else 1)
+    ax.set(xlabel="val BPB (lower is better)", title="BPB by stage")
+    fig.tight_layout()
+    save_figure(fig, Path(run_dir), "eval_bpb.png")
+    return fig
+
+
+def plot_seeds(df: pd.DataFrame, out_dir: str | Path, stage: str = "ttt"):
+    """Each seed's BPB for one stage, with the mean; saved as ``seed_analysis.png`` in the study."""
+    import matplotlib.pyplot as plt
+
+    col = f"{stage}_bpb"
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter(df["seed"].astype(str), df[col], zorder=3)
+    ax.axhline(df[col].mean(), ls="--", c="gray", label=f"mean {df[col].mean():.4f}")
+    ax.set(xlabel="seed", ylabel=f"{STAGE_LABELS.get(stage, stage)} val BPB", title="per-seed result")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "seed_analysis.png", dpi=110, bbox_inches="tight")
+    return fig

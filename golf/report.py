@@ -1,0 +1,236 @@
+"""Rendered reports: one HTML file per run, per study and per comparison, no code in them.
+
+A report is a notebook made of the run's own files (its results, tables and the figures its
+notebooks saved under ``plots/``), rendered by nbconvert without inputs, images embedded. It
+reads files only, so ``golf run``, a direct papermill run and a Run All in JupyterLab render
+the same page. Headline first, then figures, then links to the logs and executed notebooks.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import platform
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from golf.plots import STAGE_LABELS, eval_table, read_json, train_rows
+from golf.runtime import atomic_write_text
+
+RUN_FIGURES = [  # (file under plots/, caption)
+    ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "
+                     "line is the step where depth recurrence switched on."),
+    ("schedule.png", "LR multiplier and Muon momentum, throughput per GPU and peak GPU memory."),
+    ("eval_bpb.png", "BPB of each stage: after EMA (pre-quantization), quantized, sliding window, score-first TTT."),
+    ("quant_error.png", "Relative GPTQ reconstruction error of each quantized tensor."),
+]
+LINKED_FILES = ["train.log", "quantize.log", "eval_plain.log", "eval_sliding.log", "eval_ttt.log", "console.log",
+                "config.yaml", "environment.json", "metrics.jsonl", "train.ipynb", "quantize.ipynb", "ttt_eval.ipynb"]
+
+
+# --- notebook pieces ---------------------------------------------------------------------------
+
+def _md(text: str):
+    import nbformat
+
+    return nbformat.v4.new_markdown_cell(text)
+
+
+def _output_cell(data: dict[str, str]):
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
+    return cell
+
+
+def _table(df: pd.DataFrame, index: bool = False):
+    return _output_cell({"text/html": df.to_html(index=index, border=0, classes="dataframe", na_rep="–",
+                                                 float_format=lambda v: f"{v:.5g}")})
+
+
+def _figure(path: Path):
+    return _output_cell({"image/png": base64.b64encode(path.read_bytes()).decode()})
+
+
+def _links(folder: Path, names: list[str]) -> str:
+    present = [n for n in names if (folder / n).exists()]
+    return " · ".join(f"[{html.escape(n)}]({html.escape(n)})" for n in present) or "none"
+
+
+def render(cells: list, out_path: Path, title: str) -> Path:
+    """Render cells to one self-contained HTML file without inputs or prompts."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nb.metadata["title"] = title
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.log.setLevel("ERROR")  # not a warning per figure about alt text
+    body, _ = exporter.from_notebook_node(nb)
+    atomic_write_text(out_path, body)
+    return out_path
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+def config_differences(cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys whose value differs from the record's (golf's defaults), paths aside."""
+    from golf.config import PATH_KEYS, Config
+
+    base = Config().to_dict()
+    return {k: (base[k], v) for k, v in cfg.items() if k in base and k not in PATH_KEYS and v != base[k]}
+
+
+def _phase_throughput(train: pd.DataFrame, looping: bool) -> float | None:
+    if "tokens_per_s" not in train or "looping" not in train:
+        return None
+    rows = train[(train["looping"].astype(bool) == looping) & (train["step"] > 1)]
+    return float(rows["tokens_per_s"].median()) if len(rows) else None
+
+
+def headline(run_dir: Path) -> pd.DataFrame:
+    """The run in one table: training, every stage's result, the artifact against the limit."""
+    summary = read_json(run_dir / "train_summary.json") or {}
+    rows: list[tuple[str, str]] = []
+    if summary:
+        rows.append(("steps", f"{summary.get('steps'):,}"))
+        rows.append(("training time", f"{summary.get('train_ms', 0) / 1000:.1f} s"))
+        if summary.get("looping_at_step") is not None:
+            rows.append(("depth recurrence from step", f"{summary['looping_at_step']:,}"))
+    try:
+        train = train_rows(pd.read_json(run_dir / "metrics.jsonl", lines=True))
+    except (ValueError, FileNotFoundError):
+        train = pd.DataFrame()
+    for looping, phase in ((False, "plain"), (True, "looped")):
+        tps = _phase_throughput(train, looping)
+        if tps is not None:
+            rows.append((f"tokens/s per GPU, {phase} phase (median)", f"{tps:,.0f}"))
+    if summary.get("peak_mem_mib"):
+        rows.append(("peak GPU memory", f"{summary['peak_mem_mib']:,.0f} MiB"))
+    for _, r in eval_table(run_dir).iterrows():
+        secs = f", {r['seconds']:.1f} s" if pd.notna(r["seconds"]) else ""
+        rows.append((f"{r['stage']}", f"val_bpb {r['val_bpb']:.5f} · val_loss {r['val_loss']:.5f}{secs}"))
+    budget = read_json(run_dir / "quant_budget.json")
+    if budget:
+        limit, total = budget["limit"], budget["total"]
+        rows.append(("artifact + code", f"{total:,} of {limit:,} bytes · headroom {limit - total:,} bytes "
+                                        f"({100 * (limit - total) / limit:.2f}%) · "
+                                        f"{'fits' if budget.get('fits') else 'OVER THE LIMIT'}"))
+    return pd.DataFrame(rows, columns=["", "value"])
+
+
+def run_header(run_dir: Path) -> str:
+    """Markdown: run id, date, commit, machine, world size, params file, keys that differ from the record."""
+    env = read_json(run_dir / "environment.json") or {}
+    run_info = read_json(run_dir / "run.json") or {}
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    commit = env.get("git_commit") or "no commit"
+    if env.get("git_dirty"):
+        commit += " (with uncommitted changes)"
+    gpus = env.get("gpus") or []
+    machine = f"{len(gpus)} x {gpus[0]}" if gpus else "CPU"
+    lines = [
+        f"# Run `{run_dir.parent.name}/{run_dir.name}`",
+        "",
+        "| | |", "|---|---|",
+        f"| date | {env.get('time', '–')} |",
+        f"| commit | `{commit}` |",
+        f"| machine | {machine} · {env.get('platform', platform.platform())} · torch {env.get('torch', '–')} |",
+        f"| world size | {env.get('world_size', '–')} |",
+        f"| params file | `{run_info.get('params_file', '–')}` |",
+        f"| seed | {cfg.get('seed', '–')} |",
+        f"| data | `{cfg.get('data_dir', '–')}` |",
+    ]
+    diffs = {k: v for k, v in config_differences(cfg or {}).items() if k != "seed"}
+    if diffs:
+        rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(repr(v))}</td>"
+                       f"<td>{html.escape(repr(b))}</td></tr>" for k, (b, v) in diffs.items())
+        lines += ["", f"<details><summary><b>{len(diffs)} params keys differ from the record's values</b> "
+                      f"({', '.join(list(diffs)[:6])}{', …' if len(diffs) > 6 else ''})</summary>",
+                  f"<table><tr><th>key</th><th>this run</th><th>record</th></tr>{rows}</table></details>"]
+    else:
+        lines += ["", "Every params key has the record's value."]
+    return "\n".join(lines)
+
+
+def render_run_report(run_dir: str | Path) -> Path:
+    """``RUN/report.html`` from the run's files; stages not run yet are simply absent."""
+    run_dir = Path(run_dir)
+    cells = [_md(run_header(run_dir)), _md("## Headline"), _table(headline(run_dir))]
+    for name, caption in RUN_FIGURES:
+        if (run_dir / "plots" / name).is_file():
+            cells += [_figure(run_dir / "plots" / name), _md(f"*{caption}*")]
+    quant = run_dir / "tables" / "quant_budget.csv"
+    if quant.is_file():
+        cells += [_md("## Artifact budget"), _table(pd.read_csv(quant))]
+    cells.append(_md("## Files\n" + _links(run_dir, LINKED_FILES)))
+    return render(cells, run_dir / "report.html", f"golf run {run_dir.name}")
+
+
+# --- one study ---------------------------------------------------------------------------------
+
+TEST_WORDS = {
+    "ttest_vs_sota_minus_margin": "one-sided t-test: is the mean loss below the #1493 SOTA minus 0.005 nats "
+                                  "(the challenge's bar for a new record)?",
+    "ttest_vs_sota": "one-sided t-test: is the mean loss below the #1493 SOTA at all?",
+    "welch_vs_reference_with_margin": "Welch's t-test: are these seeds at least 0.005 nats better than the "
+                                      "logged #1533 seeds?",
+    "welch_vs_reference": "Welch's t-test: are these seeds better than the logged #1533 seeds?",
+}
+
+
+def corpus_of(run_dir: Path) -> str:
+    """The corpus a run trained on, from its data folder's prepare.json (official shards: FineWeb)."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    prep = read_json(Path(cfg.get("data_dir", "")) / "prepare.json") if cfg.get("data_dir") else None
+    return str(prep.get("corpus")) if prep and prep.get("corpus") else "fineweb"
+
+
+def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
+    """``STUDY/index.html``: every run linked, the seed table, the tests in words, #1533's seeds beside."""
+    from golf.stats import PR1533_TTT_BPB, PR1533_TTT_LOSS, collect_runs, summarize
+
+    study_dir = Path(study_dir)
+    runs = sorted((p.parent for p in study_dir.glob("*/config.yaml")), key=lambda p: p.name)
+    record = read_json(study_dir / "study.json") or {}
+    cells = [_md(f"# Study `{study_dir.name}`\n\nparams `{record.get('params_file', '–')}` · overrides "
+                 f"`{' '.join(record.get('overrides', [])) or 'none'}` · seeds {record.get('seeds', '–')} · "
+                 f"rendered {_dt.datetime.now().isoformat(timespec='seconds')}")]
+    for line in record.get("failures", []):
+        cells.append(_md(f"**Failed:** {html.escape(line)}"))
+    if not runs:
+        cells.append(_md("No run has trained yet."))
+        return render(cells, study_dir / "index.html", f"golf study {study_dir.name}")
+    df = collect_runs(runs)
+    df["report"] = [f'<a href="{r}/report.html">{r}/report.html</a>' if (study_dir / r / "report.html").exists()
+                    else "–" for r in df["run"]]
+    cols = [c for c in ["run", "seed", "steps", "prequant_bpb", "plain_bpb", "sliding_bpb", "ttt_bpb",
+                        "ttt_loss", "bytes_total", "report"] if c in df]
+    cells += [_md("## Runs"), _output_cell({"text/html": df[cols].to_html(index=False, escape=False, border=0,
+                                                                          na_rep="–")})]
+    corpus = sorted({corpus_of(r) for r in runs})
+    on_fineweb = corpus == ["fineweb"]
+    ref = pd.DataFrame({"seed": [42, 314, 999, 1337, 7], "ttt_bpb": PR1533_TTT_BPB, "ttt_loss": PR1533_TTT_LOSS})
+    note = "" if on_fineweb else (f"\n\n**These are FineWeb figures; this study ran on {', '.join(corpus)}, so "
+                                  "the tests below only show the format, not a result.**")
+    cells += [_md("## The record's logged seeds (#1533, 8xH100, FineWeb)" + note), _table(ref)]
+    summary = summarize(df, stage)
+    if summary.get("n", 0):
+        cells.append(_md(f"## Tests on the {STAGE_LABELS.get(stage, stage)} losses (n = {summary['n']})\n\n"
+                         f"mean BPB {summary['mean_bpb']:.5f}, sample std {summary['std_bpb_sample']:.5f}; "
+                         f"mean loss {summary['mean_loss']:.5f} nats."))
+        rows = [{"test": TEST_WORDS[k], "t": v["t"], "p": v["p"]} for k, v in summary.items() if k in TEST_WORDS]
+        cells.append(_table(pd.DataFrame(rows)))
+        cells.append(_md("A p-value below 0.01 is what the challenge asks of a new record; with fewer than two "
+                         "seeds no test is possible (nan)."))
+    if (study_dir / "seed_analysis.png").is_file():
+        cells.append(_figure(study_dir / "seed_analysis.png"))
+    cells.append(_md("## Files\n" + _links(study_dir, ["seed_analysis.csv", "seed_analysis.ipynb", "study.json"])))
+    return render(cells, study_dir / "index.html", f"golf study {study_dir.name}")
+
+

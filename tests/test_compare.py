@@ -1,0 +1,88 @@
+"""`golf compare`: two tiny studies side by side; its statistics against scipy's."""
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats as sps
+
+from golf.cli import main as golf_main
+from golf.compare import welch
+from golf.config import Config
+
+BASE = [1.2100, 1.2150, 1.2080, 1.2120]
+ABLATION = [1.1990, 1.2040, 1.2010]
+
+
+def _study(root: Path, name: str, bpbs: list[float], **keys) -> Path:
+    """A study folder of finished runs, each with the files golf leaves (config, metrics, results)."""
+    study = root / name
+    for i, bpb in enumerate(bpbs):
+        run = study / f"seed{i}"
+        run.mkdir(parents=True)
+        cfg = {**Config().to_dict(), "seed": i, **keys}
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        rows = [{"step": s, "train_loss": 5.0 - 0.1 * s + 0.01 * i, "tokens_per_s": 1000.0 + i, "looping": s > 3,
+                 "lr_mult": 1.0, "step_ms": 10.0, "peak_mem_mib": 0.0, "train_ms": 10.0 * s} for s in range(1, 8)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "train_summary.json").write_text(json.dumps({"steps": 7, "prequant_post_ema":
+                                                            {"val_loss": 3.0, "val_bpb": bpb + 0.01}}))
+        (run / "eval_ttt.json").write_text(json.dumps({"val_loss": bpb * 2.58, "val_bpb": bpb, "seconds": 1.0}))
+        (run / "quant_budget.json").write_text(json.dumps({"total": 15_000_000 + i, "limit": 16_000_000}))
+    return study
+
+
+def test_welch_matches_scipy_and_its_interval_covers_the_difference():
+    w = welch(np.array(ABLATION), np.array(BASE))
+    ref = sps.ttest_ind(ABLATION, BASE, equal_var=False)
+    assert w["t"] == pytest.approx(ref.statistic, rel=1e-12) and w["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert w["diff"] == pytest.approx(np.mean(ABLATION) - np.mean(BASE))
+    ci = ref.confidence_interval(0.95)  # scipy's own Welch interval
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_golf_compare_writes_table_plot_and_html(tmp_path, capsys):
+    base = _study(tmp_path, "baseline", BASE)
+    abl = _study(tmp_path, "no-ema", ABLATION, ema_decay=0.9)
+    out = tmp_path / "cmp"
+    assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ema_decay" in printed and str(out / "compare.html") in printed
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table["study"]) == ["baseline", "no-ema"] and list(table["n"]) == [4, 3]
+    row = table.set_index("study").loc["no-ema"]
+    assert row["welch_p"] == pytest.approx(sps.ttest_ind(ABLATION, BASE, equal_var=False).pvalue, rel=1e-9)
+    assert row["mean_bpb"] == pytest.approx(np.mean(ABLATION))
+    assert row["std_bpb"] == pytest.approx(np.std(ABLATION, ddof=1))
+    assert (out / "compare.png").stat().st_size > 10_000
+    runs = pd.read_csv(out / "compare_runs.csv")
+    assert len(runs) == 7 and runs["tokens_per_s"].notna().all() and runs["bytes_total"].notna().all()
+
+    class Page(HTMLParser):
+        imgs, text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.imgs.append(dict(attrs)["src"])
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    page = Page()
+    page.feed((out / "compare.html").read_text())
+    text = "".join(page.text)
+    assert "ema_decay" in text and "Welch" in text and "from golf" not in text
+    assert page.imgs and page.imgs[0].startswith("data:image/png;base64,")
+
+
+def test_compare_refuses_a_folder_without_runs(tmp_path, capsys):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert golf_main(["compare", str(empty)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing" in err[0] and err[0].startswith("golf: error:")

@@ -1,0 +1,169 @@
+"""The lab as a user meets it: JupyterLab with the golf kernel, notebooks under papermill from any
+folder, parameters that are config keys, one root for paths, reports without code."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from golf.notebooks import default_kernel, parameters_source
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ("train", "quantize", "ttt_eval", "seed_analysis", "compare")
+
+
+def test_notebooks_are_stored_without_outputs_and_with_the_golf_kernel():
+    for name in NOTEBOOKS:
+        nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert nb.metadata["kernelspec"]["name"] == "golf", name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{name}: stored with outputs"
+
+
+def test_parameters_cells_list_every_params_key_and_papermill_reads_them():
+    """The stored cells are the generated ones, so papermill --help-notebook shows every key with help."""
+    from papermill.translators import PythonTranslator
+
+    from golf.config import config_keys
+
+    for name in NOTEBOOKS:
+        nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert cell.source == parameters_source(name), f"{name}: run python -m golf.notebooks to regenerate"
+        names = {p.name for p in PythonTranslator.inspect(cell)}
+        if name in ("train", "quantize", "ttt_eval"):
+            assert set(config_keys()) - {"seed"} <= names, f"{name}: papermill misses params keys"
+    train = nbformat.read(REPO / "notebooks" / "train.ipynb", as_version=4)
+    params = {p.name: p for p in PythonTranslator.inspect(train.cells[1])}
+    assert params["iterations"].inferred_type_name == "int" and "step budget" in params["iterations"].help
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_make_lab_serves_jupyterlab_with_the_golf_kernel():
+    if not (REPO / ".venv" / ".golf-installed").exists():
+        pytest.skip("make lab needs the make-installed .venv")
+    port, token = _free_port(), "golf-test-token"
+    proc = subprocess.Popen(["make", "-s", "lab", f"LAB_PORT={port}", f"LAB_ARGS=--IdentityProvider.token={token}"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, specs = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=2) as r:
+                    specs = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert specs is not None, proc.stdout.read1(10_000).decode() if proc.poll() is not None else "no answer"
+        assert "golf" in specs["kernelspecs"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=5) as r:
+            listed = {item["name"] for item in json.loads(r.read())["content"]}
+        assert {f"{n}.ipynb" for n in NOTEBOOKS} <= listed  # JupyterLab opens on notebooks/
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+# --- a project of our own: params/ and notebooks/, the demo params at test size ----------------
+
+@pytest.fixture(scope="module")
+def lab_project(tmp_path_factory, demo_data):
+    from test_train import tiny_params
+
+    proj = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "notebooks", proj / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (proj / "params").mkdir()
+    tiny = tiny_params(proj, demo_data, iterations=6, val_loss_every=3, train_log_every=1, max_val_tokens=4096)
+    shutil.move(tiny, proj / "params" / "demo.yaml")  # the notebooks' default params file, at test size
+    return proj
+
+
+def _papermill(notebook: Path, out: Path, cwd: Path, env_home: Path | None = None, **params) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
+    if env_home is not None:
+        env["GOLF_HOME"] = str(env_home)
+    args = [sys.executable, "-m", "papermill", str(notebook), str(out), "-k", default_kernel()]
+    for key, value in params.items():
+        args += ["-y", yaml.safe_dump({key: value})] if isinstance(value, list) else ["-p", key, str(value)]
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+class _Html(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere(lab_project, tmp_path):
+    """Run All with defaults, kernel in notebooks/ (as JupyterLab starts it): train, quantize, evaluate,
+    seed analysis and compare each succeed and leave their plots; then from another folder."""
+    nb_dir = lab_project / "notebooks"
+    for name in NOTEBOOKS:
+        res = _papermill(nb_dir / f"{name}.ipynb", tmp_path / f"{name}.out.ipynb", cwd=nb_dir)
+        assert res.returncode == 0, f"{name}: {res.stderr[-2000:]}"
+    run = lab_project / "outputs" / "lab" / "run-001"
+    for plot in ("training.png", "schedule.png", "quant_error.png", "eval_bpb.png"):
+        assert (run / "plots" / plot).is_file(), plot
+    assert json.loads((run / "eval_ttt.json").read_text())["val_bpb"] > 0
+    assert (lab_project / "outputs" / "lab" / "index.html").is_file()
+    assert list((lab_project / "outputs" / "compare").glob("compare-*/compare.html"))
+    assert not list(nb_dir.glob("*.csv")) and not (nb_dir / "outputs").exists()  # nothing stray beside them
+
+    # the rendered run report: no code, no progress-bar text, the headline table, embedded PNGs
+    page = _Html()
+    page.feed((run / "report.html").read_text())
+    text = "".join(page.text)
+    assert "Headline" in text and "quantized_ttt" in text and "bytes" in text
+    assert not any(t == "div" and "jp-InputArea" in a.get("class", "") for t, a in page.tags)
+    assert "nb.train(" not in text and "import" not in text
+    assert not re.search(r"\d+%\|", text) and "\x1b[" not in text and "it/s]" not in text
+    images = [a["src"] for t, a in page.tags if t == "img"]
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+
+    # from another folder, the root given by GOLF_HOME; a params key by name: -p iterations 4
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = _papermill(nb_dir / "train.ipynb", elsewhere / "t.ipynb", cwd=elsewhere, env_home=lab_project,
+                     iterations=4)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Passed unknown parameter" not in res.stderr
+    second = lab_project / "outputs" / "lab" / "run-002"  # a fresh numbered folder each Run All
+    assert json.loads((second / "train_summary.json").read_text())["steps"] == 4
+    assert yaml.safe_load((second / "config.yaml").read_text())["iterations"] == 4
+    assert (second / "report.html").is_file() and not (elsewhere / "outputs").exists()
+
+
+def test_an_unknown_notebook_key_is_an_error_naming_it(lab_project, tmp_path):
+    before = sorted((lab_project / "outputs").glob("lab/run-*"))
+    res = _papermill(lab_project / "notebooks" / "train.ipynb", tmp_path / "t.ipynb", cwd=tmp_path,
+                     env_home=lab_project, overrides=["no_such_key=1"])
+    assert res.returncode != 0 and "no_such_key" in res.stderr
+    assert sorted((lab_project / "outputs").glob("lab/run-*")) == before  # refused before a folder was made
