@@ -1,4 +1,4 @@
-"""``golf …`` / ``python -m golf …``: the commands of INTERFACE.md.
+"""``golf …`` / ``python -m golf …``: the commands of the user contract (README, docs/).
 
 Every command resolves its config (params file + ``--set``) before any work starts, so an
 unknown key or a wrongly typed value fails at once, naming the key.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,10 +18,22 @@ from golf.runtime import GolfError
 log = logging.getLogger("golf")
 
 
+class _BarSafeHandler(logging.StreamHandler):
+    """Writes through tqdm, which lifts the progress bar first: a log line never lands on a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(log_file: Path | None = None, main: bool = True) -> None:
     handlers: list[logging.Handler] = []
     if main:
-        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers.append(_BarSafeHandler(sys.stderr))
         if log_file is not None:
             handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, handlers=handlers or [logging.NullHandler()],
@@ -29,6 +42,19 @@ def setup_logging(log_file: Path | None = None, main: bool = True) -> None:
 
 def _config(args):
     return load_config(args.params, args.set or [])
+
+
+def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """Every check that needs no run folder, so that a bad value fails before one is made: the config
+    for this world size, the tokenizer/data binding (and token ids), the attention kernel."""
+    from golf.attention import check_backend_available
+    from golf.config import validate_for_world
+    from golf.data import check_data_binding
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
+    validate_for_world(cfg, world)
+    check_data_binding(cfg, splits, rank, world)
+    check_backend_available(cfg.attention_backend)
 
 
 def _run_config(run_dir: Path, overrides: list[str] | None = None):
@@ -46,7 +72,7 @@ def cmd_data_prepare(args) -> int:
     setup_logging()
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
                            exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
-                           shard_tokens=args.shard_tokens)
+                           shard_tokens=args.shard_tokens, tokenizer=args.tokenizer)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -83,14 +109,20 @@ def _shared_run_dir(args, dist) -> Path:
     """Rank 0 picks (or checks) the run folder; the others learn it through a broadcast."""
     import torch.distributed as tdist
 
+    from golf.paths import resolve
     from golf.runtime import claim_run_dir, new_run_dir
 
-    chosen = [None]
+    chosen: list = [None]
     if dist.is_main:
-        run_dir = claim_run_dir(args.run_dir) if args.run_dir else new_run_dir(args.outputs, args.study)
-        chosen = [str(run_dir)]
+        try:
+            chosen = [claim_run_dir(resolve(args.run_dir)) if args.run_dir else new_run_dir(resolve(args.outputs),
+                                                                                            args.study)]
+        except GolfError as exc:
+            chosen = [exc]  # the other ranks must hear of it too, or they wait in the broadcast forever
     if dist.distributed:
         tdist.broadcast_object_list(chosen, src=0)
+    if isinstance(chosen[0], GolfError):
+        raise chosen[0]
     return Path(chosen[0])
 
 
@@ -99,12 +131,21 @@ def cmd_train(args) -> int:
     from golf.train import train
 
     cfg = _config(args)
+    _preflight(cfg)
     dist, device = init_distributed(cfg.device)
     run_dir = _shared_run_dir(args, dist)
     setup_logging(run_dir / "train.log", dist.is_main)
     log.info("run folder %s, device %s, world size %d", run_dir, device, dist.world_size)
+    if dist.is_main:
+        from golf.runtime import atomic_write_json
+
+        atomic_write_json(run_dir / "run.json", {"params_file": args.params, "set": args.set or [],
+                                                 "world_size": dist.world_size})
     result = train(cfg, run_dir, dist, device)
     if dist.is_main:
+        from golf.runtime import release_run_dir
+
+        release_run_dir(run_dir)
         print(json.dumps({"run_dir": str(run_dir), **result.summary}, indent=2))
     _destroy()
     return 0
@@ -122,6 +163,7 @@ def cmd_quantize(args) -> int:
     from golf.runtime import init_distributed
 
     cfg = _run_config(args.run_dir, args.set)
+    _preflight(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
     budget = quantize_run(Path(args.run_dir), cfg, dist, device, force=args.force)
@@ -139,6 +181,7 @@ def cmd_evaluate(args) -> int:
     from golf.runtime import init_distributed
 
     cfg = _run_config(args.run_dir, args.set)
+    _preflight(cfg, ("val",))
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
     result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force)
@@ -152,9 +195,39 @@ def cmd_run(args) -> int:
     from golf.notebooks import run_study
 
     setup_logging()
-    report = run_study(args.params, args.seeds, study=args.study, overrides=args.set or [],
-                       outputs=args.outputs, kernel=args.kernel, nproc=args.nproc)
-    print(report)
+    index, failures = run_study(args.params, args.seeds, study=args.study, overrides=args.set or [],
+                                outputs=args.outputs, kernel=args.kernel, nproc=args.nproc)
+    for line in failures:
+        print(f"golf: error: {line}", file=sys.stderr)
+    print(index)
+    return 1 if failures else 0
+
+
+def cmd_compare(args) -> int:
+    from golf.compare import compare
+
+    setup_logging()
+    result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
+    with_pd_options = result["summary"].to_string(index=False, float_format=lambda v: f"{v:.5g}")
+    print(with_pd_options)
+    if len(result["keys"]):
+        print("\nkeys that differ:\n" + result["keys"].to_string(index=False))
+    print(result["out_dir"] / "compare.html")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from golf.config import describe_keys
+
+    cfg = load_config(args.params, args.set or []).to_dict() if args.params or args.set else None
+    group = None
+    for d in describe_keys():
+        if d["group"] != group:
+            group = d["group"]
+            print(f"\n# {group}")
+        value = cfg[d["key"]] if cfg is not None else d["default"]
+        mark = "" if cfg is None or value == d["default"] else f"   (record: {d['default']!r})"
+        print(f"{d['key']} = {value!r}  [{d['type']}]  {d['help']}{mark}")
     return 0
 
 
@@ -166,82 +239,166 @@ def cmd_export(args) -> int:
     return 0
 
 
+PATHS_NOTE = ("Relative paths (params files, data, run and output folders) start at the project root, the "
+              "folder holding params/ and notebooks/, whatever the current folder (golf.paths).")
+
+
+def _command(sub, name: str, help_: str, examples: str):
+    """A subcommand whose --help ends with examples and the paths rule."""
+    text = help_.replace("%%", "%")
+    return sub.add_parser(name, help=help_, description=text[0].upper() + text[1:] + ".",
+                          epilog=f"examples:\n{examples}\n\n{PATHS_NOTE}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="golf", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    from golf import __version__
+
+    p = argparse.ArgumentParser(
+        prog="golf", description="An open lab for the Parameter Golf 10 min / 16 MB track: the PR #1533 record "
+        "stack (docs/record.md), from data to a submission.",
+        epilog="examples:\n  golf run --params params/demo.yaml --seeds 42 314      # the CPU demo, 2 seeds\n"
+               "  golf config                                            # every params key\n"
+               "  golf COMMAND --help                                    # a command's options and examples",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"golf {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add_params(sp, required=True):
-        sp.add_argument("--params", required=required, help="params YAML file (see params/)")
-        sp.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override params keys")
+        sp.add_argument("--params", required=required, metavar="FILE", help="params YAML file (see params/)")
+        sp.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                        help="override params keys (golf config lists them); an unknown key is an error")
 
     data = sub.add_parser("data", help="prepare, download or check token shards")
-    dsub = data.add_subparsers(dest="data_command", required=True)
-    prep = dsub.add_parser("prepare", help="train the SentencePiece BPE tokenizer and write shards")
-    prep.add_argument("--corpus", required=True, help="built-in corpus name(s), comma-separated, or a path")
-    prep.add_argument("--out", required=True, help="output folder")
-    prep.add_argument("--vocab-size", type=int, default=8192)
-    prep.add_argument("--val-docs", type=int, default=50_000, help="first N documents go to val")
-    prep.add_argument("--shard-tokens", type=int, default=10**8, help="tokens per shard (the record: 1e8)")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    prep = _command(dsub, "prepare", "train the SentencePiece BPE tokenizer on a corpus and write shards",
+                    "  golf data prepare --corpus shakespeare --out outputs/demo_data --vocab-size 1024 --val-docs 2\n"
+                    "  golf data prepare --corpus ~/texts/ --out data/mine --vocab-size 8192")
+    prep.add_argument("--corpus", required=True, help="built-in corpus name(s), comma-separated, or a folder of "
+                      ".txt files")
+    prep.add_argument("--out", required=True, metavar="DIR", help="output folder (built aside, swapped in at the end)")
+    prep.add_argument("--vocab-size", type=int, default=None, help="tokenizer pieces (default 8192, the record's; "
+                      "with --tokenizer, a check of its pieces)")
+    prep.add_argument("--val-docs", type=int, default=None, help="the first N documents go to val (default "
+                      "50,000, the record's; capped at a tenth of a small corpus)")
+    prep.add_argument("--shard-tokens", type=int, default=10**8, help="tokens per shard (default 1e8, the record's)")
+    prep.add_argument("--tokenizer", default=None, metavar="FILE",
+                      help="tokenize with this SentencePiece model (e.g. the official SP8192) instead of training one; "
+                           "it is copied beside the shards and bound to them by its fingerprint")
     prep.add_argument("--exclude-val-from-tokenizer", action="store_true",
-                      help="fix of spec 9.18: train the tokenizer on train documents only")
+                      help="fix of docs/record.md §9.18: train the tokenizer on train documents only")
     prep.set_defaults(func=cmd_data_prepare)
-    dl = dsub.add_parser("download", help="fetch the official shards from the Hugging Face dataset")
-    dl.add_argument("--variant", default="sp8192")
-    dl.add_argument("--out", required=True)
-    dl.add_argument("--train-shards", type=int, default=80)
+    dl = _command(dsub, "download", "fetch the challenge's official shards and tokenizer (Hugging Face dataset)",
+                  "  golf data download --variant sp8192 --out data/datasets/fineweb10B_sp8192 --train-shards 10")
+    dl.add_argument("--variant", default="sp8192", help="tokenizer variant of the dataset (default sp8192)")
+    dl.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    dl.add_argument("--train-shards", type=int, default=80, help="train shards to fetch (default 80, all)")
     dl.set_defaults(func=cmd_data_download)
-    chk = dsub.add_parser("check", help="validate every shard and print a table")
-    chk.add_argument("dir")
+    chk = _command(dsub, "check", "validate every shard (magic, version, size, ids < vocab) and print a table",
+                   "  golf data check outputs/demo_data")
+    chk.add_argument("dir", help="data folder holding fineweb_{train,val}_*.bin")
     chk.add_argument("--vocab-size", type=int, default=None, help="default: from tokenizer.model beside the shards")
     chk.set_defaults(func=cmd_data_check)
 
-    info = sub.add_parser("model-info", help="print parameter count, bank shapes and layer plans as JSON")
+    info = _command(sub, "model-info", "print parameter count, bank shapes and layer plans as JSON",
+                    "  golf model-info --params params/record.yaml\n"
+                    "  golf model-info --params params/record.yaml --set num_layers=12")
     add_params(info)
     info.set_defaults(func=cmd_model_info)
 
-    tr = sub.add_parser("train", help="train (one process, or under torchrun)")
+    cfg = _command(sub, "config", "list every params key with its value, type and help",
+                   "  golf config\n  golf config --params params/demo.yaml --set iterations=50")
+    add_params(cfg, required=False)
+    cfg.set_defaults(func=cmd_config)
+
+    tr = _command(sub, "train", "train one run (one process, or under torchrun --nproc_per_node=N -m golf train)",
+                  "  golf train --params params/demo.yaml --set iterations=50\n"
+                  "  torchrun --standalone --nproc_per_node=8 -m golf train --params params/record.yaml")
     add_params(tr)
-    tr.add_argument("--run-dir", help="run folder (default: OUTPUTS/STUDY/<timestamp>)")
-    tr.add_argument("--study", default="default")
-    tr.add_argument("--outputs", default="outputs")
+    tr.add_argument("--run-dir", metavar="DIR", help="a new run folder (default: OUTPUTS/STUDY/run-NNN, numbered); "
+                    "a folder holding a run, finished or interrupted, is refused")
+    tr.add_argument("--study", default="default", help="study folder for the default run folder (default 'default')")
+    tr.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs root (default outputs/)")
     tr.set_defaults(func=cmd_train)
 
-    q = sub.add_parser("quantize", help="GPTQ + Brotli artifact final_model.int6.ptz")
-    q.add_argument("--run-dir", required=True)
-    q.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    q = _command(sub, "quantize", "GPTQ + Brotli artifact final_model.int6.ptz of a trained run, within the budget",
+                 "  golf quantize --run-dir outputs/default/run-001\n"
+                 "  golf quantize --run-dir outputs/default/run-001 --force --set matrix_clip_sigmas=12")
+    q.add_argument("--run-dir", required=True, metavar="DIR", help="a trained run folder (holding model.pt)")
+    q.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override quantization keys of the run's config")
     q.add_argument("--force", action="store_true", help="replace an existing artifact")
     q.set_defaults(func=cmd_quantize)
 
-    ev = sub.add_parser("evaluate", help="evaluate the artifact; writes eval_<mode>.json")
-    ev.add_argument("--run-dir", required=True)
-    ev.add_argument("--mode", required=True, choices=("plain", "sliding", "ttt"))
+    ev = _command(sub, "evaluate", "evaluate the artifact; writes eval_<mode>.json",
+                  "  golf evaluate --run-dir outputs/default/run-001 --mode sliding\n"
+                  "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force")
+    ev.add_argument("--run-dir", required=True, metavar="DIR", help="a quantized run folder")
+    ev.add_argument("--mode", required=True, choices=("plain", "sliding", "ttt"),
+                    help="plain (non-overlapping), sliding (stride eval_stride) or ttt (score-first test-time "
+                         "training)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
                     help="the quantized artifact (default) or the raw model.pt")
-    ev.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    ev.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override evaluation keys of the run's config")
     ev.add_argument("--force", action="store_true", help="replace an existing eval_<mode>.json")
     ev.set_defaults(func=cmd_evaluate)
 
-    rn = sub.add_parser("run", help="execute the notebooks with papermill for each seed, then the seed analysis")
+    rn = _command(sub, "run", "a study: the notebooks through papermill for each seed, then the seed analysis",
+                  "  golf run --params params/demo.yaml --seeds 42 314\n"
+                  "  golf run --params params/demo.yaml --seeds 42 314 --study no-ema --set ema_decay=0\n"
+                  "  golf run --params params/record.yaml --seeds 42 --nproc 8\n\n"
+                  "Running the same command again resumes the study: finished seeds are kept, a killed or\n"
+                  "failed seed is retried in a fresh folder (seedN-2).")
     add_params(rn)
-    rn.add_argument("--seeds", nargs="+", type=int, required=True)
-    rn.add_argument("--study", default=None)
-    rn.add_argument("--outputs", default="outputs")
-    rn.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
-    rn.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun when > 1)")
+    rn.add_argument("--seeds", nargs="+", type=int, required=True, help="one run per seed (sets the key seed)")
+    rn.add_argument("--study", default=None, help="study folder name under OUTPUTS (default: the params file's name)")
+    rn.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs root (default outputs/)")
+    rn.add_argument("--kernel", default=None, help="Jupyter kernel (default: golf if installed, else python3)")
+    rn.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run; torchrun when more than 1")
     rn.set_defaults(func=cmd_run)
 
-    ex = sub.add_parser("export-submission", help="write a challenge record folder")
-    ex.add_argument("--run-dir", required=True)
-    ex.add_argument("--out", required=True)
+    cp = _command(sub, "compare", "ablations side by side: val_bpb per seed, mean, std, difference with 95%% CI "
+                  "and Welch's t-test, differing keys; writes compare.html",
+                  "  golf compare outputs/demo outputs/no-ema\n"
+                  "  golf compare outputs/demo outputs/no-ema --names baseline no-ema --stage sliding")
+    cp.add_argument("studies", nargs="+", metavar="STUDY_OR_RUN", help="study or run folders, the baseline first")
+    cp.add_argument("--names", nargs="*", default=None, help="a label per folder (default: folder names)")
+    cp.add_argument("--stage", default="ttt", choices=("prequant", "plain", "sliding", "ttt"),
+                    help="stage compared (default ttt)")
+    cp.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/compare/compare-NNN)")
+    cp.set_defaults(func=cmd_compare)
+
+    ex = _command(sub, "export-submission", "write a challenge record folder (train_gpt.py, README, "
+                  "submission.json, logs)", "  golf export-submission --run-dir outputs/demo/seed42 --out submission/")
+    ex.add_argument("--run-dir", required=True, metavar="DIR", help="an evaluated run folder")
+    ex.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
     ex.set_defaults(func=cmd_export)
     return p
 
 
+# Options naming files or folders: resolved once, here, by the one rule of golf.paths.
+PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer")
+
+
+def _resolve_path_args(args) -> None:
+    from golf.paths import resolve
+
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            setattr(args, name, str(resolve(value)))
+    if isinstance(getattr(args, "studies", None), list):
+        args.studies = [str(resolve(v)) for v in args.studies]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _resolve_path_args(args)
     try:
         return args.func(args)
     except (ConfigError, GolfError) as exc:
+        print(f"golf: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or folder the user named cannot be read or written
         print(f"golf: error: {exc}", file=sys.stderr)
         return 1
 

@@ -12,6 +12,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,22 +28,22 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     # --- run and data ---------------------------------------------------------------------
-    seed: int = 1337
+    seed: int = 1337  # SEED: model initialisation (and data order with fix_seed_data_order)
     data_dir: str = "data/datasets/fineweb10B_sp8192"  # folder of fineweb_{train,val}_*.bin
-    tokenizer_path: str = "data/tokenizers/fineweb_8192_bpe.model"
-    vocab_size: int = 8192
-    train_seq_len: int = 2048
-    eval_seq_len: int = 2048
+    tokenizer_path: str = "data/tokenizers/fineweb_8192_bpe.model"  # SentencePiece model of the shards (bound to them by prepare.json)
+    vocab_size: int = 8192  # tokenizer pieces; must equal the tokenizer's
+    train_seq_len: int = 2048  # tokens per training sequence
+    eval_seq_len: int = 2048  # tokens per evaluation window
     train_batch_tokens: int = 786_432  # global tokens per optimizer step
-    val_batch_tokens: int = 524_288
+    val_batch_tokens: int = 524_288  # tokens per plain-eval batch in the record (golf batches by eval_batch_seqs)
     grad_accum_total: int = 8  # grad_accum = grad_accum_total / world_size (spec §1.5)
     max_val_tokens: int = 0  # 0 = the whole (truncated) val stream; >0 caps it (demo runs)
     iterations: int = 20_000  # step budget; training stops at whichever budget ends first
     max_wallclock_seconds: float = 600.0  # 0 = no wallclock cap (deterministic step-count runs)
-    gptq_reserve_seconds: float = 12.0
+    gptq_reserve_seconds: float = 12.0  # seconds of the wallclock cap kept back for GPTQ calibration
     warmup_steps: int = 20  # compile warmup steps per phase, then state reset (spec §4.6)
-    val_loss_every: int = 4000
-    train_log_every: int = 500
+    val_loss_every: int = 4000  # steps between validations of the live weights (0: only at start and end)
+    train_log_every: int = 500  # steps between train-loss log lines and metrics rows
     device: str = "auto"  # auto | cpu | cuda
     compile: str = "auto"  # auto (= on for cuda) | on | off
     attention_backend: str = "auto"  # auto | fa3 | fa4 | sdpa | math
@@ -50,74 +51,74 @@ class Config:
     compile_cache_dir: str = "outputs/.compile_cache"  # compiled graphs kept across runs; relative to the repo root
 
     # --- model (spec §2) ------------------------------------------------------------------
-    num_layers: int = 11
-    model_dim: int = 512
+    num_layers: int = 11  # physical transformer blocks
+    model_dim: int = 512  # residual stream width
     embedding_dim: int = 0  # 0 = model_dim (the record: 512 = 512, no projection)
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: float = 4.0
-    tie_embeddings: bool = True
-    tied_embed_init_std: float = 0.005
-    logit_softcap: float = 30.0
-    rope_base: float = 10_000.0
-    rope_dims: int = 16
-    ln_scale: bool = True
-    qk_gain_init: float = 5.0
-    xsa_last_n: int = 11
-    skip_gates_enabled: bool = True
-    num_loops: int = 2
-    loop_start: int = 3
-    loop_end: int = 5
-    enable_looping_at: float = 0.35
-    parallel_start_layer: int = 7
+    num_heads: int = 8  # query heads
+    num_kv_heads: int = 4  # key/value heads (GQA)
+    mlp_mult: float = 4.0  # MLP hidden width as a multiple of model_dim
+    tie_embeddings: bool = True  # the output head is the token embedding (only the tied head is built)
+    tied_embed_init_std: float = 0.005  # std of the embedding initialisation
+    logit_softcap: float = 30.0  # tanh soft cap on the logits
+    rope_base: float = 10_000.0  # RoPE frequency base
+    rope_dims: int = 16  # head dimensions that get RoPE (partial RoPE)
+    ln_scale: bool = True  # scale each block's RMSNorm output by 1/sqrt(layer+1)
+    qk_gain_init: float = 5.0  # initial per-head gain after QK RMSNorm
+    xsa_last_n: int = 11  # the last N layers use XSA (self-value removed from attention output)
+    skip_gates_enabled: bool = True  # sigmoid gates on the U-Net skip connections
+    num_loops: int = 2  # extra passes over layers loop_start..loop_end once looping is on (0: no recurrence)
+    loop_start: int = 3  # first layer of the looped span
+    loop_end: int = 5  # last layer of the looped span
+    enable_looping_at: float = 0.35  # fraction of the training budget after which depth recurrence switches on
+    parallel_start_layer: int = 7  # first layer of the parallel residual lanes
     parallel_mode: str = "lanes"  # lanes (#1477/#1533) | single_stream (#1493) | none
 
     # --- optimization (spec §4) -----------------------------------------------------------
-    matrix_lr: float = 0.022
-    tied_embed_lr: float = 0.03
-    scalar_lr: float = 0.02
-    muon_momentum: float = 0.99
-    muon_momentum_warmup_start: float = 0.92
-    muon_momentum_warmup_steps: int = 1500
-    muon_backend_steps: int = 5
-    muon_row_normalize: bool = True
+    matrix_lr: float = 0.022  # Muon learning rate of the banked matrices
+    tied_embed_lr: float = 0.03  # AdamW learning rate of the tied embedding
+    scalar_lr: float = 0.02  # AdamW learning rate of scales, gains and gates
+    muon_momentum: float = 0.99  # Muon momentum after the warm-up
+    muon_momentum_warmup_start: float = 0.92  # Muon momentum at step 0
+    muon_momentum_warmup_steps: int = 1500  # steps of the linear Muon momentum warm-up
+    muon_backend_steps: int = 5  # Newton-Schulz iterations per Muon step
+    muon_row_normalize: bool = True  # MuonEq-R: normalise each row of the update before Newton-Schulz
     muon_ns_coefficients: str = "record"  # record (3.4445,-4.775,2.0315) | polar_express (spec §8)
-    muon_wd: float = 0.095
-    embed_wd: float = 0.095
-    adam_wd: float = 0.02
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-8
-    grad_clip_norm: float = 0.3
-    warmdown_frac: float = 0.667
+    muon_wd: float = 0.095  # decoupled weight decay of the banked matrices
+    embed_wd: float = 0.095  # AdamW weight decay of the embedding
+    adam_wd: float = 0.02  # AdamW weight decay of the scalar parameters
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    adam_eps: float = 1e-8  # AdamW epsilon
+    grad_clip_norm: float = 0.3  # global gradient-norm clip
+    warmdown_frac: float = 0.667  # fraction of the budget over which the LR decays linearly to min_lr
     min_lr: float = 0.0  # floor of the warmdown multiplier; 0.10 is the #1787 MIN_LR (spec §8)
-    ema_decay: float = 0.997
+    ema_decay: float = 0.997  # decay of the EMA of the weights that is evaluated and saved (0: no averaging)
 
     # --- quantization (spec §5) -----------------------------------------------------------
-    matrix_bits: int = 6
-    matrix_clip_sigmas: float = 12.85
-    embed_bits: int = 8
-    embed_clip_sigmas: float = 20.0
-    gptq_calibration_batches: int = 64
-    gptq_damp: float = 0.01
-    gptq_block_size: int = 128
+    matrix_bits: int = 6  # GPTQ bits of the banked matrices
+    matrix_clip_sigmas: float = 12.85  # SDClip: per-row clip at this many standard deviations (matrices)
+    embed_bits: int = 8  # GPTQ bits of the embedding
+    embed_clip_sigmas: float = 20.0  # SDClip sigmas of the embedding
+    gptq_calibration_batches: int = 64  # training batches whose activations make the GPTQ Hessians
+    gptq_damp: float = 0.01  # GPTQ diagonal damping, relative to the mean diagonal
+    gptq_block_size: int = 128  # GPTQ column block size
     compressor: str = "brotli"  # brotli | lzma
-    artifact_limit_bytes: int = 16_000_000
+    artifact_limit_bytes: int = 16_000_000  # the budget: compressed model + code bytes (decimal 16 MB)
     quant_passthrough_numel: int = 65_536  # tensors this small (or smaller) stay fp16 (spec §5.4); lower it for tiny models
 
     # --- evaluation (spec §6) -------------------------------------------------------------
-    sliding_window_enabled: bool = True
-    eval_stride: int = 64
-    eval_batch_seqs: int = 32
-    ttt_enabled: bool = True
-    ttt_optimizer: str = "sgd"
-    ttt_lr: float = 0.005
-    ttt_momentum: float = 0.9
-    ttt_epochs: int = 3
-    ttt_chunk_tokens: int = 32_768
-    ttt_batch_seqs: int = 32
-    ttt_grad_clip: float = 1.0
-    ttt_freeze_blocks: int = 0
+    sliding_window_enabled: bool = True  # kept from the record; golf evaluate --mode chooses the evaluation
+    eval_stride: int = 64  # sliding-window stride: each window scores its last eval_stride tokens
+    eval_batch_seqs: int = 32  # windows per scoring batch
+    ttt_enabled: bool = True  # kept from the record; golf evaluate --mode chooses the evaluation
+    ttt_optimizer: str = "sgd"  # optimizer of score-first TTT
+    ttt_lr: float = 0.005  # TTT learning rate (cosine over the chunks)
+    ttt_momentum: float = 0.9  # TTT SGD momentum
+    ttt_epochs: int = 3  # TTT passes over each scored chunk
+    ttt_chunk_tokens: int = 32_768  # tokens per TTT chunk: scored first, then trained on
+    ttt_batch_seqs: int = 32  # sequences per TTT training batch
+    ttt_grad_clip: float = 1.0  # TTT gradient-norm clip
+    ttt_freeze_blocks: int = 0  # freeze the first k blocks during TTT
 
     # --- fixes for the record's known flaws (spec §9), all off = the record as logged -----
     fix_clip_after_reduce: bool = False  # §9.6: clip the all-reduced gradient, not each rank's
@@ -160,6 +161,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 _TYPES: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
+
+
+PATH_KEYS = ("data_dir", "tokenizer_path")
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
+
+
+def _resolve_path(value: str) -> Path:
+    from golf.paths import resolve
+
+    return resolve(value)
 
 
 def config_keys() -> list[str]:
@@ -229,6 +240,19 @@ def _check_keys(mapping: Mapping[str, Any], where: str) -> None:
         )
 
 
+def _read_yaml(path: Path) -> Any:
+    """The parsed params file; an error naming the file if it is not UTF-8 text or not YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"params file {str(path)!r} is not a UTF-8 text file") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise ConfigError(f"params file {str(path)!r} is not valid YAML{at}: {problem}") from None
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | Iterable[str] | None = None,
@@ -241,10 +265,12 @@ def load_config(
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        from golf.paths import resolve
+
+        path = resolve(path)
         if not path.is_file():
             raise ConfigError(f"params file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _read_yaml(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"params file {str(path)!r}: expected a mapping of key: value")
         _check_keys(loaded, f"params file {str(path)!r}")
@@ -256,32 +282,144 @@ def load_config(
         _check_keys(overrides, "overrides")
         for key, value in overrides.items():
             values[key] = _coerce(key, value, from_text=True)
+    for key in PATH_KEYS:  # one root for relative paths, in the CLI, kernels and children alike
+        values[key] = str(_resolve_path(values.get(key, _DEFAULTS[key])))
     cfg = Config(**values)
     validate(cfg)
     return cfg
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take: ``lo``..``hi``, each end closed unless marked open."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        lo = "(-inf" if self.lo is None else ("(" if self.lo_open else "[") + f"{self.lo:g}"
+        hi = "inf)" if self.hi is None else f"{self.hi:g}" + (")" if self.hi_open else "]")
+        return f"{lo}, {hi}"
+
+
+_COUNT = Range(1)  # a size or count that must exist: >= 1
+_NONNEG = Range(0)  # 0 allowed (0 = off / none / uncapped where the comment says so)
+_POSITIVE = Range(0, lo_open=True)
+_FRACTION = Range(0, 1)
+_DECAY = Range(0, 1, hi_open=True)  # momenta and betas: 1 would never forget
+
+# Every int and float key, its allowed range; cross-key rules follow in `validate`.
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**64 - 1), "vocab_size": Range(2, 2**16),  # uint16 shards; BOS is id 1
+    "train_seq_len": _COUNT, "eval_seq_len": _COUNT, "train_batch_tokens": _COUNT, "val_batch_tokens": _COUNT,
+    "grad_accum_total": _COUNT, "max_val_tokens": _NONNEG, "iterations": _NONNEG,
+    "max_wallclock_seconds": _NONNEG, "gptq_reserve_seconds": _NONNEG, "warmup_steps": _NONNEG,
+    "val_loss_every": _NONNEG, "train_log_every": _NONNEG,
+    "num_layers": _COUNT, "model_dim": _COUNT, "embedding_dim": _NONNEG, "num_heads": _COUNT,
+    "num_kv_heads": _COUNT, "mlp_mult": _POSITIVE, "tied_embed_init_std": _NONNEG, "logit_softcap": _POSITIVE,
+    "rope_base": _POSITIVE, "rope_dims": _NONNEG, "qk_gain_init": Range(), "xsa_last_n": _NONNEG,
+    "num_loops": _NONNEG, "loop_start": _NONNEG, "loop_end": _NONNEG, "enable_looping_at": _FRACTION,
+    "parallel_start_layer": _NONNEG,
+    "matrix_lr": _NONNEG, "tied_embed_lr": _NONNEG, "scalar_lr": _NONNEG, "muon_momentum": _DECAY,
+    "muon_momentum_warmup_start": _DECAY, "muon_momentum_warmup_steps": _NONNEG, "muon_backend_steps": _COUNT,
+    "muon_wd": _NONNEG, "embed_wd": _NONNEG, "adam_wd": _NONNEG, "beta1": _DECAY, "beta2": _DECAY,
+    "adam_eps": _POSITIVE, "grad_clip_norm": _POSITIVE, "warmdown_frac": Range(0, 1, lo_open=True),
+    "min_lr": _FRACTION, "ema_decay": _FRACTION,
+    "matrix_bits": Range(2, 8), "matrix_clip_sigmas": _POSITIVE, "embed_bits": Range(2, 8),  # int8 storage
+    "embed_clip_sigmas": _POSITIVE, "gptq_calibration_batches": _COUNT, "gptq_damp": _POSITIVE,
+    "gptq_block_size": _COUNT, "artifact_limit_bytes": _COUNT, "quant_passthrough_numel": _NONNEG,
+    "eval_stride": _COUNT, "eval_batch_seqs": _COUNT, "ttt_lr": _NONNEG, "ttt_momentum": _DECAY,
+    "ttt_epochs": _NONNEG, "ttt_chunk_tokens": _COUNT, "ttt_batch_seqs": _COUNT, "ttt_grad_clip": _POSITIVE,
+    "ttt_freeze_blocks": _NONNEG,
+}
+
+
+def _cross_key_problems(cfg: Config) -> Iterable[tuple[str, str]]:
+    """(key, what is wrong) for every rule that ties two or more keys together."""
+    if cfg.model_dim % cfg.num_heads:
+        yield "model_dim", f"({cfg.model_dim}) must be divisible by num_heads ({cfg.num_heads})"
+    if cfg.num_heads % cfg.num_kv_heads:
+        yield "num_kv_heads", f"({cfg.num_kv_heads}) must divide num_heads ({cfg.num_heads})"
+    if cfg.rope_dims > cfg.head_dim or cfg.rope_dims % 2:
+        yield "rope_dims", f"({cfg.rope_dims}) must be even and at most head_dim ({cfg.head_dim})"
+    if cfg.embedding_dim not in (0, cfg.model_dim):
+        yield "embedding_dim", "only embedding_dim == model_dim (or 0) is built"
+    if not cfg.tie_embeddings:
+        yield "tie_embeddings", "only the tied head of the record is built"
+    if not cfg.loop_start <= cfg.loop_end < cfg.num_layers:
+        yield "loop_start", (f"need loop_start ({cfg.loop_start}) <= loop_end ({cfg.loop_end}) < num_layers "
+                             f"({cfg.num_layers})")
+    if cfg.mlp_hidden < 1:
+        yield "mlp_mult", f"({cfg.mlp_mult}) x model_dim ({cfg.model_dim}) leaves no MLP hidden unit"
+    if cfg.train_batch_tokens % (cfg.grad_accum_total * cfg.train_seq_len):
+        yield "train_batch_tokens", (f"({cfg.train_batch_tokens}) must split into grad_accum_total "
+                                     f"({cfg.grad_accum_total}) micro-batches of whole train_seq_len "
+                                     f"({cfg.train_seq_len})-token sequences")
+    if cfg.eval_stride > cfg.eval_seq_len:
+        yield "eval_stride", f"({cfg.eval_stride}) must be in 1..eval_seq_len ({cfg.eval_seq_len})"
+    if cfg.ttt_freeze_blocks > cfg.num_layers:
+        yield "ttt_freeze_blocks", f"({cfg.ttt_freeze_blocks}) must be at most num_layers ({cfg.num_layers})"
+    if 0 < cfg.max_wallclock_seconds <= cfg.gptq_reserve_seconds:
+        yield "gptq_reserve_seconds", (f"({cfg.gptq_reserve_seconds}) must be less than max_wallclock_seconds "
+                                       f"({cfg.max_wallclock_seconds}), or no time is left to train")
+
+
 def validate(cfg: Config) -> None:
+    """Every key's choices or range, then every cross-key rule; the first problem raises, naming the key."""
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"params key {key!r}: expected one of {choices}, got {getattr(cfg, key)!r}")
-    if cfg.model_dim % cfg.num_heads:
-        raise ConfigError("params key 'model_dim': must be divisible by num_heads")
-    if cfg.num_heads % cfg.num_kv_heads:
-        raise ConfigError("params key 'num_kv_heads': must divide num_heads")
-    if cfg.rope_dims > cfg.head_dim or cfg.rope_dims % 2:
-        raise ConfigError("params key 'rope_dims': must be even and at most head_dim")
-    if cfg.embedding_dim not in (0, cfg.model_dim):
-        raise ConfigError("params key 'embedding_dim': only embedding_dim == model_dim is built")
-    if not cfg.tie_embeddings:
-        raise ConfigError("params key 'tie_embeddings': only the tied head of the record is built")
-    if not 0 <= cfg.loop_start <= cfg.loop_end < cfg.num_layers:
-        raise ConfigError("params keys 'loop_start'/'loop_end': need 0 <= start <= end < num_layers")
-    if cfg.vocab_size > 65_536:
-        raise ConfigError("params key 'vocab_size': shards hold uint16 ids, so at most 65536")
-    if cfg.train_batch_tokens % cfg.train_seq_len:
-        raise ConfigError("params key 'train_batch_tokens': must be a multiple of train_seq_len")
+    for key, allowed in RANGES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"params key {key!r}: expected a value in {allowed}, got {getattr(cfg, key)!r}")
+    for key, problem in _cross_key_problems(cfg):
+        raise ConfigError(f"params key {key!r}: {problem}")
+
+
+def validate_for_world(cfg: Config, world_size: int) -> None:
+    """The rules that depend on the number of processes too; run it before creating any folder.
+
+    ``grad_accum_total`` is the global number of micro-batches: each of the ``world_size`` ranks
+    runs ``grad_accum_total / world_size`` of them (spec §1.5), so it must divide evenly.
+    """
+    validate(cfg)
+    if world_size < 1:
+        raise ConfigError(f"world size must be at least 1, got {world_size}")
+    if cfg.grad_accum_total % world_size:
+        raise ConfigError(f"params key 'grad_accum_total' ({cfg.grad_accum_total}) must be a multiple of the "
+                          f"world size ({world_size} processes)")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def describe_keys() -> list[dict[str, Any]]:
+    """Every params key with its type, the record's default, its group and the comment beside it.
+
+    The comments in the ``Config`` source are the one place keys are documented; ``golf config``
+    and the notebooks' parameters cells read them from here.
+    """
+    import inspect
+    import re
+
+    field_re = re.compile(r"^\s+(\w+): [^=]+=\s*[^#]*?(?:#\s*(.*))?$")
+    group_re = re.compile(r"^\s+# --- (.+?) -+$")
+    helps: dict[str, tuple[str, str]] = {}
+    group = ""
+    for line in inspect.getsource(Config).splitlines():
+        if (g := group_re.match(line)) is not None:
+            group = g.group(1)
+        elif (f := field_re.match(line)) is not None and f.group(1) in _TYPES:
+            helps[f.group(1)] = (group, (f.group(2) or "").strip())
+    return [{"key": f.name, "type": _TYPES[f.name].__name__, "default": f.default,
+             "group": helps.get(f.name, ("", ""))[0], "help": helps.get(f.name, ("", ""))[1]}
+            for f in fields(Config)]

@@ -94,12 +94,20 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 # --- files -----------------------------------------------------------------------------------
 
+def umask_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask); mkstemp's own is always 0o600."""
+    mask = os.umask(0o022)  # the only way to read the umask is to set it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside the target, then rename: a killed run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -145,28 +153,85 @@ class JsonlWriter:
             self._fh = None
 
 
-def new_run_dir(root: str | Path, study: str = "default", run_id: str | None = None) -> Path:
-    """Create ``root/study/run_id``; a finished run (one holding model.pt) is never reused."""
-    base = Path(root) / study
+RUN_LOCK = ".golf.lock"
+# Files that make a folder a golf run: a folder holding any of them is never trained into again.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "train.log", "environment.json", "train_summary.json", "model.pt",
+             "final_model.int6.ptz", "quant_budget.json")
+
+
+def new_numbered_dir(base: str | Path, prefix: str = "run") -> Path:
+    """Create and return ``base/prefix-NNN``, one past the highest number there (race-free mkdir)."""
+    base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
-    if run_id is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_id = stamp
-        n = 1
-        while (base / run_id).exists():
+    taken = [int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{prefix}-*") if p.name.rsplit("-", 1)[1].isdigit()]
+    n = max(taken, default=0) + 1
+    while True:
+        path = base / f"{prefix}-{n:03d}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
             n += 1
-            run_id = f"{stamp}-{n}"
-    return claim_run_dir(base / run_id)
+
+
+def new_run_dir(root: str | Path, study: str = "default") -> Path:
+    """Create and claim a fresh numbered run folder ``root/study/run-NNN``."""
+    return claim_run_dir(new_numbered_dir(Path(root) / study))
+
+
+def run_files(run_dir: str | Path) -> list[str]:
+    """The golf files a folder holds (empty for a fresh folder)."""
+    run_dir = Path(run_dir)
+    found = [n for n in RUN_FILES if (run_dir / n).exists()]
+    return found + sorted(p.name for p in run_dir.glob("eval_*.json"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def claim_run_dir(run_dir: str | Path) -> Path:
-    """Create (or reuse an unfinished) run folder; one holding model.pt is finished and never reused."""
+    """Make ``run_dir`` this process's run folder, or refuse with one line saying why.
+
+    A lock file (O_EXCL, holding our pid) keeps two trainings out of one folder; a folder that
+    already holds golf files (a finished run, or one that was interrupted) is never trained into
+    again, so its config, metrics and model always belong together. :func:`release_run_dir`
+    removes the lock when training ends; a lock left behind marks an interrupted run.
+    """
     run_dir = Path(run_dir)
-    if (run_dir / "model.pt").exists():
-        raise GolfError(f"run folder {str(run_dir)!r} holds a finished run (model.pt); "
-                        "a finished run is never overwritten: pick a new run folder")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GolfError(f"run folder {str(run_dir)!r} is a file; expected a folder (or a path that does not exist)")
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / RUN_LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        text = lock.read_text().strip() if lock.is_file() else ""
+        pid = int(text) if text.isdigit() else 0
+        if pid and _pid_alive(pid):
+            raise GolfError(f"run folder {str(run_dir)!r} is in use by a running golf process (pid {pid})") from None
+        raise GolfError(f"run folder {str(run_dir)!r} holds an interrupted run (its process {pid or '?'} is gone); "
+                        "it is kept as it is: train into a new folder (omit --run-dir for a fresh one)") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    found = run_files(run_dir)
+    if found:
+        lock.unlink()
+        what = "a finished run" if "model.pt" in found else "an interrupted run"
+        raise GolfError(f"run folder {str(run_dir)!r} holds {what} ({', '.join(found[:3])}); a run folder is "
+                        "never trained into twice: train into a new folder (omit --run-dir for a fresh one)")
     return run_dir
+
+
+def release_run_dir(run_dir: str | Path) -> None:
+    """Training finished: drop the lock, the folder is now a finished run."""
+    (Path(run_dir) / RUN_LOCK).unlink(missing_ok=True)
 
 
 def _git(*args: str) -> str:
