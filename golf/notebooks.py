@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -357,8 +359,6 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     finished seeds are kept, a killed or failed seed is retried in a fresh folder. A failing seed
     is reported in one line and the others go on. Returns the index page and the failure lines.
     """
-    from tqdm.auto import tqdm
-
     from golf.config import load_config, parse_overrides
     from golf.report import render_study_index
 
@@ -374,8 +374,25 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     plan = {"params_file": str(params_path), "overrides": overrides, "nproc": nproc}
     _claim_study(study_dir, plan, seeds)
     log.info("study folder %s", study_dir)
+    with _kernels_quiet(study_dir / "kernels.log") as console:
+        failures, run_dirs = _run_seeds(study_dir, params_path, seeds, overrides, nproc, kernel, console)
+        atomic_write_json(study_dir / "study.json", {**plan, "seeds": seeds, "failures": failures})
+        if run_dirs:
+            out = study_dir / "seed_analysis.ipynb"
+            try:
+                execute_notebook("seed_analysis", out, {"study_dir": str(study_dir),
+                                                        "run_dirs": [str(d) for d in run_dirs]}, kernel)
+            except GolfError as exc:
+                failures.append(f"seed analysis failed: {exc}")
+        return render_study_index(study_dir), failures
+
+
+def _run_seeds(study_dir: Path, params_path: Path, seeds: list[int], overrides: list[str], nproc: int,
+               kernel: str | None, console) -> tuple[list[str], list[Path]]:
+    from tqdm.auto import tqdm
+
     failures, run_dirs = [], []
-    steps = tqdm(total=len(seeds), desc="seeds", unit="seed", leave=True)
+    steps = tqdm(total=len(seeds), desc="seeds", unit="seed", leave=True, file=console)
     for seed in seeds:
         done = [d for d in _seed_dirs(study_dir, seed) if seed_finished(d)]
         if done:
@@ -395,15 +412,32 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
             log.info("seed %d: done in %.0f s (%s)", seed, time.perf_counter() - t0, run_dir / "report.html")
         steps.update(1)
     steps.close()
-    atomic_write_json(study_dir / "study.json", {**plan, "seeds": seeds, "failures": failures})
-    if run_dirs:
-        out = study_dir / "seed_analysis.ipynb"
+    return failures, run_dirs
+
+
+@contextmanager
+def _kernels_quiet(log_path: Path):
+    """Kernels inherit file descriptor 2: point it at the study's kernels.log while they run, and give
+    golf's own log lines and progress bar a duplicate of the console instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    console = os.fdopen(os.dup(saved), "w", buffering=1)
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+    real_stderr = sys.stderr
+    with open(log_path, "a") as log_fh:
+        os.dup2(log_fh.fileno(), 2)
+        sys.stderr = console
+        for h in handlers:
+            h.setStream(console)
         try:
-            execute_notebook("seed_analysis", out, {"study_dir": str(study_dir),
-                                                    "run_dirs": [str(d) for d in run_dirs]}, kernel)
-        except GolfError as exc:
-            failures.append(f"seed analysis failed: {exc}")
-    return render_study_index(study_dir), failures
+            yield console
+        finally:
+            sys.stderr = real_stderr
+            for h in handlers:
+                h.setStream(real_stderr)
+            os.dup2(saved, 2)
+            os.close(saved)
+            console.close()
 
 
 def _preflight(cfg, nproc: int) -> None:
