@@ -32,7 +32,6 @@ from golf.runtime import (
 )
 
 log = logging.getLogger("golf")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def lr_multiplier(frac: float, warmdown_frac: float, min_lr: float) -> float:
@@ -204,7 +203,7 @@ def train_batches(cfg: Config, dist: DistInfo, device: torch.device) -> Prefetch
 
 
 def enable_compile_cache(cfg: Config) -> Path | None:
-    """Keep compiled graphs across runs in ``compile_cache_dir`` (relative paths: from the repo root).
+    """Keep compiled graphs across runs in ``compile_cache_dir`` (relative: from the project root, golf.paths).
 
     Inductor's FX graph cache and the AOTAutograd cache skip the code generation of a graph
     compiled before with the same code, shapes and torch; the Triton kernels land in the same
@@ -218,8 +217,9 @@ def enable_compile_cache(cfg: Config) -> Path | None:
     torch._functorch.config.enable_autograd_cache = True
     if not cfg.compile_cache_dir:
         return None
-    path = Path(cfg.compile_cache_dir).expanduser()
-    path = path if path.is_absolute() else REPO_ROOT / path
+    from golf.paths import resolve
+
+    path = resolve(cfg.compile_cache_dir)
     path.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     return path
