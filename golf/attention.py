@@ -86,6 +86,15 @@ def attention_fn(name: str) -> Callable:
     raise ValueError(f"unknown attention backend {name!r}")
 
 
+def check_backend_available(requested: str) -> None:
+    """A FlashAttention kernel asked for by name must import here; checked before any work starts."""
+    from golf.runtime import GolfError
+
+    if requested in _FLASH_MODULES and _flash(_FLASH_MODULES[requested]) is None:
+        raise GolfError(f"params key 'attention_backend' is {requested!r} but {_FLASH_MODULES[requested]} is not "
+                        "importable here (not installed, or built for another GPU); use auto or sdpa")
+
+
 def select_backend(requested: str, device: torch.device) -> str:
     """Resolve ``auto`` to the fastest importable kernel for the device, and log the choice."""
     if requested == "auto":
@@ -97,7 +106,6 @@ def select_backend(requested: str, device: torch.device) -> str:
         chosen = "sdpa_cuda"
     else:
         chosen = requested
-        if chosen in _FLASH_MODULES and _flash(_FLASH_MODULES[chosen]) is None:
-            raise RuntimeError(f"attention_backend {chosen!r} requested but {_FLASH_MODULES[chosen]} is not importable")
+        check_backend_available(chosen)
     log.info("attention backend: %s", chosen)
     return chosen

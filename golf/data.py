@@ -10,7 +10,9 @@ Also here: ``download_shards`` (the challenge's official SP8192 data from the Hu
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -21,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from golf.runtime import GolfError
+from golf.runtime import GolfError, umask_file_mode
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -29,6 +31,8 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4  # 1,024
 MAX_SHARD_TOKENS = 2**31 - 1  # writer limit, spec §1.1
 SPLITS = ("train", "val")
+
+log = logging.getLogger("golf")
 
 
 class ShardError(GolfError):
@@ -57,6 +61,7 @@ def write_shard(path: str | Path, tokens: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(header.tobytes())
             arr.astype("<u2", copy=False).tofile(fh)  # tofile: no second 200 MB copy in memory
@@ -99,14 +104,19 @@ def read_shard(path: str | Path) -> np.ndarray:
     return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
 
 
-def check_shard(path: str | Path, vocab_size: int) -> int:
-    """Full validation: header, size and every id < vocab_size. Returns the token count."""
+def _checked_tokens(path: str | Path, vocab_size: int) -> np.ndarray:
+    """``read_shard`` plus every id < vocab_size: one vectorised max over the memmap."""
     tokens = read_shard(path)
     if tokens.size and int(tokens.max()) >= vocab_size:
         pos = int(np.argmax(tokens >= vocab_size))
         raise ShardError(f"shard {path}: token id out of range: expected ids < vocab_size {vocab_size}, "
                          f"found {int(tokens[pos])} at position {pos}")
-    return int(tokens.size)
+    return tokens
+
+
+def check_shard(path: str | Path, vocab_size: int) -> int:
+    """Full validation: header, size and every id < vocab_size. Returns the token count."""
+    return int(_checked_tokens(path, vocab_size).size)
 
 
 def list_shards(data_dir: str | Path, split: str) -> list[Path]:
@@ -125,14 +135,16 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
 
 # --- validation stream (spec §1.4) -------------------------------------------------------------
 
-def load_val_tokens(data_dir: str | Path, seq_len: int, max_tokens: int = 0) -> torch.Tensor:
+def load_val_tokens(data_dir: str | Path, seq_len: int, max_tokens: int = 0,
+                    vocab_size: int | None = None) -> torch.Tensor:
     """All val shards in sorted order, concatenated, cut to ``1 + seq_len*floor((N-1)/seq_len)`` tokens.
 
     ``max_tokens > 0`` first caps N (demo runs); the record uses the whole stream (spec §1.4).
+    ``vocab_size``: check every id of each shard read against it (``ShardError`` naming the file).
     """
     parts, total = [], 0
     for f in list_shards(data_dir, "val"):
-        tokens = read_shard(f)
+        tokens = read_shard(f) if vocab_size is None else _checked_tokens(f, vocab_size)
         if max_tokens > 0:
             tokens = tokens[: max_tokens - total]
         parts.append(np.asarray(tokens, dtype=np.int64))
@@ -157,13 +169,14 @@ class ShuffledSequenceLoader:
     shuffled. Each sequence picks a shard with probability proportional to its remaining starts
     and pops that shard's last start; when all are used up, every shard starts a new epoch.
 
+    ``vocab_size``, if given, checks every id of the rank's shards against it (``ShardError``).
     ``seed=None`` seeds numpy's PCG64 with the rank alone, like the record, so SEED does not
     change the data order (spec §9.8); an int seeds it with ``(seed, rank)`` (the fix).
     The draws happen in the record's order, so the same rank sees the record's sequences.
     """
 
     def __init__(self, files: Sequence[str | Path] | str | Path, rank: int, world_size: int,
-                 seq_len: int, seqs_per_batch: int, seed: int | None = None):
+                 seq_len: int, seqs_per_batch: int, seed: int | None = None, vocab_size: int | None = None):
         if isinstance(files, (str, Path)):
             files = list_shards(files, "train")
         all_files = [Path(f) for f in files]
@@ -176,7 +189,8 @@ class ShuffledSequenceLoader:
         self.seq_len, self.seqs_per_batch = seq_len, seqs_per_batch
         entropy = rank if seed is None else [seed, rank]
         self.rng = np.random.Generator(np.random.PCG64(entropy))
-        self.tokens = [read_shard(f) for f in self.files]  # memmaps: nothing is read yet
+        # memmaps: nothing is read yet, unless vocab_size asks for the ids to be checked
+        self.tokens = [read_shard(f) if vocab_size is None else _checked_tokens(f, vocab_size) for f in self.files]
         if all(len(t) < seq_len + 1 for t in self.tokens):
             raise GolfError(f"rank {rank}'s training shards ({', '.join(f.name for f in self.files)}) hold "
                             f"fewer than seq_len + 1 = {seq_len + 1} tokens each")
@@ -221,9 +235,9 @@ def infer_vocab_size(data_dir: str | Path) -> int | None:
     """The vocab a data folder was made with: prepare.json, a tokenizer.model beside it, or the
     official folder name ``fineweb10B_sp8192``. None if nothing says."""
     data_dir = Path(data_dir)
-    meta = data_dir / "prepare.json"
-    if meta.is_file():
-        return int(json.loads(meta.read_text())["vocab_size"])
+    meta = read_prepare_meta(data_dir)
+    if meta is not None and "vocab_size" in meta:
+        return int(meta["vocab_size"])
     tok = find_tokenizer(data_dir)
     if tok is not None:
         import sentencepiece as spm
@@ -261,6 +275,86 @@ def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[
         raise GolfError(f"no shards (fineweb_train_*.bin / fineweb_val_*.bin) in {str(data_dir)!r}")
     return [{"file": f.name, "split": s, "tokens": check_shard(f, vocab), "bytes": f.stat().st_size,
              "vocab_size": vocab} for s, f in files]
+
+
+# --- the tokenizer and the data belong together ------------------------------------------------
+
+PREPARE_META = "prepare.json"  # written last by golf data prepare: the folder holds a finished dataset
+
+
+def tokenizer_fingerprint(path: str | Path) -> str:
+    """sha256 of the tokenizer file's bytes: what binds shards to the tokenizer that made them."""
+    path = Path(path)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise GolfError(f"tokenizer file {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def read_prepare_meta(data_dir: str | Path) -> dict[str, Any] | None:
+    """``DIR/prepare.json`` as a dict, or None for a folder golf data prepare did not make."""
+    meta = Path(data_dir) / PREPARE_META
+    if not meta.is_file():
+        return None
+    try:
+        obj = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GolfError(f"{str(meta)!r} is not valid JSON ({exc}); prepare the data again") from None
+    if not isinstance(obj, dict):
+        raise GolfError(f"{str(meta)!r} is not a JSON object; prepare the data again")
+    return obj
+
+
+def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+    """Check, before any work, that ``cfg``'s tokenizer, vocab_size and data folder belong together.
+
+    - ``tokenizer_path`` is a SentencePiece model with exactly ``vocab_size`` pieces;
+    - the sha256 of ``tokenizer_path`` is the one ``DIR/prepare.json`` records (an older
+      prepare.json without it: the tokenizer file it names), and its vocab_size is ``vocab_size``.
+      A folder without prepare.json (the official download) is accepted with a logged warning;
+    - every id of the ``splits`` shards is < vocab_size (for train, the shards of ``rank`` out of
+      ``world_size``, the ones its loader opens), and there is a train shard for every rank.
+
+    Raises GolfError naming the files. Returns the binding, for the run's environment record.
+    """
+    from golf.tokenizer import load_tokenizer
+
+    data_dir, tok = Path(cfg.data_dir), Path(cfg.tokenizer_path)
+    files = {split: list_shards(data_dir, split) for split in splits}
+    sp = load_tokenizer(tok)  # missing, or not a SentencePiece model: an error naming the file
+    fingerprint = tokenizer_fingerprint(tok)
+    meta_path, meta = data_dir / PREPARE_META, read_prepare_meta(data_dir)
+    if meta is None:
+        log.warning("data folder %s has no %s (it was not made by golf data prepare): cannot check that "
+                    "tokenizer %s made its shards", data_dir, PREPARE_META, tok)
+    else:
+        made_with = meta.get("tokenizer_path")
+        recorded = meta.get("tokenizer_sha256")
+        if recorded is None and made_with and Path(made_with).is_file():  # prepared before golf recorded it
+            recorded = tokenizer_fingerprint(made_with)
+        if recorded is None:
+            log.warning("%s records no tokenizer fingerprint: cannot check that tokenizer %s made its shards",
+                        meta_path, tok)
+        elif recorded != fingerprint:
+            raise GolfError(f"tokenizer {str(tok)!r} (sha256 {fingerprint[:12]}) is not the one the shards of "
+                            f"{str(data_dir)!r} were made with: {str(meta_path)!r} records {made_with!r} "
+                            f"(sha256 {recorded[:12]}); set tokenizer_path to that file, or make shards for this "
+                            "tokenizer with golf data prepare --tokenizer")
+        if "vocab_size" in meta and int(meta["vocab_size"]) != cfg.vocab_size:
+            raise GolfError(f"params key 'vocab_size' is {cfg.vocab_size} but the data in {str(data_dir)!r} was "
+                            f"prepared with vocab_size {meta['vocab_size']} ({str(meta_path)!r})")
+    pieces = sp.get_piece_size()
+    if pieces != cfg.vocab_size:
+        raise GolfError(f"params key 'vocab_size' is {cfg.vocab_size} but tokenizer {str(tok)!r} has {pieces} "
+                        f"pieces; set vocab_size={pieces} or use the tokenizer the data was made with")
+    train = files.get("train", [])
+    if "train" in files and len(train) < world_size:
+        raise GolfError(f"data folder {str(data_dir)!r} holds {len(train)} train shard(s) for {world_size} "
+                        "processes; each reads its own: prepare smaller shards (--shard-tokens) or run fewer")
+    for f in [*files.get("val", []), *train[rank::world_size]]:
+        _checked_tokens(f, cfg.vocab_size)
+    return {"tokenizer_path": str(tok), "tokenizer_sha256": fingerprint, "vocab_size": cfg.vocab_size,
+            "data_dir": str(data_dir), "prepare_json": str(meta_path) if meta is not None else None}
 
 
 # --- golf data download ------------------------------------------------------------------------

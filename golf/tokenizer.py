@@ -5,11 +5,16 @@ the first ``val_docs`` to val and the rest to train, each encoded as ``[BOS=1] +
 with no EOS, concatenated and cut into shards of ``shard_tokens`` tokens regardless of document
 boundaries. The tokenizer is trained on NUL-to-space, stripped documents, which by default
 include the val documents as in the record (spec §9.18; ``exclude_val_from_tokenizer`` is the fix).
+With ``tokenizer=PATH`` (``golf data prepare --tokenizer``) an existing model makes the shards instead.
+Either way prepare.json records the tokenizer's sha256, so shards and tokenizer stay bound.
 """
 from __future__ import annotations
 
+import filecmp
 import io
 import os
+import shutil
+import tempfile
 import time
 from itertools import islice
 from pathlib import Path
@@ -21,7 +26,7 @@ from tqdm.auto import tqdm
 
 from golf.bpb import build_byte_luts
 from golf.corpora import iter_documents
-from golf.data import shard_name, write_shard
+from golf.data import PREPARE_META, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard
 from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json
 
 # Trainer settings of the challenge's export script and the #1394 README (spec §1.3).
@@ -38,6 +43,7 @@ SPEC_TRAINER_SETTINGS: dict[str, Any] = dict(
 BOS_ID = SPEC_TRAINER_SETTINGS["bos_id"]
 SP_DEFAULT_MAX_SENTENCE_LENGTH = 4192  # SentencePiece's default, in effect in the record
 SPEC_VAL_DOCS = 50_000  # spec §1.2
+DEFAULT_VOCAB_SIZE = 8192  # the record's SP8192
 
 
 def clean_for_training(text: str) -> str:
@@ -127,56 +133,136 @@ def _write_split(sp: spm.SentencePieceProcessor, docs: list[str], out_dir: Path,
     return {"docs": len(docs), "tokens": total, "shards": shards}
 
 
-def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int = 8192, val_docs: int | None = None,
+def _previous_dataset(out: Path, tokenizer: Path | None) -> list[Path]:
+    """The files of an earlier ``golf data prepare`` in ``out``, which the new dataset replaces.
+
+    Shards or a tokenizer that no prepare.json accounts for were not written by golf (an official
+    download, a copy, another tool's output): golf refuses rather than replace them. The one
+    exception is a tokenizer.model byte-identical to ``--tokenizer``: replacing it changes nothing.
+    """
+    if out.exists() and not out.is_dir():
+        raise GolfError(f"--out {str(out)!r} is a file; expected a folder (or a path that does not exist)")
+    if not out.is_dir():
+        return []
+    shards = [*sorted(out.glob("fineweb_val_*.bin")), *sorted(out.glob("fineweb_train_*.bin"))]
+    tok = out / "tokenizer.model"
+    meta = read_prepare_meta(out)
+    if meta is None:
+        same_tokenizer = tokenizer is not None and tok.is_file() and filecmp.cmp(tok, tokenizer, shallow=False)
+        foreign = shards + ([tok] if tok.exists() and not same_tokenizer else [])
+        if foreign:
+            raise GolfError(f"{str(out)!r} holds {foreign[0].name}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''} "
+                            f"but no {PREPARE_META}, so golf did not write them and will not replace them; "
+                            "prepare into a new folder, or move them away")
+        return [tok] if tok.exists() else []
+    listed = {name for split in ("val", "train") for name in (meta.get("shards") or {}).get(split, [])}
+    unlisted = [f for f in shards if f.name not in listed]
+    if unlisted:
+        raise GolfError(f"{str(out)!r} holds {unlisted[0].name}, which its {PREPARE_META} does not list, so golf "
+                        "did not write it and will not replace it; prepare into a new folder, or move it away")
+    return [out / PREPARE_META, *([tok] if tok.exists() else []), *shards]  # the done-marker goes first
+
+
+def _swap_in(staging: Path, out: Path, previous: list[Path]) -> None:
+    """Move the finished dataset from ``staging`` into ``out``, the previous one out of the way.
+
+    The previous files are renamed aside first (prepare.json first, so a folder caught half-way never
+    looks finished) and deleted only once every new file is in place; prepare.json comes in last.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.replaced-"))
+    try:
+        for f in previous:
+            os.replace(f, aside / f.name)
+        for f in sorted(staging.iterdir(), key=lambda p: p.name == PREPARE_META):
+            os.replace(f, out / f.name)
+    except OSError as exc:
+        raise GolfError(f"could not move the new dataset into {str(out)!r} ({exc}); the files it replaced "
+                        f"are kept in {str(aside)!r}") from exc
+    shutil.rmtree(aside)
+
+
+def _given_tokenizer(path: Path, vocab_size: int | None) -> spm.SentencePieceProcessor:
+    """``--tokenizer``: a SentencePiece model fit for the record's shard layout (BOS = 1, "▁" piece)."""
+    sp = load_tokenizer(path, vocab_size)
+    if sp.bos_id() != BOS_ID:
+        raise GolfError(f"tokenizer {str(path)!r} has BOS id {sp.bos_id()}; the shard layout starts every "
+                        f"document with BOS = {BOS_ID} (spec §1.2)")
+    build_byte_luts(sp, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
+    return sp
+
+
+def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None, val_docs: int | None = None,
                  shard_tokens: int = 10**8, tokenizer_train_docs: int | None = None,
                  exclude_val_from_tokenizer: bool = False, max_docs: int | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, tokenizer: str | Path | None = None) -> dict[str, Any]:
     """Train ``out_dir/tokenizer.model`` and write ``out_dir/fineweb_{val,train}_%06d.bin``.
 
     ``corpus``: a name, a path, or several joined by commas (see ``golf.corpora``).
-    ``val_docs``: documents sent to val (None = ``default_val_docs``). ``tokenizer_train_docs``:
-    train the tokenizer on only the first N documents (the record used the first 5M).
-    ``max_docs``: use only the first N documents of the corpus.
+    ``vocab_size``: pieces to train (None = 8192). ``tokenizer``: use this SentencePiece model
+    instead of training one (copied to ``out_dir/tokenizer.model``; ``vocab_size``, if given, must
+    match its pieces). ``val_docs``: documents sent to val (None = ``default_val_docs``).
+    ``tokenizer_train_docs``: train the tokenizer on only the first N documents (the record used
+    the first 5M). ``max_docs``: use only the first N documents of the corpus.
     With a small corpus SentencePiece may learn fewer than ``vocab_size`` pieces
     (``hard_vocab_limit=False``); the summary's ``vocab_size`` is the size actually learned.
-    Returns the summary, also written to ``out_dir/prepare.json`` as the last step, so a folder
-    with prepare.json holds a finished dataset.
+
+    Everything is built in a temporary folder beside ``out_dir`` and moved in at the end, so a
+    failed run leaves ``out_dir`` as it was. The summary, also written to ``out_dir/prepare.json``
+    (the last file moved in: a folder with prepare.json holds a finished dataset), records the
+    tokenizer's sha256, which binds the shards to it (``golf.data.check_data_binding``).
     """
     t0 = time.time()
     out = Path(out_dir)
+    given = Path(tokenizer) if tokenizer is not None else None
+    if given is not None:
+        if exclude_val_from_tokenizer or tokenizer_train_docs:
+            raise GolfError("--exclude-val-from-tokenizer and tokenizer_train_docs only apply when golf trains "
+                            "the tokenizer, not with --tokenizer")
+        sp = _given_tokenizer(given, vocab_size)
+    elif vocab_size is None:
+        vocab_size = DEFAULT_VOCAB_SIZE
+    if shard_tokens < 1:
+        raise GolfError(f"shard_tokens must be positive, got {shard_tokens}")
+    previous = _previous_dataset(out, given)
     docs = list(islice(iter_documents(corpus), max_docs))
     n_val = default_val_docs(len(docs)) if val_docs is None else val_docs
     if not 0 < n_val < len(docs):
         raise GolfError(f"corpus {corpus!r} has {len(docs)} documents; val_docs={n_val} must leave at "
                         "least one for val and one for train")
-    if shard_tokens < 1:
-        raise GolfError(f"shard_tokens must be positive, got {shard_tokens}")
-    out.mkdir(parents=True, exist_ok=True)
-    # Drop the done-marker and old shards first: a run killed half-way never looks finished, and
-    # shards of an earlier, larger run never mix with the new ones.
-    (out / "prepare.json").unlink(missing_ok=True)
-    for old in [*out.glob("fineweb_train_*.bin"), *out.glob("fineweb_val_*.bin")]:
-        old.unlink()
 
-    tok_docs = docs[n_val:] if exclude_val_from_tokenizer else docs
-    tok_docs = tok_docs[:tokenizer_train_docs] if tokenizer_train_docs else tok_docs
-    sp = train_tokenizer(tok_docs, out / "tokenizer.model", vocab_size)
-    build_byte_luts(out / "tokenizer.model", sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
-    val = _write_split(sp, docs[:n_val], out, "val", shard_tokens, progress)
-    train = _write_split(sp, docs[n_val:], out, "train", shard_tokens, progress)
-    summary = {
-        "corpus": corpus,
-        "out_dir": str(out),
-        "tokenizer_path": str(out / "tokenizer.model"),
-        "vocab_size": sp.get_piece_size(),
-        "vocab_size_requested": vocab_size,
-        "docs": {"val": val["docs"], "train": train["docs"]},
-        "tokens": {"val": val["tokens"], "train": train["tokens"]},
-        "shards": {"val": val["shards"], "train": train["shards"]},
-        "shard_tokens": shard_tokens,
-        "tokenizer": {"train_docs": len(tok_docs), "exclude_val_from_tokenizer": exclude_val_from_tokenizer,
-                      "settings": SPEC_TRAINER_SETTINGS},
-        "seconds": round(time.time() - t0, 3),
-    }
-    atomic_write_json(out / "prepare.json", summary)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.prepare-"))
+    try:
+        tok_path = staging / "tokenizer.model"
+        if given is not None:
+            atomic_write_bytes(tok_path, given.read_bytes())
+            tok_docs: list[str] = []
+        else:
+            tok_docs = docs[n_val:] if exclude_val_from_tokenizer else docs
+            tok_docs = tok_docs[:tokenizer_train_docs] if tokenizer_train_docs else tok_docs
+            sp = train_tokenizer(tok_docs, tok_path, vocab_size)
+            build_byte_luts(tok_path, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
+        val = _write_split(sp, docs[:n_val], staging, "val", shard_tokens, progress)
+        train = _write_split(sp, docs[n_val:], staging, "train", shard_tokens, progress)
+        summary = {
+            "corpus": corpus,
+            "out_dir": str(out),
+            "tokenizer_path": str(out / "tokenizer.model"),
+            "tokenizer_sha256": tokenizer_fingerprint(tok_path),
+            "tokenizer_source": str(given) if given is not None else "trained",
+            "vocab_size": sp.get_piece_size(),
+            "vocab_size_requested": vocab_size,
+            "docs": {"val": val["docs"], "train": train["docs"]},
+            "tokens": {"val": val["tokens"], "train": train["tokens"]},
+            "shards": {"val": val["shards"], "train": train["shards"]},
+            "shard_tokens": shard_tokens,
+            "tokenizer": {"train_docs": len(tok_docs), "exclude_val_from_tokenizer": exclude_val_from_tokenizer,
+                          "settings": SPEC_TRAINER_SETTINGS if given is None else None},
+            "seconds": round(time.time() - t0, 3),
+        }
+        atomic_write_json(staging / PREPARE_META, summary)
+        _swap_in(staging, out, previous)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summary

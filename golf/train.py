@@ -237,7 +237,7 @@ def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.
 def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
     """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
     from golf.bpb import build_byte_luts
-    from golf.data import list_shards, load_val_tokens
+    from golf.data import list_shards, load_val_tokens, tokenizer_fingerprint
     from golf.evaluate import eval_plain
 
     t_start = time.perf_counter()
@@ -262,7 +262,8 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         atomic_write_json(run_dir / "environment.json",
                           {**environment_record(dist.world_size, train_files + val_files),
                            "attention_backend": model.attention_backend, "compile": forward is not model,
-                           "grad_accum": accum, "micro_batch_seqs": seqs})
+                           "grad_accum": accum, "micro_batch_seqs": seqs,
+                           "tokenizer_sha256": tokenizer_fingerprint(cfg.tokenizer_path)})
     log.info("model: %d params, attention %s, compile %s, grad_accum %d x %d seqs/rank",
              sum(p.numel() for p in model.parameters()), model.attention_backend, forward is not model, accum, seqs)
 
