@@ -5,17 +5,58 @@ The CLI and the notebooks both call these, so a notebook holds no logic of its o
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
-from golf.config import Config
+from golf.config import Config, save_config
 from golf.model import GPT, build_model, load_checkpoint
 from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier
 
 log = logging.getLogger("golf")
 
 ARTIFACT_NAME = "final_model.int6.ptz"
+QUANTIZE_CONFIG = "quantize_config.yaml"  # the resolved settings that made the artifact
+# Files made from the artifact: they leave with it when it is replaced, so an old BPB never sits
+# beside a new artifact (eval_<mode>_raw.json scores model.pt and stays).
+DERIVED_FROM_ARTIFACT = ("quant_budget.json", QUANTIZE_CONFIG, "tables/quant_tensors.csv",
+                         "eval_plain.json", "eval_sliding.json", "eval_ttt.json")
+SUPERSEDED_DIR = "superseded"
+
+
+def config_changes(run_dir: Path, cfg: Config) -> dict[str, Any]:
+    """The keys where ``cfg`` differs from the run's training config (``--set`` after training)."""
+    trained = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    return {k: v for k, v in cfg.to_dict().items() if k in trained and trained[k] != v}
+
+
+def supersede_artifact(run_dir: Path) -> Path | None:
+    """Move the artifact and every file made from it into ``run_dir/superseded/NNN/``.
+
+    Nothing is deleted: the old artifact and its results stay together, out of the way of the new
+    one. Returns the folder, or None if there was nothing to move.
+    """
+    present = [n for n in (ARTIFACT_NAME, *DERIVED_FROM_ARTIFACT) if (run_dir / n).exists()]
+    if not present:
+        return None
+    base = run_dir / SUPERSEDED_DIR
+    base.mkdir(exist_ok=True)
+    n = 1 + max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0)
+    while True:
+        dest = base / f"{n:03d}"
+        try:
+            dest.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+    for name in present:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(run_dir / name, dest / name)
+    log.info("moved the replaced artifact and the files made from it (%s) to %s", ", ".join(present), dest)
+    return dest
 
 
 def hessian_path(run_dir: Path, rank: int) -> Path:
@@ -55,8 +96,13 @@ def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
 
 
 def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False) -> dict:
-    """Hessians → GPTQ → Brotli artifact; writes the artifact, the budget and the per-tensor table."""
-    from golf.quant import quantize_model
+    """Hessians → GPTQ → Brotli artifact; writes the artifact, the budget and the per-tensor table.
+
+    ``force`` replaces an existing artifact: once the new one is made, the old one and every file made
+    from it (``DERIVED_FROM_ARTIFACT``) move to ``superseded/NNN/``. ``quantize_config.yaml`` records
+    the settings, and quant_budget.json the artifact's sha256 and the keys set since training.
+    """
+    from golf.quant import artifact_sha256, quantize_model
     from golf.submission import code_bytes
 
     out = run_dir / ARTIFACT_NAME
@@ -77,7 +123,10 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     if dist.is_main:
         from golf.runtime import atomic_write_bytes
 
+        budget = {**budget, "artifact_sha256": artifact_sha256(blob), "config_changes": config_changes(run_dir, cfg)}
+        supersede_artifact(run_dir)
         atomic_write_bytes(out, blob)
+        save_config(cfg, run_dir / QUANTIZE_CONFIG)
         (run_dir / "tables").mkdir(exist_ok=True)
         atomic_write_text(run_dir / "tables" / "quant_tensors.csv", report["tensors"].to_csv(index=False))
         atomic_write_json(run_dir / "quant_budget.json", budget)
@@ -112,8 +161,13 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     name = f"eval_{mode}.json" if source == "artifact" else f"eval_{mode}_raw.json"
     if (run_dir / name).exists() and not force:
         raise GolfError(f"{str(run_dir / name)!r} exists; pass --force to evaluate again")
+    made_from = {}
+    if source == "artifact" and (run_dir / ARTIFACT_NAME).is_file():
+        from golf.quant import artifact_sha256
+
+        made_from = {"artifact_sha256": artifact_sha256(run_dir / ARTIFACT_NAME)}  # export checks it
     model = load_run_model(run_dir, cfg, device, source)
-    val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
+    val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens, vocab_size=cfg.vocab_size)
     luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
     # Scoring runs compiled on GPU, as the record's; TTT's training steps stay eager (spec §6.3).
     compiled = None
@@ -126,7 +180,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
         result = ev.eval_ttt(model, val_tokens, luts, cfg, forward_logits=compiled)
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
-    result = {"mode": mode, "source": source, **result}
+    result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg)}
     if dist.is_main:
         atomic_write_json(run_dir / name, result)
     log.info("%s (%s): val_loss %.5f val_bpb %.5f in %.1fs", mode, source, result["val_loss"], result["val_bpb"],

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import lzma
 import math
@@ -426,6 +427,12 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
     report = {"tensors": pd.DataFrame(rows), "n_hessians": len(hessians), "hessian_s": t1 - t0,
               "gptq_s": t2 - t1, "serialize_s": t3 - t2, "estimate_s": t4 - t3, "n_pruned": n_pruned, **budget}
     return blob, report
+
+
+def artifact_sha256(path_or_bytes: str | Path | bytes) -> str:
+    """sha256 of an artifact (file or bytes): results made from an artifact record it."""
+    blob = path_or_bytes if isinstance(path_or_bytes, (bytes, bytearray)) else Path(path_or_bytes).read_bytes()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def load_artifact(path_or_bytes: str | Path | bytes, model) -> dict[str, Any]:

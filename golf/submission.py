@@ -18,20 +18,26 @@ from pathlib import Path
 from golf.runtime import GolfError, atomic_write_text
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Modules a record run needs; notebook plumbing and this file are not part of the scored code.
-RUNTIME_MODULES = ("__init__", "__main__", "attention", "bpb", "cli", "config", "data", "evaluate", "model",
-                   "muon", "pipeline", "quant", "runtime", "tokenizer", "train")
+# The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are not part
+# of the scored code; every other module is, so a module that training starts to import is never missed.
+NOT_SCORED = ("compare", "notebooks", "plots", "report", "stats", "submission")
 
-WRAPPER = '''import base64,lzma,os,sys,tempfile
-z=os.path.join(tempfile.mkdtemp(),"golf.zip");open(z,"wb").write(lzma.decompress(base64.b85decode({payload!r})))
+# The zip lives in a temporary folder for the run (zipimport reads it lazily) and goes at exit.
+WRAPPER = '''import atexit,base64,lzma,os,shutil,sys,tempfile
+d=tempfile.mkdtemp();atexit.register(shutil.rmtree,d,True);z=os.path.join(d,"golf.zip");open(z,"wb").write(lzma.decompress(base64.b85decode({payload!r})))
 sys.path.insert(0,z);from golf.cli import main;sys.exit(main(sys.argv[1:]))
 '''
+
+
+def runtime_modules() -> list[str]:
+    """The golf modules a record run carries, sorted."""
+    return sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem not in NOT_SCORED)
 
 
 def _package_zip() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name in RUNTIME_MODULES:
+        for name in runtime_modules():
             path = PACKAGE_DIR / f"{name}.py"
             if path.is_file():
                 info = zipfile.ZipInfo(f"golf/{name}.py", date_time=(2026, 1, 1, 0, 0, 0))  # reproducible bytes
@@ -50,20 +56,55 @@ def code_bytes() -> int:
     return len(train_gpt_source().encode())
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GolfError(f"{str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise GolfError(f"{str(path)!r} is not a JSON object")
+    return obj
+
+
+def _made_from_artifact(path: Path, record: dict, sha: str, redo: str) -> None:
+    """Refuse a result file that does not name the run's current artifact as its source."""
+    recorded = record.get("artifact_sha256")
+    if recorded != sha:
+        what = f"artifact sha256 {recorded[:12]}" if recorded else "no artifact (made before golf recorded it)"
+        raise GolfError(f"{str(path)!r} names {what}, but the run's final_model.int6.ptz is sha256 {sha[:12]}: "
+                        f"it describes another artifact and would ship beside this one; {redo}")
+
+
 def export_submission(run_dir: Path, out_dir: Path) -> Path:
-    """A record folder: ``train_gpt.py``, ``README.md``, ``submission.json`` and the run's logs."""
-    if not (run_dir / "final_model.int6.ptz").is_file():
+    """A record folder: ``train_gpt.py``, ``README.md``, ``submission.json`` and the run's logs.
+
+    Every result and budget it ships must name the run's current artifact (its sha256), so a BPB
+    never travels beside the size of an artifact that did not make it.
+    """
+    from golf.quant import artifact_sha256
+
+    artifact = run_dir / "final_model.int6.ptz"
+    if not artifact.is_file():
         raise GolfError(f"run folder {str(run_dir)!r} has no final_model.int6.ptz: run golf quantize first")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GolfError(f"output folder {str(out_dir)!r} is a file; expected a folder (or a path that does not exist)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise GolfError(f"output folder {str(out_dir)!r} is not empty; a record folder is never overwritten")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "train_gpt.py", train_gpt_source())
+    sha = artifact_sha256(artifact)
     results = {}
     for mode in ("plain", "sliding", "ttt"):
         path = run_dir / f"eval_{mode}.json"
         if path.is_file():
-            results[mode] = json.loads(path.read_text())
-    budget = json.loads((run_dir / "quant_budget.json").read_text()) if (run_dir / "quant_budget.json").is_file() else {}
+            results[mode] = _read_json(path)
+            _made_from_artifact(path, results[mode], sha,
+                                f"run golf evaluate --run-dir {run_dir} --mode {mode} --force")
+    budget = {}
+    if (run_dir / "quant_budget.json").is_file():
+        budget = _read_json(run_dir / "quant_budget.json")
+        _made_from_artifact(run_dir / "quant_budget.json", budget, sha,
+                            f"run golf quantize --run-dir {run_dir} --force")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "train_gpt.py", train_gpt_source())
     model_bytes = (run_dir / "final_model.int6.ptz").stat().st_size
     headline = results.get("ttt") or results.get("sliding") or results.get("plain") or {}
     submission = {
@@ -83,7 +124,7 @@ def export_submission(run_dir: Path, out_dir: Path) -> Path:
     lines += [f"| {m} | {r['val_bpb']:.6f} | {r['seconds']:.1f} |" for m, r in results.items()]
     lines += ["", f"Artifact {model_bytes:,} bytes + code {code_bytes():,} bytes = {model_bytes + code_bytes():,} bytes."]
     atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
-    for name in ("train.log", "metrics.jsonl", "config.yaml", "environment.json", "quantize.log"):
+    for name in ("train.log", "metrics.jsonl", "config.yaml", "environment.json", "quantize.log", "quantize_config.yaml"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / name)
     return out_dir
