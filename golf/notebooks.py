@@ -191,7 +191,7 @@ def launch_golf(args: list[str], nproc: int = 1, log_path: str | Path | None = N
                 for text, sep in zip(parts[0:-1:2], parts[1::2]):
                     if sep == "\r":
                         progress.bar(text)
-                    elif "\x1b" in text or re.search(r"\d+%\|", text):
+                    elif "\x1b" in text or re.search(r"\d+%( of budget)?\|", text):
                         progress.bar(text, final=True)
                     elif text.strip():
                         progress.line(text)
