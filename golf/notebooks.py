@@ -34,6 +34,28 @@ COMMON_PARAMETERS = ("params_file", "run_dir", "seed", "overrides", "nproc", "fo
                      "run_dirs", "stage", "studies", "names", "out_dir")
 
 
+def _short_errors_in_kernel() -> None:
+    """In a Jupyter kernel, a user's mistake (GolfError, ConfigError) shows as one red line, not a traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from golf.config import ConfigError
+
+    def one_line(shell_, etype, value, _tb, tb_offset=None):
+        stb = [f"\x1b[0;31mgolf: error:\x1b[0m {value}"]
+        shell_._showtraceback(etype, value, stb)  # the kernel's error message: ename, evalue and this line
+        return stb
+
+    shell.set_custom_exc((GolfError, ConfigError), one_line)
+
+
+_short_errors_in_kernel()
+
+
 # --- parameters --------------------------------------------------------------------------------
 
 def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,7 +234,7 @@ def train(params_file: str, run_dir: str = "", seed: int | None = None, override
 
     seeded = {**({"seed": seed} if seed is not None else {}), **(keys or {})}
     extra = set_args(seeded, overrides)
-    load_config(resolve(params_file), extra[1:])  # the whole config checked before a folder is made
+    _preflight(load_config(resolve(params_file), extra[1:]), nproc)  # all checked before a folder is made
     run = resolve(run_dir) if run_dir else new_numbered_dir(outputs_root() / LAB_STUDY)
     if echo:
         print(f"run folder: {run}")
@@ -441,14 +463,15 @@ def _kernels_quiet(log_path: Path):
 
 
 def _preflight(cfg, nproc: int) -> None:
-    """Everything golf can check before a study starts: world-size splits and data binding."""
-    import golf.config as config
-    import golf.data as data
+    """Everything golf can check before a run or study starts: world-size splits and data binding."""
+    from golf.config import ConfigError, validate_for_world
+    from golf.data import check_data_binding
 
-    if hasattr(config, "validate_for_world"):
-        config.validate_for_world(cfg, nproc)
-    if hasattr(data, "check_data_binding"):
-        data.check_data_binding(cfg)
+    try:
+        validate_for_world(cfg, nproc)
+    except ConfigError as exc:
+        raise GolfError(str(exc)) from None
+    check_data_binding(cfg)
 
 
 def _claim_study(study_dir: Path, plan: dict, seeds: list[int]) -> None:
