@@ -317,7 +317,7 @@ def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage:
     the summary of the challenge's tests and the per-seed figure."""
     from golf.plots import STAGE_LABELS
     from golf.plots import plot_seeds
-    from golf.stats import collect_runs, summarize, summary_table
+    from golf.stats import collect_runs, summarize
 
     if stage not in STAGE_LABELS:
         raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
@@ -325,9 +325,11 @@ def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage:
     runs = [resolve(d) for d in run_dirs] if run_dirs else study_runs(study, stage)
     if not runs:
         raise GolfError(f"study {str(study)!r} has no run with a {stage} result yet")
+    from golf.report import tests_table
+
     table = collect_runs(runs, study / "seed_analysis.csv")
     fig = plot_seeds(table, study, stage)
-    return study, table, summary_table(summarize(table, stage)), fig
+    return study, table, tests_table(summarize(table, stage)), fig
 
 
 # --- papermill ---------------------------------------------------------------------------------

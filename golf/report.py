@@ -184,6 +184,12 @@ TEST_WORDS = {
 }
 
 
+def tests_table(summary: dict) -> pd.DataFrame:
+    """The challenge's significance tests of a seed summary (golf.stats.summarize), in words."""
+    rows = [{"test": TEST_WORDS[k], "t": v["t"], "p": v["p"]} for k, v in summary.items() if k in TEST_WORDS]
+    return pd.DataFrame(rows, columns=["test", "t", "p"])
+
+
 def corpus_of(run_dir: Path) -> str:
     """The corpus a run trained on, from its data folder's prepare.json (official shards: FineWeb)."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
@@ -224,8 +230,7 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
         cells.append(_md(f"## Tests on the {STAGE_LABELS.get(stage, stage)} losses (n = {summary['n']})\n\n"
                          f"mean BPB {summary['mean_bpb']:.5f}, sample std {summary['std_bpb_sample']:.5f}; "
                          f"mean loss {summary['mean_loss']:.5f} nats."))
-        rows = [{"test": TEST_WORDS[k], "t": v["t"], "p": v["p"]} for k, v in summary.items() if k in TEST_WORDS]
-        cells.append(_table(pd.DataFrame(rows)))
+        cells.append(_table(tests_table(summary)))
         cells.append(_md("A p-value below 0.01 is what the challenge asks of a new record; with fewer than two "
                          "seeds no test is possible (nan)."))
     if (study_dir / "seed_analysis.png").is_file():
