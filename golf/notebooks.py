@@ -357,7 +357,21 @@ def execute_notebook(name: str, out_path: Path, parameters: dict, kernel: str | 
     except pm.PapermillExecutionError as exc:
         raise GolfError(f"{name} notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}"
                         f" (executed notebook: {out_path})") from None
+    except Exception as exc:  # noqa: BLE001 - a kernel that died or never started: one line, the study goes on
+        raise GolfError(f"{name} notebook could not run: {type(exc).__name__}: {exc}") from None
     return out_path
+
+
+def check_kernel(kernel: str | None) -> None:
+    """A kernel asked for by name must exist, before any work starts."""
+    if kernel is None:
+        return
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    known = KernelSpecManager().find_kernel_specs()
+    if kernel not in known:
+        raise GolfError(f"Jupyter kernel {kernel!r} is not installed (installed: {', '.join(sorted(known))}); "
+                        "make install adds the golf kernel")
 
 
 def seed_finished(run_dir: Path) -> bool:
@@ -394,6 +408,7 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
                         "give the seeds as --seeds 42 314 ...")
     cfg = load_config(params_path, overrides)  # fail on a bad key before any work
     _preflight(cfg, nproc)
+    check_kernel(kernel)
     study_dir = resolve(outputs) / (study or params_path.stem)
     plan = {"params_file": str(params_path), "overrides": overrides, "nproc": nproc}
     _claim_study(study_dir, plan, seeds)

@@ -61,3 +61,12 @@ def test_golf_run_refuses_seed_in_set_and_other_settings_for_a_study(tmp_path, d
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "other settings" in err[0]
     assert os.listdir(study) == ["study.json"]
+
+
+def test_golf_run_refuses_an_unknown_kernel_before_any_folder(tmp_path, demo_data, capsys):
+    params = tiny_params(tmp_path, demo_data, iterations=2)
+    rc = golf_main(["run", "--params", str(params), "--seeds", "1", "--kernel", "no-such-kernel",
+                    "--outputs", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "no-such-kernel" in err[0]
+    assert not (tmp_path / "out").exists()
