@@ -38,7 +38,7 @@ demo: $(DEMO_DATA)/prepare.json
 # (e.g. make lab LAB_IP=0.0.0.0 LAB_PORT=8890, or an ssh tunnel to 127.0.0.1:8888).
 lab: $(STAMP)
 	GOLF_HOME=$(CURDIR) $(BIN)/jupyter lab --no-browser --ip=$(LAB_IP) --port=$(LAB_PORT) \
-		--ServerApp.root_dir=$(CURDIR)/notebooks $(LAB_ARGS)
+		--ServerApp.root_dir=$(CURDIR)/notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -80,7 +80,8 @@ def test_make_lab_serves_jupyterlab_with_the_golf_kernel():
             listed = {item["name"] for item in json.loads(r.read())["content"]}
         assert {f"{n}.ipynb" for n in NOTEBOOKS} <= listed  # JupyterLab opens on notebooks/
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
