@@ -15,7 +15,7 @@ from golf.runtime import GolfError
 
 TINY = dict(vocab_size=96, model_dim=32, num_layers=4, num_heads=4, num_kv_heads=2, train_seq_len=32,
             eval_seq_len=32, loop_start=1, loop_end=2, num_loops=2, parallel_start_layer=2, xsa_last_n=4,
-            mlp_mult=2.0, rope_dims=4)
+            mlp_mult=2.0, rope_dims=4, eval_stride=8)
 
 
 def tiny_cfg(**kw):
