@@ -124,7 +124,8 @@ def export_submission(run_dir: Path, out_dir: Path) -> Path:
     lines += [f"| {m} | {r['val_bpb']:.6f} | {r['seconds']:.1f} |" for m, r in results.items()]
     lines += ["", f"Artifact {model_bytes:,} bytes + code {code_bytes():,} bytes = {model_bytes + code_bytes():,} bytes."]
     atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
-    for name in ("train.log", "metrics.jsonl", "config.yaml", "environment.json", "quantize.log", "quantize_config.yaml"):
+    for name in ("train.log", "metrics.jsonl", "config.yaml", "environment.json", "quantize.log",
+                 "quantize_config.yaml"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / name)
     return out_dir

@@ -151,9 +151,9 @@ def _previous_dataset(out: Path, tokenizer: Path | None) -> list[Path]:
         same_tokenizer = tokenizer is not None and tok.is_file() and filecmp.cmp(tok, tokenizer, shallow=False)
         foreign = shards + ([tok] if tok.exists() and not same_tokenizer else [])
         if foreign:
-            raise GolfError(f"{str(out)!r} holds {foreign[0].name}{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''} "
-                            f"but no {PREPARE_META}, so golf did not write them and will not replace them; "
-                            "prepare into a new folder, or move them away")
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise GolfError(f"{str(out)!r} holds {foreign[0].name}{more} but no {PREPARE_META}, so golf did not "
+                            "write them and will not replace them; prepare into a new folder, or move them away")
         return [tok] if tok.exists() else []
     listed = {name for split in ("val", "train") for name in (meta.get("shards") or {}).get(split, [])}
     unlisted = [f for f in shards if f.name not in listed]
