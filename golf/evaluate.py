@@ -19,6 +19,7 @@ of chunk ci's training targets are scored by the end of its scoring phase: the r
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from tqdm.auto import tqdm
 
 from golf.config import Config
 from golf.runtime import all_reduce_, dist_info
+
+log = logging.getLogger("golf")
 
 
 # --- window and chunk geometry (§6.2, §6.3) --------------------------------------------------
@@ -163,14 +166,17 @@ def _accumulator(device: torch.device):
     return BPBAccumulator(device)
 
 
-def _finish(acc, t0: float, **extra) -> dict:
+def _finish(acc, t0: float, mode: str, **extra) -> dict:
     acc.all_reduce()
-    return {**acc.result(), "seconds": time.perf_counter() - t0, **extra}
+    seconds = time.perf_counter() - t0
+    log.info("eval %s: %.1fs", mode, seconds)
+    return {**acc.result(), "seconds": seconds, **extra}
 
 
 def _score_windows(fwd: Callable, tokens: Tensor, starts: np.ndarray, offsets: np.ndarray, T: int, L: int,
                    acc, luts, record: TTTRecord | None = None, chunk: int = -1, trained_through: int = -1) -> None:
-    """Score one batch of windows, padded to L (zeros after the window end, as the record does).
+    """The old path: score one batch of windows from fp32 logits of all L positions, padded to L
+    (zeros after the window end, as the record does).
 
     The model is causal, so padding after position wlen−1 cannot change positions before it.
     """
@@ -190,8 +196,100 @@ def _score_windows(fwd: Callable, tokens: Tensor, starts: np.ndarray, offsets: n
         record.note_scored(pos[scored].cpu().numpy(), nll[scored].double().cpu().numpy(), chunk, trained_through)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    return tqdm(total=total, desc=desc, disable=not (enabled and dist_info().is_main), leave=False)
+def _add_masked(acc, nll: Tensor, prev: Tensor, tgt: Tensor, mask: Tensor, luts) -> None:
+    """``acc.add`` of the positions where ``mask`` holds, without boolean indexing.
+
+    Indexing by a mask needs its count on the host, a device sync per batch; masked sums let the
+    host queue batch after batch. Same float64 sums as ``BPBAccumulator.add`` (spec §1.7).
+    """
+    from golf.bpb import token_bytes
+
+    m = mask.to(torch.float64)
+    acc.sums += torch.stack((torch.where(mask, nll, 0).to(torch.float64).sum(), m.sum(),
+                             (token_bytes(luts, prev, tgt).to(torch.float64) * m).sum()))
+
+
+class WindowScorer:
+    """Scores ranges of one val stream's sliding windows (§6.2) into a BPB accumulator.
+
+    New path (default): ``nll_fn(ids, targets, start)`` returns the NLL (B, L − start) of positions
+    start..L−1 (``GPT.nll_at``, or a compiled copy from ``compiled_nll``). Every window but the first
+    scores [L − stride, L), so a compiled ``nll_fn`` sees one static shape; the first window (start 0)
+    goes alone through the eager ``model.nll_at``, which is not worth a second compile. Short last
+    windows are padded to L with zeros, as before.
+    Old path (``forward_logits`` given): fp32 logits (B, L, V) of every position, cross-entropy, then
+    the scored positions (``_score_windows``): the reference the new path is tested against and
+    the baseline ``bench/eval_full.py`` times.
+    """
+
+    def __init__(self, model, tokens: Tensor, luts, cfg: Config, acc, forward_logits: Callable | None = None,
+                 nll_fn: Callable | None = None):
+        self.model, self.tokens, self.luts, self.acc = model, tokens, luts, acc
+        self.L, self.T, self.stride, self.batch = cfg.eval_seq_len, tokens.numel() - 1, cfg.eval_stride, cfg.eval_batch_seqs
+        self.starts, self.offsets = sliding_windows(self.T, self.L, self.stride)
+        self.forward_logits, self.nll_fn = forward_logits, nll_fn or model.nll_at
+        # on the device once: a per-batch copy from pageable host memory would sync the stream
+        self.starts_dev = torch.as_tensor(self.starts, device=tokens.device)
+        self.cols = torch.arange(self.L, device=tokens.device)
+
+    def batches(self, lo: int, hi: int):
+        """[b, e) ranges of at most ``batch`` windows; on the new path each of one first scored offset
+        (window 0 alone when it scores from 0 and the others from L − stride)."""
+        if self.forward_logits is None and lo == 0 and hi > 1 and self.offsets[0] != self.offsets[1]:
+            yield 0, 1
+            lo = 1
+        for b in range(lo, hi, self.batch):
+            yield b, min(b + self.batch, hi)
+
+    def score(self, lo: int, hi: int, record: TTTRecord | None = None, chunk: int = -1,
+              trained_through: int = -1, bar=None) -> None:
+        """Score windows [lo, hi); call under no_grad."""
+        for b, e in self.batches(lo, hi):
+            if self.forward_logits is not None:
+                _score_windows(self.forward_logits, self.tokens, self.starts[b:e], self.offsets[b:e], self.T, self.L,
+                               self.acc, self.luts, record, chunk, trained_through)
+            else:
+                self._score_nll(b, e, record, chunk, trained_through)
+            if bar is not None:
+                bar.update(e - b)
+
+    def _score_nll(self, b: int, e: int, record, chunk: int, trained_through: int) -> None:
+        s, T = int(self.offsets[b]), self.T
+        fn = self.nll_fn if s == self.L - self.stride else self.model.nll_at
+        pos = self.starts_dev[b:e, None] + self.cols  # (B, L) target positions
+        valid = pos < T
+        idx = pos.clamp(max=T - 1)
+        x = torch.where(valid, self.tokens[idx], 0)
+        y = torch.where(valid, self.tokens[idx + 1], 0)
+        nll = fn(x, y, s)  # (B, L - s) fp32
+        prev, tgt, m = x[:, s:], y[:, s:], valid[:, s:]
+        _add_masked(self.acc, nll, prev, tgt, m, self.luts)
+        if record is not None:
+            record.note_scored(pos[:, s:][m].cpu().numpy(), nll[m].double().cpu().numpy(), chunk, trained_through)
+
+
+def compiled_nll(model, cfg: Config) -> Callable:
+    """``model.nll_at`` compiled for static shapes: (eval_batch_seqs, L) windows scoring from L − stride.
+
+    A short batch is padded to eval_batch_seqs rows (``golf.pipeline.fixed_batch``), so one graph
+    serves every batch; the parameters are graph inputs, so TTT's in-place updates need no recompile.
+    """
+    from golf.pipeline import fixed_batch
+
+    return fixed_batch(torch.compile(model.nll_at, dynamic=False, fullgraph=True), cfg.eval_batch_seqs)
+
+
+def compiled_ttt_loss(model) -> Callable:
+    """TTT's training loss, Σ NLL over a (B, L) batch, compiled forward and backward (AOTAutograd).
+
+    The same function as the eager default in ``eval_ttt``; B is fixed by the chunk geometry
+    (chunk_len // L sequences shared over ranks), so at most a short last share recompiles.
+    """
+    return torch.compile(lambda x, y: model(x, y, reduction="none").sum(), dynamic=False, fullgraph=True)
+
+
+def _progress(total: int, desc: str, enabled: bool, unit: str = "it"):
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and dist_info().is_main), leave=False)
 
 
 # --- plain (§6.1) ----------------------------------------------------------------------------
@@ -207,7 +305,8 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
     n_seqs = T // L
     lo, hi = _share(n_seqs, info.rank, info.world_size)
     acc = _accumulator(device)
-    bar = _progress(hi - lo, "eval plain", progress)
+    log.info("eval plain: %d sequences of %d, %d on this rank", n_seqs, L, hi - lo)
+    bar = _progress(hi - lo, "eval plain", progress, "seq")
     with torch.no_grad():
         for b in range(lo, hi, cfg.eval_batch_seqs):
             e = min(b + cfg.eval_batch_seqs, hi)
@@ -216,32 +315,34 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
             acc.add(model(x, y, reduction="none"), x, y, luts)
             bar.update(e - b)
     bar.close()
-    return _finish(acc, t0, n_seqs=n_seqs)
+    return _finish(acc, t0, "plain", n_seqs=n_seqs)
 
 
 # --- sliding window (§6.2) -------------------------------------------------------------------
 
 def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: Callable | None = None,
-                 record: TTTRecord | None = None, progress: bool = True) -> dict:
+                 record: TTTRecord | None = None, progress: bool = True, nll_fn: Callable | None = None) -> dict:
     """Stride-``eval_stride`` windows of eval_seq_len, split contiguously over ranks, batches of
-    ``eval_batch_seqs``; each target is scored once with ≥ L − stride tokens of context (§6.2)."""
+    ``eval_batch_seqs``; each target is scored once with ≥ L − stride tokens of context (§6.2).
+
+    Scored through ``nll_fn`` (default ``model.nll_at``), or the old full-logits path when
+    ``forward_logits`` is given (``WindowScorer``).
+    """
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
-    L, T = cfg.eval_seq_len, val_tokens.numel() - 1
-    fwd = forward_logits or model.forward_logits
     luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
-    starts, offsets = sliding_windows(T, L, cfg.eval_stride)
-    lo, hi = _share(len(starts), info.rank, info.world_size)
     acc = _accumulator(device)
-    bar = _progress(hi - lo, "eval sliding", progress)
+    scorer = WindowScorer(model, tokens, luts, cfg, acc, forward_logits, nll_fn)
+    n = len(scorer.starts)
+    lo, hi = _share(n, info.rank, info.world_size)
+    log.info("eval sliding: %d windows of %d, stride %d, %d on this rank; %s", n, cfg.eval_seq_len,
+             cfg.eval_stride, hi - lo, "full logits" if forward_logits is not None else "scored positions only")
+    bar = _progress(hi - lo, "eval sliding", progress, "win")
     with torch.no_grad():
-        for b in range(lo, hi, cfg.eval_batch_seqs):
-            e = min(b + cfg.eval_batch_seqs, hi)
-            _score_windows(fwd, tokens, starts[b:e], offsets[b:e], T, L, acc, luts, record)
-            bar.update(e - b)
+        scorer.score(lo, hi, record, bar=bar)
     bar.close()
     if record is not None:
         record.merge_ranks(device)
-    return _finish(acc, t0, n_windows=len(starts), stride=cfg.eval_stride)
+    return _finish(acc, t0, "sliding", n_windows=n, stride=cfg.eval_stride)
 
 
 # --- score-first TTT (§6.3) ------------------------------------------------------------------
@@ -262,8 +363,8 @@ def _frozen_bank_mask(model, n_frozen: int) -> dict[int, list]:
 
 
 def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | None = None,
-             forward_logits: Callable | None = None, progress: bool = True,
-             _train_before_score: bool = False) -> dict:
+             forward_logits: Callable | None = None, progress: bool = True, nll_fn: Callable | None = None,
+             train_loss: Callable | None = None, _train_before_score: bool = False) -> dict:
     """Score-first TTT on ``model`` itself (the caller passes a fresh copy; §6.3, §9.16).
 
     For each chunk ci of ``ttt_chunk_tokens``: (1) score its windows under no_grad with the current
@@ -271,13 +372,19 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
     momentum ``ttt_momentum``, all-reduce then ``clip_grad_norm_``) on its k = chunk_len // L
     sequences, rank r taking sequences [k·r/W, k·(r+1)/W). Training is eager. ``_train_before_score``
     swaps (1) and (2); it exists only so a test can show ``TTTRecord.check`` catches the violation.
+
+    Scoring goes through ``WindowScorer`` (``nll_fn``, or the old full-logits path when
+    ``forward_logits`` is given). ``train_loss(x, y)`` returns Σ NLL of a (B, L) batch; by default
+    the eager model, ``compiled_ttt_loss`` on GPU.
     """
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
     W, r = info.world_size, info.rank
     L, T, C = cfg.eval_seq_len, val_tokens.numel() - 1, cfg.ttt_chunk_tokens
-    fwd = forward_logits or model.forward_logits
     luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
-    starts, offsets = sliding_windows(T, L, cfg.eval_stride)
+    acc = _accumulator(device)
+    scorer = WindowScorer(model, tokens, luts, cfg, acc, forward_logits, nll_fn)
+    starts, offsets = scorer.starts, scorer.offsets
+    loss_sum = train_loss or (lambda x, y: model(x, y, reduction="none").sum())
     n_chunks = ttt_chunks(T, C)
     bounds = np.searchsorted(window_chunk(starts, offsets, C, n_chunks), np.arange(n_chunks + 1))
 
@@ -290,15 +397,13 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
             params.append(p)
     bank_mask = _frozen_bank_mask(model, cfg.ttt_freeze_blocks)
     opt = torch.optim.SGD(params, lr=cfg.ttt_lr, momentum=cfg.ttt_momentum, nesterov=False, weight_decay=0.0)
-    acc, trained_through, steps = _accumulator(device), -1, 0
+    trained_through, steps = -1, 0
 
     def score(ci: int) -> None:
         w_lo, w_hi = bounds[ci], bounds[ci + 1]
-        lo, hi = (w_lo + v for v in _share(w_hi - w_lo, r, W))
+        lo, hi = (int(w_lo + v) for v in _share(int(w_hi - w_lo), r, W))
         with torch.no_grad():
-            for b in range(lo, hi, cfg.eval_batch_seqs):
-                e = min(b + cfg.eval_batch_seqs, hi)
-                _score_windows(fwd, tokens, starts[b:e], offsets[b:e], T, L, acc, luts, record, ci, trained_through)
+            scorer.score(lo, hi, record, ci, trained_through)
 
     def train(ci: int) -> int:
         c0 = ci * C
@@ -325,7 +430,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
                     seg = tokens[c0 + a * L: c0 + b * L + 1]
                     x, y = seg[:-1].view(-1, L), seg[1:].view(-1, L)
                     # sum / global count, summed over ranks == the record's AVG of per-rank means
-                    (model(x, y, reduction="none").sum() / n_global).backward()
+                    (loss_sum(x, y) / n_global).backward()
                 for p in params:
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
@@ -336,7 +441,10 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
                 opt.step()
         return cfg.ttt_epochs * n_steps
 
-    bar = _progress(n_chunks, "eval ttt", progress)
+    log.info("eval ttt: %d chunks of %d tokens, %d windows, %d epochs per chunk; %s; %s training", n_chunks, C,
+             len(starts), cfg.ttt_epochs, "full logits" if forward_logits is not None else "scored positions only",
+             "eager" if train_loss is None else "given")
+    bar = _progress(n_chunks, "eval ttt", progress, "chunk")
     try:
         for ci in range(n_chunks):
             last = ci == n_chunks - 1
@@ -355,5 +463,5 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
         model.zero_grad(set_to_none=True)
     if record is not None:
         record.merge_ranks(device)
-    return _finish(acc, t0, n_windows=len(starts), n_chunks=n_chunks, stride=cfg.eval_stride,
+    return _finish(acc, t0, "ttt", n_windows=len(starts), n_chunks=n_chunks, stride=cfg.eval_stride,
                    ttt_steps=steps, last_chunk_tokens=T - (n_chunks - 1) * C)

@@ -89,6 +89,23 @@ def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
     return yg.view(B, T, H, hd)
 
 
+def softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float, chunk_rows: int = 8192) -> Tensor:
+    """Cross-entropy of the tied, softcapped head, fp32, in row chunks; only the NLL, no logits kept.
+
+    z = cap·tanh((h Wᵀ)/cap) in fp32 as in ``forward_logits``; NLL = logsumexp(z) − z[target], which is
+    ``F.cross_entropy(z, target)``. At most ``chunk_rows`` × V fp32 logits exist at once.
+    h: (..., D) in the compute dtype; targets: (...) int64; returns (...) fp32.
+    """
+    h2, t = h.reshape(-1, h.size(-1)), targets.reshape(-1)
+    w = weight.to(h.dtype)
+    parts = []
+    for i in range(0, h2.size(0), chunk_rows):
+        z = F.linear(h2[i:i + chunk_rows], w).float()  # (rows, V)
+        z = cap * torch.tanh(z / cap)
+        parts.append(torch.logsumexp(z, -1) - z.gather(1, t[i:i + chunk_rows, None]).squeeze(1))
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(targets.shape)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Config, layer: int):
         super().__init__()
@@ -222,8 +239,15 @@ class GPT(nn.Module):
                 self.qo_bank[L + i].to(dt), self.mlp_up_bank[i].to(dt), self.mlp_down_bank[i].to(dt))
 
     # --- forward ---------------------------------------------------------------------------
-    def hidden(self, ids: Tensor) -> Tensor:
-        """Final-norm hidden states (B, T, D) in the compute dtype."""
+    def hidden(self, ids: Tensor, start: int = 0) -> Tensor:
+        """Final-norm hidden states (B, T − start, D) of positions start..T−1, in the compute dtype.
+
+        All T positions run through every layer whose output later feeds attention. What is
+        position-wise after that runs on positions ``start:`` alone: the MLP lane from its split
+        (``parallel_mode: lanes`` — it reads only itself and MLPs, never attention), the lane merge
+        and the final norm. At the record config that is the last four virtual layers' MLPs; a
+        sliding window that scores its last 64 of 2048 positions skips them for the other 1984.
+        """
         cfg, capture, attn = self.cfg, self.capture, self._attn
         x = rms_norm(self.tok_emb(ids).to(self.compute_dtype))
         x0 = x
@@ -246,7 +270,7 @@ class GPT(nn.Module):
             parallel = layer >= cfg.parallel_start_layer
             if cfg.parallel_mode == "lanes" and (parallel or lane1 is not None):
                 if lane1 is None:
-                    lane1 = x.clone()
+                    lane1 = x[:, start:].clone()  # position-wise from here on
                 x_in = block.mix(x, x0)
                 x = x_in + block.attn_out(x_in, w, attn, capture)
                 lane1 = lane1 + block.mlp_out(lane1, w, capture)
@@ -254,6 +278,7 @@ class GPT(nn.Module):
                 x = block.forward_single_stream(x, x0, w, attn, capture)
             else:
                 x = block(x, x0, w, attn, capture)
+        x = x[:, start:]
         if lane1 is not None:
             lam = self.lane_merge.to(x.dtype)
             x = lam * x + (1 - lam) * lane1
@@ -268,6 +293,15 @@ class GPT(nn.Module):
         logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
         cap = self.cfg.logit_softcap
         return cap * torch.tanh(logits / cap)
+
+    def nll_at(self, ids: Tensor, targets: Tensor, start: int = 0) -> Tensor:
+        """Per-position NLL (B, T − start) of ``targets[:, start:]``: what scoring needs, no (B, T, V) logits.
+
+        Equal to ``forward(ids, targets, reduction="none")[:, start:]``; ``start`` is a Python int,
+        so a compiled scorer sees static shapes (one graph per value).
+        """
+        h = self.hidden(ids, start)  # (B, T - start, D)
+        return softcap_nll(h, self.tok_emb.weight, targets[:, start:], self.cfg.logit_softcap)
 
     def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         logits = self.forward_logits(ids)

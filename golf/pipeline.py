@@ -134,15 +134,21 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     return budget
 
 
-def fixed_batch(forward_logits, batch: int):
-    """Pad a short last batch up to ``batch`` rows, so a static-shape compiled graph is not rebuilt for it."""
-    def forward(ids: torch.Tensor) -> torch.Tensor:
-        n = ids.size(0)
-        if n >= batch:
-            return forward_logits(ids)
-        return forward_logits(torch.cat((ids, ids.new_zeros(batch - n, ids.size(1)))))[:n]
+def fixed_batch(fn, batch: int):
+    """Pad a short last batch up to ``batch`` rows, so a static-shape compiled graph is not rebuilt for it.
 
-    return forward
+    Every tensor argument is padded with zero rows along dim 0 (other arguments pass unchanged) and
+    the padding rows of the result are dropped again.
+    """
+    def call(*args):
+        n = args[0].size(0)
+        if n >= batch:
+            return fn(*args)
+        padded = [torch.cat((a, a.new_zeros(batch - n, *a.shape[1:]))) if isinstance(a, torch.Tensor) else a
+                  for a in args]
+        return fn(*padded)[:n]
+
+    return call
 
 
 EVAL_FUNCS = {"plain": "eval_plain", "sliding": "eval_sliding", "ttt": "eval_ttt"}
@@ -169,15 +175,20 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     model = load_run_model(run_dir, cfg, device, source)
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens, vocab_size=cfg.vocab_size)
     luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
-    # Scoring runs compiled on GPU, as the record's; TTT's training steps stay eager (spec §6.3).
-    compiled = None
+    # On GPU, scoring runs compiled (as the record's) on the scored positions only, and so does TTT's
+    # training loss, forward and backward (the record's TTT steps were eager; same function).
+    nll_fn = train_loss = None
     if use_compile(cfg, device):
-        compiled = fixed_batch(torch.compile(model.forward_logits, dynamic=False, fullgraph=True), cfg.eval_batch_seqs)
+        from golf.train import enable_compile_cache
+
+        enable_compile_cache(cfg)
+        nll_fn = ev.compiled_nll(model, cfg)
+        train_loss = ev.compiled_ttt_loss(model)
     if mode == "sliding":
-        result = ev.eval_sliding(model, val_tokens, luts, cfg, forward_logits=compiled)
+        result = ev.eval_sliding(model, val_tokens, luts, cfg, nll_fn=nll_fn)
     elif mode == "ttt":
         model.train()
-        result = ev.eval_ttt(model, val_tokens, luts, cfg, forward_logits=compiled)
+        result = ev.eval_ttt(model, val_tokens, luts, cfg, nll_fn=nll_fn, train_loss=train_loss)
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg)}

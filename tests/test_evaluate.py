@@ -8,10 +8,13 @@ import torch
 
 from golf.bpb import ByteLUTs
 from golf.config import load_config
+import torch.nn.functional as F
+
 from golf.evaluate import (
     TTTRecord, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows, ttt_chunks, window_chunk,
 )
-from golf.model import build_model
+from golf.model import build_model, softcap_nll
+from golf.pipeline import fixed_batch
 
 TINY = dict(vocab_size=64, model_dim=32, num_layers=3, num_heads=2, num_kv_heads=1, rope_dims=8, train_seq_len=32,
             eval_seq_len=32, eval_stride=8, eval_batch_seqs=4, ttt_chunk_tokens=64, ttt_lr=0.05, loop_start=1,
@@ -215,3 +218,97 @@ def test_ttt_trains_the_model_it_is_given():
     ref = copy.deepcopy(model.state_dict())
     eval_ttt(model, tiny_tokens(), tiny_luts(), cfg, progress=False)
     assert not torch.equal(ref["qo_bank"], model.qo_bank.detach())
+
+
+# --- the scored-positions path against the full-logits path (issue 14) ------------------------
+
+def test_softcap_nll_equals_cross_entropy_of_softcapped_logits():
+    g = torch.Generator().manual_seed(3)
+    h, w = torch.randn(3, 37, 16, generator=g), 0.5 * torch.randn(50, 16, generator=g)
+    y = torch.randint(0, 50, (3, 37), generator=g)
+    logits = F.linear(h, w)
+    z = 30.0 * torch.tanh(logits / 30.0)
+    want = F.cross_entropy(z.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+    for rows in (8192, 7, 1):  # one chunk, uneven chunks, one row at a time
+        torch.testing.assert_close(softcap_nll(h, w, y, 30.0, chunk_rows=rows), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["lanes", "single_stream", "none"])
+@pytest.mark.parametrize("looping", [False, True])
+def test_nll_at_equals_forward_on_the_scored_slice(mode, looping):
+    """``start`` skips only position-wise work: the NLL of positions start.. is unchanged."""
+    cfg = tiny_cfg(parallel_mode=mode)
+    model = tiny_model(cfg)
+    model.set_looping(looping)
+    ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
+    with torch.no_grad():
+        full = model(ids, y, reduction="none")
+        for start in (0, 24, 31):
+            torch.testing.assert_close(model.nll_at(ids, y, start), full[:, start:], rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_batch_pads_every_tensor_argument():
+    cfg = tiny_cfg()
+    model = tiny_model(cfg)
+    ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
+    shapes = []
+
+    def nll(a, b, start):
+        shapes.append((tuple(a.shape), tuple(b.shape), start))
+        return model.nll_at(a, b, start)
+
+    with torch.no_grad():
+        got = fixed_batch(nll, 5)(ids, y, 24)
+        torch.testing.assert_close(got, model.nll_at(ids, y, 24), rtol=1e-6, atol=1e-6)
+    assert shapes == [((5, 32), (5, 32), 24)]
+
+
+def _old_and_new(fn, cfg, tokens):
+    """(result, record) of the full-logits path and of the scored-positions path on identical models."""
+    out = []
+    for old in (True, False):
+        model = tiny_model(cfg)
+        rec = TTTRecord(tokens.numel() - 1)
+        kw = {"forward_logits": model.forward_logits} if old else {}
+        out.append((fn(model, tokens, tiny_luts(), cfg, record=rec, progress=False, **kw), rec))
+    return out
+
+
+NEW_VS_OLD = {  # name -> (config overrides, targets)
+    "even": ({}, T_TINY),
+    "short_last_window": (dict(eval_batch_seqs=3), 221),  # T not a multiple of stride or batch
+    "stride_equals_L": (dict(eval_stride=32), T_TINY),  # every window scores from 0: one path
+    "shorter_than_context": ({}, 20),  # one window, shorter than L - stride
+}
+
+
+@pytest.mark.parametrize("case", list(NEW_VS_OLD))
+@pytest.mark.parametrize("fn", [eval_sliding, eval_ttt], ids=["sliding", "ttt"])
+def test_scored_positions_path_equals_full_logits_path(fn, case):
+    kw, T = NEW_VS_OLD[case]
+    cfg = tiny_cfg(**kw)
+    (old, rec_old), (new, rec_new) = _old_and_new(fn, cfg, tiny_tokens(T))
+    rec_old.check()
+    rec_new.check()  # TTT: each target once, scored under no_grad before any step trained on it
+    assert new["n_tokens"] == old["n_tokens"] == T and new["n_bytes"] == old["n_bytes"]
+    assert new["val_loss"] == pytest.approx(old["val_loss"], rel=1e-5, abs=1e-5)
+    assert new["val_bpb"] == pytest.approx(old["val_bpb"], rel=1e-5, abs=1e-5)
+    np.testing.assert_allclose(rec_new.nll, rec_old.nll, rtol=1e-5, atol=1e-5)
+    for key in ("scored_at_chunk", "trained_through_chunk", "trained_in_chunk", "score_count"):
+        assert (getattr(rec_new, key) == getattr(rec_old, key)).all(), key
+
+
+def test_first_window_goes_through_the_model_and_the_rest_through_nll_fn():
+    """A compiled nll_fn sees one start (L - stride) and full batches once padded; window 0 runs eagerly."""
+    cfg = tiny_cfg(eval_batch_seqs=3)
+    model = tiny_model(cfg)
+    calls = []
+
+    def nll_fn(ids, targets, start):
+        calls.append((ids.size(0), start))
+        return model.nll_at(ids, targets, start)
+
+    res = eval_sliding(model, tiny_tokens(221), tiny_luts(), cfg, nll_fn=fixed_batch(nll_fn, 3), progress=False)
+    ref = eval_sliding(tiny_model(cfg), tiny_tokens(221), tiny_luts(), cfg, progress=False)
+    assert res["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-6)
+    assert set(calls) == {(3, 24)} and len(calls) == -(-(count_windows(221, 32, 8) - 1) // 3)
