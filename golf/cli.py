@@ -380,12 +380,12 @@ PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer")
 
 
 def _resolve_path_args(args) -> None:
-    from golf.paths import resolve
+    from golf.paths import resolve, resolve_params_file
 
     for name in PATH_ARGS:
         value = getattr(args, name, None)
         if isinstance(value, str) and value:
-            setattr(args, name, str(resolve(value)))
+            setattr(args, name, str(resolve_params_file(value) if name == "params" else resolve(value)))
     if isinstance(getattr(args, "studies", None), list):
         args.studies = [str(resolve(v)) for v in args.studies]
 

@@ -265,9 +265,9 @@ def load_config(
     """
     values: dict[str, Any] = {}
     if path is not None:
-        from golf.paths import resolve
+        from golf.paths import resolve_params_file
 
-        path = resolve(path)
+        path = resolve_params_file(path)
         if not path.is_file():
             raise ConfigError(f"params file {str(path)!r} does not exist")
         loaded = _read_yaml(path)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
-from golf.paths import bundled, child_env, outputs_root, project_root, resolve
+from golf.paths import bundled, child_env, outputs_root, project_root, resolve, resolve_params_file
 from golf.plots import (  # noqa: F401  (the notebooks' plotting calls)
     eval_table, plot_eval, plot_quant_error, plot_schedule, plot_training, quant_tables, read_metrics,
 )
@@ -234,11 +234,12 @@ def train(params_file: str, run_dir: str = "", seed: int | None = None, override
 
     seeded = {**({"seed": seed} if seed is not None else {}), **(keys or {})}
     extra = set_args(seeded, overrides)
-    _preflight(load_config(resolve(params_file), extra[1:]), nproc)  # all checked before a folder is made
+    params_path = resolve_params_file(params_file)
+    _preflight(load_config(params_path, extra[1:]), nproc)  # all checked before a folder is made
     run = resolve(run_dir) if run_dir else new_numbered_dir(outputs_root() / LAB_STUDY)
     if echo:
         print(f"run folder: {run}")
-    launch_golf(["train", "--params", str(resolve(params_file)), "--run-dir", str(run), *extra], nproc,
+    launch_golf(["train", "--params", str(params_path), "--run-dir", str(run), *extra], nproc,
                 log_path=run / "console.log", echo=echo)
     return run
 
@@ -401,7 +402,7 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     from golf.report import render_study_index
 
     overrides = list(overrides or [])
-    params_path = resolve(params_file)
+    params_path = resolve_params_file(params_file)
     given = parse_overrides(overrides)
     if "seed" in given:
         raise GolfError("params key 'seed' is set by --seeds in golf run, not by --set: "

@@ -56,6 +56,15 @@ def bundled(kind: str, name: str) -> Path:
     return installed if installed.exists() else own
 
 
+def resolve_params_file(path: str | os.PathLike) -> Path:
+    """A params file by the one rule; ``params/NAME`` missing from the project is the bundled one."""
+    p = resolve(path)
+    rel = Path(path)
+    if not p.exists() and not rel.is_absolute() and rel.parts[:1] == ("params",) and len(rel.parts) == 2:
+        return bundled("params", rel.name)
+    return p
+
+
 def outputs_root() -> Path:
     return project_root() / "outputs"
 

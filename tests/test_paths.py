@@ -127,3 +127,25 @@ def test_a_claim_is_exclusive_and_fresh_folders_are_numbered(tmp_path):
 
     with pytest.raises(GolfError, match="in use"):
         claim_run_dir(a)  # a second training into the same folder, while the first runs
+
+
+def test_a_wheel_install_outside_any_project_finds_the_bundled_params_and_notebooks(tmp_path, monkeypatch):
+    """pip install . puts notebooks/ and params/ under PREFIX/share/golf (pyproject's data-files)."""
+    import golf.paths as paths
+    from golf.config import load_config
+
+    prefix = tmp_path / "prefix"
+    for kind in ("params", "notebooks"):
+        (prefix / "share" / "golf" / kind).mkdir(parents=True)
+    shutil.copy(REPO / "params" / "demo.yaml", prefix / "share" / "golf" / "params" / "demo.yaml")
+    (prefix / "share" / "golf" / "notebooks" / "train.ipynb").write_text("{}")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("GOLF_HOME", raising=False)
+    monkeypatch.setattr(paths, "_CHECKOUT", tmp_path / "site-packages")
+    monkeypatch.setattr(paths.sys, "prefix", str(prefix))
+    assert project_root() == work.resolve()
+    cfg = load_config("params/demo.yaml")
+    assert cfg.data_dir == str(work.resolve() / "outputs" / "demo_data")  # outputs stay with the user
+    assert paths.bundled("notebooks", "train.ipynb") == prefix / "share" / "golf" / "notebooks" / "train.ipynb"
