@@ -305,6 +305,25 @@ def read_prepare_meta(data_dir: str | Path) -> dict[str, Any] | None:
     return obj
 
 
+def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> "spm.SentencePieceProcessor":
+    """Load a SentencePiece model; an error naming the file if it is missing, unreadable, or has
+    a different number of pieces than ``vocab_size``."""
+    import sentencepiece as spm
+
+    path = Path(path)
+    if not path.is_file():
+        raise GolfError(f"tokenizer file {str(path)!r} not found")
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as exc:
+        raise GolfError(f"tokenizer file {str(path)!r} is not a SentencePiece model: {exc}") from exc
+    found = sp.get_piece_size()
+    if vocab_size is not None and found != vocab_size:
+        raise GolfError(f"tokenizer {str(path)!r} has {found} pieces but vocab_size is {vocab_size}; "
+                        f"use the matching tokenizer or set vocab_size={found}")
+    return sp
+
+
 def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Check, before any work, that ``cfg``'s tokenizer, vocab_size and data folder belong together.
 
@@ -317,8 +336,6 @@ def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world
 
     Raises GolfError naming the files. Returns the binding, for the run's environment record.
     """
-    from golf.tokenizer import load_tokenizer
-
     data_dir, tok = Path(cfg.data_dir), Path(cfg.tokenizer_path)
     files = {split: list_shards(data_dir, split) for split in splits}
     sp = load_tokenizer(tok)  # missing, or not a SentencePiece model: an error naming the file
@@ -431,7 +448,6 @@ def download_shards(variant: str, out_dir: str | Path, train_shards: int = 1,
         raise GolfError(f"--train-shards must be in [0, {v.train_shards}] for {variant}, got {train_shards}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from golf.tokenizer import load_tokenizer
 
     downloaded = 0
     tok_path = out_dir / v.tokenizer

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 
 from golf.bpb import build_byte_luts
 from golf.corpora import iter_documents
-from golf.data import PREPARE_META, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard
+from golf.data import (  # noqa: F401  (load_tokenizer: tokenizer users import it from here too)
+    PREPARE_META, load_tokenizer, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard,
+)
 from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json
 
 # Trainer settings of the challenge's export script and the #1394 README (spec §1.3).
@@ -77,23 +79,6 @@ def train_tokenizer(docs: Iterable[str], model_path: str | Path, vocab_size: int
         raise GolfError(f"SentencePiece could not train a {vocab_size}-piece tokenizer for {model_path}: {exc}") from exc
     atomic_write_bytes(model_path, model.getvalue())
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
-
-
-def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> spm.SentencePieceProcessor:
-    """Load a SentencePiece model; an error naming the file if it is missing, unreadable, or has
-    a different number of pieces than ``vocab_size``."""
-    path = Path(path)
-    if not path.is_file():
-        raise GolfError(f"tokenizer file {str(path)!r} not found")
-    try:
-        sp = spm.SentencePieceProcessor(model_file=str(path))
-    except (RuntimeError, OSError) as exc:
-        raise GolfError(f"tokenizer file {str(path)!r} is not a SentencePiece model: {exc}") from exc
-    found = sp.get_piece_size()
-    if vocab_size is not None and found != vocab_size:
-        raise GolfError(f"tokenizer {str(path)!r} has {found} pieces but vocab_size is {vocab_size}; "
-                        f"use the matching tokenizer or set vocab_size={found}")
-    return sp
 
 
 def default_val_docs(n_docs: int) -> int:

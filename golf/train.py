@@ -225,6 +225,18 @@ def enable_compile_cache(cfg: Config) -> Path | None:
     return path
 
 
+def hessian_path(run_dir: Path, rank: int) -> Path:
+    """Hessians that training collected itself (``fix_gptq_in_budget``), one file per rank (§9.9)."""
+    return Path(run_dir) / f"hessians_rank{rank}.pt"
+
+
+def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
+    """A fresh training loader: the record replays the start of training's data order (spec §5.2, §9.8)."""
+    loader = make_train_loader(cfg, dist)
+    while True:
+        yield loader.next_batch(device)[0]
+
+
 def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.device):
     """The training forward: ``torch.compile``d (with Newton-Schulz) where compile is on, else the model."""
     if not use_compile(cfg, device):
@@ -369,7 +381,6 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     if cfg.fix_gptq_in_budget:
         # §9.10 fixed: read the calibration data right after training, inside the reserve, before
         # the eval and the checkpoint write; `golf quantize` then uses these Hessians.
-        from golf.pipeline import calibration_batches, hessian_path
         from golf.quant import collect_hessians
 
         t_h = time.perf_counter()
