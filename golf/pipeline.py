@@ -96,18 +96,23 @@ def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
 
 
 def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False) -> dict:
-    """Hessians → GPTQ → Brotli artifact; writes the artifact, the budget and the per-tensor table.
+    """Hessians → GPTQ → compressed artifact; writes the artifact, the budget and the per-tensor table.
 
     ``force`` replaces an existing artifact: once the new one is made, the old one and every file made
     from it (``DERIVED_FROM_ARTIFACT``) move to ``superseded/NNN/``. ``quantize_config.yaml`` records
-    the settings, and quant_budget.json the artifact's sha256 and the keys set since training.
+    the settings, and quant_budget.json the artifact's sha256, the keys set since training and the
+    seconds of each stage (``*_s``). Each stage logs its start and its seconds (``quantize_model``).
     """
+    import time
+
     from golf.quant import artifact_sha256, quantize_model
     from golf.submission import code_bytes
 
     out = run_dir / ARTIFACT_NAME
     if out.exists() and not force:
         raise GolfError(f"{str(out)!r} exists; pass --force to quantize again")
+    t_start = time.perf_counter()
+    log.info("quantize %s: loading model.pt on %s", run_dir, device)
     model = load_run_model(run_dir, cfg, device, source="raw")
     hessians = None
     if hessian_path(run_dir, dist.rank).is_file():
@@ -117,9 +122,10 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     blob, report = quantize_model(model, cfg, calibration_batches(cfg, dist, device), device, code_bytes(),
                                   hessians=hessians)
     budget = {k: v for k, v in report.items() if k != "tensors"}
-    log.info("artifact %d bytes + code %d = %d (limit %d, fits %s); hessians %.1fs, gptq %.1fs",
-             budget["model_bytes"], budget["code_bytes"], budget["total"], budget["limit"], budget["fits"],
-             budget["hessian_s"], budget["gptq_s"])
+    budget["quantize_s"] = round(time.perf_counter() - t_start, 3)
+    log.info("artifact %d bytes + code %d = %d (limit %d, fits %s); %s", budget["model_bytes"],
+             budget["code_bytes"], budget["total"], budget["limit"], budget["fits"],
+             ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in budget.items() if k.endswith("_s")))
     if dist.is_main:
         from golf.runtime import atomic_write_bytes
 
@@ -130,6 +136,7 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
         (run_dir / "tables").mkdir(exist_ok=True)
         atomic_write_text(run_dir / "tables" / "quant_tensors.csv", report["tensors"].to_csv(index=False))
         atomic_write_json(run_dir / "quant_budget.json", budget)
+        log.info("wrote %s", out)
     barrier()
     return budget
 

@@ -1,50 +1,48 @@
-"""Post-training quantization and the compressed artifact (spec §5).
+"""Post-training quantization (spec §5): Hessians, GPTQ, the budget and prune-to-fit.
 
 - Hessians H = Σ XᵀX of every matrix's input over calibration batches (spec §5.2).
 - GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative
   Pre-trained Transformers", arXiv 2210.17323) with act-order and the record's SDClip row
   scales s_r = k·std(W_r)/R (spec §5.3): int6 for the 66 attention/MLP matrices, int8 for the
   tied embedding, fp16 for small tensors.
-- Storage (spec §5.4): int8 values + fp16 row scales, ``torch.save`` → byte shuffle → Brotli.
-  golf adds an 18-byte header (magic, version, compressor, length, crc32) so that a wrong,
-  truncated or corrupt file fails with a clear ``ArtifactError`` instead of a pickle trace.
+- Storage (spec §5.4): int8 values + fp16 row scales; the bytes are golf/artifact.py's (pieces
+  compressed in parallel, each checked by its own crc32).
 - Budget (spec §5.5): code bytes + compressed model bytes ≤ 16,000,000, with the record's
-  prune-to-fit fallback (and its §9.14 bug, switchable).
+  prune-to-fit fallback (and its §9.14 bug, switchable), here predicted so that it compresses at
+  most twice.
+
+``quantize_model`` logs each stage's start and seconds on the "golf" logger and shows a tqdm bar
+where a stage has a count (rank 0 only).
 """
 from __future__ import annotations
 
 import hashlib
-import io
-import lzma
-import math
-import os
-import struct
+import logging
 import time
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import brotli
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from golf.runtime import GolfError, all_reduce_
+from golf.artifact import (  # noqa: F401 - re-exported: the artifact's bytes used to live here
+    ARTIFACT_MAGIC, ARTIFACT_VERSION, COMPRESSORS, ArtifactError, byte_shuffle, byte_unshuffle, default_threads,
+    deserialize, piece_bytes, serialize, serialize_v1,
+)
+from golf.runtime import GolfError, all_reduce_, dist_info
+
+log = logging.getLogger("golf")
 
 MATRIX_SUFFIXES = ("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight",
                    "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight")
 EMBED_NAME = "tok_emb.weight"
-SHUFFLE_MAGIC = b"BSHF"
-ARTIFACT_MAGIC = b"GOLF"
-ARTIFACT_VERSION = 1
-_HEADER = struct.Struct("<4sBBQI")  # magic, version, compressor id, payload length, crc32(payload)
-_COMPRESSORS = {"brotli": 1, "lzma": 2}
 
 
-class ArtifactError(GolfError):
-    """The artifact file is not a golf artifact, is truncated or corrupt, or does not fit the model."""
+def _bar(total: int, desc: str, progress: bool, unit: str = "it"):
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (progress and dist_info().is_main))
 
 
 # --- Hessians (spec §5.2) ----------------------------------------------------------------------
@@ -66,13 +64,13 @@ def _next_inputs(batches: Any, device: torch.device) -> Tensor:
 
 @torch.no_grad()
 def collect_hessians(model, batches_iter: Any, n_batches: int, device: torch.device | str,
-                     all_reduce: bool = False) -> dict[str, Tensor]:
+                     all_reduce: bool = False, progress: bool = False) -> dict[str, Tensor]:
     """H = Σ XᵀX (fp32) per unbanked weight name, averaged over ``n_batches`` (spec §5.2).
 
     Eval mode, no grad, looping on (the looped layers add one XᵀX per pass), plain
     ``forward_logits``. ``all_reduce=True`` also averages over ranks: the fix for spec §9.9
     (the record quantizes with each rank's own Hessians). Returns {weight name: H [in, in]};
-    c_q, c_k and c_v share one tensor.
+    c_q, c_k and c_v share one tensor. ``progress`` shows a bar over the batches.
     """
     device = torch.device(device)
     sums: dict[str, Tensor] = {}
@@ -91,8 +89,10 @@ def collect_hessians(model, batches_iter: Any, n_batches: int, device: torch.dev
     model.set_looping(True)
     model.capture = capture
     try:
-        for _ in range(n_batches):
-            model.forward_logits(_next_inputs(batches_iter, device))
+        with _bar(n_batches, "Hessians", progress, "batch") as bar:
+            for _ in range(n_batches):
+                model.forward_logits(_next_inputs(batches_iter, device))
+                bar.update()
     finally:
         model.capture = None
         model.set_looping(was_looping)
@@ -188,18 +188,19 @@ def _tensor_plan(name: str, t: Tensor, cfg) -> tuple[int, float] | None:
 
 
 def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tensor], cfg,
-                        device: torch.device | str | None = None,
-                        timings: dict[str, float] | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+                        device: torch.device | str | None = None, timings: dict[str, float] | None = None,
+                        progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """GPTQ every matrix (``NAME.q`` int8 + ``NAME.scale`` fp16) and keep small tensors as fp16.
 
     meta[name] is {"type": "int6"/"int8", "bits", "clip_sigmas"} or {"type": "passthrough"}.
-    ``timings``, if given, receives the GPTQ seconds per tensor.
+    ``timings``, if given, receives the GPTQ seconds per tensor; ``progress`` shows a bar over them.
     """
     quantized: dict[str, Tensor] = {}
     meta: dict[str, Any] = {}
     missing = [n for n, t in unbanked_sd.items() if _tensor_plan(n, t, cfg) and n not in hessians]
     if missing:
         raise GolfError(f"no Hessian for {missing[:8]}: were they captured by collect_hessians?")
+    bar = _bar(sum(_tensor_plan(n, t, cfg) is not None for n, t in unbanked_sd.items()), "GPTQ", progress, "matrix")
     for name, t in unbanked_sd.items():
         plan = _tensor_plan(name, t, cfg)
         if plan is None:
@@ -208,6 +209,7 @@ def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tens
             meta[name] = {"type": "passthrough"}
             continue
         bits, k = plan
+        bar.set_postfix_str(name)
         dev = torch.device(device) if device is not None else t.device
         t0 = time.perf_counter()
         q, scale = gptq_quantize(t.to(dev), hessians[name].to(dev), bits, k,
@@ -218,6 +220,8 @@ def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tens
             timings[name] = time.perf_counter() - t0
         quantized[name + ".q"], quantized[name + ".scale"] = q.cpu(), scale.cpu()
         meta[name] = {"type": f"int{bits}", "bits": bits, "clip_sigmas": float(k)}
+        bar.update()
+    bar.close()
     return quantized, meta
 
 
@@ -243,82 +247,6 @@ def dequantize_state_dict(quantized: dict[str, Tensor], meta: dict[str, Any],
     return out
 
 
-# --- bytes: shuffle, compress, header (spec §5.4, §9.15) ---------------------------------------
-
-def byte_shuffle(data: bytes, stride: int = 2) -> bytes:
-    """b"BSHF" + stride byte + the bytes at offsets ≡ 0 (mod stride), then ≡ 1, ...
-
-    Groups the low and high bytes of fp16 / int8 streams so the entropy coder sees similar bytes together.
-    """
-    arr = np.frombuffer(data, dtype=np.uint8)
-    return SHUFFLE_MAGIC + bytes([stride]) + b"".join(arr[i::stride].tobytes() for i in range(stride))
-
-
-def byte_unshuffle(data: bytes) -> bytes:
-    """Inverse of byte_shuffle: lane i holds n//stride bytes, +1 for the first n % stride lanes."""
-    if data[:4] != SHUFFLE_MAGIC or len(data) < 5:
-        raise ArtifactError("artifact is corrupt: the decompressed payload lacks the BSHF shuffle magic")
-    stride = data[4]
-    payload = np.frombuffer(data, dtype=np.uint8, offset=5)
-    n = payload.size
-    out = np.empty(n, dtype=np.uint8)
-    pos = 0
-    for i in range(stride):
-        lane = n // stride + (1 if i < n % stride else 0)
-        out[i::stride] = payload[pos:pos + lane]
-        pos += lane
-    return out.tobytes()
-
-
-def _compress(data: bytes, compressor: str) -> bytes:
-    if compressor == "brotli":
-        return brotli.compress(data, quality=11)
-    if compressor == "lzma":
-        return lzma.compress(data, preset=6)
-    raise GolfError(f"unknown compressor {compressor!r}; expected one of {sorted(_COMPRESSORS)}")
-
-
-def serialize(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: str = "brotli") -> bytes:
-    """torch.save({'w', 'm'}) → byte shuffle (stride 2) → Brotli q11 (or lzma preset 6) → golf header."""
-    buf = io.BytesIO()
-    torch.save({"w": quantized, "m": meta}, buf)
-    payload = _compress(byte_shuffle(buf.getvalue(), 2), compressor)
-    header = _HEADER.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, _COMPRESSORS[compressor], len(payload),
-                          zlib.crc32(payload))
-    return header + payload
-
-
-def deserialize(blob: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Inverse of serialize; each kind of damage raises ArtifactError naming it."""
-    if len(blob) < _HEADER.size:
-        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the {_HEADER.size}-byte golf header")
-    magic, version, comp_id, length, crc = _HEADER.unpack_from(blob)
-    if magic != ARTIFACT_MAGIC:
-        raise ArtifactError(f"not a golf artifact: wrong magic {magic!r}, expected {ARTIFACT_MAGIC!r}")
-    if version != ARTIFACT_VERSION:
-        raise ArtifactError(f"golf artifact version {version} is not supported (this golf reads {ARTIFACT_VERSION})")
-    payload = blob[_HEADER.size:]
-    if len(payload) != length:
-        raise ArtifactError(f"artifact is truncated: header declares {length} payload bytes, found {len(payload)}")
-    if zlib.crc32(payload) != crc:
-        raise ArtifactError(f"artifact is corrupt: crc32 of the payload is {zlib.crc32(payload):#010x}, "
-                            f"header says {crc:#010x}")
-    names = {v: k for k, v in _COMPRESSORS.items()}
-    if comp_id not in names:
-        raise ArtifactError(f"artifact is corrupt: unknown compressor id {comp_id}")
-    try:
-        raw = brotli.decompress(payload) if names[comp_id] == "brotli" else lzma.decompress(payload)
-    except (brotli.error, lzma.LZMAError) as exc:
-        raise ArtifactError(f"artifact is corrupt: the {names[comp_id]} stream does not decompress ({exc})") from None
-    try:
-        obj = torch.load(io.BytesIO(byte_unshuffle(raw)), map_location="cpu", weights_only=True)
-        return obj["w"], obj["m"]
-    except ArtifactError:
-        raise
-    except Exception as exc:
-        raise ArtifactError(f"artifact is corrupt: the payload is not a golf state dict ({exc})") from None
-
-
 # --- budget and prune-to-fit (spec §5.4, §5.5, §9.14) ------------------------------------------
 
 def artifact_budget(model_bytes: int, code_bytes: int, limit: int = 16_000_000) -> dict[str, Any]:
@@ -328,104 +256,217 @@ def artifact_budget(model_bytes: int, code_bytes: int, limit: int = 16_000_000) 
             "limit": int(limit), "headroom": int(limit) - total, "fits": total <= limit}
 
 
-def prune_to_fit(quantized: dict[str, Tensor], meta: dict[str, Any], code_bytes: int, limit: int,
-                 compressor: str = "brotli", fix: bool = False) -> tuple[dict[str, Tensor], int, bytes]:
-    """Zero int6 ±1 entries, smallest row scale first, 5% of the candidates per round, until it fits.
+def _entropy_bytes(counts: np.ndarray) -> float:
+    c = counts[counts > 0].astype(np.float64)
+    return float(-(c * np.log2(c / c.sum())).sum() / 8) if c.size else 0.0
 
-    ``fix=False`` is the record (spec §9.14): for each candidate it zeroes the *first remaining*
-    ±1 entry of that tensor in flat order, not the candidate's own entry. ``fix=True`` zeroes the
-    candidate. Returns (pruned dict, entries zeroed, serialized blob); the blob may still not fit
-    when the candidates run out (check with artifact_budget).
+
+class _PrunePlan:
+    """Which int6 ±1 entries go, in the record's order, and a prediction of the bytes that saves.
+
+    Candidates are every ±1 entry of the int6 matrices, ordered by their row's scale (stable, so
+    ties keep tensor and flat order). Zeroing the first ``m`` candidates zeroes, in tensor t,
+    ``m_t`` entries: the candidates' own (``fix``) or, as the record does (spec §9.14), the first
+    ``m_t`` ±1 entries of t in flat order. Predicted saving: per tensor, its coder's rate (its
+    compressed bytes over its order-0 entropy) times the drop in order-0 entropy when ``m_t`` counts
+    move from ±1 to 0.
     """
-    out = {k: v.clone() for k, v in quantized.items()}
-    blob = serialize(out, meta, compressor)
-    if len(blob) + code_bytes <= limit:
-        return out, 0, blob
-    names, cand_tensor, cand_flat, cand_scale, ones_in_order = [], [], [], [], []
-    for name, m in meta.items():
-        if m.get("bits") != 6:
-            continue
-        q, s = out[name + ".q"], out[name + ".scale"].float()
-        flat = torch.nonzero(q.reshape(-1).abs() == 1).squeeze(1)  # ascending flat order
-        cand_tensor.append(torch.full_like(flat, len(names)))
-        names.append(name)
-        ones_in_order.append(flat)
-        cand_flat.append(flat)
-        cand_scale.append(s[flat // q.shape[1]])
-    if not names or sum(f.numel() for f in cand_flat) == 0:
-        return out, 0, blob
-    tensor_of, flats, scales = torch.cat(cand_tensor), torch.cat(cand_flat), torch.cat(cand_scale)
-    order = torch.argsort(scales, stable=True)  # smallest row scale first
-    per_round = max(1, math.ceil(0.05 * order.numel()))
-    done = [0] * len(names)  # ±1 entries zeroed so far, per tensor
-    zeroed = 0
-    for start in range(0, order.numel(), per_round):
-        chosen = order[start:start + per_round]
-        for t, name in enumerate(names):
-            mine = chosen[tensor_of[chosen] == t]
-            if mine.numel() == 0:
-                continue
-            idx = flats[mine] if fix else ones_in_order[t][done[t]:done[t] + mine.numel()]
-            out[name + ".q"].view(-1)[idx] = 0
-            done[t] += mine.numel()
-            zeroed += mine.numel()
-        blob = serialize(out, meta, compressor)
-        if len(blob) + code_bytes <= limit:
-            break
-    return out, zeroed, blob
+
+    def __init__(self, quantized: dict[str, Tensor], meta: dict[str, Any], fix: bool, sizes: dict[str, int]):
+        self.names = [n for n, m in meta.items() if m.get("bits") == 6]
+        tensor_of, scales, flats = [], [], []
+        for t, name in enumerate(self.names):
+            q = quantized[name + ".q"]
+            flat = torch.nonzero(q.reshape(-1).abs() == 1).squeeze(1)  # ascending flat order
+            flats.append(flat)
+            tensor_of.append(torch.full_like(flat, t))
+            scales.append(quantized[name + ".scale"].float()[flat // q.shape[1]])
+        self.n = sum(f.numel() for f in flats)
+        if self.n == 0:
+            return
+        order = torch.argsort(torch.cat(scales), stable=True)  # smallest row scale first
+        self.tensor_order = torch.cat(tensor_of)[order].numpy()  # tensor of the k-th candidate
+        all_flat = torch.cat(flats)[order]
+        self.seq, self.plus, self.hist, self.h0, self.rate = [], [], [], [], []
+        for t, name in enumerate(self.names):
+            seq = all_flat[torch.from_numpy(self.tensor_order == t)] if fix else flats[t]
+            q = quantized[name + ".q"].reshape(-1)
+            self.seq.append(seq)
+            self.plus.append(np.concatenate(([0], np.cumsum((q[seq] > 0).numpy()))))
+            hist = np.bincount(q.numpy().astype(np.int64) + 128, minlength=256)
+            h0 = _entropy_bytes(hist)
+            self.hist.append(hist)
+            self.h0.append(h0)
+            self.rate.append(sizes.get(name + ".q", h0) / h0 if h0 > 0 else 1.0)
+
+    def per_tensor(self, m: int) -> np.ndarray:
+        return np.bincount(self.tensor_order[:m], minlength=len(self.names))
+
+    def saving(self, m: int) -> float:
+        total = 0.0
+        for t, mt in enumerate(self.per_tensor(m)):
+            if mt:
+                h, p = self.hist[t].copy(), int(self.plus[t][mt])
+                h[128] += mt
+                h[129] -= p
+                h[127] -= mt - p
+                total += self.rate[t] * (self.h0[t] - _entropy_bytes(h))
+        return total
+
+    def smallest(self, target: float) -> int:
+        """The smallest count whose predicted saving reaches ``target`` bytes (all of them if none does)."""
+        lo, hi = 1, self.n
+        if self.saving(hi) < target:
+            return hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if self.saving(mid) >= target else (mid + 1, hi)
+        return lo
+
+    def apply(self, quantized: dict[str, Tensor], m: int) -> dict[str, Tensor]:
+        out = dict(quantized)
+        for t, mt in enumerate(self.per_tensor(m)):
+            if mt:
+                key = self.names[t] + ".q"
+                out[key] = quantized[key].clone()
+                out[key].view(-1)[self.seq[t][:mt]] = 0
+        return out
+
+
+def prune_to_fit(quantized: dict[str, Tensor], meta: dict[str, Any], code_bytes: int, limit: int,
+                 compressor: str = "brotli", fix: bool = False, blob: bytes | None = None,
+                 cache: dict | None = None, threads: int | None = None,
+                 progress: bool = False) -> tuple[dict[str, Tensor], int, bytes]:
+    """Zero int6 ±1 entries, smallest row scale first, until code + artifact ≤ limit (spec §5.4).
+
+    The record zeroes 5% of the candidates per round and compresses the whole artifact after each
+    round (~90 s a round at its size). golf predicts the count instead (``_PrunePlan``), with a
+    margin of 5% of the excess + 16 bytes + 10 ppm of the artifact, and compresses once; if that is still over, it corrects the
+    prediction by the saving it saw and compresses once more. Only if that is still over does it go
+    on (a warning each time) until it fits or the candidates run out. So it zeroes about as many
+    entries as needed, where the record rounds up to a whole 5% round.
+    ``fix=False`` is the record (spec §9.14): each candidate zeroes the *first remaining* ±1 entry
+    of its tensor in flat order, not its own entry; ``fix=True`` zeroes the candidate's own.
+    ``blob``: the unpruned artifact, if already made; ``cache``: serialize's piece cache, so that
+    each compression redoes only the tensors pruning changed. Returns (pruned dict, entries zeroed,
+    artifact); the artifact may still not fit when the candidates run out (check with artifact_budget).
+    """
+    cache = {} if cache is None else cache
+    if blob is None:
+        blob = serialize(quantized, meta, compressor, threads, cache, progress)
+    need = len(blob) + code_bytes - limit
+    if need <= 0:
+        return dict(quantized), 0, blob
+    plan = _PrunePlan(quantized, meta, fix, piece_bytes(blob))
+    if plan.n == 0:
+        log.warning("prune: %d bytes over the limit and no int6 ±1 entries to zero", need)
+        return dict(quantized), 0, blob
+    correction, m, rounds = 1.0, 0, 0
+    out = quantized
+    while True:
+        rounds += 1
+        target = need * (1 + 0.05 * rounds) + (16 + 1e-5 * len(blob)) * rounds  # a margin for the coder's noise
+        m = min(plan.n, max(plan.smallest(target / correction), m + 1))
+        predicted = plan.saving(m)
+        log.info("prune round %d: %d bytes over; zeroing %d of %d int6 ±1 entries (%.2f%%), predicted to save %d bytes",
+                 rounds, need, m, plan.n, 100 * m / plan.n, predicted)
+        t0 = time.perf_counter()
+        out = plan.apply(quantized, m)
+        pruned_blob = serialize(out, meta, compressor, threads, cache, progress)
+        saved = len(blob) - len(pruned_blob)
+        log.info("prune round %d: %d bytes (saved %d) in %.1f s", rounds, len(pruned_blob), saved,
+                 time.perf_counter() - t0)
+        if len(pruned_blob) + code_bytes <= limit or m == plan.n:
+            return out, m, pruned_blob
+        if rounds >= 2:
+            log.warning("prune: still %d bytes over after %d compressions; pruning more",
+                        len(pruned_blob) + code_bytes - limit, rounds)
+        correction = saved / predicted if saved > 0 and predicted > 0 else correction / 2
 
 
 # --- end to end --------------------------------------------------------------------------------
 
+def _stage(name: str, t0: float, times: dict[str, float], key: str) -> None:
+    times[key] = round(time.perf_counter() - t0, 3)
+    log.info("%s: done in %.1f s", name, times[key])
+
+
 def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, code_bytes: int,
-                   estimate_tensor_bytes: bool = True,
-                   hessians: dict[str, Tensor] | None = None) -> tuple[bytes, dict[str, Any]]:
-    """Unbank → Hessians → GPTQ → serialize → budget (→ prune if over), spec §5.1 steps 4–6.
+                   hessians: dict[str, Tensor] | None = None, threads: int | None = None,
+                   progress: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """Unbank → Hessians → GPTQ → compress → budget (→ prune if over) → verify, spec §5.1 steps 4–6.
 
     Returns (artifact bytes, report): report["tensors"] is a DataFrame with one row per tensor
-    (name, shape, bits, clip_sigmas, rel_error ‖W−Ŵ‖/‖W‖, est_bytes = that tensor's q+scale
-    compressed alone, gptq_s); the other keys are hessian_s, gptq_s, serialize_s, estimate_s, n_pruned and
-    the artifact_budget fields. Pass ``hessians`` already collected (e.g. inside the training
-    cap, the spec §9.10 fix) to skip the collection; ``calib_batches`` is then unused.
+    (name, shape, bits, clip_sigmas, rel_error ‖W−Ŵ‖/‖W‖, q_bytes = the compressed bytes of its
+    integers in the artifact, gptq_s); the other keys are the stage seconds hessian_s, gptq_s,
+    compress_s, prune_s, verify_s, and compressor, n_pruned and the artifact_budget fields. Pass
+    ``hessians`` already collected (e.g. inside the training cap, the spec §9.10 fix) to skip the
+    collection (hessian_s is then 0); ``calib_batches`` is then unused. ``threads``: compression
+    threads (default: this rank's share of the cores). ``progress``: bars on rank 0.
     """
     from golf.model import unbank_state_dict
 
-    device = torch.device(device)
+    device, times = torch.device(device), {}
+    threads = threads or default_threads()
     t0 = time.perf_counter()
     if hessians is None:
+        log.info("Hessians: %d calibration batches on %s", cfg.gptq_calibration_batches, device)
         hessians = collect_hessians(model, calib_batches, cfg.gptq_calibration_batches, device,
-                                    all_reduce=cfg.fix_allreduce_hessians)
-    t1 = time.perf_counter()
+                                    all_reduce=cfg.fix_allreduce_hessians, progress=progress)
+        _stage("Hessians", t0, times, "hessian_s")
+    else:
+        times["hessian_s"] = 0.0
+    t0 = time.perf_counter()
     sd = unbank_state_dict({k: v.detach() for k, v in model.state_dict().items()}, cfg.num_layers)
+    plans = [_tensor_plan(n, t, cfg) for n, t in sd.items()]
+    log.info("GPTQ: %d matrices (%s) on %s", sum(p is not None for p in plans),
+             ", ".join(f"{sum(p is not None and p[0] == b for p in plans)} int{b}"
+                       for b in sorted({p[0] for p in plans if p is not None})), device)
     per_tensor: dict[str, float] = {}
-    quantized, meta = quantize_state_dict(sd, hessians, cfg, device=device, timings=per_tensor)
-    t2 = time.perf_counter()
-    blob = serialize(quantized, meta, cfg.compressor)
+    quantized, meta = quantize_state_dict(sd, hessians, cfg, device=device, timings=per_tensor, progress=progress)
+    _stage("GPTQ", t0, times, "gptq_s")
+
+    t0 = time.perf_counter()
+    raw = sum(t.numel() * t.element_size() for t in quantized.values())
+    log.info("compress: %.1f MB of tensors, %s, %d threads", raw / 1e6, cfg.compressor, threads)
+    cache: dict = {}
+    blob = serialize(quantized, meta, cfg.compressor, threads, cache, progress)
+    _stage("compress", t0, times, "compress_s")
     budget = artifact_budget(len(blob), code_bytes, cfg.artifact_limit_bytes)  # the file, header included
-    n_pruned = 0
+    log.info("artifact %d bytes + code %d = %d (limit %d)", len(blob), code_bytes, budget["total"], budget["limit"])
+
+    t0, n_pruned = time.perf_counter(), 0
     if not budget["fits"]:
+        log.info("prune: %d bytes over; zeroing int6 ±1 entries, smallest row scale first (fix_prune_to_fit=%s)",
+                 -budget["headroom"], cfg.fix_prune_to_fit)
         quantized, n_pruned, blob = prune_to_fit(quantized, meta, code_bytes, cfg.artifact_limit_bytes,
-                                                 cfg.compressor, cfg.fix_prune_to_fit)
+                                                 cfg.compressor, cfg.fix_prune_to_fit, blob=blob, cache=cache,
+                                                 threads=threads, progress=progress)
         budget = artifact_budget(len(blob), code_bytes, cfg.artifact_limit_bytes)
-    t3 = time.perf_counter()
-    names = [n for n, m in meta.items() if m["type"] != "passthrough"]
-    est = [None] * len(names)
-    if estimate_tensor_bytes:  # Brotli q11 is slow (~0.3 MB/s) but releases the GIL: one thread per tensor
-        def one(n: str) -> int:
-            return len(_compress(quantized[n + ".q"].numpy().tobytes() + quantized[n + ".scale"].numpy().tobytes(),
-                                 cfg.compressor))
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            est = list(pool.map(one, names))
-    t4 = time.perf_counter()
+        _stage("prune", t0, times, "prune_s")
+    else:
+        times["prune_s"] = 0.0
+
+    t0 = time.perf_counter()
+    log.info("verify: decompressing the artifact and comparing it with the quantized tensors")
+    back, back_meta = deserialize(blob, threads, progress)
+    wrong = [k for k, v in quantized.items() if k not in back or back[k].dtype != v.dtype or not torch.equal(back[k], v)]
+    if wrong or set(back) != set(quantized) or back_meta != meta:
+        raise ArtifactError(f"the artifact does not read back as written: {(wrong or ['meta or keys'])[:5]}")
+    _stage("verify", t0, times, "verify_s")
+
+    sizes = piece_bytes(blob)
     rows = []
-    for name, nbytes in zip(names, est):
-        W, m = sd[name].float().cpu(), meta[name]
+    for name, m in meta.items():
+        if m["type"] == "passthrough":
+            continue
+        W = sd[name].float().cpu()
         q, s = quantized[name + ".q"], quantized[name + ".scale"]
         err = (W - q.float() * s.float()[:, None]).norm() / W.norm().clamp_min(1e-30)
         rows.append({"name": name, "shape": tuple(W.shape), "bits": m["bits"], "clip_sigmas": m["clip_sigmas"],
-                     "rel_error": float(err), "est_bytes": nbytes, "gptq_s": per_tensor.get(name, 0.0)})
-    report = {"tensors": pd.DataFrame(rows), "n_hessians": len(hessians), "hessian_s": t1 - t0,
-              "gptq_s": t2 - t1, "serialize_s": t3 - t2, "estimate_s": t4 - t3, "n_pruned": n_pruned, **budget}
+                     "rel_error": float(err), "q_bytes": sizes.get(name + ".q"), "gptq_s": per_tensor.get(name, 0.0)})
+    report = {"tensors": pd.DataFrame(rows), "n_hessians": len(hessians), **times, "compressor": cfg.compressor,
+              "n_pruned": n_pruned, **budget}
     return blob, report
 
 

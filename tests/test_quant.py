@@ -216,8 +216,9 @@ def test_quantize_model_report_and_logits_from_artifact(tiny, artifact):
     blob, report = artifact
     df = report["tensors"]
     assert len(df) == 6 * cfg.num_layers + 1 and report["n_hessians"] == 6 * cfg.num_layers + 1
-    assert (df.rel_error < 0.2).all() and (df.est_bytes > 0).all()
+    assert (df.rel_error < 0.2).all() and (df.q_bytes > 0).all() and df.q_bytes.sum() < len(blob)
     assert report["total"] == len(blob) + 1000 and report["fits"] and report["n_pruned"] == 0
+    assert {"hessian_s", "gptq_s", "compress_s", "prune_s", "verify_s"} <= set(report) and report["prune_s"] == 0
     # the artifact's model and the in-memory dequantized model give the same logits
     quantized, meta = deserialize(blob)
     fresh = build_model(cfg.replace(seed=7), "cpu")
@@ -243,8 +244,9 @@ def test_load_artifact_from_path(tmp_path, tiny, artifact):
 
 
 def test_corruptions_raise_clear_errors(tiny, artifact):
-    cfg, _, _ = tiny
+    """The format's own tests are in test_artifact.py; here, the artifact quantize_model makes."""
     blob = artifact[0]
+    assert blob[4] == 2
     with pytest.raises(ArtifactError, match="truncated: header declares"):
         deserialize(blob[:-10])
     with pytest.raises(ArtifactError, match="truncated: 5 bytes"):
@@ -253,9 +255,9 @@ def test_corruptions_raise_clear_errors(tiny, artifact):
         deserialize(b"XXXX" + blob[4:])
     flipped = bytearray(blob)
     flipped[len(blob) // 2] ^= 0xFF
-    with pytest.raises(ArtifactError, match="corrupt: crc32"):
+    with pytest.raises(ArtifactError, match=r"corrupt: piece \d+ of \d+ \(.+\) fails its crc32 check"):
         deserialize(bytes(flipped))
-    garbage = b"\x00not brotli at all\xff" * 3  # a valid header around an invalid stream
+    garbage = b"\x00not brotli at all\xff" * 3  # a valid format-1 header around an invalid stream
     header = struct.pack("<4sBBQI", b"GOLF", 1, 1, len(garbage), zlib.crc32(garbage))
     with pytest.raises(ArtifactError, match="corrupt: the brotli stream"):
         deserialize(header + garbage)
@@ -285,24 +287,40 @@ def test_artifact_budget():
     assert not artifact_budget(15_990_000, 19_760)["fits"]
 
 
-def _prunable():
+def _prunable(rows=32, cols=64, sigma=2.0, names=("a.weight", "b.weight")):
     g = torch.Generator().manual_seed(5)
     quantized, meta = {}, {}
-    for name in ("a.weight", "b.weight"):
-        quantized[name + ".q"] = (torch.randn(32, 64, generator=g) * 2).round().clamp(-31, 31).to(torch.int8)
-        quantized[name + ".scale"] = torch.linspace(1.0, 0.01, 32).half()  # smallest scales in the last rows
+    for name in names:
+        quantized[name + ".q"] = (torch.randn(rows, cols, generator=g) * sigma).round().clamp(-31, 31).to(torch.int8)
+        quantized[name + ".scale"] = torch.linspace(1.0, 0.01, rows).half()  # smallest scales in the last rows
         meta[name] = {"type": "int6", "bits": 6, "clip_sigmas": 12.85}
     quantized["c"], meta["c"] = torch.ones(4, dtype=torch.float16), {"type": "passthrough"}
     return quantized, meta
 
 
+@pytest.fixture
+def count_compressions(monkeypatch):
+    """How many times prune_to_fit serializes the artifact (each a full compression in the record)."""
+    import golf.quant as gq
+
+    calls = []
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return serialize(*args, **kw)
+
+    monkeypatch.setattr(gq, "serialize", counted)
+    return calls
+
+
 @pytest.mark.parametrize("fix", [False, True])
-def test_prune_to_fit_fits_and_spec_9_14(fix):
+def test_prune_to_fit_fits_and_spec_9_14(fix, count_compressions):
     quantized, meta = _prunable()
-    size = len(serialize(quantized, meta))
-    limit = size - 60
-    pruned, n, blob = prune_to_fit(quantized, meta, code_bytes=0, limit=limit, fix=fix)
+    blob0 = serialize(quantized, meta)
+    limit = len(blob0) - 60
+    pruned, n, blob = prune_to_fit(quantized, meta, code_bytes=0, limit=limit, fix=fix, blob=blob0)
     assert 0 < n and len(blob) <= limit and len(blob) == len(serialize(pruned, meta))
+    assert len(count_compressions) <= 2 + 1  # + the check just above
     zeroed_total = 0
     for name in ("a.weight", "b.weight"):
         before, after = quantized[name + ".q"], pruned[name + ".q"]
@@ -318,7 +336,70 @@ def test_prune_to_fit_fits_and_spec_9_14(fix):
     assert torch.equal(pruned["c"], quantized["c"])
 
 
-def test_prune_to_fit_noop_when_it_fits():
+@pytest.mark.parametrize("compressor", ["brotli", "rans"])
+@pytest.mark.parametrize("over", [300, 3000, 6000])
+@pytest.mark.parametrize("fix", [False, True])
+def test_prune_to_fit_compresses_at_most_twice(fix, over, compressor, count_compressions):
+    """Predicted from each tensor's compressed bytes: one compression, a top-up at most (issue 14)."""
+    quantized, meta = _prunable(rows=128, cols=256, sigma=2.4, names=("a.weight", "b.weight", "c.weight"))
+    blob0 = serialize(quantized, meta, compressor)
+    code = 1234
+    limit = len(blob0) + code - over
+    pruned, n, blob = prune_to_fit(quantized, meta, code, limit, compressor, fix=fix, blob=blob0)
+    assert len(blob) + code <= limit and 0 < n
+    assert len(count_compressions) <= 2, f"{len(count_compressions)} compressions"
+    ones = sum(int((quantized[k].abs() == 1).sum()) for k in quantized if k.endswith(".q"))
+    assert n < ones  # it did not just zero everything
+    assert_rows_equal = [torch.equal(deserialize(blob)[0][k], v) for k, v in pruned.items()]
+    assert all(assert_rows_equal)
+
+
+def test_prune_to_fit_noop_when_it_fits(count_compressions):
     quantized, meta = _prunable()
     pruned, n, blob = prune_to_fit(quantized, meta, code_bytes=0, limit=10**9)
     assert n == 0 and all(torch.equal(pruned[k], v) for k, v in quantized.items())
+    assert len(count_compressions) == 1  # the check that it fits
+
+
+def test_prune_to_fit_when_the_candidates_run_out(count_compressions):
+    quantized, meta = _prunable()
+    pruned, n, blob = prune_to_fit(quantized, meta, code_bytes=0, limit=100)
+    assert len(blob) > 100 and n == sum(int((quantized[k].abs() == 1).sum()) for k in ("a.weight.q", "b.weight.q"))
+    assert all(int((pruned[k].abs() == 1).sum()) == 0 for k in ("a.weight.q", "b.weight.q"))
+    assert len(count_compressions) == 2  # the unpruned one, then everything pruned at once
+
+
+# --- golf quantize from the command line ---------------------------------------------------
+
+def test_golf_quantize_shows_every_stage_and_prunes_with_two_compressions_at_most(tmp_path, demo_data, capsys):
+    """Issue 14: each stage logs its start and seconds and shows a bar; the seconds land in quant_budget.json."""
+    import json
+    import re
+
+    from golf.cli import main as golf_main
+    from test_train import tiny_params
+
+    params = tiny_params(tmp_path, demo_data, iterations=4, val_loss_every=0)
+    run = tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert golf_main(["quantize", "--run-dir", str(run)]) == 0
+    err = capsys.readouterr().err
+    lines = ["Hessians: 2 calibration batches", "Hessians: done in", "GPTQ: 25 matrices (24 int6, 1 int8)",
+             "GPTQ: done in", "compress: ", "compress: done in", "verify: ", "verify: done in"]
+    log = (run / "quantize.log").read_text()
+    for line in lines:
+        assert line in err and line in log, line
+    for bar in ("Hessians", "GPTQ", "compress", "decompress"):  # tqdm's bars, on stderr only
+        assert re.search(bar + r": +\d+%\|", err) and not re.search(bar + r": +\d+%\|", log), bar
+    budget = json.loads((run / "quant_budget.json").read_text())
+    stages = ("hessian_s", "gptq_s", "compress_s", "prune_s", "verify_s", "quantize_s")
+    assert all(budget[k] >= 0 for k in stages) and budget["prune_s"] == 0 and budget["n_pruned"] == 0
+
+    limit = budget["total"] - 300  # over by 300 bytes: prune-to-fit
+    assert golf_main(["quantize", "--run-dir", str(run), "--force", "--set", f"artifact_limit_bytes={limit}"]) == 0
+    err = capsys.readouterr().err
+    assert "prune: 300 bytes over" in err
+    assert 1 <= len(re.findall(r"prune round \d+: \d+ bytes \(saved \d+\)", err)) <= 2
+    budget = json.loads((run / "quant_budget.json").read_text())
+    assert budget["fits"] and budget["total"] <= limit and budget["n_pruned"] > 0 and budget["prune_s"] > 0

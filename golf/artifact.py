@@ -1,0 +1,450 @@
+"""The artifact's bytes (spec §5.4): golf's header, independent pieces, and their codecs.
+
+Format 1 (golf before issue 14; still read, and written by ``serialize_v1``): an 18-byte header
+``<4sBBQI>`` (magic GOLF, 1, compressor id, payload length, crc32) and one stream,
+Brotli-11(byte_shuffle(torch.save({'w': tensors, 'm': meta}))), the record's. Brotli 11 runs at
+under 1 MB/s on one core: ~90 s for the record's 36 MB.
+
+Format 2 cuts the same tensors into pieces that compress independently, on threads (Brotli and
+lzma release the GIL), and checks each piece on its own, so that a damaged file names the damage:
+
+    header  <4sBBHI>  magic GOLF, 2, compressor id, piece count, crc32 of the piece table
+    table   <BHIII>   per piece: kind, tensor index, compressed length, raw length, crc32
+    pieces            in table order
+
+Kinds: LAYOUT (JSON: each tensor's name, dtype, shape, and the meta), VALUES (one int8 matrix's
+integers, column-major because a column is one input feature, whose spread the row scales do not
+normalize; cut into chunks of ≤ 1 MiB so that big matrices spread over threads), REST (every other
+tensor, i.e. row scales and fp16 passthrough, concatenated and byte-shuffled with stride 2).
+Keeping the int8 values apart from the fp16 bytes, in column order, compresses a little better
+than the record's one interleaved stream (bench/compress.py).
+
+Compressors: ``brotli`` (quality 11), ``lzma`` (preset 6), ``rans``: each matrix entropy-coded
+with ANS (the ``constriction`` library) under categorical tables fitted to its own integers, one
+table per group of columns of similar spread (1, 2, 4 or 8 groups, whichever is smallest with the
+tables counted); LAYOUT and REST still use Brotli.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import lzma
+import os
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Callable
+
+import brotli
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from golf.runtime import GolfError, dist_info
+
+ARTIFACT_MAGIC = b"GOLF"
+ARTIFACT_VERSION = 2  # what serialize writes; deserialize reads 1 and 2
+COMPRESSORS = {"brotli": 1, "lzma": 2, "rans": 3}
+SHUFFLE_MAGIC = b"BSHF"
+CHUNK = 1 << 20  # bytes of one VALUES piece (Brotli/lzma)
+_HEADER_V1 = struct.Struct("<4sBBQI")  # magic, version, compressor id, payload length, crc32(payload)
+_HEADER_V2 = struct.Struct("<4sBBHI")  # magic, version, compressor id, piece count, crc32(table)
+_PIECE = struct.Struct("<BHIII")  # kind, tensor index, compressed length, raw length, crc32(compressed)
+LAYOUT, VALUES, REST = 0, 1, 2
+_NO_TENSOR = 0xFFFF
+_DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.int8,
+                                                       torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool)}
+
+
+class ArtifactError(GolfError):
+    """The artifact file is not a golf artifact, is truncated or corrupt, or does not fit the model."""
+
+
+# --- byte shuffle (spec §5.4, §9.15) -----------------------------------------------------------
+
+def byte_shuffle(data: bytes, stride: int = 2) -> bytes:
+    """b"BSHF" + stride byte + the bytes at offsets ≡ 0 (mod stride), then ≡ 1, ...
+
+    Groups the low and high bytes of fp16 / int8 streams so the entropy coder sees similar bytes together.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    return SHUFFLE_MAGIC + bytes([stride]) + b"".join(arr[i::stride].tobytes() for i in range(stride))
+
+
+def byte_unshuffle(data: bytes) -> bytes:
+    """Inverse of byte_shuffle: lane i holds n//stride bytes, +1 for the first n % stride lanes."""
+    if data[:4] != SHUFFLE_MAGIC or len(data) < 5:
+        raise ArtifactError("artifact is corrupt: the decompressed payload lacks the BSHF shuffle magic")
+    stride = data[4]
+    payload = np.frombuffer(data, dtype=np.uint8, offset=5)
+    n = payload.size
+    out = np.empty(n, dtype=np.uint8)
+    pos = 0
+    for i in range(stride):
+        lane = n // stride + (1 if i < n % stride else 0)
+        out[i::stride] = payload[pos:pos + lane]
+        pos += lane
+    return out.tobytes()
+
+
+# --- rANS over the integers of one matrix ------------------------------------------------------
+
+_RANS_HEAD = struct.Struct("<hHB")  # lowest symbol, alphabet size, column groups
+
+
+def _entropy_bytes(counts: np.ndarray) -> float:
+    c = counts[counts > 0].astype(np.float64)
+    return float(-(c * np.log2(c / c.sum())).sum() / 8) if c.size else 0.0
+
+
+def _constriction():
+    try:
+        import constriction
+    except ImportError:
+        raise GolfError("compressor 'rans' needs the constriction package: pip install constriction") from None
+    return constriction
+
+
+def rans_encode(cols: np.ndarray) -> bytes:
+    """ANS-code an int8 matrix stored column by column, ``cols`` (columns, rows).
+
+    Columns are sorted by their mean square and cut into K equal groups (K = 1, 2, 4 or 8, the
+    smallest estimate of tables + group map + coded bits); each group gets a categorical table of
+    its own counts, stored as uint16 scaled to the largest count.
+    Layout: <hHB> lowest symbol, alphabet size n, K; the group map as log2(K) bit-planes (K > 1);
+    K tables of n uint16; the ANS words (uint32).
+    """
+    cs = _constriction()
+    C = cols.shape[0]
+    if cols.size == 0:
+        return _RANS_HEAD.pack(0, 1, 1) + b"\x01\x00"
+    lo = int(cols.min())
+    sym = cols.astype(np.int32) - lo  # (C, rows), in [0, n)
+    n = int(sym.max()) + 1
+    by_spread = np.argsort((cols.astype(np.float64) ** 2).mean(axis=1), kind="stable")
+    best = None
+    for K in (1, 2, 4, 8):
+        if K > C:
+            break
+        group = np.empty(C, dtype=np.int64)
+        for g, part in enumerate(np.array_split(by_spread, K)):
+            group[part] = g
+        counts = [np.bincount(sym[group == g].ravel(), minlength=n) for g in range(K)]
+        cost = sum(_entropy_bytes(c) for c in counts) + 2 * n * K + (K > 1) * int(np.log2(K)) * (-(-C // 8))
+        if best is None or cost < best[0]:
+            best = (cost, K, group, counts)
+    _, K, group, counts = best
+    tables = [np.where(c > 0, np.maximum(1, np.round(c * 65535 / c.max())), 0).astype("<u2") for c in counts]
+    coder = cs.stream.stack.AnsCoder()
+    for g in reversed(range(K)):  # a stack: the last group encoded is the first decoded
+        coder.encode_reverse(sym[group == g].ravel(), cs.stream.model.Categorical(tables[g].astype(np.float64),
+                                                                                 perfect=False))
+    bits = int(np.log2(K))
+    gmap = b"".join(np.packbits(((group >> b) & 1).astype(np.uint8)).tobytes() for b in range(bits))
+    return (_RANS_HEAD.pack(lo, n, K) + gmap + b"".join(t.tobytes() for t in tables)
+            + coder.get_compressed().astype("<u4").tobytes())
+
+
+def rans_decode(data: bytes, rows: int, n_values: int) -> bytes:
+    """Inverse of rans_encode: the column-major bytes of the matrix (``n_values`` entries of ``rows`` each column)."""
+    cs = _constriction()
+    lo, n, K = _RANS_HEAD.unpack_from(data)
+    if n_values == 0:
+        return b""
+    C = n_values // rows
+    pos, bits = _RANS_HEAD.size, int(np.log2(K))
+    group = np.zeros(C, dtype=np.int64)
+    for b in range(bits):
+        plane = np.unpackbits(np.frombuffer(data, np.uint8, -(-C // 8), pos))[:C]
+        group |= plane.astype(np.int64) << b
+        pos += -(-C // 8)
+    tables = np.frombuffer(data, "<u2", K * n, pos).reshape(K, n).astype(np.float64)
+    pos += 2 * K * n
+    coder = cs.stream.stack.AnsCoder(np.frombuffer(data, "<u4", offset=pos).astype(np.uint32))
+    out = np.empty((C, rows), dtype=np.int32)
+    for g in range(K):
+        mine = group == g
+        out[mine] = coder.decode(cs.stream.model.Categorical(tables[g], perfect=False),
+                                 int(mine.sum()) * rows).reshape(-1, rows)
+    return (out + lo).astype(np.int8).tobytes()
+
+
+# --- codecs and the thread pool ----------------------------------------------------------------
+
+def _encode(raw: bytes, codec: str, rows: int) -> bytes:
+    if codec == "brotli":
+        return brotli.compress(raw, quality=11)
+    if codec == "lzma":
+        return lzma.compress(raw, preset=6)
+    if codec == "rans":
+        return rans_encode(np.frombuffer(raw, np.int8).reshape(-1, rows) if raw else np.zeros((0, 0), np.int8))
+    raise GolfError(f"unknown compressor {codec!r}; expected one of {sorted(COMPRESSORS)}")
+
+
+def _decode(data: bytes, codec: str, rows: int, raw_len: int) -> bytes:
+    if codec == "brotli":
+        return brotli.decompress(data)
+    if codec == "lzma":
+        return lzma.decompress(data)
+    return rans_decode(data, rows, raw_len)
+
+
+def default_threads() -> int:
+    """Cores this process may use, shared among the ranks of a torchrun job."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // dist_info().world_size)
+
+
+def _pool_map(fn: Callable[[int], bytes], sizes: list[int], threads: int, desc: str, progress: bool) -> list[bytes]:
+    """fn(k) for every piece k on ``threads`` threads, biggest first; a bar in bytes."""
+    out: list[Any] = [None] * len(sizes)
+    order = sorted(range(len(sizes)), key=lambda k: -sizes[k])
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+            tqdm(total=sum(sizes), desc=desc, unit="B", unit_scale=True, leave=False,
+                 disable=not (progress and dist_info().is_main)) as bar:
+        futures = {pool.submit(fn, k): k for k in order}
+        for fut in as_completed(futures):
+            k = futures[fut]
+            out[k] = fut.result()
+            bar.update(sizes[k])
+    return out
+
+
+# --- format 2 ----------------------------------------------------------------------------------
+
+def _is_values(t: Tensor) -> bool:
+    return t.dtype == torch.int8 and t.ndim == 2
+
+
+def _raw(t: Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _side_codec(compressor: str) -> str:
+    return "lzma" if compressor == "lzma" else "brotli"
+
+
+def serialize(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: str = "brotli",
+              threads: int | None = None, cache: dict | None = None, progress: bool = False) -> bytes:
+    """The tensors and their meta as a format-2 artifact (module docstring).
+
+    ``cache`` (a dict kept between calls) maps a piece's codec and raw bytes to its compressed
+    bytes, so that serializing again after a few tensors changed compresses only those.
+    """
+    if compressor not in COMPRESSORS:
+        raise GolfError(f"unknown compressor {compressor!r}; expected one of {sorted(COMPRESSORS)}")
+    side = _side_codec(compressor)
+    tensors = [(n, t.detach().cpu()) for n, t in quantized.items()]
+    if len(tensors) >= _NO_TENSOR:
+        raise GolfError(f"an artifact holds at most {_NO_TENSOR - 1} tensors, got {len(tensors)}")
+    layout = {"tensors": [[n, str(t.dtype).removeprefix("torch."), list(t.shape)] for n, t in tensors], "meta": meta}
+    jobs = [(LAYOUT, _NO_TENSOR, json.dumps(layout).encode(), side, 0)]  # kind, tensor, raw, codec, rows
+    for i, (_, t) in enumerate(tensors):
+        if _is_values(t):
+            raw = t.T.contiguous().numpy().tobytes()  # column-major
+            step = len(raw) if compressor == "rans" else CHUNK
+            jobs += [(VALUES, i, raw[o:o + step], compressor, t.shape[0]) for o in range(0, max(len(raw), 1), max(step, 1))]
+    rest = b"".join(_raw(t) for _, t in tensors if not _is_values(t))
+    jobs.append((REST, _NO_TENSOR, byte_shuffle(rest, 2), side, 0))
+
+    cache = {} if cache is None else cache
+    keys = [(codec, hashlib.blake2b(raw, digest_size=16).digest()) for _, _, raw, codec, _ in jobs]
+    todo = [k for k, key in enumerate(keys) if key not in cache]
+    done = _pool_map(lambda j: _encode(jobs[todo[j]][2], jobs[todo[j]][3], jobs[todo[j]][4]),
+                     [len(jobs[k][2]) for k in todo], threads or default_threads(), "compress", progress)
+    cache.update({keys[k]: c for k, c in zip(todo, done)})
+    pieces = [cache[key] for key in keys]
+    table = b"".join(_PIECE.pack(kind, idx, len(c), len(raw), zlib.crc32(c))
+                     for (kind, idx, raw, _, _), c in zip(jobs, pieces))
+    header = _HEADER_V2.pack(ARTIFACT_MAGIC, 2, COMPRESSORS[compressor], len(jobs), zlib.crc32(table))
+    return header + table + b"".join(pieces)
+
+
+def _read_table(blob: bytes) -> tuple[str, list[tuple[int, int, int, int, int, int]]]:
+    """(compressor, [(kind, tensor, offset, length, raw length, crc32)]) of a format-2 blob, checked."""
+    if len(blob) < _HEADER_V2.size:
+        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the {_HEADER_V2.size}-byte golf header")
+    _, _, comp_id, n, table_crc = _HEADER_V2.unpack_from(blob)
+    names = {v: k for k, v in COMPRESSORS.items()}
+    end = _HEADER_V2.size + n * _PIECE.size
+    if len(blob) < end:
+        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than its header and "
+                            f"{n}-piece table ({end} bytes)")
+    if zlib.crc32(blob[_HEADER_V2.size:end]) != table_crc:
+        raise ArtifactError("artifact is corrupt: its piece table fails its crc32 check")
+    if comp_id not in names:
+        raise ArtifactError(f"artifact is corrupt: unknown compressor id {comp_id}")
+    pieces, pos = [], end
+    for k in range(n):
+        kind, idx, length, raw_len, crc = _PIECE.unpack_from(blob, _HEADER_V2.size + k * _PIECE.size)
+        pieces.append((kind, idx, pos, length, raw_len, crc))
+        pos += length
+    if pos != len(blob):
+        what = "truncated" if pos > len(blob) else "corrupt"
+        raise ArtifactError(f"artifact is {what}: header declares {pos - end} bytes of pieces, found {len(blob) - end}")
+    if not pieces or pieces[0][0] != LAYOUT:
+        raise ArtifactError("artifact is corrupt: its first piece is not the layout")
+    return names[comp_id], pieces
+
+
+def _read_layout(blob: bytes, compressor: str, piece) -> dict[str, Any]:
+    _, _, pos, length, _, crc = piece
+    data = blob[pos:pos + length]
+    if zlib.crc32(data) != crc:
+        raise ArtifactError(f"artifact is corrupt: piece 1 (the layout: tensor names, shapes and meta) "
+                            f"fails its crc32 check")
+    try:
+        layout = json.loads(_decode(data, _side_codec(compressor), 0, 0))
+        assert isinstance(layout["meta"], dict) and all(len(e) == 3 for e in layout["tensors"])
+        return layout
+    except Exception as exc:  # noqa: BLE001 - any fault here is a damaged file
+        raise ArtifactError(f"artifact is corrupt: piece 1 (the layout) does not decode ({exc})") from None
+
+
+def _piece_names(layout: dict[str, Any], pieces) -> list[str]:
+    """A reader's name for every piece: 'piece 7 of 80 (blocks.1.mlp.fc.weight.q, chunk 2 of 4)'."""
+    names, n = [], len(pieces)
+    per_tensor: dict[int, int] = {}
+    for kind, idx, *_ in pieces:
+        per_tensor[idx] = per_tensor.get(idx, 0) + 1
+    seen: dict[int, int] = {}
+    for k, (kind, idx, *_) in enumerate(pieces):
+        if kind == LAYOUT:
+            what = "the layout"
+        elif kind == REST:
+            what = "row scales and small tensors"
+        else:
+            seen[idx] = seen.get(idx, 0) + 1
+            tname = layout["tensors"][idx][0] if idx < len(layout["tensors"]) else f"tensor #{idx}"
+            what = tname + (f", chunk {seen[idx]} of {per_tensor[idx]}" if per_tensor[idx] > 1 else "")
+        names.append(f"piece {k + 1} of {n} ({what})")
+    return names
+
+
+def piece_bytes(blob: bytes) -> dict[str, int]:
+    """Compressed bytes of each int8 matrix's values in a format-2 artifact, by tensor name ({} for format 1)."""
+    if len(blob) < _HEADER_V2.size or _HEADER_V2.unpack_from(blob)[1] != 2:
+        return {}
+    compressor, pieces = _read_table(blob)
+    layout = _read_layout(blob, compressor, pieces[0])
+    out: dict[str, int] = {}
+    for kind, idx, _, length, _, _ in pieces:
+        if kind == VALUES:
+            name = layout["tensors"][idx][0]
+            out[name] = out.get(name, 0) + length
+    return out
+
+
+def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    compressor, pieces = _read_table(blob)
+    layout = _read_layout(blob, compressor, pieces[0])
+    names = _piece_names(layout, pieces)
+    bad = [k for k, (_, _, pos, length, _, crc) in enumerate(pieces) if zlib.crc32(blob[pos:pos + length]) != crc]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ArtifactError(f"artifact is corrupt: {names[bad[0]]} fails its crc32 check{more}")
+    entries = layout["tensors"]
+    for kind, idx, *_ in pieces:
+        if kind == VALUES and idx >= len(entries):
+            raise ArtifactError(f"artifact is corrupt: a piece names tensor #{idx}, the layout has {len(entries)}")
+
+    def codec(k: int) -> str:
+        return compressor if pieces[k][0] == VALUES else _side_codec(compressor)
+
+    def one(k: int) -> bytes:
+        kind, idx, pos, length, raw_len, _ = pieces[k]
+        rows = int(entries[idx][2][0]) if kind == VALUES and entries[idx][2] else 0
+        try:
+            raw = _decode(blob[pos:pos + length], codec(k), max(rows, 1), raw_len)
+        except Exception as exc:  # noqa: BLE001 - any fault here is a damaged file
+            raise ArtifactError(f"artifact is corrupt: {names[k]} does not decompress with {codec(k)} ({exc})") from None
+        if len(raw) != raw_len:
+            raise ArtifactError(f"artifact is corrupt: {names[k]} decompresses to {len(raw)} bytes, "
+                                f"its table entry says {raw_len}")
+        return raw
+
+    raws = _pool_map(one, [p[4] for p in pieces], threads or default_threads(), "decompress", progress)
+    values: dict[int, list[bytes]] = {}
+    for (kind, idx, *_), raw in zip(pieces, raws):
+        if kind == VALUES:
+            values.setdefault(idx, []).append(raw)
+    rest_pieces = [raw for (kind, *_), raw in zip(pieces, raws) if kind == REST]
+    if len(rest_pieces) != 1:
+        raise ArtifactError(f"artifact is corrupt: {len(rest_pieces)} pieces of small tensors, expected 1")
+    rest, pos = byte_unshuffle(rest_pieces[0]), 0
+    out: dict[str, Tensor] = {}
+    for i, (name, dtype_name, shape) in enumerate(entries):
+        if dtype_name not in _DTYPES:
+            raise ArtifactError(f"artifact is corrupt: tensor {name!r} has unknown dtype {dtype_name!r}")
+        dtype, numel = _DTYPES[dtype_name], int(np.prod(shape, dtype=np.int64))
+        nbytes = numel * dtype.itemsize
+        if i in values:
+            data = b"".join(values[i])
+            if len(shape) != 2 or dtype != torch.int8 or len(data) != nbytes:
+                raise ArtifactError(f"artifact is corrupt: the values of {name!r} do not fill its shape {shape}")
+            t = torch.frombuffer(bytearray(data), dtype=torch.int8).reshape(shape[1], shape[0]).T.contiguous() \
+                if nbytes else torch.empty(shape, dtype=dtype)
+        else:
+            data, pos = rest[pos:pos + nbytes], pos + nbytes
+            if len(data) != nbytes:
+                raise ArtifactError(f"artifact is corrupt: the small-tensor piece ends inside {name!r}")
+            t = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(shape) \
+                if nbytes else torch.empty(shape, dtype=dtype)
+        out[name] = t
+    if pos != len(rest):
+        raise ArtifactError(f"artifact is corrupt: {len(rest) - pos} bytes left over in the small-tensor piece")
+    return out, layout["meta"]
+
+
+# --- format 1, and the reader of both ----------------------------------------------------------
+
+def serialize_v1(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: str = "brotli") -> bytes:
+    """The format-1 writer: torch.save({'w', 'm'}) → byte shuffle (stride 2) → one Brotli-11 (or lzma) stream."""
+    if compressor not in ("brotli", "lzma"):
+        raise GolfError(f"format 1 has no compressor {compressor!r}")
+    buf = io.BytesIO()
+    torch.save({"w": quantized, "m": meta}, buf)
+    payload = _encode(byte_shuffle(buf.getvalue(), 2), compressor, 0)
+    return _HEADER_V1.pack(ARTIFACT_MAGIC, 1, COMPRESSORS[compressor], len(payload), zlib.crc32(payload)) + payload
+
+
+def _deserialize_v1(blob: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    if len(blob) < _HEADER_V1.size:
+        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the {_HEADER_V1.size}-byte golf header")
+    _, _, comp_id, length, crc = _HEADER_V1.unpack_from(blob)
+    payload = blob[_HEADER_V1.size:]
+    if len(payload) != length:
+        raise ArtifactError(f"artifact is truncated: header declares {length} payload bytes, found {len(payload)}")
+    if zlib.crc32(payload) != crc:
+        raise ArtifactError(f"artifact is corrupt: crc32 of the payload is {zlib.crc32(payload):#010x}, "
+                            f"header says {crc:#010x}")
+    names = {1: "brotli", 2: "lzma"}
+    if comp_id not in names:
+        raise ArtifactError(f"artifact is corrupt: unknown compressor id {comp_id}")
+    try:
+        raw = _decode(payload, names[comp_id], 0, 0)
+    except (brotli.error, lzma.LZMAError) as exc:
+        raise ArtifactError(f"artifact is corrupt: the {names[comp_id]} stream does not decompress ({exc})") from None
+    try:
+        obj = torch.load(io.BytesIO(byte_unshuffle(raw)), map_location="cpu", weights_only=True)
+        return obj["w"], obj["m"]
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ArtifactError(f"artifact is corrupt: the payload is not a golf state dict ({exc})") from None
+
+
+def deserialize(blob: bytes, threads: int | None = None, progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Inverse of serialize (format 2) and of serialize_v1; each kind of damage raises ArtifactError naming it."""
+    if len(blob) < 6:
+        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the golf header")
+    if blob[:4] != ARTIFACT_MAGIC:
+        raise ArtifactError(f"not a golf artifact: wrong magic {blob[:4]!r}, expected {ARTIFACT_MAGIC!r}")
+    version = blob[4]
+    if version == 1:
+        return _deserialize_v1(blob)
+    if version == 2:
+        return _deserialize_v2(blob, threads, progress)
+    raise ArtifactError(f"golf artifact version {version} is not supported (this golf reads 1 and 2)")
