@@ -225,7 +225,8 @@ class WindowScorer:
     def __init__(self, model, tokens: Tensor, luts, cfg: Config, acc, forward_logits: Callable | None = None,
                  nll_fn: Callable | None = None):
         self.model, self.tokens, self.luts, self.acc = model, tokens, luts, acc
-        self.L, self.T, self.stride, self.batch = cfg.eval_seq_len, tokens.numel() - 1, cfg.eval_stride, cfg.eval_batch_seqs
+        self.L, self.T = cfg.eval_seq_len, tokens.numel() - 1
+        self.stride, self.batch = cfg.eval_stride, cfg.eval_batch_seqs
         self.starts, self.offsets = sliding_windows(self.T, self.L, self.stride)
         self.forward_logits, self.nll_fn = forward_logits, nll_fn or model.nll_at
         # on the device once: a per-batch copy from pageable host memory would sync the stream
@@ -268,7 +269,7 @@ class WindowScorer:
             record.note_scored(pos[:, s:][m].cpu().numpy(), nll[m].double().cpu().numpy(), chunk, trained_through)
 
 
-def compiled_nll(model, cfg: Config) -> Callable:
+def compiled_nll(model, cfg: Config, backend: str = "inductor") -> Callable:
     """``model.nll_at`` compiled for static shapes: (eval_batch_seqs, L) windows scoring from L − stride.
 
     A short batch is padded to eval_batch_seqs rows (``golf.pipeline.fixed_batch``), so one graph
@@ -276,16 +277,17 @@ def compiled_nll(model, cfg: Config) -> Callable:
     """
     from golf.pipeline import fixed_batch
 
-    return fixed_batch(torch.compile(model.nll_at, dynamic=False, fullgraph=True), cfg.eval_batch_seqs)
+    return fixed_batch(torch.compile(model.nll_at, dynamic=False, fullgraph=True, backend=backend), cfg.eval_batch_seqs)
 
 
-def compiled_ttt_loss(model) -> Callable:
+def compiled_ttt_loss(model, backend: str = "inductor") -> Callable:
     """TTT's training loss, Σ NLL over a (B, L) batch, compiled forward and backward (AOTAutograd).
 
     The same function as the eager default in ``eval_ttt``; B is fixed by the chunk geometry
     (chunk_len // L sequences shared over ranks), so at most a short last share recompiles.
     """
-    return torch.compile(lambda x, y: model(x, y, reduction="none").sum(), dynamic=False, fullgraph=True)
+    return torch.compile(lambda x, y: model(x, y, reduction="none").sum(), dynamic=False, fullgraph=True,
+                         backend=backend)
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str = "it"):

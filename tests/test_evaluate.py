@@ -5,13 +5,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from golf.bpb import ByteLUTs
 from golf.config import load_config
-import torch.nn.functional as F
-
 from golf.evaluate import (
-    TTTRecord, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows, ttt_chunks, window_chunk,
+    TTTRecord, compiled_nll, compiled_ttt_loss, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows,
+    ttt_chunks, window_chunk,
 )
 from golf.model import build_model, softcap_nll
 from golf.pipeline import fixed_batch
@@ -312,3 +312,20 @@ def test_first_window_goes_through_the_model_and_the_rest_through_nll_fn():
     ref = eval_sliding(tiny_model(cfg), tiny_tokens(221), tiny_luts(), cfg, progress=False)
     assert res["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-6)
     assert set(calls) == {(3, 24)} and len(calls) == -(-(count_windows(221, 32, 8) - 1) // 3)
+
+
+def test_scorer_and_ttt_loss_trace_as_single_graphs():
+    """compiled_nll and compiled_ttt_loss trace with fullgraph=True and give the eager results
+    (aot_eager: dynamo and AOTAutograd without code generation, so it runs on CPU)."""
+    cfg = tiny_cfg(eval_batch_seqs=5)
+    model = tiny_model(cfg)
+    ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
+    with torch.no_grad():
+        got = compiled_nll(model, cfg, backend="aot_eager")(ids, y, 24)  # padded to 5 rows and back
+        torch.testing.assert_close(got, model.nll_at(ids, y, 24), rtol=1e-5, atol=1e-5)
+    compiled_ttt_loss(model, backend="aot_eager")(ids, y).backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    model(ids, y, reduction="none").sum().backward()
+    for g, p in zip(got, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5)
