@@ -403,3 +403,13 @@ def test_golf_quantize_shows_every_stage_and_prunes_with_two_compressions_at_mos
     assert 1 <= len(re.findall(r"prune round \d+: \d+ bytes \(saved \d+\)", err)) <= 2
     budget = json.loads((run / "quant_budget.json").read_text())
     assert budget["fits"] and budget["total"] <= limit and budget["n_pruned"] > 0 and budget["prune_s"] > 0
+
+
+def test_rans_artifact_holds_the_same_integers(tiny, artifact):
+    """compressor: rans changes the bytes, not what they hold."""
+    cfg, model, hessians = tiny
+    blob, report = quantize_model(model, cfg.replace(compressor="rans"), None, "cpu", code_bytes=1000,
+                                  hessians=hessians)
+    assert blob[5] == 3 and report["compressor"] == "rans" and report["hessian_s"] == 0
+    got, want = deserialize(blob), deserialize(artifact[0])
+    assert got[1] == want[1] and all(torch.equal(got[0][k], v) for k, v in want[0].items())
