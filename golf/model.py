@@ -106,6 +106,22 @@ def softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float, chunk_ro
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(targets.shape)
 
 
+def suffix_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal GQA attention of the last Tq queries over all Tk keys, as an explicit fp32 softmax.
+
+    q: (B, Tq, H, hd), query i at position Tk − Tq + i; k, v: (B, Tk, KV, hd). Equal to the last Tq rows
+    of the full causal attention; small (Tq·Tk scores a head), so one formula serves every backend
+    (SDPA's is_causal aligns the mask top-left when Tq ≠ Tk).
+    """
+    B, Tq, H, hd = q.shape
+    Tk, rep = k.size(1), H // k.size(2)
+    k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float()) / hd**0.5  # (B, H, Tq, Tk)
+    mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    return torch.einsum("bhts,bshd->bthd", probs, v.float()).to(q.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Config, layer: int):
         super().__init__()
@@ -116,7 +132,8 @@ class Attention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
 
     def forward(self, h: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, attn: Callable,
-                capture: Callable | None) -> Tensor:
+                capture: Callable | None, q_start: int = 0) -> Tensor:
+        """Output (B, T − q_start, D) of positions q_start..T−1; keys and values come from all T."""
         B, T, _ = h.shape
         if capture is not None:
             capture(f"blocks.{self.layer}.attn.c_q", h)
@@ -127,10 +144,15 @@ class Attention(nn.Module):
         q = apply_partial_rope(q, self.rope_dims, self.rope_base, self.train_seq_len)
         k = apply_partial_rope(k, self.rope_dims, self.rope_base, self.train_seq_len)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = attn(q, k, v)  # (B, T, H, hd), causal GQA
+        if q_start:
+            q, v_own = q[:, q_start:], v[:, q_start:]
+            y = suffix_attention(q, k, v)  # (B, T - q_start, H, hd)
+        else:
+            v_own = v
+            y = attn(q, k, v)  # (B, T, H, hd), causal GQA
         if self.use_xsa:
-            y = exclusive_self_attention(y, v)
-        y = y.reshape(B, T, self.num_heads * self.head_dim)
+            y = exclusive_self_attention(y, v_own)
+        y = y.reshape(B, T - q_start, self.num_heads * self.head_dim)
         if capture is not None:
             capture(f"blocks.{self.layer}.attn.proj", y)
         return F.linear(y, wo)
@@ -162,23 +184,26 @@ class Block(nn.Module):
         m = self.resid_mix.to(x.dtype)
         return m[0] * x + m[1] * x0
 
-    def attn_out(self, x_in: Tensor, w: tuple, attn: Callable, capture) -> Tensor:
+    def attn_out(self, x_in: Tensor, w: tuple, attn: Callable, capture, q_start: int = 0) -> Tensor:
         h = rms_norm(x_in) * self.ln_scale
-        return self.attn_scale.to(x_in.dtype) * self.attn(h, *w[:4], attn, capture)
+        return self.attn_scale.to(x_in.dtype) * self.attn(h, *w[:4], attn, capture, q_start)
 
     def mlp_out(self, x: Tensor, w: tuple, capture) -> Tensor:
         h = rms_norm(x) * self.ln_scale
         return self.mlp_scale.to(x.dtype) * mlp(h, w[4], w[5], self.layer, capture)
 
-    def forward(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture, q_start: int = 0) -> Tensor:
+        """``q_start``: return positions q_start.. only (attention still reads every position)."""
         x_in = self.mix(x, x0)
-        x = x_in + self.attn_out(x_in, w, attn, capture)
+        x = x_in[:, q_start:] + self.attn_out(x_in, w, attn, capture, q_start)
         return x + self.mlp_out(x, w, capture)
 
-    def forward_single_stream(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture) -> Tensor:
+    def forward_single_stream(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture,
+                              q_start: int = 0) -> Tensor:
         """#1493's "parallel residual": attention and MLP both read x_in and are summed."""
         x_in = self.mix(x, x0)
-        return x_in + self.attn_out(x_in, w, attn, capture) + self.mlp_out(x_in, w, capture)
+        tail = x_in[:, q_start:]
+        return tail + self.attn_out(x_in, w, attn, capture, q_start) + self.mlp_out(tail, w, capture)
 
 
 class GPT(nn.Module):
@@ -242,11 +267,13 @@ class GPT(nn.Module):
     def hidden(self, ids: Tensor, start: int = 0) -> Tensor:
         """Final-norm hidden states (B, T − start, D) of positions start..T−1, in the compute dtype.
 
-        All T positions run through every layer whose output later feeds attention. What is
-        position-wise after that runs on positions ``start:`` alone: the MLP lane from its split
-        (``parallel_mode: lanes`` — it reads only itself and MLPs, never attention), the lane merge
-        and the final norm. At the record config that is the last four virtual layers' MLPs; a
-        sliding window that scores its last 64 of 2048 positions skips them for the other 1984.
+        All T positions run through every layer whose output later feeds attention's keys and
+        values. The rest runs on positions ``start:`` alone: the last virtual layer's queries, its
+        attention output and MLP (``Attention.forward``'s ``q_start``); the MLP lane from its split
+        (``parallel_mode: lanes`` — it reads only itself and MLPs, never attention); the lane merge
+        and the final norm. At the record config that is the last four virtual layers' MLPs and the
+        last layer's attention: a sliding window that scores its last 64 of 2048 positions skips them
+        for the other 1984. ``start`` = 0 is the full forward, unchanged.
         """
         cfg, capture, attn = self.cfg, self.capture, self._attn
         x = rms_norm(self.tok_emb(ids).to(self.compute_dtype))
@@ -260,6 +287,7 @@ class GPT(nn.Module):
         lane1 = None  # the MLP lane once lanes are split; x is then the attention lane
         for pos, layer in enumerate(dec):
             block = self.blocks[layer]
+            tail = start if pos == len(dec) - 1 else 0  # the last layer returns positions start.. only
             if pos < n_skip and skips:
                 s = self.skip_weights[pos].to(x.dtype) * skips.pop()
                 if cfg.skip_gates_enabled:
@@ -272,13 +300,12 @@ class GPT(nn.Module):
                 if lane1 is None:
                     lane1 = x[:, start:].clone()  # position-wise from here on
                 x_in = block.mix(x, x0)
-                x = x_in + block.attn_out(x_in, w, attn, capture)
+                x = x_in[:, tail:] + block.attn_out(x_in, w, attn, capture, tail)
                 lane1 = lane1 + block.mlp_out(lane1, w, capture)
             elif cfg.parallel_mode == "single_stream" and parallel:
-                x = block.forward_single_stream(x, x0, w, attn, capture)
+                x = block.forward_single_stream(x, x0, w, attn, capture, tail)
             else:
-                x = block(x, x0, w, attn, capture)
-        x = x[:, start:]
+                x = block(x, x0, w, attn, capture, tail)
         if lane1 is not None:
             lam = self.lane_merge.to(x.dtype)
             x = lam * x + (1 - lam) * lane1

@@ -13,7 +13,8 @@ from golf.evaluate import (
     TTTRecord, compiled_nll, compiled_ttt_loss, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows,
     ttt_chunks, window_chunk,
 )
-from golf.model import build_model, softcap_nll
+from golf.attention import math_attention
+from golf.model import build_model, softcap_nll, suffix_attention
 from golf.pipeline import fixed_batch
 
 TINY = dict(vocab_size=64, model_dim=32, num_layers=3, num_heads=2, num_kv_heads=1, rope_dims=8, train_seq_len=32,
@@ -233,11 +234,24 @@ def test_softcap_nll_equals_cross_entropy_of_softcapped_logits():
         torch.testing.assert_close(softcap_nll(h, w, y, 30.0, chunk_rows=rows), want, rtol=1e-5, atol=1e-5)
 
 
+def test_suffix_attention_is_the_last_rows_of_causal_attention():
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 12, h, 8, generator=g) for h in (4, 2, 2))
+    full = math_attention(q, k, v)
+    for s in (0, 5, 11):
+        torch.testing.assert_close(suffix_attention(q[:, s:], k, v), full[:, s:], rtol=1e-5, atol=1e-6)
+
+
+DEEP = dict(num_layers=4, loop_start=1, loop_end=2, num_loops=2, parallel_start_layer=2, xsa_last_n=4)
+
+
 @pytest.mark.parametrize("mode", ["lanes", "single_stream", "none"])
 @pytest.mark.parametrize("looping", [False, True])
-def test_nll_at_equals_forward_on_the_scored_slice(mode, looping):
-    """``start`` skips only position-wise work: the NLL of positions start.. is unchanged."""
-    cfg = tiny_cfg(parallel_mode=mode)
+@pytest.mark.parametrize("geometry", ["tiny", "deep"])
+def test_nll_at_equals_forward_on_the_scored_slice(mode, looping, geometry):
+    """``start`` skips only work that the positions start.. do not depend on: their NLL is unchanged.
+    "deep": lanes split three decoder layers before the last, with a looped layer inside them."""
+    cfg = tiny_cfg(parallel_mode=mode, **(DEEP if geometry == "deep" else {}))
     model = tiny_model(cfg)
     model.set_looping(looping)
     ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
