@@ -7,7 +7,8 @@ token p + 1 predicted from tokens 0..p. Every mode splits its work contiguously 
 Score-first TTT (§6.3, credited to PR #461 / #549) is legal under the four conditions of Issue #1017:
 C1 causality (p_t depends on the artifact and x_<t only), C2 a full normalized softmax, C3 every
 token scored under no_grad before any update that trains on it, C4 each token scored exactly once.
-C2 holds by construction (plain softmax CE); C1, C3 and C4 are checked, not asserted in prose:
+C2 holds by construction (softmax CE over all V: ``softcap_nll`` is logsumexp minus the target
+logit, the same function as ``F.cross_entropy``); C1, C3 and C4 are checked, not asserted in prose:
 ``eval_ttt(record=TTTRecord(T))`` logs, per target position, when it was scored and by weights
 trained through which chunk, and ``TTTRecord.check()`` raises on the first violation (STYLE rule 7).
 
@@ -16,6 +17,12 @@ targets p in [ci·C, ci·C + k·L) with k = chunk_len // L; token (ci+1)·C is t
 the chunk's own last scored position. Every window whose first scored position lies in chunk ci
 is scored during chunk ci, and windows scoring earlier positions belong to earlier chunks, so all
 of chunk ci's training targets are scored by the end of its scoring phase: the record respects C3.
+
+Scoring speed (issue 14). A window after the first scores only its last ``eval_stride`` positions,
+so ``WindowScorer`` asks the model for those alone (``GPT.nll_at``): no (B, L, V) fp32 logits, and
+the work the scored positions do not depend on is skipped (see ``GPT.hidden``). The loop keeps
+the device busy: window starts live on the device and sums are masked, never a host sync per batch.
+The old full-logits path stays callable (``forward_logits=``) and is tested equal to 1e-5.
 """
 from __future__ import annotations
 
@@ -372,12 +379,13 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
     For each chunk ci of ``ttt_chunk_tokens``: (1) score its windows under no_grad with the current
     weights; (2) unless it is the last chunk, ``ttt_epochs`` SGD steps (lr cosine over chunks,
     momentum ``ttt_momentum``, all-reduce then ``clip_grad_norm_``) on its k = chunk_len // L
-    sequences, rank r taking sequences [k·r/W, k·(r+1)/W). Training is eager. ``_train_before_score``
-    swaps (1) and (2); it exists only so a test can show ``TTTRecord.check`` catches the violation.
+    sequences, rank r taking sequences [k·r/W, k·(r+1)/W). ``_train_before_score`` swaps (1) and
+    (2); it exists only so a test can show ``TTTRecord.check`` catches the violation.
 
     Scoring goes through ``WindowScorer`` (``nll_fn``, or the old full-logits path when
-    ``forward_logits`` is given). ``train_loss(x, y)`` returns Σ NLL of a (B, L) batch; by default
-    the eager model, ``compiled_ttt_loss`` on GPU.
+    ``forward_logits`` is given). ``train_loss(x, y)`` returns Σ NLL of a (B, L) batch: by default
+    the eager model (the record's TTT steps were eager), ``compiled_ttt_loss`` where golf compiles.
+    Only the loss's forward and backward are compiled; all-reduce, clip and SGD step stay as they are.
     """
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
     W, r = info.world_size, info.rank
