@@ -343,3 +343,24 @@ def test_scorer_and_ttt_loss_trace_as_single_graphs():
     model(ids, y, reduction="none").sum().backward()
     for g, p in zip(got, model.parameters()):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_sliding_rank_shares_score_every_target_once(monkeypatch):
+    """Each rank's share of windows on the new path (run one rank at a time, no process group): the
+    partial sums add up to one process's, and only rank 0 holds the first window."""
+    import golf.evaluate as ev
+    from golf.runtime import DistInfo
+
+    cfg, T, W = tiny_cfg(eval_batch_seqs=3), 221, 3
+    tokens = tiny_tokens(T)
+    one = eval_sliding(tiny_model(cfg), tokens, tiny_luts(), cfg, progress=False)
+    counts, loss_sum, n_tokens, n_bytes = np.zeros(T, int), 0.0, 0, 0
+    for r in range(W):
+        monkeypatch.setattr(ev, "dist_info", lambda r=r: DistInfo(r, r, W))
+        rec = TTTRecord(T)
+        part = eval_sliding(tiny_model(cfg), tokens, tiny_luts(), cfg, record=rec, progress=False)
+        counts += rec.score_count
+        loss_sum += part["val_loss"] * part["n_tokens"]
+        n_tokens, n_bytes = n_tokens + part["n_tokens"], n_bytes + part["n_bytes"]
+    assert (counts == 1).all() and n_tokens == T and n_bytes == one["n_bytes"]
+    assert loss_sum / T == pytest.approx(one["val_loss"], rel=1e-6)
