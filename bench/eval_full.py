@@ -1,6 +1,6 @@
 """Sliding-window and score-first TTT timings, old scoring path against new, on one device (issue 14).
 
-    python bench/eval_full.py --sliding-windows 32768 --ttt-chunks 16 [--run-dir R] [--batch-seqs 32 64]
+    python bench/eval_full.py --sliding-windows 32768 --ttt-chunks 16 [--run-dir R] [--batch-seqs 32 64] [--json F]
     python bench/eval_full.py --params params/demo.yaml --tokens 20000          # CPU smoke check
 
 The record-size model (``--params``, default params/record.yaml) with random weights, or a run's
@@ -15,8 +15,10 @@ run's own val shards with ``--real-val``. Scored the way ``golf evaluate`` score
 
 Sliding is timed on the first ``--sliding-windows`` windows of the stream (all by default) and TTT on
 its first ``--ttt-chunks`` chunks; both are extrapolated linearly to the whole stream, and the table
-says which rows are. Compiling (and the first, eager, window) is timed apart as warm-up on a short
-slice. Each row reports val_loss / val_bpb, so old and new are compared on the same windows.
+says which rows are. Compiling is timed apart, as a warm-up on a short slice (TTT: two chunks, after
+which the weights are restored). Each row reports val_loss / val_bpb, so old and new are compared
+on the same windows and the same weights. On a shared CPU the timings say little; there the run
+is a smoke check of the paths and of their equality.
 """
 from __future__ import annotations
 
