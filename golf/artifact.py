@@ -22,7 +22,10 @@ than the record's one interleaved stream (bench/compress.py).
 Compressors: ``brotli`` (quality 11), ``lzma`` (preset 6), ``rans``: each matrix entropy-coded
 with ANS (the ``constriction`` library) under categorical tables fitted to its own integers, one
 table per group of columns of similar spread (1, 2, 4 or 8 groups, whichever is smallest with the
-tables counted); LAYOUT and REST still use Brotli.
+tables counted), a VALUES_RANS piece; LAYOUT and REST still use Brotli. ANS reaches the order-0
+entropy, which beats Brotli on near-Gaussian integers, but it misses what Brotli's LZ77 finds, such
+as near-identical embedding rows of tokens training never saw. ``best`` codes each matrix both ways
+and keeps the smaller: as fast as ``brotli``, never bigger than either.
 """
 from __future__ import annotations
 
@@ -46,13 +49,14 @@ from golf.runtime import GolfError, dist_info
 
 ARTIFACT_MAGIC = b"GOLF"
 ARTIFACT_VERSION = 2  # what serialize writes; deserialize reads 1 and 2
-COMPRESSORS = {"brotli": 1, "lzma": 2, "rans": 3}
+COMPRESSORS = {"brotli": 1, "lzma": 2, "rans": 3, "best": 4}
+_VALUE_CODECS = {"brotli": ("brotli",), "lzma": ("lzma",), "rans": ("rans",), "best": ("rans", "brotli")}
 SHUFFLE_MAGIC = b"BSHF"
 CHUNK = 1 << 20  # bytes of one VALUES piece (Brotli/lzma)
 _HEADER_V1 = struct.Struct("<4sBBQI")  # magic, version, compressor id, payload length, crc32(payload)
 _HEADER_V2 = struct.Struct("<4sBBHI")  # magic, version, compressor id, piece count, crc32(table)
 _PIECE = struct.Struct("<BHIII")  # kind, tensor index, compressed length, raw length, crc32(compressed)
-LAYOUT, VALUES, REST = 0, 1, 2
+LAYOUT, VALUES, REST, VALUES_RANS = 0, 1, 2, 3  # VALUES: coded like LAYOUT and REST
 _NO_TENSOR = 0xFFFF
 _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float16, torch.bfloat16, torch.float32, torch.int8,
                                                        torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool)}
@@ -244,8 +248,10 @@ def serialize(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: st
     for i, (_, t) in enumerate(tensors):
         if _is_values(t):
             raw = t.T.contiguous().numpy().tobytes()  # column-major
-            step = len(raw) if compressor == "rans" else CHUNK
-            jobs += [(VALUES, i, raw[o:o + step], compressor, t.shape[0]) for o in range(0, max(len(raw), 1), max(step, 1))]
+            for codec in _VALUE_CODECS[compressor]:  # rANS codes a whole matrix, Brotli/lzma chunks of it
+                step = max(len(raw), 1) if codec == "rans" else CHUNK
+                kind = VALUES_RANS if codec == "rans" else VALUES
+                jobs += [(kind, i, raw[o:o + step], codec, t.shape[0]) for o in range(0, max(len(raw), 1), step)]
     rest = b"".join(_raw(t) for _, t in tensors if not _is_values(t))
     jobs.append((REST, _NO_TENSOR, byte_shuffle(rest, 2), side, 0))
 
@@ -256,6 +262,14 @@ def serialize(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: st
                      [len(jobs[k][2]) for k in todo], threads or default_threads(), "compress", progress)
     cache.update({keys[k]: c for k, c in zip(todo, done)})
     pieces = [cache[key] for key in keys]
+    if len(_VALUE_CODECS[compressor]) > 1:  # "best": each matrix keeps whichever codec made it smaller
+        size: dict[tuple[int, str], int] = {}
+        for (kind, i, _, codec, _), c in zip(jobs, pieces):
+            size[i, codec] = size.get((i, codec), 0) + len(c)
+        best = {i: min(_VALUE_CODECS[compressor], key=lambda x: size[i, x])
+                for kind, i, *_ in jobs if kind not in (LAYOUT, REST)}
+        keep = [kind in (LAYOUT, REST) or best[i] == codec for kind, i, _, codec, _ in jobs]
+        jobs, pieces = [j for j, k in zip(jobs, keep) if k], [c for c, k in zip(pieces, keep) if k]
     table = b"".join(_PIECE.pack(kind, idx, len(c), len(raw), zlib.crc32(c))
                      for (kind, idx, raw, _, _), c in zip(jobs, pieces))
     header = _HEADER_V2.pack(ARTIFACT_MAGIC, 2, COMPRESSORS[compressor], len(jobs), zlib.crc32(table))
@@ -279,6 +293,8 @@ def _read_table(blob: bytes) -> tuple[str, list[tuple[int, int, int, int, int, i
     pieces, pos = [], end
     for k in range(n):
         kind, idx, length, raw_len, crc = _PIECE.unpack_from(blob, _HEADER_V2.size + k * _PIECE.size)
+        if kind > VALUES_RANS:
+            raise ArtifactError(f"artifact is corrupt: piece {k + 1} of {n} has unknown kind {kind}")
         pieces.append((kind, idx, pos, length, raw_len, crc))
         pos += length
     if pos != len(blob):
@@ -331,7 +347,7 @@ def piece_bytes(blob: bytes) -> dict[str, int]:
     layout = _read_layout(blob, compressor, pieces[0])
     out: dict[str, int] = {}
     for kind, idx, _, length, _, _ in pieces:
-        if kind == VALUES:
+        if kind in (VALUES, VALUES_RANS):
             name = layout["tensors"][idx][0]
             out[name] = out.get(name, 0) + length
     return out
@@ -347,15 +363,15 @@ def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[d
         raise ArtifactError(f"artifact is corrupt: {names[bad[0]]} fails its crc32 check{more}")
     entries = layout["tensors"]
     for kind, idx, *_ in pieces:
-        if kind == VALUES and idx >= len(entries):
+        if kind in (VALUES, VALUES_RANS) and idx >= len(entries):
             raise ArtifactError(f"artifact is corrupt: a piece names tensor #{idx}, the layout has {len(entries)}")
 
     def codec(k: int) -> str:
-        return compressor if pieces[k][0] == VALUES else _side_codec(compressor)
+        return "rans" if pieces[k][0] == VALUES_RANS else _side_codec(compressor)
 
     def one(k: int) -> bytes:
         kind, idx, pos, length, raw_len, _ = pieces[k]
-        rows = int(entries[idx][2][0]) if kind == VALUES and entries[idx][2] else 0
+        rows = int(entries[idx][2][0]) if kind == VALUES_RANS and entries[idx][2] else 0
         try:
             raw = _decode(blob[pos:pos + length], codec(k), max(rows, 1), raw_len)
         except Exception as exc:  # noqa: BLE001 - any fault here is a damaged file
@@ -368,7 +384,7 @@ def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[d
     raws = _pool_map(one, [p[4] for p in pieces], threads or default_threads(), "decompress", progress)
     values: dict[int, list[bytes]] = {}
     for (kind, idx, *_), raw in zip(pieces, raws):
-        if kind == VALUES:
+        if kind in (VALUES, VALUES_RANS):
             values.setdefault(idx, []).append(raw)
     rest_pieces = [raw for (kind, *_), raw in zip(pieces, raws) if kind == REST]
     if len(rest_pieces) != 1:

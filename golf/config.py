@@ -156,7 +156,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "attention_backend": ("auto", "fa3", "fa4", "sdpa", "math"),
     "parallel_mode": ("lanes", "single_stream", "none"),
     "muon_ns_coefficients": ("record", "polar_express"),
-    "compressor": ("brotli", "lzma", "rans"),
+    "compressor": ("brotli", "lzma", "rans", "best"),
     "ttt_optimizer": ("sgd",),
 }
 

@@ -66,7 +66,8 @@ def assert_same(got, want):
         assert got[k].dtype == v.dtype and got[k].shape == v.shape and torch.equal(got[k], v), k
 
 
-@pytest.mark.parametrize("version,compressor", [(1, "brotli"), (1, "lzma"), (2, "brotli"), (2, "lzma"), (2, "rans")])
+@pytest.mark.parametrize("version,compressor", [(1, "brotli"), (1, "lzma"), (2, "brotli"), (2, "lzma"), (2, "rans"),
+                                                (2, "best")])
 def test_every_format_round_trips_bit_identical(version, compressor):
     q, meta = tensors()
     blob = serialize_v1(q, meta, compressor) if version == 1 else serialize(q, meta, compressor, threads=2)
@@ -92,6 +93,22 @@ def test_format_2_is_no_bigger_than_the_single_stream():
     v1, v2 = len(serialize_v1(q, meta)), len(serialize(q, meta, "brotli"))
     assert v2 <= 1.001 * v1, (v1, v2)
     assert len(serialize(q, meta, "rans")) < v2
+
+
+def test_best_keeps_the_smaller_coding_of_each_matrix():
+    """rANS wins on near-Gaussian integers; Brotli on repeated rows (which ANS's order-0 tables miss)."""
+    q, meta = tensors(rows=128, cols=256)
+    g = torch.Generator().manual_seed(1)
+    row = (torch.randn(1, 64, generator=g) * 6).round().to(torch.int8)
+    q["rep.q"] = row.repeat(200, 1)  # like the embedding rows of tokens training never saw
+    q["rep.q"][::7, 3] += 1
+    sizes = {c: piece_bytes(serialize(q, meta, c)) for c in ("brotli", "rans", "best")}
+    assert sizes["rans"]["a.q"] < sizes["brotli"]["a.q"] and sizes["brotli"]["rep.q"] < sizes["rans"]["rep.q"]
+    assert all(sizes["best"][k] == min(sizes["brotli"][k], sizes["rans"][k]) for k in sizes["best"])
+    blob = serialize(q, meta, "best")
+    _, pieces = art._read_table(blob)
+    assert {p[0] for p in pieces if p[1] == 0} == {art.VALUES_RANS} and {p[0] for p in pieces if p[1] == len(q) - 1} == {art.VALUES}
+    assert_same(deserialize(blob)[0], q)
 
 
 def test_big_matrices_are_cut_into_chunks(monkeypatch):
@@ -123,7 +140,7 @@ def one_line_error(blob: bytes) -> str:
     return msg
 
 
-@pytest.mark.parametrize("compressor", ["brotli", "rans"])
+@pytest.mark.parametrize("compressor", ["brotli", "rans", "best"])
 def test_a_corrupt_piece_is_named(monkeypatch, compressor):
     monkeypatch.setattr(art, "CHUNK", 4096)
     q, meta = tensors()
@@ -132,8 +149,10 @@ def test_a_corrupt_piece_is_named(monkeypatch, compressor):
     n = len(pieces)
     if compressor == "brotli":  # piece 3 is a.q's second chunk (after the layout and its first chunk)
         assert one_line_error(flip_in_piece(blob, 2)) == f"artifact is corrupt: piece 3 of {n} (a.q, chunk 2 of 4) fails its crc32 check"
-    else:  # one piece per matrix under rANS
+    elif compressor == "rans":  # one piece per matrix under rANS
         assert one_line_error(flip_in_piece(blob, 2)) == f"artifact is corrupt: piece 3 of {n} (emb.q) fails its crc32 check"
+    else:  # a.q took rANS (one piece), emb.q Brotli (chunks)
+        assert one_line_error(flip_in_piece(blob, 2)) == f"artifact is corrupt: piece 3 of {n} (emb.q, chunk 1 of 2) fails its crc32 check"
     msg = one_line_error(flip_in_piece(flip_in_piece(blob, 1), n - 1))
     assert msg.startswith("artifact is corrupt: piece 2 of") and msg.endswith("(and 1 more)")
     assert "(row scales and small tensors)" in one_line_error(flip_in_piece(blob, n - 1))

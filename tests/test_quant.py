@@ -336,7 +336,7 @@ def test_prune_to_fit_fits_and_spec_9_14(fix, count_compressions):
     assert torch.equal(pruned["c"], quantized["c"])
 
 
-@pytest.mark.parametrize("compressor", ["brotli", "rans"])
+@pytest.mark.parametrize("compressor", ["brotli", "rans", "best"])
 @pytest.mark.parametrize("over", [300, 3000, 6000])
 @pytest.mark.parametrize("fix", [False, True])
 def test_prune_to_fit_compresses_at_most_twice(fix, over, compressor, count_compressions):
@@ -405,11 +405,12 @@ def test_golf_quantize_shows_every_stage_and_prunes_with_two_compressions_at_mos
     assert budget["fits"] and budget["total"] <= limit and budget["n_pruned"] > 0 and budget["prune_s"] > 0
 
 
-def test_rans_artifact_holds_the_same_integers(tiny, artifact):
-    """compressor: rans changes the bytes, not what they hold."""
+@pytest.mark.parametrize("compressor,cid", [("rans", 3), ("best", 4)])
+def test_other_compressors_hold_the_same_integers(tiny, artifact, compressor, cid):
+    """compressor: rans or best changes the bytes, not what they hold."""
     cfg, model, hessians = tiny
-    blob, report = quantize_model(model, cfg.replace(compressor="rans"), None, "cpu", code_bytes=1000,
+    blob, report = quantize_model(model, cfg.replace(compressor=compressor), None, "cpu", code_bytes=1000,
                                   hessians=hessians)
-    assert blob[5] == 3 and report["compressor"] == "rans" and report["hessian_s"] == 0
+    assert blob[5] == cid and report["compressor"] == compressor and report["hessian_s"] == 0
     got, want = deserialize(blob), deserialize(artifact[0])
     assert got[1] == want[1] and all(torch.equal(got[0][k], v) for k, v in want[0].items())
