@@ -15,6 +15,7 @@ import yaml
 from golf.config import Config, save_config
 from golf.model import GPT, build_model, load_checkpoint
 from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier
+from golf.train import calibration_batches, hessian_path  # noqa: F401  (also golf.pipeline's API)
 
 log = logging.getLogger("golf")
 
@@ -59,11 +60,6 @@ def supersede_artifact(run_dir: Path) -> Path | None:
     return dest
 
 
-def hessian_path(run_dir: Path, rank: int) -> Path:
-    """Hessians that training collected itself (``fix_gptq_in_budget``), one file per rank (§9.9)."""
-    return Path(run_dir) / f"hessians_rank{rank}.pt"
-
-
 def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str = "raw") -> GPT:
     """The run's model from ``model.pt`` (raw, post-EMA) or from the quantized artifact, looping on."""
     from golf.quant import load_artifact
@@ -84,15 +80,6 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs looped (spec §2.7)
     model.eval()
     return model
-
-
-def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
-    """A fresh training loader: the record replays the start of training's data order (spec §5.2, §9.8)."""
-    from golf.train import make_train_loader
-
-    loader = make_train_loader(cfg, dist)
-    while True:
-        yield loader.next_batch(device)[0]
 
 
 def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False) -> dict:
