@@ -286,10 +286,13 @@ class _PrunePlan:
             return
         order = torch.argsort(torch.cat(scales), stable=True)  # smallest row scale first
         self.tensor_order = torch.cat(tensor_of)[order].numpy()  # tensor of the k-th candidate
-        all_flat = torch.cat(flats)[order]
+        if fix:  # each tensor's candidates in the global order
+            by_tensor = torch.from_numpy(np.argsort(self.tensor_order, kind="stable"))
+            counts = np.bincount(self.tensor_order, minlength=len(self.names)).tolist()
+            flats = list(torch.split(torch.cat(flats)[order][by_tensor], counts))
         self.seq, self.plus, self.hist, self.h0, self.rate = [], [], [], [], []
         for t, name in enumerate(self.names):
-            seq = all_flat[torch.from_numpy(self.tensor_order == t)] if fix else flats[t]
+            seq = flats[t]
             q = quantized[name + ".q"].reshape(-1)
             self.seq.append(seq)
             self.plus.append(np.concatenate(([0], np.cumsum((q[seq] > 0).numpy()))))
@@ -341,8 +344,8 @@ def prune_to_fit(quantized: dict[str, Tensor], meta: dict[str, Any], code_bytes:
 
     The record zeroes 5% of the candidates per round and compresses the whole artifact after each
     round (~90 s a round at its size). golf predicts the count instead (``_PrunePlan``), with a
-    margin of 5% of the excess + 16 bytes + 10 ppm of the artifact, and compresses once; if that is still over, it corrects the
-    prediction by the saving it saw and compresses once more. Only if that is still over does it go
+    margin (5% of the excess + 16 bytes + 10 ppm of the artifact), and compresses once; if that is
+    still over, it corrects the prediction by the saving it saw and compresses once more. Only if that is still over does it go
     on (a warning each time) until it fits or the candidates run out. So it zeroes about as many
     entries as needed, where the record rounds up to a whole 5% round.
     ``fix=False`` is the record (spec §9.14): each candidate zeroes the *first remaining* ±1 entry
@@ -376,7 +379,11 @@ def prune_to_fit(quantized: dict[str, Tensor], meta: dict[str, Any], code_bytes:
         saved = len(blob) - len(pruned_blob)
         log.info("prune round %d: %d bytes (saved %d) in %.1f s", rounds, len(pruned_blob), saved,
                  time.perf_counter() - t0)
-        if len(pruned_blob) + code_bytes <= limit or m == plan.n:
+        if len(pruned_blob) + code_bytes <= limit:
+            return out, m, pruned_blob
+        if m == plan.n:
+            log.warning("prune: every int6 ±1 entry zeroed and still %d bytes over",
+                        len(pruned_blob) + code_bytes - limit)
             return out, m, pruned_blob
         if rounds >= 2:
             log.warning("prune: still %d bytes over after %d compressions; pruning more",
