@@ -79,7 +79,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2, help="synthetic: layers of the record's shapes (record: 11)")
     ap.add_argument("--vocab", type=int, default=2048, help="synthetic: embedding rows (record: 8192)")
     ap.add_argument("--threads", type=int, default=default_threads())
-    ap.add_argument("--skip", nargs="*", default=[], help="methods to leave out: v1 brotli-1t brotli brotli-rows lzma rans best")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="methods to leave out: v1 brotli-1t brotli brotli-rows lzma rans best")
     args = ap.parse_args()
 
     if args.artifact:
@@ -107,7 +108,8 @@ def main() -> None:
                                                                                     threads=args.threads)),
         ("lzma", "lzma-6 pieces", lambda: serialize(quantized, meta, "lzma", threads=args.threads)),
         ("rans", "rans pieces (constriction)", lambda: serialize(quantized, meta, "rans", threads=args.threads)),
-        ("best", "best: rans or brotli-11, per matrix", lambda: serialize(quantized, meta, "best", threads=args.threads)),
+        ("best", "best: rans or brotli-11, per matrix", lambda: serialize(quantized, meta, "best",
+                                                                        threads=args.threads)),
     ]
     print(f"payload: {source}")
     print(f"{raw / 1e6:.2f} MB uncompressed, {n_int:,} int8/int6 entries; order-0 entropy of the integers, "

@@ -279,7 +279,8 @@ def serialize(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: st
 def _read_table(blob: bytes) -> tuple[str, list[tuple[int, int, int, int, int, int]]]:
     """(compressor, [(kind, tensor, offset, length, raw length, crc32)]) of a format-2 blob, checked."""
     if len(blob) < _HEADER_V2.size:
-        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the {_HEADER_V2.size}-byte golf header")
+        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the "
+                            f"{_HEADER_V2.size}-byte golf header")
     _, _, comp_id, n, table_crc = _HEADER_V2.unpack_from(blob)
     names = {v: k for k, v in COMPRESSORS.items()}
     end = _HEADER_V2.size + n * _PIECE.size
@@ -305,18 +306,20 @@ def _read_table(blob: bytes) -> tuple[str, list[tuple[int, int, int, int, int, i
     return names[comp_id], pieces
 
 
-def _read_layout(blob: bytes, compressor: str, piece) -> dict[str, Any]:
-    _, _, pos, length, _, crc = piece
+def _read_layout(blob: bytes, compressor: str, pieces) -> dict[str, Any]:
+    _, _, pos, length, _, crc = pieces[0]
     data = blob[pos:pos + length]
     if zlib.crc32(data) != crc:
-        raise ArtifactError(f"artifact is corrupt: piece 1 (the layout: tensor names, shapes and meta) "
-                            f"fails its crc32 check")
+        raise ArtifactError(f"artifact is corrupt: piece 1 of {len(pieces)} (the layout: tensor names, shapes "
+                            f"and meta) fails its crc32 check")
     try:
         layout = json.loads(_decode(data, _side_codec(compressor), 0, 0))
-        assert isinstance(layout["meta"], dict) and all(len(e) == 3 for e in layout["tensors"])
+        if not (isinstance(layout["meta"], dict) and all(len(e) == 3 for e in layout["tensors"])):
+            raise ValueError("unexpected structure")
         return layout
     except Exception as exc:  # noqa: BLE001 - any fault here is a damaged file
-        raise ArtifactError(f"artifact is corrupt: piece 1 (the layout) does not decode ({exc})") from None
+        raise ArtifactError(f"artifact is corrupt: piece 1 of {len(pieces)} (the layout) does not decode "
+                            f"({exc})") from None
 
 
 def _piece_names(layout: dict[str, Any], pieces) -> list[str]:
@@ -344,7 +347,7 @@ def piece_bytes(blob: bytes) -> dict[str, int]:
     if len(blob) < _HEADER_V2.size or _HEADER_V2.unpack_from(blob)[1] != 2:
         return {}
     compressor, pieces = _read_table(blob)
-    layout = _read_layout(blob, compressor, pieces[0])
+    layout = _read_layout(blob, compressor, pieces)
     out: dict[str, int] = {}
     for kind, idx, _, length, _, _ in pieces:
         if kind in (VALUES, VALUES_RANS):
@@ -355,7 +358,7 @@ def piece_bytes(blob: bytes) -> dict[str, int]:
 
 def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[dict[str, Tensor], dict[str, Any]]:
     compressor, pieces = _read_table(blob)
-    layout = _read_layout(blob, compressor, pieces[0])
+    layout = _read_layout(blob, compressor, pieces)
     names = _piece_names(layout, pieces)
     bad = [k for k, (_, _, pos, length, _, crc) in enumerate(pieces) if zlib.crc32(blob[pos:pos + length]) != crc]
     if bad:
@@ -375,7 +378,8 @@ def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[d
         try:
             raw = _decode(blob[pos:pos + length], codec(k), max(rows, 1), raw_len)
         except Exception as exc:  # noqa: BLE001 - any fault here is a damaged file
-            raise ArtifactError(f"artifact is corrupt: {names[k]} does not decompress with {codec(k)} ({exc})") from None
+            raise ArtifactError(f"artifact is corrupt: {names[k]} does not decompress with {codec(k)} "
+                                f"({exc})") from None
         if len(raw) != raw_len:
             raise ArtifactError(f"artifact is corrupt: {names[k]} decompresses to {len(raw)} bytes, "
                                 f"its table entry says {raw_len}")
@@ -428,7 +432,8 @@ def serialize_v1(quantized: dict[str, Tensor], meta: dict[str, Any], compressor:
 
 def _deserialize_v1(blob: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if len(blob) < _HEADER_V1.size:
-        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the {_HEADER_V1.size}-byte golf header")
+        raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the "
+                            f"{_HEADER_V1.size}-byte golf header")
     _, _, comp_id, length, crc = _HEADER_V1.unpack_from(blob)
     payload = blob[_HEADER_V1.size:]
     if len(payload) != length:
@@ -452,7 +457,8 @@ def _deserialize_v1(blob: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise ArtifactError(f"artifact is corrupt: the payload is not a golf state dict ({exc})") from None
 
 
-def deserialize(blob: bytes, threads: int | None = None, progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def deserialize(blob: bytes, threads: int | None = None,
+                progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Inverse of serialize (format 2) and of serialize_v1; each kind of damage raises ArtifactError naming it."""
     if len(blob) < 6:
         raise ArtifactError(f"artifact is truncated: {len(blob)} bytes, shorter than the golf header")

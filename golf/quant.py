@@ -345,9 +345,9 @@ def prune_to_fit(quantized: dict[str, Tensor], meta: dict[str, Any], code_bytes:
     The record zeroes 5% of the candidates per round and compresses the whole artifact after each
     round (~90 s a round at its size). golf predicts the count instead (``_PrunePlan``), with a
     margin (5% of the excess + 16 bytes + 10 ppm of the artifact), and compresses once; if that is
-    still over, it corrects the prediction by the saving it saw and compresses once more. Only if that is still over does it go
-    on (a warning each time) until it fits or the candidates run out. So it zeroes about as many
-    entries as needed, where the record rounds up to a whole 5% round.
+    still over, it corrects the prediction by the saving it saw and compresses once more. Only if
+    that is still over does it go on (a warning each time) until it fits or the candidates run out.
+    So it zeroes about as many entries as needed, where the record rounds up to a whole 5% round.
     ``fix=False`` is the record (spec §9.14): each candidate zeroes the *first remaining* ±1 entry
     of its tensor in flat order, not its own entry; ``fix=True`` zeroes the candidate's own.
     ``blob``: the unpruned artifact, if already made; ``cache``: serialize's piece cache, so that
@@ -371,8 +371,8 @@ def prune_to_fit(quantized: dict[str, Tensor], meta: dict[str, Any], code_bytes:
         target = need * (1 + 0.05 * rounds) + (16 + 1e-5 * len(blob)) * rounds  # a margin for the coder's noise
         m = min(plan.n, max(plan.smallest(target / correction), m + 1))
         predicted = plan.saving(m)
-        log.info("prune round %d: %d bytes over; zeroing %d of %d int6 ±1 entries (%.2f%%), predicted to save %d bytes",
-                 rounds, need, m, plan.n, 100 * m / plan.n, predicted)
+        log.info("prune round %d: %d bytes over; zeroing %d of %d int6 ±1 entries (%.2f%%), "
+                 "predicted to save %d bytes", rounds, need, m, plan.n, 100 * m / plan.n, predicted)
         t0 = time.perf_counter()
         out = plan.apply(quantized, m)
         pruned_blob = serialize(out, meta, compressor, threads, cache, progress)
@@ -457,7 +457,8 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
     t0 = time.perf_counter()
     log.info("verify: decompressing the artifact and comparing it with the quantized tensors")
     back, back_meta = deserialize(blob, threads, progress)
-    wrong = [k for k, v in quantized.items() if k not in back or back[k].dtype != v.dtype or not torch.equal(back[k], v)]
+    wrong = [k for k, v in quantized.items()
+             if k not in back or back[k].dtype != v.dtype or not torch.equal(back[k], v)]
     if wrong or set(back) != set(quantized) or back_meta != meta:
         raise ArtifactError(f"the artifact does not read back as written: {(wrong or ['meta or keys'])[:5]}")
     _stage("verify", t0, times, "verify_s")
