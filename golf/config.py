@@ -102,7 +102,7 @@ class Config:
     gptq_calibration_batches: int = 64  # training batches whose activations make the GPTQ Hessians
     gptq_damp: float = 0.01  # GPTQ diagonal damping, relative to the mean diagonal
     gptq_block_size: int = 128  # GPTQ column block size
-    compressor: str = "brotli"  # brotli | lzma
+    compressor: str = "brotli"  # brotli (quality 11, in pieces) | rans | best (per matrix the smaller of the two) | lzma
     artifact_limit_bytes: int = 16_000_000  # the budget: compressed model + code bytes (decimal 16 MB)
     quant_passthrough_numel: int = 65_536  # tensors this small (or smaller) stay fp16 (spec §5.4); lower it for tiny models
 
