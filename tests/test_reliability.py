@@ -293,6 +293,16 @@ def test_golf_run_checks_values_and_world_size_before_the_study_folder(tmp_path,
         assert not outputs.exists()
 
 
+def test_golf_run_checks_the_tokenizer_binding_before_the_study_folder(tmp_path, demo_data, other_tokenizer,
+                                                                      capsys):
+    params, outputs = tiny_params(tmp_path, demo_data), tmp_path / "outputs"
+    assert golf_main(["run", "--params", str(params), "--seeds", "1", "--outputs", str(outputs),
+                      "--set", f"tokenizer_path={other_tokenizer}"]) == 1
+    line = one_error_line(capsys)
+    assert str(other_tokenizer) in line and "prepare.json" in line
+    assert not outputs.exists()
+
+
 def test_validate_for_world():
     cfg = load_config(None, {})  # the record: grad_accum_total 8
     for world in (1, 2, 4, 8):
