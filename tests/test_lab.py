@@ -110,16 +110,24 @@ def _papermill(notebook: Path, out: Path, cwd: Path, env_home: Path | None = Non
 
 
 class _Html(HTMLParser):
+    """Tags with their attributes, and the text a reader sees (not the page's scripts and styles)."""
+
     def __init__(self):
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
         self.text: list[str] = []
+        self._hidden = 0
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
+        self._hidden += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._hidden -= tag in ("script", "style")
 
     def handle_data(self, data):
-        self.text.append(data)
+        if not self._hidden:
+            self.text.append(data)
 
 
 @pytest.mark.slow
@@ -160,7 +168,12 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     second = lab_project / "outputs" / "lab" / "run-002"  # a fresh numbered folder each Run All
     assert json.loads((second / "train_summary.json").read_text())["steps"] == 4
     assert yaml.safe_load((second / "config.yaml").read_text())["iterations"] == 4
-    assert (second / "report.html").is_file() and not (elsewhere / "outputs").exists()
+    for name in NOTEBOOKS[1:]:  # the rest with their defaults: they pick the run just trained
+        res = _papermill(nb_dir / f"{name}.ipynb", elsewhere / f"{name}.ipynb", cwd=elsewhere, env_home=lab_project)
+        assert res.returncode == 0, f"{name} from elsewhere: {res.stderr[-2000:]}"
+    assert json.loads((second / "eval_ttt.json").read_text())["val_bpb"] > 0
+    assert (second / "report.html").is_file() and (second / "plots" / "eval_bpb.png").is_file()
+    assert not (elsewhere / "outputs").exists()  # everything went under the project root
 
 
 def test_an_unknown_notebook_key_is_an_error_naming_it(lab_project, tmp_path):
