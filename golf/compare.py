@@ -77,9 +77,11 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     for name in names:
         vals = runs.loc[runs["study"] == name, "val_bpb"].to_numpy(float)
         sub = runs[runs["study"] == name]
+        tps, size = sub["tokens_per_s"].median(), sub["bytes_total"].median()
         row = {"study": name, "n": len(vals), "mean_bpb": vals.mean(),
                "std_bpb": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
-               "tokens_per_s": sub["tokens_per_s"].median(), "bytes_total": sub["bytes_total"].median()}
+               "tokens_per_s": round(tps) if pd.notna(tps) else None,
+               "bytes_total": int(size) if pd.notna(size) else None}
         if name != names[0]:
             w = welch(vals, base)
             row.update({"diff_vs_baseline": w["diff"], "ci95_low": w["ci_low"], "ci95_high": w["ci_high"],
@@ -145,6 +147,8 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
+    runs["tokens_per_s"] = runs["tokens_per_s"].round()
+    runs["bytes_total"] = runs["bytes_total"].astype("Int64")
     table = summary(runs, names)
     keys = differing_keys(folders, names, stage)
     out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")
