@@ -11,7 +11,6 @@ Also here: ``download_shards`` (the challenge's official SP8192 data from the Hu
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from golf.runtime import GolfError, umask_file_mode
+from golf.runtime import GolfError, read_json_object, umask_file_mode
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -294,18 +293,10 @@ def tokenizer_fingerprint(path: str | Path) -> str:
 def read_prepare_meta(data_dir: str | Path) -> dict[str, Any] | None:
     """``DIR/prepare.json`` as a dict, or None for a folder golf data prepare did not make."""
     meta = Path(data_dir) / PREPARE_META
-    if not meta.is_file():
-        return None
-    try:
-        obj = json.loads(meta.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GolfError(f"{str(meta)!r} is not valid JSON ({exc}); prepare the data again") from None
-    if not isinstance(obj, dict):
-        raise GolfError(f"{str(meta)!r} is not a JSON object; prepare the data again")
-    return obj
+    return read_json_object(meta, "prepare the data again") if meta.is_file() else None
 
 
-def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> "spm.SentencePieceProcessor":
+def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> Any:  # a sentencepiece.SentencePieceProcessor
     """Load a SentencePiece model; an error naming the file if it is missing, unreadable, or has
     a different number of pieces than ``vocab_size``."""
     import sentencepiece as spm

@@ -399,7 +399,6 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     is reported in one line and the others go on. Returns the index page and the failure lines.
     """
     from golf.config import load_config, parse_overrides
-    from golf.report import render_study_index
 
     overrides = list(overrides or [])
     params_path = resolve_params_file(params_file)

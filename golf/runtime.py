@@ -134,6 +134,19 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_json_object(path: str | Path, fix: str = "") -> dict[str, Any]:
+    """A JSON file that must hold an object; else one GolfError line naming it (``fix`` says what to do)."""
+    path = Path(path)
+    hint = f"; {fix}" if fix else ""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GolfError(f"{str(path)!r} is not valid JSON ({exc}){hint}") from None
+    if not isinstance(obj, dict):
+        raise GolfError(f"{str(path)!r} is not a JSON object{hint}")
+    return obj
+
+
 class JsonlWriter:
     """Appends one JSON object per line and flushes, so a killed run leaves a readable record."""
 

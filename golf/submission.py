@@ -15,7 +15,7 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-from golf.runtime import GolfError, atomic_write_text
+from golf.runtime import GolfError, atomic_write_text, read_json_object
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are not part
@@ -71,13 +71,7 @@ def code_bytes() -> int:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GolfError(f"{str(path)!r} is not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise GolfError(f"{str(path)!r} is not a JSON object")
-    return obj
+    return read_json_object(path)
 
 
 def _made_from_artifact(path: Path, record: dict, sha: str, redo: str) -> None:
