@@ -45,10 +45,10 @@ class Config:
     val_loss_every: int = 4000  # steps between validations of the live weights (0: only at start and end)
     train_log_every: int = 500  # steps between train-loss log lines and metrics rows
     device: str = "auto"  # auto | cpu | cuda
-    compile: str = "auto"  # auto (= on for cuda) | on | off
+    compile: str = "auto"  # auto (on for cuda, off on cpu) | on | off
     attention_backend: str = "auto"  # auto | fa3 | fa4 | sdpa | math
     loader_prefetch: bool = True  # micro-batches made ahead in a thread (golf/prefetch.py); false = made inline
-    compile_cache_dir: str = "outputs/.compile_cache"  # compiled graphs kept across runs; relative to the repo root
+    compile_cache_dir: str = "outputs/.compile_cache"  # torch.compile caches kept across runs (under the project root)
 
     # --- model (spec §2) ------------------------------------------------------------------
     num_layers: int = 11  # physical transformer blocks
