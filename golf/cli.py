@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = _command(sub, "run", "a study: the notebooks through papermill for each seed, then the seed analysis",
                   "  golf run --params params/demo.yaml --seeds 42 314\n"
-                  "  golf run --params params/demo.yaml --seeds 42 314 --study no-ema --set ema_decay=0\n"
+                  "  golf run --params params/demo.yaml --seeds 42 314 --study demo-no-ema --set ema_decay=0\n"
                   "  golf run --params params/record.yaml --seeds 42 --nproc 8\n\n"
                   "Running the same command again resumes the study: finished seeds are kept, a killed or\n"
                   "failed seed is retried in a fresh folder (seedN-2).")
@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = _command(sub, "compare", "ablations side by side: val_bpb per seed, mean, std, difference with 95%% CI "
                   "and Welch's t-test, differing keys; writes compare.html",
-                  "  golf compare outputs/demo outputs/no-ema\n"
-                  "  golf compare outputs/demo outputs/no-ema --names baseline no-ema --stage sliding")
+                  "  golf compare outputs/demo outputs/demo-no-ema\n"
+                  "  golf compare outputs/demo outputs/demo-no-ema --names baseline no-ema --stage sliding")
     cp.add_argument("studies", nargs="+", metavar="STUDY_OR_RUN", help="study or run folders, the baseline first")
     cp.add_argument("--names", nargs="*", default=None, help="a label per folder (default: folder names)")
     cp.add_argument("--stage", default="ttt", choices=("prequant", "plain", "sliding", "ttt"),

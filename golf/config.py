@@ -232,12 +232,14 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
 
 
 def _check_keys(mapping: Mapping[str, Any], where: str) -> None:
+    import difflib
+
     unknown = [k for k in mapping if k not in _TYPES]
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown params key(s) {', '.join(map(repr, unknown))}; "
-            f"see golf/config.py for the {len(_TYPES)} known keys"
-        )
+        guesses = [g for k in unknown for g in difflib.get_close_matches(str(k), list(_TYPES), n=1)]
+        hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
+        raise ConfigError(f"{where}: unknown params key(s) {', '.join(map(repr, unknown))}{hint} "
+                          f"(golf config lists the {len(_TYPES)} keys)")
 
 
 def _read_yaml(path: Path) -> Any:
@@ -269,7 +271,8 @@ def load_config(
 
         path = resolve_params_file(path)
         if not path.is_file():
-            raise ConfigError(f"params file {str(path)!r} does not exist")
+            raise ConfigError(f"params file {str(path)!r} does not exist (a relative path starts at the "
+                              "project root, see golf --help; give an absolute path for a file elsewhere)")
         loaded = _read_yaml(path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"params file {str(path)!r}: expected a mapping of key: value")

@@ -401,6 +401,8 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     from golf.config import load_config, parse_overrides
 
     overrides = list(overrides or [])
+    if len(set(seeds)) != len(seeds):
+        raise GolfError(f"--seeds names a seed twice ({' '.join(map(str, seeds))}): each seed is one run")
     params_path = resolve_params_file(params_file)
     given = parse_overrides(overrides)
     if "seed" in given:

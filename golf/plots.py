@@ -34,8 +34,14 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_json(path, lines=True)
 
 
+TRAIN_COLUMNS = ["step", "train_loss", "lr_mult", "tokens_per_s", "step_ms", "looping", "peak_mem_mib", "train_ms"]
+
+
 def train_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    return metrics[metrics["train_loss"].notna()] if "train_loss" in metrics else metrics.iloc[:0]
+    """The logged training steps (none yet: an empty frame with their columns, so plots stay empty)."""
+    if "train_loss" not in metrics:
+        return pd.DataFrame(columns=TRAIN_COLUMNS)
+    return metrics[metrics["train_loss"].notna()]
 
 
 def live_val_rows(metrics: pd.DataFrame) -> pd.DataFrame:

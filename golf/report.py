@@ -228,7 +228,8 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
     summary = summarize(df, stage)
     if summary.get("n", 0):
         cells.append(_md(f"## Tests on the {STAGE_LABELS.get(stage, stage)} losses (n = {summary['n']})\n\n"
-                         f"mean BPB {summary['mean_bpb']:.5f}, sample std {summary['std_bpb_sample']:.5f}; "
+                         f"mean BPB {summary['mean_bpb']:.5f}, sample std "
+                         f"{'– (one seed)' if summary['n'] < 2 else format(summary['std_bpb_sample'], '.5f')}; "
                          f"mean loss {summary['mean_loss']:.5f} nats."))
         cells.append(_table(tests_table(summary)))
         cells.append(_md("A p-value below 0.01 is what the challenge asks of a new record; with fewer than two "

@@ -182,3 +182,20 @@ def test_an_unknown_notebook_key_is_an_error_naming_it(lab_project, tmp_path):
                      env_home=lab_project, overrides=["no_such_key=1"])
     assert res.returncode != 0 and "no_such_key" in res.stderr
     assert sorted((lab_project / "outputs").glob("lab/run-*")) == before  # refused before a folder was made
+
+
+def test_plots_and_report_of_a_run_with_no_training_steps(tmp_path):
+    """iterations=0 (warm-up only, or the initial model) is a run too: its figures are empty, not errors."""
+    from golf.plots import plot_schedule, plot_training
+    from golf.report import render_run_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0, "val_loss": 6.9, "val_bpb": 3.9, "looping": false}\n')
+    (run / "config.yaml").write_text("seed: 1\n")
+    (run / "train_summary.json").write_text(json.dumps({"steps": 0, "train_ms": 0.0, "prequant_post_ema":
+                                                        {"val_loss": 6.9, "val_bpb": 3.9}}))
+    plot_training(run)
+    plot_schedule(run)
+    page = render_run_report(run).read_text()
+    assert "pre-quantization post-ema" in page and (run / "plots" / "training.png").is_file()

@@ -70,3 +70,14 @@ def test_golf_run_refuses_an_unknown_kernel_before_any_folder(tmp_path, demo_dat
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "no-such-kernel" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_golf_run_refuses_a_seed_named_twice_and_suggests_a_misspelt_key(tmp_path, demo_data, capsys):
+    params = tiny_params(tmp_path, demo_data, iterations=2)
+    assert golf_main(["run", "--params", str(params), "--seeds", "1", "1", "--outputs", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "twice" in err[0] and not (tmp_path / "o").exists()
+    assert golf_main(["run", "--params", str(params), "--seeds", "1", "--set", "ema_decy=0",
+                      "--outputs", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'ema_decy'" in err[0] and "did you mean 'ema_decay'" in err[0]
