@@ -383,6 +383,7 @@ def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], n
              kernel: str | None = None) -> Path:
     """Train, quantize and evaluate one seed through the notebooks into ``run_dir``."""
     for name in RUN_NOTEBOOKS:
+        log.info("seed %d: %s notebook (%s)", seed, name, run_dir / "console.log")
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc, "overrides": list(overrides)}
         if name == "train":
             params.update(params_file=params_file, seed=seed)

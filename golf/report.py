@@ -143,6 +143,7 @@ def run_header(run_dir: Path) -> str:
         f"| machine | {machine} · {env.get('platform', platform.platform())} · torch {env.get('torch', '–')} |",
         f"| world size | {env.get('world_size', '–')} |",
         f"| params file | `{run_info.get('params_file', '–')}` |",
+        f"| overrides | `{' '.join(run_info.get('set') or []) or 'none'}` |",
         f"| seed | {cfg.get('seed', '–')} |",
         f"| data | `{cfg.get('data_dir', '–')}` |",
     ]

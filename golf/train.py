@@ -303,6 +303,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     tokens_per_step = cfg.train_batch_tokens
     step, train_ms, looping_at = 0, 0.0, None
     logged_step, logged_ms = 0, 0.0  # the last train-log point: step_ms is the mean since then
+    last_loss = "-"  # the loss as last logged: reading it every step would sync the GPU
     # The bar counts toward whichever budget (steps or wallclock) ends first, in percent of it.
     bar = tqdm(total=100.0, desc="train", disable=not (main and show_progress), mininterval=2.0,
                bar_format="{desc}: {percentage:3.0f}% of budget|{bar}| {elapsed}<{remaining}{postfix}")
@@ -354,6 +355,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
             loss = trainer.step((batches.next_batch() for _ in range(accum)), forward, accum)
             ema.update(model)
             step += 1
+            bar.set_postfix(step=step, loss=last_loss, looping=int(model.looping), refresh=False)
             if cfg.train_log_every > 0 and (step % cfg.train_log_every == 0 or step == 1):
                 _sync(device)  # the only sync of a training step: in between, the GPU runs behind the host
                 train_loss = loss.item()
@@ -365,7 +367,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                           "step_ms": step_ms, "looping": model.looping, "peak_mem_mib": _peak_mem_mib(device),
                           "train_ms": elapsed}
                 metrics.write(record)
-                bar.set_postfix(step=step, loss=f"{train_loss:.3f}", looping=model.looping)
+                last_loss = f"{train_loss:.3f}"
                 log.info("step %d loss %.4f lr_mult %.3f step_ms %.1f", step, train_loss, mult, step_ms)
             train_ms += (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
