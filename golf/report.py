@@ -69,7 +69,9 @@ def render(cells: list, out_path: Path, title: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = cells
     nb.metadata["title"] = title
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            extra_template_basedirs=[str(Path(__file__).parent / "templates")],
+                            template_name="golf_report")
     exporter.log.setLevel("ERROR")  # not a warning per figure about alt text
     body, _ = exporter.from_notebook_node(nb)
     atomic_write_text(out_path, body)

@@ -78,6 +78,7 @@ def test_golf_compare_writes_table_plot_and_html(tmp_path, capsys):
     text = "".join(page.text)
     assert "ema_decay" in text and "Welch" in text and "from golf" not in text
     assert page.imgs and page.imgs[0].startswith("data:image/png;base64,")
+    assert "<script src=" not in (out / "compare.html").read_text()  # readable offline
 
 
 def test_compare_refuses_a_folder_without_runs(tmp_path, capsys):

@@ -155,6 +155,7 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     assert "jp-Editor" not in classes and "highlight" not in classes and "jp-InputPrompt" not in classes
     assert "nb.train(" not in text and "import" not in text
     assert not re.search(r"\d+%( of budget)?\|", text) and "\x1b[" not in text and "it/s]" not in text
+    assert not [a for t, a in page.tags if t == "script" and a.get("src")]  # nothing loaded from the web
     images = [a["src"] for t, a in page.tags if t == "img"]
     assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
 
