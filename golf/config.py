@@ -20,6 +20,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from golf.paths import resolve, resolve_params_file
+
 
 class ConfigError(ValueError):
     """A params file or override names an unknown key or gives a value of the wrong type."""
@@ -167,12 +169,6 @@ PATH_KEYS = ("data_dir", "tokenizer_path")
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 
 
-def _resolve_path(value: str) -> Path:
-    from golf.paths import resolve
-
-    return resolve(value)
-
-
 def config_keys() -> list[str]:
     return list(_TYPES)
 
@@ -267,8 +263,6 @@ def load_config(
     """
     values: dict[str, Any] = {}
     if path is not None:
-        from golf.paths import resolve_params_file
-
         path = resolve_params_file(path)
         if not path.is_file():
             raise ConfigError(f"params file {str(path)!r} does not exist (a relative path starts at the "
@@ -286,7 +280,7 @@ def load_config(
         for key, value in overrides.items():
             values[key] = _coerce(key, value, from_text=True)
     for key in PATH_KEYS:  # one root for relative paths, in the CLI, kernels and children alike
-        values[key] = str(_resolve_path(values.get(key, _DEFAULTS[key])))
+        values[key] = str(resolve(values.get(key, _DEFAULTS[key])))
     cfg = Config(**values)
     validate(cfg)
     return cfg

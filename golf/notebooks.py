@@ -304,7 +304,9 @@ def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt") -> list[Pat
     """The given study folders, or the ``n`` newest under outputs/ with results for ``stage``."""
     if studies:
         return [resolve(s) for s in studies]
-    marker = f"eval_{stage}.json" if stage != "prequant" else "train_summary.json"
+    from golf.stats import STAGES
+
+    marker = STAGES.get(stage, f"eval_{stage}.json")
     folders = {p.parent.parent: p.stat().st_mtime for p in outputs_root().glob(f"*/*/{marker}")}
     newest = sorted(folders, key=folders.get)[-n:]
     if not newest:

@@ -5,12 +5,11 @@ returns it, so a notebook shows it and a report embeds the same file.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from golf.runtime import GolfError, atomic_write_text
+from golf.runtime import GolfError, atomic_write_text, read_json
 
 STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
     "prequant": "pre-quantization post-ema",
@@ -18,13 +17,6 @@ STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
     "sliding": "quantized_sliding_window",
     "ttt": "quantized_ttt",
 }
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from golf.plots import STAGE_LABELS, eval_table, read_json, train_rows
-from golf.runtime import atomic_write_text
+from golf.plots import STAGE_LABELS, eval_table, train_rows
+from golf.runtime import atomic_write_text, read_json
 
 RUN_FIGURES = [  # (file under plots/, caption)
     ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "

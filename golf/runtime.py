@@ -147,6 +147,14 @@ def read_json_object(path: str | Path, fix: str = "") -> dict[str, Any]:
     return obj
 
 
+def read_json(path: str | Path) -> dict | None:
+    """A result file that may not exist yet (or is being written): its JSON, else None."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 class JsonlWriter:
     """Appends one JSON object per line and flushes, so a killed run leaves a readable record."""
 

@@ -7,12 +7,13 @@ scores. The references default to the logged #1533 and #1493 runs (spec §7.1, �
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from golf.runtime import read_json
 
 RECORD_MARGIN_NATS = 0.005
 # Per-seed TTT results of the logged #1533 runs (seeds 42, 314, 999, 1337, 7), spec §7.1.
@@ -28,28 +29,21 @@ STAGES = {  # column prefix -> file in the run folder
 }
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def run_row(run_dir: Path) -> dict:
     """One row per run: seed, steps, and val_loss / val_bpb of every stage that has a result."""
     import yaml
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     row: dict = {"run": run_dir.name, "seed": cfg.get("seed")}
-    summary = _read_json(run_dir / "train_summary.json") or {}
+    summary = read_json(run_dir / "train_summary.json") or {}
     row["steps"] = summary.get("steps")
     for stage, fname in STAGES.items():
-        res = _read_json(run_dir / fname)
+        res = read_json(run_dir / fname)
         if stage == "prequant" and res is not None:
             res = res.get("prequant_post_ema")
         if res:
             row[f"{stage}_loss"], row[f"{stage}_bpb"] = res["val_loss"], res["val_bpb"]
-    budget = _read_json(run_dir / "quant_budget.json") or {}
+    budget = read_json(run_dir / "quant_budget.json") or {}
     row["bytes_total"] = budget.get("total")
     return row
 
