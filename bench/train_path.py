@@ -117,6 +117,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per phase and source")
     ap.add_argument("--warm", type=int, default=2, help="untimed steps before each timed block")
     ap.add_argument("--rounds", type=int, default=1, help="measure every source this many times; report the median")
+    ap.add_argument("--sources", nargs="*", choices=SOURCES, default=list(SOURCES),
+                    help="feed only these sources (default: all four; on-device tokens is the baseline)")
     ap.add_argument("--out", help="write the results as JSON to this file")
     args = ap.parse_args()
 
@@ -142,12 +144,13 @@ def main() -> None:
         runner.step("on-device tokens", None)  # compiles this phase's graph
         _sync(device)
         first_step_s[phase] = time.perf_counter() - t0
-        got: dict[str, list[dict]] = {s: [] for s in SOURCES}
+        sources = [s for s in SOURCES if s in args.sources or s == "on-device tokens"]
+        got: dict[str, list[dict]] = {s: [] for s in sources}
         for _ in range(args.rounds):
-            for source in SOURCES:
+            for source in sources:
                 got[source].append(measure(runner, source, args.steps, args.warm))
         base_ms = statistics.median(r["ms_per_step"] for r in got["on-device tokens"])
-        for source in SOURCES:
+        for source in sources:
             ms = statistics.median(r["ms_per_step"] for r in got[source])
             rows.append({"phase": phase, "source": source, "tokens_per_s": cfg.train_batch_tokens / (ms / 1000),
                          "ms_per_step": ms, "host_ms_per_step": ms - base_ms,

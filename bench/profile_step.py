@@ -1,0 +1,140 @@
+"""Where a training step and a sliding-window batch spend their GPU time: kernels by kind, per step.
+
+    python bench/profile_step.py --steps 2 [--set compile_mode=max-autotune-no-cudagraphs] [--scorer]
+    python bench/profile_step.py --params params/demo.yaml --steps 1 --scorer   # CPU smoke check
+
+Training: golf's step (``Trainer``, compiled forward, EMA) on tokens drawn on the device, each phase
+warmed (compiled) first, then ``--steps`` steps under ``torch.profiler``. Scorer: ``compiled_nll``
+on ``--scorer-batches`` batches of sliding windows. The trace's kernels are summed by kind (matmul,
+attention, Triton-fused, optimizer, other); "busy" is the sum of kernel times over the wall time
+(below 100%: the GPU waited for the host). The ``--top`` longest kernels are listed by name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_path import Runner  # noqa: E402  (golf's step as golf.train runs it)
+
+from golf.config import load_config  # noqa: E402
+from golf.runtime import pick_device  # noqa: E402
+from golf.train import enable_compile_cache, set_fast_matmul, use_compile  # noqa: E402
+
+KINDS = (
+    ("attention", re.compile(r"flash|fmha|cudnn|attention|sdpa", re.I)),
+    ("matmul", re.compile(r"gemm|nvjet|cutlass|sm90_|sm80_|cublas|matmul|wgmma|triton_tem", re.I)),
+    ("optimizer", re.compile(r"foreach|multi_tensor|adam|lerp", re.I)),
+    ("triton fused", re.compile(r"^triton_", re.I)),
+)
+
+
+def kind_of(name: str) -> str:
+    return next((k for k, pat in KINDS if pat.search(name)), "other")
+
+
+def kernels(trace_path: Path) -> list[tuple[str, float]]:
+    events = json.loads(trace_path.read_text())["traceEvents"]
+    return [(e["name"], e["dur"] / 1000) for e in events if e.get("cat") == "kernel" and "dur" in e]
+
+
+def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
+    """Run ``fn`` n times under the profiler; print the kernel table; return the summary."""
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
+    sync()
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        sync()
+        wall_ms = (time.perf_counter() - t0) * 1000 / n
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        ks = kernels(path)
+    by_kind, by_name = defaultdict(float), defaultdict(lambda: [0.0, 0])
+    for name, ms in ks:
+        by_kind[kind_of(name)] += ms / n
+        by_name[name][0] += ms / n
+        by_name[name][1] += 1
+    busy = sum(by_kind.values())
+    print(f"\n== {label}: {wall_ms:.1f} ms wall per call, kernels {busy:.1f} ms (busy {100 * busy / wall_ms:.0f}%), "
+          f"{len(ks) // max(n, 1)} kernels per call")
+    for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<13} {ms:9.1f} ms  {100 * ms / busy:5.1f}%")
+    print(f"  top {top} kernels (ms per call, launches per call):")
+    for name, (ms, cnt) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"    {ms:8.2f} ms {cnt // n:5d}x  {kind_of(name):<12} {name[:110]}")
+    return {"label": label, "wall_ms": wall_ms, "kernel_ms": busy, "by_kind": dict(by_kind),
+            "top": [(k, v[0], v[1] // n) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params/record.yaml")
+    ap.add_argument("--set", nargs="*", default=[], help="params overrides, KEY=VALUE")
+    ap.add_argument("--steps", type=int, default=2, help="profiled training steps per phase (0: skip training)")
+    ap.add_argument("--warm", type=int, default=2, help="untimed steps per phase first (the first compiles)")
+    ap.add_argument("--scorer", action="store_true", help="also profile the compiled sliding-window scorer")
+    ap.add_argument("--scorer-batches", type=int, default=8)
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--out", help="write the summaries as JSON here")
+    args = ap.parse_args()
+
+    cfg = load_config(args.params, args.set)
+    device = pick_device(cfg.device)
+    set_fast_matmul(device)
+    if use_compile(cfg, device):
+        enable_compile_cache(cfg)
+    print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                      "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set}))
+    out = []
+    runner = Runner(cfg, device)
+    for phase, looping in (("plain", False), ("looping", True)):
+        if args.steps == 0 or (looping and cfg.num_loops == 0):
+            continue
+        runner.model.set_looping(looping)
+        t0 = time.perf_counter()
+        for _ in range(args.warm):
+            runner.step("on-device tokens", None)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        print(f"{phase}: {args.warm} warm-up steps in {time.perf_counter() - t0:.1f} s")
+        out.append(profiled(lambda: runner.step("on-device tokens", None), args.steps, device,
+                            f"train step, {phase}", args.top))
+    if args.scorer:
+        from golf.evaluate import compiled_nll
+
+        model = runner.model
+        model.set_looping(cfg.num_loops > 0)
+        model.eval()
+        fn = compiled_nll(model, cfg) if use_compile(cfg, device) else model.nll_at
+        B, L, s = cfg.eval_batch_seqs, cfg.eval_seq_len, cfg.eval_seq_len - cfg.eval_stride
+        ids = torch.randint(0, cfg.vocab_size, (B, L), device=device)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            for _ in range(2):
+                fn(ids, ids, s)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            print(f"scorer: warm-up in {time.perf_counter() - t0:.1f} s")
+            out.append(profiled(lambda: fn(ids, ids, s), args.scorer_batches, device,
+                                f"sliding scorer, batch {B} x {L}", args.top))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
