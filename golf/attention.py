@@ -55,6 +55,55 @@ def _sdpa_cuda_attention() -> Callable:
     return attn
 
 
+def document_ids(ids: Tensor, bos_id: int) -> Tensor:
+    """(B, T) document index of each position: +1 at every BOS, so a row's documents are 0, 1, 2, ...
+    (0 is the document the row starts inside)."""
+    return (ids == bos_id).cumsum(1)
+
+
+def _dense_document_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor) -> Tensor:
+    """SDPA with an explicit (B, 1, T, T) mask: causal and same document. The reference, and the path
+    outside ``torch.compile`` (CPU, or CUDA with compile off)."""
+    T = q.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    allowed = (causal & (doc[:, :, None] == doc[:, None, :]))[:, None]
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                       attn_mask=allowed, enable_gqa=True)
+    return y.transpose(1, 2)
+
+
+def _flex_document_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor) -> Tensor:
+    """FlexAttention with a block mask built from ``doc``: fully masked blocks are skipped, so packed
+    short documents cost less than full causal attention. Used inside ``torch.compile``."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    B, T = doc.shape
+
+    def same_doc_causal(b, h, qi, ki):
+        return (qi >= ki) & (doc[b, qi] == doc[b, ki])
+
+    mask = create_block_mask(same_doc_causal, B, None, T, T, device=q.device)
+    y = flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=mask, enable_gqa=True)
+    return y.transpose(1, 2)
+
+
+class document_attention:  # noqa: N801  (used like the attention functions above)
+    """Causal attention that stays inside each document (``attention_mask: document``, VarLen #1530).
+
+    Same signature as the other kernels; ``doc`` (B, T) from ``document_ids``. Under ``torch.compile``
+    on CUDA it runs FlexAttention, else an explicit mask through SDPA (the math they must agree with).
+    The ``doc`` attribute is read by the model's suffix attention (sliding-window scoring).
+    """
+
+    def __init__(self, backend: str, doc: Tensor):
+        self.backend, self.doc = backend, doc
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if q.is_cuda and torch.compiler.is_compiling():
+            return _flex_document_attention(q, k, v, self.doc)
+        return _dense_document_attention(q, k, v, self.doc)
+
+
 def _flash(module: str, attr: str = "flash_attn_func") -> Callable | None:
     try:
         fn = getattr(importlib.import_module(module), attr)

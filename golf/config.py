@@ -74,6 +74,11 @@ class Config:
     enable_looping_at: float = 0.35  # fraction of the training budget after which depth recurrence switches on
     parallel_start_layer: int = 7  # first layer of the parallel residual lanes
     parallel_mode: str = "lanes"  # lanes (#1477/#1533) | single_stream (#1493) | none
+    attention_mask: str = "causal"  # causal (record) | document: attention stays inside each BOS-started document (#1530)
+    smear_gate: bool = False  # SmearGate (#1667): each embedding takes a gated share of the previous one, never across BOS (#1851)
+    attn_out_gate: bool = False  # sparse attention output gate (#1787): per head, sigmoid of the input's first gate_dims dims
+    attn_gate_scale: float = 1.0  # the sparse gate's input scale s (#1855: 0.5)
+    gate_dims: int = 12  # input dims the SmearGate and the sparse attention gate read (#1667, #1787: 12)
 
     # --- optimization (spec §4) -----------------------------------------------------------
     matrix_lr: float = 0.022  # Muon learning rate of the banked matrices
@@ -86,6 +91,8 @@ class Config:
     muon_row_normalize: bool = True  # MuonEq-R: normalise each row of the update before Newton-Schulz
     muon_ns_coefficients: str = "record"  # record (3.4445,-4.775,2.0315) | polar_express (spec §8)
     muon_wd: float = 0.095  # decoupled weight decay of the banked matrices
+    muon_wd_taper_at: float = 0.0  # 0 off; else muon_wd is full until this fraction of training, then falls linearly (#1729: 0.7)
+    muon_wd_taper_final: float = 0.5  # the taper's muon_wd multiplier at the end of training (#1729: 0.5)
     embed_wd: float = 0.095  # AdamW weight decay of the embedding
     adam_wd: float = 0.02  # AdamW weight decay of the scalar parameters
     beta1: float = 0.9  # AdamW beta1
@@ -107,6 +114,8 @@ class Config:
     compressor: str = "brotli"  # brotli (quality 11, in pieces) | rans | best (per matrix the smaller of the two) | lzma
     artifact_limit_bytes: int = 16_000_000  # the budget: compressed model + code bytes (decimal 16 MB)
     quant_passthrough_numel: int = 65_536  # tensors this small (or smaller) stay fp16 (spec §5.4); lower it for tiny models
+    lqer_rank: int = 0  # rank of the LQER corrections of the largest GPTQ errors (0: off; #1797 uses 4)
+    lqer_top_k: int = 3  # matrices with the largest quantization error that get an LQER correction (#1797: 3)
 
     # --- evaluation (spec §6) -------------------------------------------------------------
     sliding_window_enabled: bool = True  # kept from the record; golf evaluate --mode chooses the evaluation
@@ -157,6 +166,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "compile": ("auto", "on", "off"),
     "attention_backend": ("auto", "fa3", "fa4", "sdpa", "math"),
     "parallel_mode": ("lanes", "single_stream", "none"),
+    "attention_mask": ("causal", "document"),
     "muon_ns_coefficients": ("record", "polar_express"),
     "compressor": ("brotli", "lzma", "rans", "best"),
     "ttt_optimizer": ("sgd",),
@@ -333,9 +343,12 @@ RANGES: dict[str, Range] = {
     "matrix_bits": Range(2, 8), "matrix_clip_sigmas": _POSITIVE, "embed_bits": Range(2, 8),  # int8 storage
     "embed_clip_sigmas": _POSITIVE, "gptq_calibration_batches": _COUNT, "gptq_damp": _POSITIVE,
     "gptq_block_size": _COUNT, "artifact_limit_bytes": _COUNT, "quant_passthrough_numel": _NONNEG,
+    "lqer_rank": _NONNEG, "lqer_top_k": _NONNEG,
     "eval_stride": _COUNT, "eval_batch_seqs": _COUNT, "ttt_lr": _NONNEG, "ttt_momentum": _DECAY,
     "ttt_epochs": _NONNEG, "ttt_chunk_tokens": _COUNT, "ttt_batch_seqs": _COUNT, "ttt_grad_clip": _POSITIVE,
     "ttt_freeze_blocks": _NONNEG,
+    "attn_gate_scale": _POSITIVE, "gate_dims": _COUNT, "muon_wd_taper_at": Range(0, 1, hi_open=True),
+    "muon_wd_taper_final": _NONNEG,
 }
 
 
@@ -360,6 +373,8 @@ def _cross_key_problems(cfg: Config) -> Iterable[tuple[str, str]]:
         yield "train_batch_tokens", (f"({cfg.train_batch_tokens}) must split into grad_accum_total "
                                      f"({cfg.grad_accum_total}) micro-batches of whole train_seq_len "
                                      f"({cfg.train_seq_len})-token sequences")
+    if (cfg.smear_gate or cfg.attn_out_gate) and cfg.gate_dims > cfg.model_dim:
+        yield "gate_dims", f"({cfg.gate_dims}) must be at most model_dim ({cfg.model_dim})"
     if cfg.eval_stride > cfg.eval_seq_len:
         yield "eval_stride", f"({cfg.eval_stride}) must be in 1..eval_seq_len ({cfg.eval_seq_len})"
     if cfg.ttt_freeze_blocks > cfg.num_layers:

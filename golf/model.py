@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf.attention import attention_fn
+from golf.attention import attention_fn, document_attention, document_ids
 from golf.config import Config
 from golf.runtime import GolfError
 
 BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
+BOS_ID = 1  # every document starts with BOS (spec §1.2; golf.tokenizer writes it)
 FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
 
 
@@ -106,18 +107,21 @@ def softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float, chunk_ro
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(targets.shape)
 
 
-def suffix_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def suffix_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor | None = None) -> Tensor:
     """Causal GQA attention of the last Tq queries over all Tk keys, as an explicit fp32 softmax.
 
     q: (B, Tq, H, hd), query i at position Tk − Tq + i; k, v: (B, Tk, KV, hd). Equal to the last Tq rows
     of the full causal attention; small (Tq·Tk scores a head), so one formula serves every backend
-    (SDPA's is_causal aligns the mask top-left when Tq ≠ Tk).
+    (SDPA's is_causal aligns the mask top-left when Tq ≠ Tk). ``doc`` (B, Tk): document index of each
+    position, to keep attention inside documents (``attention_mask: document``).
     """
     B, Tq, H, hd = q.shape
     Tk, rep = k.size(1), H // k.size(2)
     k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
     scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float()) / hd**0.5  # (B, H, Tq, Tk)
     mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+    if doc is not None:
+        mask = mask & (doc[:, Tk - Tq:, None] == doc[:, None, :])[:, None]  # (B, 1, Tq, Tk)
     probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
     return torch.einsum("bhts,bshd->bthd", probs, v.float()).to(q.dtype)
 
@@ -130,6 +134,9 @@ class Attention(nn.Module):
         self.rope_dims, self.rope_base, self.train_seq_len = cfg.rope_dims, cfg.rope_base, cfg.train_seq_len
         self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+        # Sparse output gate (#1787): zero weights, so every head starts at half its output (σ(0) = 0.5).
+        self.gate_w = nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_dims)) if cfg.attn_out_gate else None
+        self.gate_scale, self.gate_dims = cfg.attn_gate_scale, cfg.gate_dims
 
     def forward(self, h: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, attn: Callable,
                 capture: Callable | None, q_start: int = 0) -> Tensor:
@@ -146,12 +153,15 @@ class Attention(nn.Module):
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         if q_start:
             q, v_own = q[:, q_start:], v[:, q_start:]
-            y = suffix_attention(q, k, v)  # (B, T - q_start, H, hd)
+            y = suffix_attention(q, k, v, getattr(attn, "doc", None))  # (B, T - q_start, H, hd)
         else:
             v_own = v
             y = attn(q, k, v)  # (B, T, H, hd), causal GQA
         if self.use_xsa:
             y = exclusive_self_attention(y, v_own)
+        if self.gate_w is not None:  # per head: y_h · σ(s · W_g · h[:gate_dims])
+            g = torch.sigmoid(self.gate_scale * F.linear(h[:, q_start:, :self.gate_dims], self.gate_w.to(h.dtype)))
+            y = y * g.unsqueeze(-1)
         y = y.reshape(B, T - q_start, self.num_heads * self.head_dim)
         if capture is not None:
             capture(f"blocks.{self.layer}.attn.proj", y)
@@ -220,6 +230,9 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(n_skip, D))
         self.skip_gates = nn.Parameter(torch.zeros(n_skip, D))
         self.lane_merge = nn.Parameter(torch.tensor(0.5))
+        if cfg.smear_gate:  # identity at start: both zero (#1667)
+            self.smear_w = nn.Parameter(torch.zeros(1, cfg.gate_dims))
+            self.smear_lambda = nn.Parameter(torch.zeros(()))
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.looping = False
         self.capture: Callable | None = None  # (name, input) hook for GPTQ Hessians
@@ -264,6 +277,14 @@ class GPT(nn.Module):
                 self.qo_bank[L + i].to(dt), self.mlp_up_bank[i].to(dt), self.mlp_down_bank[i].to(dt))
 
     # --- forward ---------------------------------------------------------------------------
+    def smear(self, e: Tensor, ids: Tensor) -> Tensor:
+        """SmearGate (#1667): e_t + λ·σ(W·e_t[:gate_dims])·e_{t−1}, with no term where token t is BOS
+        (#1851: else a document's first token would read the previous document's last one)."""
+        prev = F.pad(e[:, :-1], (0, 0, 1, 0))  # e_{t-1}; zeros before the row's first token
+        gate = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[..., :self.cfg.gate_dims],
+                                                                       self.smear_w.to(e.dtype)))  # (B, T, 1)
+        return e + gate * (ids != BOS_ID).unsqueeze(-1).to(e.dtype) * prev
+
     def hidden(self, ids: Tensor, start: int = 0) -> Tensor:
         """Final-norm hidden states (B, T − start, D) of positions start..T−1, in the compute dtype.
 
@@ -276,7 +297,10 @@ class GPT(nn.Module):
         for the other 1984. ``start`` = 0 is the full forward, unchanged.
         """
         cfg, capture, attn = self.cfg, self.capture, self._attn
-        x = rms_norm(self.tok_emb(ids).to(self.compute_dtype))
+        if cfg.attention_mask == "document":
+            attn = document_attention(self.attention_backend, document_ids(ids, BOS_ID))
+        e = self.tok_emb(ids).to(self.compute_dtype)
+        x = rms_norm(self.smear(e, ids) if cfg.smear_gate else e)
         x0 = x
         enc, dec = encoder_decoder(cfg, self.looping)
         skips: list[Tensor] = []

@@ -46,6 +46,15 @@ def muon_momentum_at(step: int, cfg: Config) -> float:
     return (1 - f) * cfg.muon_momentum_warmup_start + f * cfg.muon_momentum
 
 
+def muon_wd_multiplier(frac: float, cfg: Config) -> float:
+    """The late Muon weight-decay taper of #1729: 1 until ``muon_wd_taper_at`` of the budget, then
+    linear to ``muon_wd_taper_final`` at its end; always 1 when the taper is off (0)."""
+    start = cfg.muon_wd_taper_at
+    if start <= 0 or frac <= start:
+        return 1.0
+    return 1.0 - (1.0 - cfg.muon_wd_taper_final) * min((frac - start) / (1.0 - start), 1.0)
+
+
 def grad_accum_steps(cfg: Config, world_size: int) -> int:
     if cfg.grad_accum_total % world_size:
         raise GolfError(f"params key 'grad_accum_total' ({cfg.grad_accum_total}) must be a multiple of the "
@@ -79,13 +88,19 @@ class Trainer:
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["base_lr"] = group["lr"]
+        for group in self.muon.param_groups:
+            group["base_wd"] = group["weight_decay"]
 
-    def set_schedule(self, lr_mult: float, step: int) -> None:
+    def set_schedule(self, lr_mult: float, step: int, frac: float = 0.0) -> None:
+        """Learning rates at ``lr_mult`` of their base, Muon momentum for ``step``, and Muon weight
+        decay for ``frac`` of the budget done (the taper; unchanged when it is off)."""
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * lr_mult
+        wd_mult = muon_wd_multiplier(frac, self.cfg)
         for group in self.muon.param_groups:
             group["momentum"] = muon_momentum_at(step, self.cfg)
+            group["weight_decay"] = group["base_wd"] * wd_mult
 
     def replicated_params(self) -> list[torch.nn.Parameter]:
         return [self.model.tok_emb.weight, *self.model.scalar_params()]
@@ -351,7 +366,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                 model.set_looping(True)
                 looping_at = step
                 log.info("step %d: depth recurrence on (frac %.3f)", step, frac)
-            trainer.set_schedule(mult, step)
+            trainer.set_schedule(mult, step, frac)
             loss = trainer.step((batches.next_batch() for _ in range(accum)), forward, accum)
             ema.update(model)
             step += 1
