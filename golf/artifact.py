@@ -15,7 +15,8 @@ lzma release the GIL), and checks each piece on its own, so that a damaged file 
 Kinds: LAYOUT (JSON: each tensor's name, dtype, shape, and the meta), VALUES (one int8 matrix's
 integers, column-major because a column is one input feature, whose spread the row scales do not
 normalize; cut into chunks of ≤ 1 MiB so that big matrices spread over threads), REST (every other
-tensor, i.e. row scales and fp16 passthrough, concatenated and byte-shuffled with stride 2).
+tensor, i.e. row scales, fp16 passthrough and any bit-packed LQER factors (``pack_bits``),
+concatenated and byte-shuffled with stride 2).
 Keeping the int8 values apart from the fp16 bytes, in column order, compresses a little better
 than the record's one interleaved stream (bench/compress.py).
 
@@ -91,6 +92,34 @@ def byte_unshuffle(data: bytes) -> bytes:
         out[i::stride] = payload[pos:pos + lane]
         pos += lane
     return out.tobytes()
+
+
+# --- low-bit packing (the LQER factors of golf/quant.py) ---------------------------------------
+
+def pack_bits(q: Tensor, bits: int) -> Tensor:
+    """Signed integers in [-2^(bits-1), 2^(bits-1)) -> uint8, 8/bits of them per byte (bits 1, 2, 4, 8).
+
+    Each value is offset to unsigned (v + 2^(bits-1)); the k-th value of a byte sits in its bits
+    k·bits .. (k+1)·bits - 1, the first value lowest. The last byte is padded with zero bits.
+    """
+    if bits not in (1, 2, 4, 8):
+        raise GolfError(f"pack_bits packs 1, 2, 4 or 8 bits, got {bits}")
+    per, lo = 8 // bits, -(1 << (bits - 1))
+    u = q.detach().cpu().reshape(-1).to(torch.int16) - lo
+    if u.numel() and (int(u.min()) < 0 or int(u.max()) >= 1 << bits):
+        raise GolfError(f"pack_bits: values outside [{lo}, {-lo - 1}] do not fit {bits} bits")
+    u = torch.cat((u, u.new_zeros(-u.numel() % per))).view(-1, per)  # (bytes, per)
+    return (u << (torch.arange(per, dtype=torch.int16) * bits)).sum(1).to(torch.uint8)
+
+
+def unpack_bits(data: Tensor, bits: int, n: int) -> Tensor:
+    """Inverse of pack_bits: the first ``n`` values, int8."""
+    per, lo = 8 // bits, -(1 << (bits - 1))
+    if data.dtype != torch.uint8 or data.numel() != -(-n // per):
+        raise ArtifactError(f"artifact is corrupt: {data.numel()} {data.dtype} bytes cannot hold {n} "
+                            f"{bits}-bit values")
+    u = (data.to(torch.int16)[:, None] >> (torch.arange(per, dtype=torch.int16) * bits)) & ((1 << bits) - 1)
+    return (u.reshape(-1)[:n] + lo).to(torch.int8)
 
 
 # --- rANS over the integers of one matrix ------------------------------------------------------

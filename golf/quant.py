@@ -7,6 +7,9 @@
   tied embedding, fp16 for small tensors.
 - Storage (spec §5.4): int8 values + fp16 row scales; the bytes are golf/artifact.py's (pieces
   compressed in parallel, each checked by its own crc32).
+- LQER (opt-in, ``lqer_rank`` > 0; #1797, after Zhang et al. 2024, "LQER: Low-Rank Quantization
+  Error Reconstruction for LLMs", arXiv 2402.02446): rank-r corrections of the largest GPTQ errors,
+  stored in the artifact and added back by ``dequantize_state_dict``.
 - Budget (spec §5.5): code bytes + compressed model bytes ≤ 16,000,000, with the record's
   prune-to-fit fallback (and its §9.14 bug, switchable), here predicted so that it compresses at
   most twice.
@@ -30,7 +33,7 @@ from tqdm.auto import tqdm
 
 from golf.artifact import (  # noqa: F401 - re-exported: the artifact's bytes used to live here
     ARTIFACT_MAGIC, ARTIFACT_VERSION, COMPRESSORS, ArtifactError, byte_shuffle, byte_unshuffle, default_threads,
-    deserialize, piece_bytes, serialize, serialize_v1,
+    deserialize, pack_bits, piece_bytes, serialize, serialize_v1, unpack_bits,
 )
 from golf.runtime import GolfError, all_reduce_, dist_info
 
@@ -225,14 +228,29 @@ def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tens
     return quantized, meta
 
 
+def _stored_suffixes(m: dict[str, Any]) -> tuple[str, ...]:
+    if m["type"] == "passthrough":
+        return ("",)
+    return (".q", ".scale") + (LQER_SUFFIXES if m.get("lqer_rank") else ())
+
+
+def dequantize_matrix(quantized: dict[str, Tensor], name: str, m: dict[str, Any]) -> Tensor:
+    """W = q·s_row (fp32, (rows, cols)), plus A·B where the tensor has an LQER correction."""
+    q = quantized[name + ".q"]
+    w = q.float() * quantized[name + ".scale"].float()[:, None]
+    if m.get("lqer_rank"):
+        w = w + lqer_unpack(quantized, name, m, *q.shape)
+    return w
+
+
 def dequantize_state_dict(quantized: dict[str, Tensor], meta: dict[str, Any],
                           template_sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """W = q·s_row, cast (like passthrough tensors) to the template's dtype; keys and shapes checked."""
+    """W = q·s_row (+ A·B where LQER corrected it), cast to the template's dtype; keys and shapes checked."""
     missing, unexpected = sorted(set(template_sd) - set(meta)), sorted(set(meta) - set(template_sd))
     if missing or unexpected:
         raise ArtifactError(f"artifact keys do not match the model: missing keys {missing[:10]}"
                             f"{'...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}")
-    stored = {k for n, m in meta.items() for k in ([n] if m["type"] == "passthrough" else [n + ".q", n + ".scale"])}
+    stored = {n + suffix for n, m in meta.items() for suffix in _stored_suffixes(m)}
     if stored != set(quantized):
         raise ArtifactError(f"artifact is corrupt: its tensors and its meta disagree on {sorted(stored ^ set(quantized))[:10]}")
     out: dict[str, Tensor] = {}
@@ -240,11 +258,99 @@ def dequantize_state_dict(quantized: dict[str, Tensor], meta: dict[str, Any],
         if meta[name]["type"] == "passthrough":
             w = quantized[name]
         else:
-            w = quantized[name + ".q"].float() * quantized[name + ".scale"].float()[:, None]
+            w = dequantize_matrix(quantized, name, meta[name])
         if tuple(w.shape) != tuple(ref.shape):
             raise ArtifactError(f"artifact tensor {name!r} has shape {tuple(w.shape)}, model has {tuple(ref.shape)}")
         out[name] = w.to(ref.dtype)
     return out
+
+
+# --- LQER: low-rank corrections of the largest GPTQ errors (#1797) ----------------------------
+
+LQER_GROUP = 64  # entries of B per INT4 scale (#1797's LQER_ASYM_GROUP)
+LQER_SUFFIXES = (".lqer_a", ".lqer_a_scale", ".lqer_b", ".lqer_b_scale")
+
+
+def _scaled_round(x: Tensor, scale: Tensor, lo: int, hi: int) -> Tensor:
+    s_div, live = _safe_scale(scale.float())
+    return torch.round(x / s_div).clamp_(lo, hi).mul_(live).to(torch.int8)
+
+
+def lqer_quantize(A: Tensor, B: Tensor, group: int = LQER_GROUP) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """#1797's "asymmetric" packing of the factors of E ≈ A·B, A (rows, r) and B (r, cols).
+
+    A: INT2, q_A = clamp(round(A/s_A), -2, 1) with one scale s_A = max|A|/1.5 (fp16).
+    B: INT4 in groups of ``group`` entries of its row-major flattening (the last group may be
+    short), q_B = clamp(round(B/s_g), -8, 7) with s_g = max_g|B|/7.5 (fp16) per group.
+    The scales put ±max at ±1.5 and ±7.5 steps, so the largest positive entries clip to +1 and +7
+    steps (the record's rule, kept). Returns q_A int8 (rows, r), s_A fp16 (1,), q_B int8 (r, cols),
+    s_B fp16 (ceil(r·cols/group),).
+    """
+    A, B = A.float(), B.float()
+    sA = (A.abs().max() / 1.5).reshape(1).to(torch.float16)
+    qA = _scaled_round(A, sA, -2, 1)
+    flat = B.reshape(-1)
+    groups = torch.cat((flat, flat.new_zeros(-flat.numel() % group))).view(-1, group)  # (G, group)
+    sB = (groups.abs().amax(dim=1) / 7.5).to(torch.float16)
+    qB = _scaled_round(groups, sB[:, None], -8, 7).reshape(-1)[:flat.numel()].reshape(B.shape)
+    return qA, sA, qB, sB
+
+
+def lqer_dequantize(qA: Tensor, sA: Tensor, qB: Tensor, sB: Tensor, group: int = LQER_GROUP) -> Tensor:
+    """A_deq·B_deq (fp32, (rows, cols)) from lqer_quantize's integers and scales."""
+    per_entry = sB.float().repeat_interleave(group)[:qB.numel()]
+    return (qA.float() * sA.float()) @ (qB.reshape(-1).float() * per_entry).reshape(qB.shape)
+
+
+def lqer_pack(name: str, qA: Tensor, sA: Tensor, qB: Tensor, sB: Tensor) -> dict[str, Tensor]:
+    """The artifact's tensors of one correction: A at 2 bits, B at 4 bits (uint8), the fp16 scales."""
+    return dict(zip((name + s for s in LQER_SUFFIXES), (pack_bits(qA, 2), sA, pack_bits(qB, 4), sB)))
+
+
+def lqer_unpack(quantized: dict[str, Tensor], name: str, m: dict[str, Any], rows: int, cols: int) -> Tensor:
+    """The correction A·B (fp32, (rows, cols)) stored for ``name``; meta gives its rank and group."""
+    r, group = int(m["lqer_rank"]), int(m["lqer_group"])
+    a, sA, b, sB = (quantized[name + s] for s in LQER_SUFFIXES)
+    if sA.numel() != 1 or sB.numel() != -(-r * cols // group):
+        raise ArtifactError(f"artifact is corrupt: the LQER scales of {name!r} do not match rank {r}")
+    qA = unpack_bits(a, 2, rows * r).reshape(rows, r)
+    qB = unpack_bits(b, 4, r * cols).reshape(r, cols)
+    return lqer_dequantize(qA, sA, qB, sB, group)
+
+
+def lqer_correct(sd: dict[str, Tensor], quantized: dict[str, Tensor], meta: dict[str, Any], rank: int,
+                 top_k: int, group: int = LQER_GROUP) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, dict]]:
+    """Add rank-``rank`` corrections of the ``top_k`` largest GPTQ errors (#1797).
+
+    E = W - Q(W) for every GPTQ matrix (int6 and int8 alike); the ``top_k`` largest by ‖E‖_F get
+    E ≈ A·B from the SVD E = U S Vᵀ, A = U_r S_r (rows, r), B = V_rᵀ (r, cols), packed by
+    ``lqer_quantize``. A correction that would not lower ‖E‖_F after its own rounding is dropped
+    (a warning): it would cost bytes and add error. Returns new (quantized, meta), where a
+    corrected tensor's meta gains ``lqer_rank`` and ``lqer_group``, and {name: {"err_before",
+    "err_after"}} (‖E‖_F before and after, with the rounded factors) for each corrected tensor.
+    """
+    quantized, meta, records = dict(quantized), dict(meta), {}
+    mats = [n for n, m in meta.items() if m["type"] != "passthrough"]
+
+    def error(name: str) -> Tensor:
+        return sd[name].detach().float().cpu() - dequantize_matrix(quantized, name, meta[name])  # (rows, cols)
+
+    norms = {n: float(error(n).norm()) for n in mats}
+    for name in sorted(mats, key=lambda n: -norms[n])[:top_k]:  # stable: ties keep the model's order
+        E = error(name)
+        U, S, Vh = torch.linalg.svd(E, full_matrices=False)
+        r = min(rank, S.numel())
+        factors = lqer_quantize(U[:, :r] * S[:r], Vh[:r], group)
+        after = float((E - lqer_dequantize(*factors, group)).norm())
+        if not after < norms[name]:
+            log.warning("LQER %s: the rounded correction does not help (‖E‖_F %.4g → %.4g); skipped",
+                        name, norms[name], after)
+            continue
+        quantized.update(lqer_pack(name, *factors))
+        meta[name] = {**meta[name], "lqer_rank": r, "lqer_group": group}
+        records[name] = {"err_before": norms[name], "err_after": after}
+        log.info("LQER %s: ‖E‖_F %.4g → %.4g (rank %d)", name, norms[name], after, r)
+    return quantized, meta, records
 
 
 # --- budget and prune-to-fit (spec §5.4, §5.5, §9.14) ------------------------------------------
@@ -401,12 +507,16 @@ def _stage(name: str, t0: float, times: dict[str, float], key: str) -> None:
 def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, code_bytes: int,
                    hessians: dict[str, Tensor] | None = None, threads: int | None = None,
                    progress: bool = True) -> tuple[bytes, dict[str, Any]]:
-    """Unbank → Hessians → GPTQ → compress → budget (→ prune if over) → verify, spec §5.1 steps 4–6.
+    """Unbank → Hessians → GPTQ (→ LQER) → compress → budget (→ prune) → verify, spec §5.1 steps 4–6.
 
     Returns (artifact bytes, report): report["tensors"] is a DataFrame with one row per tensor
     (name, shape, bits, clip_sigmas, rel_error ‖W−Ŵ‖/‖W‖, q_bytes = the compressed bytes of its
     integers in the artifact, gptq_s); the other keys are the stage seconds hessian_s, gptq_s,
-    compress_s, prune_s, verify_s, and compressor, n_pruned and the artifact_budget fields. Pass
+    compress_s, prune_s, verify_s, and compressor, n_pruned and the artifact_budget fields. With
+    ``lqer_rank`` > 0 the corrections (``lqer_correct``) are made before compression, so that the
+    budget and prune-to-fit count their bytes (pruning then leaves them as made), Ŵ includes them,
+    and the report adds lqer_s, lqer_rank, lqer_top_k, lqer_bytes (what they add to the artifact)
+    and lqer_tensors ({name: {err_before, err_after}}, ‖E‖_F). Pass
     ``hessians`` already collected (e.g. inside the training cap, the spec §9.10 fix) to skip the
     collection (hessian_s is then 0); ``calib_batches`` is then unused. ``threads``: compression
     threads (default: this rank's share of the cores). ``progress``: bars on rank 0.
@@ -432,12 +542,22 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
     per_tensor: dict[str, float] = {}
     quantized, meta = quantize_state_dict(sd, hessians, cfg, device=device, timings=per_tensor, progress=progress)
     _stage("GPTQ", t0, times, "gptq_s")
+    lqer: dict[str, dict] = {}
+    if cfg.lqer_rank > 0 and cfg.lqer_top_k > 0:
+        t0 = time.perf_counter()
+        log.info("LQER: rank-%d corrections of the %d largest GPTQ errors", cfg.lqer_rank, cfg.lqer_top_k)
+        plain = (quantized, meta)
+        quantized, meta, lqer = lqer_correct(sd, quantized, meta, cfg.lqer_rank, cfg.lqer_top_k)
+        _stage("LQER", t0, times, "lqer_s")
 
     t0 = time.perf_counter()
     raw = sum(t.numel() * t.element_size() for t in quantized.values())
     log.info("compress: %.1f MB of tensors, %s, %d threads", raw / 1e6, cfg.compressor, threads)
     cache: dict = {}
     blob = serialize(quantized, meta, cfg.compressor, threads, cache, progress)
+    if lqer:  # the corrections' share of the artifact: only the layout and the small-tensor piece change
+        lqer_bytes = len(blob) - len(serialize(*plain, cfg.compressor, threads, cache))
+        log.info("LQER: %d bytes of the artifact", lqer_bytes)
     _stage("compress", t0, times, "compress_s")
     budget = artifact_budget(len(blob), code_bytes, cfg.artifact_limit_bytes)  # the file, header included
     log.info("artifact %d bytes + code %d = %d (limit %d)", len(blob), code_bytes, budget["total"], budget["limit"])
@@ -469,12 +589,13 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
         if m["type"] == "passthrough":
             continue
         W = sd[name].float().cpu()
-        q, s = quantized[name + ".q"], quantized[name + ".scale"]
-        err = (W - q.float() * s.float()[:, None]).norm() / W.norm().clamp_min(1e-30)
+        err = (W - dequantize_matrix(quantized, name, m)).norm() / W.norm().clamp_min(1e-30)
         rows.append({"name": name, "shape": tuple(W.shape), "bits": m["bits"], "clip_sigmas": m["clip_sigmas"],
                      "rel_error": float(err), "q_bytes": sizes.get(name + ".q"), "gptq_s": per_tensor.get(name, 0.0)})
     report = {"tensors": pd.DataFrame(rows), "n_hessians": len(hessians), **times, "compressor": cfg.compressor,
               "n_pruned": n_pruned, **budget}
+    if lqer:  # only when on, so that the default report is the record's
+        report.update(lqer_rank=cfg.lqer_rank, lqer_top_k=cfg.lqer_top_k, lqer_bytes=lqer_bytes, lqer_tensors=lqer)
     return blob, report
 
 
