@@ -11,6 +11,11 @@ BPB charges each target token the UTF-8 bytes it adds to the decoded text:
 
 ``BPB = Σ NLL / (ln 2 · N_bytes)``, summed in float64 and all-reduced across ranks. BOS targets
 cost 0 bytes but their NLL still counts (the challenge's definition).
+
+CaseOps data (spec §8) is tokenized from transformed text, so the tables would count the wrong
+bytes: there ``SidecarBytes`` stands in for ``ByteLUTs`` and charges each target token the
+original UTF-8 bytes the val byte sidecar records for its position in the val stream.
+``eval_byte_counts`` picks the one that fits the data folder.
 """
 from __future__ import annotations
 
@@ -74,8 +79,34 @@ def build_byte_luts(sp_or_path: spm.SentencePieceProcessor | str | Path, vocab_s
                     torch.tensor(boundary, dtype=torch.bool))
 
 
-def token_bytes(luts: ByteLUTs, prev_ids: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
-    """Bytes charged for each target given the token before it (same shapes; int64)."""
+@dataclass(frozen=True)
+class SidecarBytes:
+    """CaseOps: the original UTF-8 bytes of each val token (``golf.data.load_val_bytes``)."""
+    counts: torch.Tensor  # [N] int32, aligned with the val stream: token i accounts for counts[i] bytes
+
+    def to(self, device: torch.device | str) -> "SidecarBytes":
+        return SidecarBytes(self.counts.to(device))
+
+
+def eval_byte_counts(cfg, val_tokens: torch.Tensor) -> ByteLUTs | SidecarBytes:
+    """What BPB charges on ``cfg.data_dir``'s val stream ``val_tokens`` (from ``load_val_tokens``):
+    its byte sidecar for CaseOps data (prepare.json says so, nothing to configure), else the tables."""
+    from golf.data import load_val_bytes
+
+    counts = load_val_bytes(cfg.data_dir, val_tokens.numel())
+    return build_byte_luts(cfg.tokenizer_path, cfg.vocab_size) if counts is None else SidecarBytes(counts)
+
+
+def token_bytes(luts: ByteLUTs | SidecarBytes, prev_ids: torch.Tensor, tgt_ids: torch.Tensor,
+                tgt_pos: torch.Tensor | None = None) -> torch.Tensor:
+    """Bytes charged for each target given the token before it (same shapes; int64).
+
+    With ``SidecarBytes`` the charge goes by ``tgt_pos``, the targets' indices in the val stream.
+    """
+    if isinstance(luts, SidecarBytes):
+        if tgt_pos is None:
+            raise ValueError("SidecarBytes charge by position in the val stream: pass tgt_pos")
+        return luts.counts[tgt_pos].to(torch.int64)
     extra = luts.has_leading_space[tgt_ids] & ~luts.is_boundary[prev_ids]
     return luts.base_bytes[tgt_ids].to(torch.int64) + extra.to(torch.int64)
 
@@ -87,14 +118,16 @@ class BPBAccumulator:
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # [Σ nll, n_tokens, n_bytes]
 
     @torch.no_grad()
-    def add(self, nll: torch.Tensor, prev_ids: torch.Tensor, tgt_ids: torch.Tensor, luts: ByteLUTs) -> None:
-        """``nll``: per-token NLL in nats, any shape matching ``prev_ids`` / ``tgt_ids``."""
+    def add(self, nll: torch.Tensor, prev_ids: torch.Tensor, tgt_ids: torch.Tensor, luts: ByteLUTs | SidecarBytes,
+            tgt_pos: torch.Tensor | None = None) -> None:
+        """``nll``: per-token NLL in nats, any shape matching ``prev_ids`` / ``tgt_ids`` (and ``tgt_pos``,
+        the targets' indices in the val stream, which ``SidecarBytes`` needs)."""
         if nll.shape != tgt_ids.shape or prev_ids.shape != tgt_ids.shape:
             raise ValueError(f"shapes differ: nll {tuple(nll.shape)}, prev {tuple(prev_ids.shape)}, "
                              f"tgt {tuple(tgt_ids.shape)}")
         self.sums[0] += nll.detach().to(torch.float64).sum()
         self.sums[1] += nll.numel()
-        self.sums[2] += token_bytes(luts, prev_ids, tgt_ids).sum().to(torch.float64)
+        self.sums[2] += token_bytes(luts, prev_ids, tgt_ids, tgt_pos).sum().to(torch.float64)
 
     def all_reduce(self) -> "BPBAccumulator":
         all_reduce_(self.sums, "sum")

@@ -72,7 +72,7 @@ def cmd_data_prepare(args) -> int:
     setup_logging()
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
                            exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
-                           shard_tokens=args.shard_tokens, tokenizer=args.tokenizer)
+                           shard_tokens=args.shard_tokens, tokenizer=args.tokenizer, caseops=args.caseops)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "it is copied beside the shards and bound to them by its fingerprint")
     prep.add_argument("--exclude-val-from-tokenizer", action="store_true",
                       help="fix of docs/record.md §9.18: train the tokenizer on train documents only")
+    prep.add_argument("--caseops", action="store_true",
+                      help="CaseOps (PR #1729): lowercase text plus case-operator tokens; BPB stays on the original "
+                           "bytes through the val byte sidecars fineweb_val_bytes_*.bin")
     prep.set_defaults(func=cmd_data_prepare)
     dl = _command(dsub, "download", "fetch the challenge's official shards and tokenizer (Hugging Face dataset)",
                   "  golf data download --variant sp8192 --out data/datasets/fineweb10B_sp8192 --train-shards 10")

@@ -5,6 +5,10 @@ token count N, zeros) followed by N little-endian uint16 token ids. Files are na
 ``fineweb_{train,val}_%06d.bin`` (spec §1.2). Every malformed file raises ``ShardError`` naming the
 file, what was expected and what was found.
 
+A CaseOps folder (``golf data prepare --caseops``, prepare.json ``"caseops": true``) also holds a
+byte sidecar ``fineweb_val_bytes_%06d.bin`` per val shard, in the same format: the original UTF-8
+bytes of each val token, read by ``load_val_bytes``.
+
 Also here: ``download_shards`` (the challenge's official SP8192 data from the Hugging Face Hub) and
 ``check_data_dir`` (behind ``golf data check``).
 """
@@ -40,6 +44,15 @@ class ShardError(GolfError):
 
 def shard_name(split: str, index: int) -> str:
     return f"fineweb_{split}_{index:06d}.bin"
+
+
+def byte_shard_name(index: int) -> str:
+    """The CaseOps byte sidecar of val shard ``index`` (spec §8)."""
+    return f"fineweb_val_bytes_{index:06d}.bin"
+
+
+def _shard_glob(split: str) -> str:
+    return f"fineweb_{split}_[0-9]*.bin"  # not fineweb_val_bytes_*: the sidecars are no token shards
 
 
 # --- reading and writing one shard ------------------------------------------------------------
@@ -126,7 +139,7 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
     if not data_dir.is_dir():
         raise GolfError(f"data folder {str(data_dir)!r} does not exist; make one with `golf data prepare` "
                         "or `golf data download`")
-    files = sorted(data_dir.glob(f"fineweb_{split}_*.bin"))
+    files = sorted(data_dir.glob(_shard_glob(split)))
     if not files:
         raise GolfError(f"no {split} shards (fineweb_{split}_*.bin) in data folder {str(data_dir)!r}")
     return files
@@ -156,6 +169,40 @@ def load_val_tokens(data_dir: str | Path, seq_len: int, max_tokens: int = 0,
         raise GolfError(f"val split of {str(data_dir)!r} holds {len(stream)} tokens (max_tokens={max_tokens}); "
                         f"eval_seq_len {seq_len} needs at least {seq_len + 1}")
     return torch.from_numpy(stream[: usable + 1])
+
+
+def is_caseops(data_dir: str | Path) -> bool:
+    """Whether ``golf data prepare --caseops`` made the folder (its prepare.json says so)."""
+    meta = read_prepare_meta(data_dir)
+    return bool(meta and meta.get("caseops"))
+
+
+def load_val_bytes(data_dir: str | Path, n_tokens: int) -> torch.Tensor | None:
+    """CaseOps: the original UTF-8 bytes of the first ``n_tokens`` val tokens, [n_tokens] int32, from
+    the byte sidecars; None for a folder without CaseOps. Aligned with ``load_val_tokens``, which
+    returns a prefix of the same val stream.
+
+    Each sidecar read must hold one entry per token of its val shard, else a GolfError naming it.
+    """
+    if not is_caseops(data_dir):
+        return None
+    parts, total = [], 0
+    for f in list_shards(data_dir, "val"):
+        n, side = read_shard_header(f), f.with_name(f.name.replace("fineweb_val_", "fineweb_val_bytes_", 1))
+        if not side.is_file():
+            raise GolfError(f"byte sidecar {str(side)!r} of CaseOps data is missing: expected {n} entries, one per "
+                            f"token of {f.name}; prepare the data again")
+        counts = read_shard(side)
+        if len(counts) != n:
+            raise GolfError(f"byte sidecar {str(side)!r} holds {len(counts)} entries; expected {n}, one per token "
+                            f"of {f.name}; prepare the data again")
+        parts.append(np.asarray(counts[: n_tokens - total], dtype=np.int32))
+        total += len(parts[-1])
+        if total >= n_tokens:
+            break
+    if total < n_tokens:
+        raise GolfError(f"the byte sidecars of {str(data_dir)!r} cover {total} val tokens; expected {n_tokens}")
+    return torch.from_numpy(np.concatenate(parts))
 
 
 # --- training loader (spec §1.5) ---------------------------------------------------------------
@@ -261,6 +308,7 @@ def find_tokenizer(data_dir: str | Path) -> Path | None:
 
 def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[dict[str, Any]]:
     """Validate every shard of a folder (magic, version, size, ids < vocab); one row per file.
+    A CaseOps folder's byte sidecars are checked too (``load_val_bytes``) and listed as ``val_bytes``.
 
     ``vocab_size=None`` takes it from the folder (``infer_vocab_size``), else checks ids < 2^16.
     Raises ``ShardError`` naming the first bad file (val files first, then train, sorted).
@@ -269,11 +317,16 @@ def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[
     if not data_dir.is_dir():
         raise GolfError(f"data folder {str(data_dir)!r} does not exist")
     vocab = vocab_size or infer_vocab_size(data_dir) or 2**16
-    files = [(s, f) for s in ("val", "train") for f in sorted(data_dir.glob(f"fineweb_{s}_*.bin"))]
+    files = [(s, f) for s in ("val", "train") for f in sorted(data_dir.glob(_shard_glob(s)))]
     if not files:
         raise GolfError(f"no shards (fineweb_train_*.bin / fineweb_val_*.bin) in {str(data_dir)!r}")
-    return [{"file": f.name, "split": s, "tokens": check_shard(f, vocab), "bytes": f.stat().st_size,
+    rows = [{"file": f.name, "split": s, "tokens": check_shard(f, vocab), "bytes": f.stat().st_size,
              "vocab_size": vocab} for s, f in files]
+    n_val = sum(r["tokens"] for r in rows if r["split"] == "val")
+    if n_val and load_val_bytes(data_dir, n_val) is not None:  # CaseOps: one sidecar entry per val token
+        rows += [{"file": f.name, "split": "val_bytes", "tokens": read_shard_header(f), "bytes": f.stat().st_size,
+                  "vocab_size": None} for f in sorted(data_dir.glob("fineweb_val_bytes_*.bin"))]
+    return rows
 
 
 # --- the tokenizer and the data belong together ------------------------------------------------

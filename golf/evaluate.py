@@ -23,6 +23,10 @@ so ``WindowScorer`` asks the model for those alone (``GPT.nll_at``): no (B, L, V
 the work the scored positions do not depend on is skipped (see ``GPT.hidden``). The loop keeps
 the device busy: window starts live on the device and sums are masked, never a host sync per batch.
 The old full-logits path stays callable (``forward_logits=``) and is tested equal to 1e-5.
+
+Bytes. ``luts`` is ``golf.bpb.ByteLUTs``, or for CaseOps data ``golf.bpb.SidecarBytes`` (the original
+bytes per val token, charged by each target's index in ``val_tokens``): ``golf.bpb.eval_byte_counts``
+builds the one that fits the data folder, and every mode refuses the tables on CaseOps data.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from golf.config import Config
-from golf.runtime import all_reduce_, dist_info
+from golf.runtime import GolfError, all_reduce_, dist_info
 
 log = logging.getLogger("golf")
 
@@ -173,6 +177,20 @@ def _accumulator(device: torch.device):
     return BPBAccumulator(device)
 
 
+def _check_bytes(luts, cfg: Config, val_tokens: Tensor) -> None:
+    """The byte counts fit the data: CaseOps data needs its sidecar, as long as the val stream."""
+    from golf.bpb import SidecarBytes
+    from golf.data import is_caseops
+
+    if isinstance(luts, SidecarBytes):
+        if luts.counts.numel() != val_tokens.numel():
+            raise GolfError(f"the byte sidecar holds {luts.counts.numel()} entries for {val_tokens.numel()} val "
+                            "tokens; build both from the same folder (golf.bpb.eval_byte_counts)")
+    elif is_caseops(cfg.data_dir):
+        raise GolfError(f"{cfg.data_dir!r} holds CaseOps data, whose BPB counts the original bytes of its byte "
+                        "sidecar, not the tokenizer's byte tables; pass golf.bpb.eval_byte_counts(cfg, val_tokens)")
+
+
 def _finish(acc, t0: float, mode: str, **extra) -> dict:
     acc.all_reduce()
     seconds = time.perf_counter() - t0
@@ -198,12 +216,12 @@ def _score_windows(fwd: Callable, tokens: Tensor, starts: np.ndarray, offsets: n
     y = torch.where(valid, tokens[idx + 1], 0)
     logits = fwd(x)  # (B, L, V) fp32
     nll = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
-    acc.add(nll[scored], x[scored], y[scored], luts)
+    acc.add(nll[scored], x[scored], y[scored], luts, (idx + 1)[scored])
     if record is not None:
         record.note_scored(pos[scored].cpu().numpy(), nll[scored].double().cpu().numpy(), chunk, trained_through)
 
 
-def _add_masked(acc, nll: Tensor, prev: Tensor, tgt: Tensor, mask: Tensor, luts) -> None:
+def _add_masked(acc, nll: Tensor, prev: Tensor, tgt: Tensor, mask: Tensor, luts, tgt_pos: Tensor) -> None:
     """``acc.add`` of the positions where ``mask`` holds, without boolean indexing.
 
     Indexing by a mask needs its count on the host, a device sync per batch; masked sums let the
@@ -213,7 +231,7 @@ def _add_masked(acc, nll: Tensor, prev: Tensor, tgt: Tensor, mask: Tensor, luts)
 
     m = mask.to(torch.float64)
     acc.sums += torch.stack((torch.where(mask, nll, 0).to(torch.float64).sum(), m.sum(),
-                             (token_bytes(luts, prev, tgt).to(torch.float64) * m).sum()))
+                             (token_bytes(luts, prev, tgt, tgt_pos).to(torch.float64) * m).sum()))
 
 
 class WindowScorer:
@@ -271,7 +289,7 @@ class WindowScorer:
         y = torch.where(valid, self.tokens[idx + 1], 0)
         nll = fn(x, y, s)  # (B, L - s) fp32
         prev, tgt, m = x[:, s:], y[:, s:], valid[:, s:]
-        _add_masked(self.acc, nll, prev, tgt, m, self.luts)
+        _add_masked(self.acc, nll, prev, tgt, m, self.luts, idx[:, s:] + 1)
         if record is not None:
             record.note_scored(pos[:, s:][m].cpu().numpy(), nll[m].double().cpu().numpy(), chunk, trained_through)
 
@@ -310,6 +328,7 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
     """
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
     L, T = cfg.eval_seq_len, val_tokens.numel() - 1
+    _check_bytes(luts, cfg, val_tokens)
     luts = luts.to(device)
     n_seqs = T // L
     lo, hi = _share(n_seqs, info.rank, info.world_size)
@@ -321,7 +340,8 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
             e = min(b + cfg.eval_batch_seqs, hi)
             chunk = val_tokens[b * L: e * L + 1].to(device=device, dtype=torch.int64)
             x, y = chunk[:-1].view(-1, L), chunk[1:].view(-1, L)
-            acc.add(model(x, y, reduction="none"), x, y, luts)
+            pos = torch.arange(b * L + 1, e * L + 1, device=device).view(-1, L)  # y's indices in val_tokens
+            acc.add(model(x, y, reduction="none"), x, y, luts, pos)
             bar.update(e - b)
     bar.close()
     return _finish(acc, t0, "plain", n_seqs=n_seqs)
@@ -338,6 +358,7 @@ def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: C
     ``forward_logits`` is given (``WindowScorer``).
     """
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
+    _check_bytes(luts, cfg, val_tokens)
     luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
     acc = _accumulator(device)
     scorer = WindowScorer(model, tokens, luts, cfg, acc, forward_logits, nll_fn)
@@ -390,6 +411,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
     W, r = info.world_size, info.rank
     L, T, C = cfg.eval_seq_len, val_tokens.numel() - 1, cfg.ttt_chunk_tokens
+    _check_bytes(luts, cfg, val_tokens)
     luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
     acc = _accumulator(device)
     scorer = WindowScorer(model, tokens, luts, cfg, acc, forward_logits, nll_fn)

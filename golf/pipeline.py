@@ -152,7 +152,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
                  source: str = "artifact", force: bool = False) -> dict:
     """Evaluate the run's artifact (or raw model) in one mode; writes ``eval_<mode>.json``."""
     import golf.evaluate as ev
-    from golf.bpb import build_byte_luts
+    from golf.bpb import eval_byte_counts
     from golf.data import load_val_tokens
     from golf.train import use_compile
 
@@ -168,7 +168,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
         made_from = {"artifact_sha256": artifact_sha256(run_dir / ARTIFACT_NAME)}  # export checks it
     model = load_run_model(run_dir, cfg, device, source)
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens, vocab_size=cfg.vocab_size)
-    luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
+    luts = eval_byte_counts(cfg, val_tokens).to(device)  # the tables, or CaseOps' byte sidecar
     # On GPU, scoring runs compiled (as the record's) on the scored positions only, and so does TTT's
     # training loss, forward and backward (the record's TTT steps were eager; same function).
     nll_fn = train_loss = None

@@ -7,6 +7,11 @@ boundaries. The tokenizer is trained on NUL-to-space, stripped documents, which 
 include the val documents as in the record (spec §9.18; ``exclude_val_from_tokenizer`` is the fix).
 With ``tokenizer=PATH`` (``golf data prepare --tokenizer``) an existing model makes the shards instead.
 Either way prepare.json records the tokenizer's sha256, so shards and tokenizer stay bound.
+
+``caseops=True`` (``--caseops``, spec §8, PR #1729): documents go through ``golf.caseops.encode``
+before the tokenizer (trained with the four operators as user-defined symbols), and every val shard
+gets a byte sidecar ``fineweb_val_bytes_%06d.bin`` (same format): per token, the UTF-8 bytes of the
+*original* text it accounts for, which BPB charges instead of the byte tables (``golf.bpb``).
 """
 from __future__ import annotations
 
@@ -25,9 +30,10 @@ import sentencepiece as spm
 from tqdm.auto import tqdm
 
 from golf.bpb import build_byte_luts
+from golf.caseops import OPERATORS, encode as caseops_encode, original_bytes
 from golf.corpora import iter_documents
 from golf.data import (  # noqa: F401  (load_tokenizer: tokenizer users import it from here too)
-    PREPARE_META, load_tokenizer, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard,
+    PREPARE_META, byte_shard_name, load_tokenizer, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard,
 )
 from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json
 
@@ -53,8 +59,11 @@ def clean_for_training(text: str) -> str:
     return text.replace("\x00", " ").strip()
 
 
-def train_tokenizer(docs: Iterable[str], model_path: str | Path, vocab_size: int) -> spm.SentencePieceProcessor:
+def train_tokenizer(docs: Iterable[str], model_path: str | Path, vocab_size: int,
+                    user_defined_symbols: tuple[str, ...] = ()) -> spm.SentencePieceProcessor:
     """Train a BPE model with the spec §1.3 settings, one document per trainer "sentence".
+
+    ``user_defined_symbols``: pieces always kept whole, with the ids after UNK (CaseOps' operators).
 
     One deviation, needed for whole-document corpora: ``max_sentence_length`` is raised to the
     longest document. With the default 4192 bytes the trainer silently skips longer documents
@@ -74,7 +83,8 @@ def train_tokenizer(docs: Iterable[str], model_path: str | Path, vocab_size: int
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
             max_sentence_length=max(SP_DEFAULT_MAX_SENTENCE_LENGTH, longest + 1),
-            minloglevel=2, **SPEC_TRAINER_SETTINGS)
+            minloglevel=2, **SPEC_TRAINER_SETTINGS,
+            **({"user_defined_symbols": list(user_defined_symbols)} if user_defined_symbols else {}))
     except RuntimeError as exc:  # e.g. a vocab smaller than the 4 specials + 256 bytes + characters
         raise GolfError(f"SentencePiece could not train a {vocab_size}-piece tokenizer for {model_path}: {exc}") from exc
     atomic_write_bytes(model_path, model.getvalue())
@@ -87,35 +97,77 @@ def default_val_docs(n_docs: int) -> int:
     return max(1, min(SPEC_VAL_DOCS, n_docs // 10))
 
 
+def _caseops_token_bytes(text: str, offsets: list[tuple[int, int]]) -> np.ndarray:
+    """``[BOS] + ids``'s original UTF-8 bytes for one caseops-encoded document ``text``.
+
+    ``offsets``: SentencePiece's (begin, end) character span of each token in ``text``. Token k
+    gets the characters from the previous token's end to its own (the first from 0, the last to
+    the end), so characters the normalizer dropped (extra spaces) are charged too and the sum is
+    the original document's length. An operator's bytes are 0; a letter it raised belongs to the
+    token holding the letter. BOS gets 0, unless the document has no token at all (only spaces):
+    then its bytes go on the BOS, so that every byte is charged once.
+    """
+    cum = np.concatenate(([0], np.cumsum(original_bytes(text), dtype=np.int64)))
+    counts = np.zeros(len(offsets) + 1, dtype=np.int64)
+    if offsets:
+        ends = np.maximum.accumulate(np.array([end for _, end in offsets], dtype=np.int64))
+        ends[-1] = len(text)
+        counts[1:] = np.diff(cum[ends], prepend=0)
+    else:
+        counts[0] = cum[-1]
+    if counts.max() >= 2**16:
+        raise GolfError(f"a token accounts for {int(counts.max())} bytes, more than a uint16 byte sidecar holds")
+    return counts
+
+
 def _write_split(sp: spm.SentencePieceProcessor, docs: list[str], out_dir: Path, split: str,
-                 shard_tokens: int, progress: bool) -> dict[str, Any]:
-    """Encode ``[BOS] + ids`` per document, concatenate, and cut into shards of ``shard_tokens``."""
+                 shard_tokens: int, progress: bool, caseops: bool = False) -> dict[str, Any]:
+    """Encode ``[BOS] + ids`` per document, concatenate, and cut into shards of ``shard_tokens``.
+
+    ``caseops``: encode ``caseops.encode(doc)``; for val also write each shard's byte sidecar.
+    """
+    sidecar = caseops and split == "val"
     buf = np.empty(shard_tokens, dtype=np.uint16)
-    fill, total, shards = 0, 0, []
+    nbytes = np.empty(shard_tokens, dtype=np.uint16) if sidecar else None
+    fill, total, shards, byte_files = 0, 0, [], []
 
     def flush() -> None:
         nonlocal fill
         if fill:
+            if nbytes is not None:
+                byte_files.append(write_shard(out_dir / byte_shard_name(len(shards)), nbytes[:fill]).name)
             shards.append(write_shard(out_dir / shard_name(split, len(shards)), buf[:fill]).name)
             fill = 0
 
-    batch = 256
+    def add(ids: list[int], counts: np.ndarray | None = None) -> None:
+        nonlocal fill, total
+        toks = np.empty(len(ids) + 1, dtype=np.uint16)
+        toks[0] = BOS_ID  # explicit: SentencePiece never emits it (spec §8's data-prep bug)
+        toks[1:] = ids
+        total += len(toks)
+        done = 0
+        while done < len(toks):  # a document may straddle two shards (spec §1.2)
+            take = min(len(toks) - done, shard_tokens - fill)
+            buf[fill:fill + take] = toks[done:done + take]
+            if nbytes is not None:
+                nbytes[fill:fill + take] = counts[done:done + take]
+            fill, done = fill + take, done + take
+            if fill == shard_tokens:
+                flush()
+
+    batch, threads = 256, os.cpu_count() or 1
     with tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress) as bar:
         for i in range(0, len(docs), batch):
-            for ids in sp.encode(docs[i:i + batch], out_type=int, num_threads=os.cpu_count() or 1):
-                toks = np.empty(len(ids) + 1, dtype=np.uint16)
-                toks[0] = BOS_ID
-                toks[1:] = ids
-                total += len(toks)
-                while len(toks):  # a document may straddle two shards (spec §1.2)
-                    take = min(len(toks), shard_tokens - fill)
-                    buf[fill:fill + take] = toks[:take]
-                    fill, toks = fill + take, toks[take:]
-                    if fill == shard_tokens:
-                        flush()
+            texts = [caseops_encode(d) for d in docs[i:i + batch]] if caseops else docs[i:i + batch]
+            if sidecar:
+                for text, enc in zip(texts, sp.encode(texts, return_type="offset_mapping", num_threads=threads)):
+                    add(enc["ids"], _caseops_token_bytes(text, enc["offsets"]))
+            else:
+                for ids in sp.encode(texts, out_type=int, num_threads=threads):
+                    add(ids)
             bar.update(min(batch, len(docs) - i))
     flush()
-    return {"docs": len(docs), "tokens": total, "shards": shards}
+    return {"docs": len(docs), "tokens": total, "shards": shards, **({"byte_files": byte_files} if sidecar else {})}
 
 
 def _previous_dataset(out: Path, tokenizer: Path | None) -> list[Path]:
@@ -140,7 +192,7 @@ def _previous_dataset(out: Path, tokenizer: Path | None) -> list[Path]:
             raise GolfError(f"{str(out)!r} holds {foreign[0].name}{more} but no {PREPARE_META}, so golf did not "
                             "write them and will not replace them; prepare into a new folder, or move them away")
         return [tok] if tok.exists() else []
-    listed = {name for split in ("val", "train") for name in (meta.get("shards") or {}).get(split, [])}
+    listed = {name for split in ("val", "train", "val_bytes") for name in (meta.get("shards") or {}).get(split, [])}
     unlisted = [f for f in shards if f.name not in listed]
     if unlisted:
         raise GolfError(f"{str(out)!r} holds {unlisted[0].name}, which its {PREPARE_META} does not list, so golf "
@@ -167,12 +219,17 @@ def _swap_in(staging: Path, out: Path, previous: list[Path]) -> None:
     shutil.rmtree(aside)
 
 
-def _given_tokenizer(path: Path, vocab_size: int | None) -> spm.SentencePieceProcessor:
-    """``--tokenizer``: a SentencePiece model fit for the record's shard layout (BOS = 1, "▁" piece)."""
+def _given_tokenizer(path: Path, vocab_size: int | None, caseops: bool = False) -> spm.SentencePieceProcessor:
+    """``--tokenizer``: a SentencePiece model fit for the record's shard layout (BOS = 1, "▁" piece);
+    with ``caseops``, one that has the four operators as pieces."""
     sp = load_tokenizer(path, vocab_size)
     if sp.bos_id() != BOS_ID:
         raise GolfError(f"tokenizer {str(path)!r} has BOS id {sp.bos_id()}; the shard layout starts every "
                         f"document with BOS = {BOS_ID} (spec §1.2)")
+    missing = [f"U+{ord(op):04X}" for op in OPERATORS if caseops and sp.id_to_piece(sp.piece_to_id(op)) != op]
+    if missing:
+        raise GolfError(f"tokenizer {str(path)!r} has no piece for the CaseOps operator(s) {', '.join(missing)}; "
+                        "--caseops needs a tokenizer trained with them (leave --tokenizer out to train one)")
     build_byte_luts(sp, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
     return sp
 
@@ -180,7 +237,7 @@ def _given_tokenizer(path: Path, vocab_size: int | None) -> spm.SentencePiecePro
 def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None, val_docs: int | None = None,
                  shard_tokens: int = 10**8, tokenizer_train_docs: int | None = None,
                  exclude_val_from_tokenizer: bool = False, max_docs: int | None = None,
-                 progress: bool = True, tokenizer: str | Path | None = None) -> dict[str, Any]:
+                 progress: bool = True, tokenizer: str | Path | None = None, caseops: bool = False) -> dict[str, Any]:
     """Train ``out_dir/tokenizer.model`` and write ``out_dir/fineweb_{val,train}_%06d.bin``.
 
     ``corpus``: a name, a path, or several joined by commas (see ``golf.corpora``).
@@ -188,7 +245,8 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
     instead of training one (copied to ``out_dir/tokenizer.model``; ``vocab_size``, if given, must
     match its pieces). ``val_docs``: documents sent to val (None = ``default_val_docs``).
     ``tokenizer_train_docs``: train the tokenizer on only the first N documents (the record used
-    the first 5M). ``max_docs``: use only the first N documents of the corpus.
+    the first 5M). ``max_docs``: use only the first N documents of the corpus. ``caseops``: the
+    CaseOps transform and val byte sidecars (module docstring); prepare.json records ``"caseops": true``.
     With a small corpus SentencePiece may learn fewer than ``vocab_size`` pieces
     (``hard_vocab_limit=False``); the summary's ``vocab_size`` is the size actually learned.
 
@@ -204,7 +262,7 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
         if exclude_val_from_tokenizer or tokenizer_train_docs:
             raise GolfError("--exclude-val-from-tokenizer and tokenizer_train_docs only apply when golf trains "
                             "the tokenizer, not with --tokenizer")
-        sp = _given_tokenizer(given, vocab_size)
+        sp = _given_tokenizer(given, vocab_size, caseops)
     elif vocab_size is None:
         vocab_size = DEFAULT_VOCAB_SIZE
     if shard_tokens < 1:
@@ -226,10 +284,11 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
         else:
             tok_docs = docs[n_val:] if exclude_val_from_tokenizer else docs
             tok_docs = tok_docs[:tokenizer_train_docs] if tokenizer_train_docs else tok_docs
-            sp = train_tokenizer(tok_docs, tok_path, vocab_size)
+            sp = train_tokenizer(map(caseops_encode, tok_docs) if caseops else tok_docs, tok_path, vocab_size,
+                                 OPERATORS if caseops else ())
             build_byte_luts(tok_path, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
-        val = _write_split(sp, docs[:n_val], staging, "val", shard_tokens, progress)
-        train = _write_split(sp, docs[n_val:], staging, "train", shard_tokens, progress)
+        val = _write_split(sp, docs[:n_val], staging, "val", shard_tokens, progress, caseops)
+        train = _write_split(sp, docs[n_val:], staging, "train", shard_tokens, progress, caseops)
         summary = {
             "corpus": corpus,
             "out_dir": str(out),
@@ -240,10 +299,13 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
             "vocab_size_requested": vocab_size,
             "docs": {"val": val["docs"], "train": train["docs"]},
             "tokens": {"val": val["tokens"], "train": train["tokens"]},
-            "shards": {"val": val["shards"], "train": train["shards"]},
+            "shards": {"val": val["shards"], "train": train["shards"],
+                       **({"val_bytes": val["byte_files"]} if caseops else {})},
             "shard_tokens": shard_tokens,
             "tokenizer": {"train_docs": len(tok_docs), "exclude_val_from_tokenizer": exclude_val_from_tokenizer,
-                          "settings": SPEC_TRAINER_SETTINGS if given is None else None},
+                          "settings": None if given is not None else
+                          {**SPEC_TRAINER_SETTINGS, **({"user_defined_symbols": OPERATORS} if caseops else {})}},
+            **({"caseops": True} if caseops else {}),
             "seconds": round(time.time() - t0, 3),
         }
         atomic_write_json(staging / PREPARE_META, summary)

@@ -263,7 +263,7 @@ def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.
 
 def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
     """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
-    from golf.bpb import build_byte_luts
+    from golf.bpb import eval_byte_counts
     from golf.data import list_shards, load_val_tokens, tokenizer_fingerprint
     from golf.evaluate import eval_plain
 
@@ -279,7 +279,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     seqs = micro_batch_seqs(cfg, dist.world_size)
 
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens)
-    luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size).to(device)
+    luts = eval_byte_counts(cfg, val_tokens).to(device)  # the tables, or CaseOps' byte sidecar
 
     model = build_model(cfg, device)
     trainer = Trainer(model, cfg, dist)
