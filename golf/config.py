@@ -106,6 +106,8 @@ class Config:
     # --- quantization (spec §5) -----------------------------------------------------------
     matrix_bits: int = 6  # GPTQ bits of the banked matrices
     matrix_clip_sigmas: float = 12.85  # SDClip: per-row clip at this many standard deviations (matrices)
+    attn_clip_sigmas: float = 0.0  # SDClip sigmas of the attention matrices; 0 uses matrix_clip_sigmas (#1626: 13)
+    mlp_clip_sigmas: float = 0.0  # SDClip sigmas of the MLP matrices; 0 uses matrix_clip_sigmas (#1626: 12)
     embed_bits: int = 8  # GPTQ bits of the embedding
     embed_clip_sigmas: float = 20.0  # SDClip sigmas of the embedding
     gptq_calibration_batches: int = 64  # training batches whose activations make the GPTQ Hessians
@@ -343,7 +345,7 @@ RANGES: dict[str, Range] = {
     "matrix_bits": Range(2, 8), "matrix_clip_sigmas": _POSITIVE, "embed_bits": Range(2, 8),  # int8 storage
     "embed_clip_sigmas": _POSITIVE, "gptq_calibration_batches": _COUNT, "gptq_damp": _POSITIVE,
     "gptq_block_size": _COUNT, "artifact_limit_bytes": _COUNT, "quant_passthrough_numel": _NONNEG,
-    "lqer_rank": _NONNEG, "lqer_top_k": _NONNEG,
+    "lqer_rank": _NONNEG, "lqer_top_k": _NONNEG, "attn_clip_sigmas": _NONNEG, "mlp_clip_sigmas": _NONNEG,
     "eval_stride": _COUNT, "eval_batch_seqs": _COUNT, "ttt_lr": _NONNEG, "ttt_momentum": _DECAY,
     "ttt_epochs": _NONNEG, "ttt_chunk_tokens": _COUNT, "ttt_batch_seqs": _COUNT, "ttt_grad_clip": _POSITIVE,
     "ttt_freeze_blocks": _NONNEG,

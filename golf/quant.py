@@ -186,7 +186,8 @@ def _tensor_plan(name: str, t: Tensor, cfg) -> tuple[int, float] | None:
     if name == EMBED_NAME:
         return cfg.embed_bits, cfg.embed_clip_sigmas
     if name.endswith(MATRIX_SUFFIXES):
-        return cfg.matrix_bits, cfg.matrix_clip_sigmas
+        by_class = cfg.attn_clip_sigmas if ".attn." in name else cfg.mlp_clip_sigmas  # #1626; 0: the shared k
+        return cfg.matrix_bits, by_class or cfg.matrix_clip_sigmas
     return None
 
 

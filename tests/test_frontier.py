@@ -206,3 +206,32 @@ def test_compiled_document_attention_on_cuda_matches_the_eager_mask():
         s = cfg.eval_seq_len - cfg.eval_stride
         torch.testing.assert_close(compiled_nll(model, cfg)(ids, ids, s), model.nll_at(ids, ids, s),
                                    atol=5e-2, rtol=5e-2)
+
+
+def test_per_class_clip_sigmas_and_int7_embeddings():
+    """#1626: SDClip sigmas by matrix class (0 keeps matrix_clip_sigmas) and a 7-bit embedding."""
+    from golf.model import unbank_state_dict
+    from golf.quant import quantize_state_dict
+
+    cfg = load_config(None, TINY + ["attn_clip_sigmas=13", "mlp_clip_sigmas=12", "embed_clip_sigmas=15",
+                                    "embed_bits=7", "quant_passthrough_numel=64"])
+    sd = unbank_state_dict(build_model(cfg).state_dict(), cfg.num_layers)
+    _perturb_sd = {k: v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in sd.items()}
+    hessians = {k: torch.eye(v.shape[1]) for k, v in _perturb_sd.items() if v.ndim == 2}
+    quantized, meta = quantize_state_dict(_perturb_sd, hessians, cfg)
+    assert meta["blocks.0.attn.c_q.weight"]["clip_sigmas"] == 13
+    assert meta["blocks.0.mlp.fc.weight"]["clip_sigmas"] == 12
+    assert meta["tok_emb.weight"]["bits"] == 7 and meta["tok_emb.weight"]["clip_sigmas"] == 15
+    assert int(quantized["tok_emb.weight.q"].abs().max()) <= 63
+    shared = load_config(None, TINY + ["quant_passthrough_numel=64"])
+    assert quantize_state_dict(_perturb_sd, hessians, shared)[1]["blocks.0.attn.c_q.weight"]["clip_sigmas"] == \
+        shared.matrix_clip_sigmas
+
+
+def test_frontier_params_file_loads_and_differs_from_the_record_only_in_its_switches():
+    from golf.model import GPT, count_params
+
+    frontier, record = load_config("params/frontier.yaml"), load_config("params/record.yaml")
+    changed = {k for k, v in frontier.to_dict().items() if record.to_dict()[k] != v}
+    assert {"attention_mask", "smear_gate", "attn_out_gate", "lqer_rank", "muon_wd_taper_at", "embed_bits"} <= changed
+    assert count_params(GPT(frontier)) - count_params(GPT(record)) == 11 * 8 * 12 + 12 + 1  # the gates alone
