@@ -90,8 +90,8 @@ def _flex_document_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor) -> Te
 class document_attention:  # noqa: N801  (used like the attention functions above)
     """Causal attention that stays inside each document (``attention_mask: document``, VarLen #1530).
 
-    Same signature as the other kernels; ``doc`` (B, T) from ``document_ids``. Under ``torch.compile``
-    on CUDA it runs FlexAttention, else an explicit mask through SDPA (the math they must agree with).
+    Same signature as the other kernels; ``doc`` (B, T) from ``document_ids``. Compiled training on
+    CUDA runs FlexAttention, everything else an explicit mask through SDPA (the math they agree with).
     The ``doc`` attribute is read by the model's suffix attention (sliding-window scoring).
     """
 
@@ -99,7 +99,9 @@ class document_attention:  # noqa: N801  (used like the attention functions abov
         self.backend, self.doc = backend, doc
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if q.is_cuda and torch.compiler.is_compiling():
+        # Flex for compiled training (forward and backward); scoring (no grad) keeps the explicit mask,
+        # as its compiled inference kernel faulted on the H100 in a small test (bench/RESULTS.md).
+        if q.is_cuda and torch.compiler.is_compiling() and torch.is_grad_enabled() and q.size(-1) >= 16:
             return _flex_document_attention(q, k, v, self.doc)
         return _dense_document_attention(q, k, v, self.doc)
 

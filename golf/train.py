@@ -252,11 +252,22 @@ def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
         yield loader.next_batch(device)[0]
 
 
+def apply_inductor_workarounds(cfg: Config) -> None:
+    """Inductor settings some switches need (torch 2.11, H100): with ``attn_out_gate`` the backward
+    graph fails an assertion while fusing reductions of two orders (``FusedMixOrderReductions``),
+    so that fusion is off then; the record's graphs keep the defaults (bench/compile_check.py)."""
+    if cfg.attn_out_gate:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.triton.mix_order_reduction = False
+
+
 def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.device):
     """The training forward: ``torch.compile``d (with Newton-Schulz) where compile is on, else the model."""
     if not use_compile(cfg, device):
         return model
     enable_compile_cache(cfg)
+    apply_inductor_workarounds(cfg)
     trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
     return torch.compile(model, dynamic=False, fullgraph=True)
 

@@ -186,7 +186,8 @@ def test_compiled_document_attention_on_cuda_matches_the_eager_mask():
     from golf.evaluate import compiled_nll
 
     cfg = load_config(None, TINY + ["attention_mask=document", "smear_gate=true", "attn_out_gate=true",
-                                    "device=cuda", "train_seq_len=256", "eval_seq_len=256", "eval_batch_seqs=4"])
+                                    "device=cuda", "train_seq_len=256", "eval_seq_len=256", "eval_batch_seqs=4",
+                                    "model_dim=64"])  # FlexAttention's kernels need head_dim >= 16
     model = build_model(cfg, "cuda")
     model.set_looping(True)
     _perturb(model)
