@@ -336,9 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "  golf evaluate --run-dir outputs/default/run-001 --mode sliding\n"
                   "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force")
     ev.add_argument("--run-dir", required=True, metavar="DIR", help="a quantized run folder")
-    ev.add_argument("--mode", required=True, choices=("plain", "sliding", "ttt"),
-                    help="plain (non-overlapping), sliding (stride eval_stride) or ttt (score-first test-time "
-                         "training)")
+    ev.add_argument("--mode", required=True, choices=("plain", "sliding", "ttt", "lora_ttt", "phased_ttt"),
+                    help="plain (non-overlapping), sliding (stride eval_stride), ttt (score-first test-time "
+                         "training), lora_ttt (per-document LoRA TTT) or phased_ttt (LoRA TTT with global SGD phases)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
                     help="the quantized artifact (default) or the raw model.pt")
     ev.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override evaluation keys of the run's config")

@@ -132,6 +132,19 @@ class Config:
     ttt_batch_seqs: int = 32  # sequences per TTT training batch
     ttt_grad_clip: float = 1.0  # TTT gradient-norm clip
     ttt_freeze_blocks: int = 0  # freeze the first k blocks during TTT
+    ttt_lora_rank: int = 96  # lora_ttt / phased_ttt: rank of the per-document LoRA adapters (#1855: 80)
+    ttt_lora_alpha: float = 0.0  # LoRA scale is alpha / rank; 0 means alpha equals the rank, scale 1 (#1787: 144)
+    ttt_lora_lr: float = 1e-4  # AdamW learning rate of the LoRA adapters (beta1 0)
+    ttt_lora_beta2: float = 0.999  # AdamW beta2 of the LoRA adapters (#1855: 0.99)
+    ttt_lora_wd: float = 0.5  # AdamW decoupled weight decay of the LoRA adapters (#1787: 1.0)
+    ttt_lora_chunk: int = 32  # tokens per LoRA TTT chunk of a document: scored, then one AdamW step
+    ttt_lora_batch_docs: int = 64  # documents adapted side by side, sorted by length
+    ttt_phase_docs: int = 2000  # phased_ttt: documents scored before the last global SGD phase (#1855: 2500)
+    ttt_phases: int = 1  # phased_ttt: global SGD phases, cumulative over the first ttt_phase_docs documents (#1626: 3)
+    ttt_global_lr: float = 0.001  # phased_ttt: global SGD learning rate, cosine over the phase's chunks
+    ttt_global_momentum: float = 0.9  # phased_ttt: global SGD momentum (clip: ttt_grad_clip)
+    ttt_global_epochs: int = 1  # phased_ttt: passes over the scored documents in each phase
+    ttt_global_chunk_tokens: int = 32_768  # phased_ttt: target tokens per global SGD chunk (batches: ttt_batch_seqs)
 
     # --- fixes for the record's known flaws (spec §9), all off = the record as logged -----
     fix_clip_after_reduce: bool = False  # §9.6: clip the all-reduced gradient, not each rank's
@@ -348,7 +361,10 @@ RANGES: dict[str, Range] = {
     "lqer_rank": _NONNEG, "lqer_top_k": _NONNEG, "attn_clip_sigmas": _NONNEG, "mlp_clip_sigmas": _NONNEG,
     "eval_stride": _COUNT, "eval_batch_seqs": _COUNT, "ttt_lr": _NONNEG, "ttt_momentum": _DECAY,
     "ttt_epochs": _NONNEG, "ttt_chunk_tokens": _COUNT, "ttt_batch_seqs": _COUNT, "ttt_grad_clip": _POSITIVE,
-    "ttt_freeze_blocks": _NONNEG,
+    "ttt_freeze_blocks": _NONNEG, "ttt_lora_rank": _COUNT, "ttt_lora_alpha": _NONNEG, "ttt_lora_lr": _NONNEG,
+    "ttt_lora_beta2": _DECAY, "ttt_lora_wd": _NONNEG, "ttt_lora_chunk": _COUNT, "ttt_lora_batch_docs": _COUNT,
+    "ttt_phase_docs": _NONNEG, "ttt_phases": _COUNT, "ttt_global_lr": _NONNEG, "ttt_global_momentum": _DECAY,
+    "ttt_global_epochs": _NONNEG, "ttt_global_chunk_tokens": _COUNT,
     "attn_gate_scale": _POSITIVE, "gate_dims": _COUNT, "muon_wd_taper_at": Range(0, 1, hi_open=True),
     "muon_wd_taper_final": _NONNEG,
 }

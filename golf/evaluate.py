@@ -27,6 +27,9 @@ The old full-logits path stays callable (``forward_logits=``) and is tested equa
 Bytes. ``luts`` is ``golf.bpb.ByteLUTs``, or for CaseOps data ``golf.bpb.SidecarBytes`` (the original
 bytes per val token, charged by each target's index in ``val_tokens``): ``golf.bpb.eval_byte_counts``
 builds the one that fits the data folder, and every mode refuses the tables on CaseOps data.
+
+Per-document LoRA TTT and phased TTT (spec §8) live in ``golf.lora_ttt``, on the same ``TTTRecord``,
+masked sums and accumulator.
 """
 from __future__ import annotations
 
@@ -97,9 +100,14 @@ class TTTRecord:
 
     ``scored_at_chunk``: chunk being processed when p was scored (-1 never); ``trained_through_chunk``:
     last chunk the weights had been trained on at that moment (-1 none); ``trained_in_chunk``: the
-    chunk whose TTT step used p as a target (-1 never); ``score_count``; ``scored_with_grad``: 1 if
+    first chunk whose TTT step used p as a target (-1 never); ``score_count``; ``scored_with_grad``: 1 if
     autograd was on while scoring; ``nll``: the scored NLL (nan if unscored). After ``eval_*`` under
     torchrun every rank holds the merged record.
+
+    Chunk ids are one total order of training steps: weights "trained through c" may hold any step
+    ≤ c, so a mode whose steps are independent (``golf.lora_ttt``: one id per document chunk, one per
+    global phase) can claim more than its weights hold, never less. A position trained more than once
+    (phased TTT's cumulative phases) keeps its first step: the one the checks need.
     """
     total_tokens: int
     scored_at_chunk: np.ndarray = field(init=False)
@@ -126,16 +134,26 @@ class TTTRecord:
         self.nll[pos] = nll
 
     def note_trained(self, lo: int, hi: int, chunk: int) -> None:
-        self.trained_in_chunk[lo:hi] = chunk
+        self.note_trained_at(np.arange(lo, hi), chunk)
+
+    def note_trained_at(self, pos: np.ndarray, chunk) -> None:
+        """Step ``chunk`` (an int, or one per position) used targets ``pos``; the first step is kept."""
+        cur = self.trained_in_chunk[pos]
+        self.trained_in_chunk[pos] = np.where(cur >= 0, np.minimum(cur, chunk), chunk)
 
     def merge_ranks(self, device: torch.device) -> None:
-        """Combine the ranks' partial records: counts add, chunk indices take the max (-1 = none)."""
+        """Combine the ranks' partial records: counts add, chunk indices take the max (-1 = none), except
+        ``trained_in_chunk``, the first step over all ranks that trained on the position."""
         if dist_info().world_size == 1:
             return
         for name, op in (("score_count", "sum"), ("scored_with_grad", "max"), ("scored_at_chunk", "max"),
-                         ("trained_through_chunk", "max"), ("trained_in_chunk", "max")):
+                         ("trained_through_chunk", "max")):
             t = torch.from_numpy(getattr(self, name)).to(device)
             setattr(self, name, all_reduce_(t, op).cpu().numpy())
+        never = np.iinfo(np.int32).max
+        first = torch.from_numpy(np.where(self.trained_in_chunk >= 0, self.trained_in_chunk, never)).to(device)
+        first = (-all_reduce_(-first, "max")).cpu().numpy()  # a min: all_reduce_ has sum, max and avg
+        self.trained_in_chunk = np.where(first == never, -1, first).astype(np.int32)
         nll = torch.from_numpy(np.nan_to_num(self.nll, nan=0.0)).to(device)
         self.nll = all_reduce_(nll, "sum").cpu().numpy()
         self.nll[self.score_count == 0] = np.nan

@@ -24,7 +24,8 @@ QUANTIZE_CONFIG = "quantize_config.yaml"  # the resolved settings that made the 
 # Files made from the artifact: they leave with it when it is replaced, so an old BPB never sits
 # beside a new artifact (eval_<mode>_raw.json scores model.pt and stays).
 DERIVED_FROM_ARTIFACT = ("quant_budget.json", QUANTIZE_CONFIG, "tables/quant_tensors.csv",
-                         "eval_plain.json", "eval_sliding.json", "eval_ttt.json")
+                         "eval_plain.json", "eval_sliding.json", "eval_ttt.json", "eval_lora_ttt.json",
+                         "eval_phased_ttt.json")
 SUPERSEDED_DIR = "superseded"
 
 
@@ -145,7 +146,8 @@ def fixed_batch(fn, batch: int):
     return call
 
 
-EVAL_FUNCS = {"plain": "eval_plain", "sliding": "eval_sliding", "ttt": "eval_ttt"}
+EVAL_FUNCS = {"plain": "eval_plain", "sliding": "eval_sliding", "ttt": "eval_ttt",
+              "lora_ttt": "eval_lora_ttt", "phased_ttt": "eval_phased_ttt"}  # the last two: golf.lora_ttt
 
 
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,
@@ -173,9 +175,10 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     # training loss, forward and backward (the record's TTT steps were eager; same function).
     nll_fn = train_loss = None
     if use_compile(cfg, device):
-        from golf.train import enable_compile_cache
+        from golf.train import apply_inductor_workarounds, enable_compile_cache
 
         enable_compile_cache(cfg)
+        apply_inductor_workarounds(cfg)
         nll_fn = ev.compiled_nll(model, cfg)
         train_loss = ev.compiled_ttt_loss(model)
     if mode == "sliding":
@@ -183,6 +186,10 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     elif mode == "ttt":
         model.train()
         result = ev.eval_ttt(model, val_tokens, luts, cfg, nll_fn=nll_fn, train_loss=train_loss)
+    elif mode in ("lora_ttt", "phased_ttt"):  # eager: scored with per-document adapters
+        import golf.lora_ttt as lt
+
+        result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg)}

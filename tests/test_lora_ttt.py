@@ -1,0 +1,278 @@
+"""Per-document LoRA TTT and phased TTT (spec §8, golf.lora_ttt): legal by ``TTTRecord`` (Issue #1017 C1,
+C3, C4) on one process and two gloo processes, the identity at lr 0, documents independent, adapting."""
+import numpy as np
+import pytest
+import torch
+
+import golf.lora_ttt as lt
+from gloo import run_gloo
+from golf.bpb import token_bytes
+from golf.evaluate import TTTRecord
+from golf.lora_ttt import DocAdapters, document_queue, document_spans, eval_lora_ttt, eval_phased_ttt, phase_points
+from golf.model import BOS_ID, virtual_layers
+from test_evaluate import tiny_cfg, tiny_luts, tiny_model
+
+LORA = dict(ttt_lora_rank=4, ttt_lora_chunk=8, ttt_lora_batch_docs=3, ttt_lora_lr=0.01, ttt_phase_docs=4,
+            ttt_phases=2, ttt_global_chunk_tokens=64, ttt_global_lr=0.05)
+DOC_LENS = (40, 12, 25, 7, 70, 30, 18)  # tokens, BOS included; two longer than eval_seq_len (32)
+
+
+def lora_cfg(**kw):
+    return tiny_cfg(**{**LORA, **kw})
+
+
+def doc_tokens(lens=DOC_LENS, seed=1, vocab=64):
+    """Documents that each start with BOS; no other token is BOS."""
+    g = torch.Generator().manual_seed(seed)
+    docs = [torch.cat((torch.tensor([BOS_ID]), torch.randint(2, vocab, (n - 1,), generator=g))) for n in lens]
+    return torch.cat(docs)
+
+
+def run(fn, cfg, tokens, seed=0):
+    model = tiny_model(cfg, seed)
+    rec = TTTRecord(tokens.numel() - 1)
+    return fn(model, tokens, tiny_luts(), cfg, record=rec, progress=False), rec, model
+
+
+# --- documents --------------------------------------------------------------------------------
+
+def test_documents_tile_the_targets_and_end_at_the_next_bos():
+    tokens = doc_tokens()
+    starts, ends = document_spans(tokens)
+    T = tokens.numel() - 1
+    assert starts[0] == 0 and ends[-1] == T and (starts[1:] == ends[:-1]).all()
+    assert (tokens[starts] == BOS_ID).all() and (tokens[ends[:-1]] == BOS_ID).all()  # last target: the next BOS
+    assert list(ends - starts) == [*DOC_LENS[:-1], DOC_LENS[-1] - 1]
+    s2, e2 = document_spans(tokens[5:])  # a stream that starts inside a document: its head is a document too
+    assert s2[0] == 0 and e2[0] == DOC_LENS[0] - 5
+    queue = document_queue(starts, ends, 3)
+    assert [list(b) for b in queue] == [[4, 0, 5], [2, 6, 1], [3]]  # longest first
+    assert phase_points(queue, 4, 2) == [(0, 2), (1, 4)] and phase_points(queue, 99, 1) == [(2, 7)]
+    assert phase_points(queue, 4, 0) == [] and phase_points(queue, 0, 3) == []
+
+
+# --- legality and the identity at lr 0 -----------------------------------------------------------
+
+def test_lora_ttt_is_legal_complete_and_leaves_the_model_alone():
+    cfg, tokens = lora_cfg(), doc_tokens()
+    model = tiny_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rec = TTTRecord(tokens.numel() - 1)
+    res = eval_lora_ttt(model, tokens, tiny_luts(), cfg, record=rec, progress=False)
+    rec.check()
+    T = tokens.numel() - 1
+    assert res["n_tokens"] == T and res["n_docs"] == len(DOC_LENS) and res["n_batches"] == 3
+    assert res["lora_steps"] == 8 + 3 + 0  # per batch: chunks of its longest document but the last
+    starts, ends = document_spans(tokens)
+    for s, e in zip(starts, ends):  # every chunk but each document's last trains on exactly its targets
+        last = s + (e - s - 1) // 8 * 8
+        assert (rec.trained_in_chunk[s:last] >= 0).all() and (rec.trained_in_chunk[last:e] == -1).all()
+        assert (rec.trained_in_chunk[s:last] == rec.scored_at_chunk[s:last]).all()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_lora_ttt_training_before_scoring_is_caught(monkeypatch):
+    """A record that says the step on chunk ci came first fails the check (the check is not vacuous)."""
+    cfg, tokens = lora_cfg(), doc_tokens()
+    _, rec, _ = run(eval_lora_ttt, cfg, tokens)
+    rec.trained_through_chunk = np.where(rec.trained_in_chunk >= 0, rec.trained_in_chunk, rec.trained_through_chunk)
+    with pytest.raises(AssertionError, match="C3"):
+        rec.check()
+
+
+def reference_per_document(model, tokens, cfg):
+    """NLL of every target with only its own document as context: one forward per chunk window
+    [max(0, c1 − L), c1) of the plain model, as LoRA TTT scores when its adapters are the identity."""
+    starts, ends = document_spans(tokens)
+    C, L = cfg.ttt_lora_chunk, cfg.eval_seq_len
+    nll = np.full(tokens.numel() - 1, np.nan)
+    with torch.no_grad():
+        for s, e in zip(starts, ends):
+            for c0 in range(0, e - s, C):
+                c1 = min(c0 + C, e - s)
+                w0 = max(0, c1 - L)
+                x, y = tokens[s + w0:s + c1][None], tokens[s + w0 + 1:s + c1 + 1][None]
+                nll[s + c0:s + c1] = model(x, y, reduction="none")[0, c0 - w0:].double().numpy()
+    return nll
+
+
+@pytest.mark.parametrize("switches", [{}, dict(parallel_mode="single_stream"), dict(parallel_mode="none"),
+                                      dict(attention_mask="document", smear_gate=True, attn_out_gate=True)])
+def test_lora_at_lr_zero_is_plain_per_document_scoring(switches):
+    cfg, tokens = lora_cfg(ttt_lora_lr=0.0, **switches), doc_tokens()
+    res, rec, model = run(eval_lora_ttt, cfg, tokens)
+    rec.check()
+    ref = reference_per_document(model, tokens, cfg)
+    np.testing.assert_allclose(rec.nll, ref, rtol=1e-5, atol=1e-6)
+    luts = tiny_luts()
+    n_bytes = int(token_bytes(luts, tokens[:-1], tokens[1:]).sum())
+    assert res["n_bytes"] == n_bytes
+    assert res["val_loss"] == pytest.approx(ref.mean(), rel=1e-6)
+    assert res["val_bpb"] == pytest.approx(ref.sum() / (np.log(2) * n_bytes), rel=1e-6)
+
+
+def test_caseops_bytes_are_charged_by_stream_position():
+    from golf.bpb import SidecarBytes
+
+    cfg, tokens = lora_cfg(), doc_tokens()
+    counts = torch.randint(0, 5, (tokens.numel(),), generator=torch.Generator().manual_seed(2), dtype=torch.int32)
+    res = eval_lora_ttt(tiny_model(cfg), tokens, SidecarBytes(counts), cfg, progress=False)
+    assert res["n_bytes"] == int(counts[1:].sum())  # target p charges the bytes of token p + 1
+
+
+def test_one_document_at_lr_zero_is_the_sliding_window_with_stride_chunk():
+    from golf.evaluate import eval_sliding
+
+    cfg = lora_cfg(ttt_lora_lr=0.0, eval_stride=8)
+    tokens = doc_tokens(lens=(97,))  # T = 96, a multiple of the chunk
+    res, _, model = run(eval_lora_ttt, cfg, tokens)
+    ref = eval_sliding(model, tokens, tiny_luts(), cfg, progress=False)
+    assert res["n_tokens"] == ref["n_tokens"] == 96
+    assert res["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-6)
+
+
+def test_adapters_start_as_the_identity_one_set_per_virtual_layer():
+    cfg = lora_cfg()
+    ad = DocAdapters(cfg, 2, len(virtual_layers(cfg, True)), seed=0)
+    assert len(ad.q) == len(ad.mlp) == 4  # layers 0, 1, 1, 2: the looped layer has two slots
+    assert all((m.B == 0).all() and m.scale == 1.0 for m in ad.modules() if isinstance(m, lt.BatchedLoRA))
+    bound = 1 / cfg.model_dim ** 0.5
+    assert ad.q[0].A.abs().max() <= bound and ad.q[0].A.shape == (2, 4, cfg.model_dim)
+    assert DocAdapters(lora_cfg(ttt_lora_alpha=6.0), 1, 4, 0).head.scale == 1.5
+    with pytest.raises(TypeError, match="F.linear"):
+        torch.matmul(torch.ones(2, 2), lt._AdaptedWeight(torch.ones(2, 2), None))
+
+
+@pytest.mark.parametrize("parallel_mode", ["lanes", "single_stream", "none"])
+def test_every_adapter_reaches_the_loss(parallel_mode):
+    """Q, K, V, attention-out and MLP-out of every virtual-layer slot, and the head, all get a gradient."""
+    cfg = lora_cfg(parallel_mode=parallel_mode)
+    model = tiny_model(cfg)
+    ad = DocAdapters(cfg, 2, len(virtual_layers(cfg, True)), seed=0)
+    tokens = doc_tokens()[:40].view(2, 20)
+    nll = lt.chunk_nll(model, ad, tokens[:, :-1], tokens[:, 1:], torch.tensor([3, 5]), 8)
+    assert nll.shape == (2, 8)
+    nll.sum().backward()
+    named = {n: m for n, m in ad.named_modules() if isinstance(m, lt.BatchedLoRA)}
+    assert len(named) == 5 * 4 + 1
+    assert all(m.B.grad is not None and (m.B.grad.abs().sum((1, 2)) > 0).all() for m in named.values()), \
+        [n for n, m in named.items() if m.B.grad is None or not (m.B.grad.abs().sum((1, 2)) > 0).all()]
+
+
+# --- independence and adaptation -----------------------------------------------------------------
+
+def test_documents_are_independent():
+    """Changing document k (same length) changes no other document's scores, with training on."""
+    cfg, tokens = lora_cfg(), doc_tokens()
+    starts, ends = document_spans(tokens)
+    k = 1
+    other = tokens.clone()
+    other[starts[k] + 1:ends[k]] = doc_tokens(seed=7)[starts[k] + 1:ends[k]]
+    assert not torch.equal(other, tokens) and (other[starts[k] + 1:ends[k]] != BOS_ID).all()
+    _, rec_a, _ = run(eval_lora_ttt, cfg, tokens)
+    _, rec_b, _ = run(eval_lora_ttt, cfg, other)
+    mine = np.zeros(tokens.numel() - 1, bool)
+    mine[starts[k]:ends[k]] = True
+    np.testing.assert_allclose(rec_a.nll[~mine], rec_b.nll[~mine], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(rec_a.nll[mine], rec_b.nll[mine])
+
+
+def test_lora_ttt_adapts_to_a_repetitive_document():
+    cfg = lora_cfg(ttt_lora_rank=8)
+    pattern = torch.randint(2, 64, (6,), generator=torch.Generator().manual_seed(3))
+    tokens = torch.cat((torch.tensor([BOS_ID]), pattern.repeat(20)))  # one document, 120 targets
+    _, rec0, _ = run(eval_lora_ttt, lora_cfg(ttt_lora_lr=0.0), tokens)
+    _, rec1, _ = run(eval_lora_ttt, cfg, tokens)
+    np.testing.assert_allclose(rec1.nll[:8], rec0.nll[:8], rtol=1e-6)  # chunk 0: scored before any step
+    later = slice(48, None)
+    assert rec1.nll[later].mean() < rec0.nll[later].mean() - 0.1
+
+
+# --- phased TTT -----------------------------------------------------------------------------------
+
+def test_phased_ttt_is_legal_and_its_phases_train_only_scored_documents(monkeypatch):
+    cfg, tokens = lora_cfg(), doc_tokens()
+    calls = []
+    original = lt.global_phase
+
+    def spy(model, toks, spans, cfg_, record, step_id):
+        calls.append((sorted(spans), step_id, record.scored_at_chunk.copy()))
+        return original(model, toks, spans, cfg_, record, step_id)
+
+    monkeypatch.setattr(lt, "global_phase", spy)
+    res, rec, model = run(eval_phased_ttt, cfg, tokens)
+    rec.check()
+    assert res["n_tokens"] == tokens.numel() - 1 and res["phase_docs"] == [2, 4] and res["global_steps"] > 0
+    starts, ends = document_spans(tokens)
+    queue = np.concatenate(document_queue(starts, ends, cfg.ttt_lora_batch_docs))
+    assert [len(c[0]) for c in calls] == [2, 4]
+    for (spans, step_id, scored_at), n in zip(calls, (2, 4)):
+        assert spans == sorted((starts[d], ends[d]) for d in queue[:n])  # exactly the first n of the queue
+        for lo, hi in spans:  # already scored when the phase ran, and before it in the step order
+            assert (scored_at[lo:hi] >= 0).all() and (rec.scored_at_chunk[lo:hi] < step_id).all()
+    # the first batch is scored by the unchanged base model: the same as LoRA TTT; later ones are not
+    _, rec_lora, _ = run(eval_lora_ttt, cfg, tokens)
+    first = np.concatenate([np.arange(starts[d], ends[d]) for d in queue[:3]])
+    np.testing.assert_allclose(rec.nll[first], rec_lora.nll[first], rtol=1e-6)
+    rest = np.setdiff1d(np.arange(tokens.numel() - 1), first)
+    assert not np.allclose(rec.nll[rest], rec_lora.nll[rest])
+    assert not torch.equal(model.qo_bank, tiny_model(cfg).qo_bank)  # the base model itself was trained
+
+
+def test_phase_on_unscored_documents_is_caught(monkeypatch):
+    cfg, tokens = lora_cfg(), doc_tokens()
+    starts, ends = document_spans(tokens)
+    original = lt.global_phase
+    monkeypatch.setattr(lt, "global_phase", lambda m, t, spans, c, r, i: original(m, t, list(zip(starts, ends)), c,
+                                                                                  r, i))
+    _, rec, _ = run(eval_phased_ttt, cfg, tokens)
+    with pytest.raises(AssertionError, match="C3"):
+        rec.check()
+
+
+# --- two gloo ranks -------------------------------------------------------------------------------
+
+DIST_CFG = dict(fix_embed_fp32=True)  # see test_evaluate_dist: bf16 gradients summed over ranks round differently
+
+
+def _both(rank=0):
+    out = {}
+    cfg, tokens = lora_cfg(**DIST_CFG), doc_tokens()
+    for name, fn in (("lora", eval_lora_ttt), ("phased", eval_phased_ttt)):
+        res, rec, _ = run(fn, cfg, tokens)
+        out[name] = (res, rec)
+    return out
+
+
+def test_two_ranks_match_one_process():
+    one = _both()
+    for got in run_gloo(_both, 2):
+        for name in ("lora", "phased"):
+            (res, rec), (res1, rec1) = got[name], one[name]
+            rec.check()  # merged over ranks: each target once, scored before trained on
+            assert res["n_tokens"] == res1["n_tokens"] == doc_tokens().numel() - 1, name
+            assert res["n_bytes"] == res1["n_bytes"], name
+            assert res["val_loss"] == pytest.approx(res1["val_loss"], rel=1e-5), name
+            np.testing.assert_allclose(rec.nll, rec1.nll, rtol=1e-4, atol=1e-6)
+            assert (rec.trained_in_chunk == rec1.trained_in_chunk).all() and (
+                rec.scored_at_chunk == rec1.scored_at_chunk).all(), name
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+def test_golf_evaluate_lora_and_phased_modes(tmp_path, demo_data):
+    import json
+
+    from golf.cli import main as golf_main
+    from test_train import tiny_params
+
+    params = tiny_params(tmp_path, demo_data, iterations=5, val_loss_every=0, max_val_tokens=2048)
+    run_dir = tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run_dir)]) == 0
+    small = ["--set", "ttt_lora_rank=4", "ttt_phase_docs=1", "ttt_global_chunk_tokens=512"]
+    for mode in ("lora_ttt", "phased_ttt"):
+        assert golf_main(["evaluate", "--run-dir", str(run_dir), "--mode", mode, "--source", "raw", *small]) == 0
+        result = json.loads((run_dir / f"eval_{mode}_raw.json").read_text())
+        assert result["mode"] == mode and result["val_bpb"] > 0
+        assert result["n_tokens"] == 31 * 64  # 2048 val tokens: 2047 targets cut to whole 64-token sequences
+    assert result["phase_docs"] == [1] and result["global_steps"] > 0
