@@ -365,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "  golf compare outputs/demo outputs/demo-no-ema --names baseline no-ema --stage sliding")
     cp.add_argument("studies", nargs="+", metavar="STUDY_OR_RUN", help="study or run folders, the baseline first")
     cp.add_argument("--names", nargs="*", default=None, help="a label per folder (default: folder names)")
-    cp.add_argument("--stage", default="ttt", choices=("prequant", "plain", "sliding", "ttt"),
-                    help="stage compared (default ttt)")
+    cp.add_argument("--stage", default="ttt", help="stage compared (default ttt)",
+                    choices=("prequant", "plain", "sliding", "ttt", "lora_ttt", "phased_ttt"))
     cp.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/compare/compare-NNN)")
     cp.set_defaults(func=cmd_compare)
 

@@ -123,7 +123,7 @@ NOTEBOOK_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {  # name, "type = 
     ],
     "ttt_eval": [
         ("run_dir", 'str = ""', "a quantized run folder; empty: the newest quantized run under outputs/"),
-        ("modes", 'list = ["plain", "sliding", "ttt"]', "evaluation modes, in order"),
+        ("modes", 'list = ["plain", "sliding", "ttt"]', "evaluation modes, in order (also lora_ttt, phased_ttt)"),
         ("force", "bool = False", "evaluate again a mode that already has a result"),
         ("overrides", "list = []", "more overrides, a list of golf --set strings"),
         ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),

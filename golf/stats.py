@@ -26,6 +26,8 @@ STAGES = {  # column prefix -> file in the run folder
     "plain": "eval_plain.json",
     "sliding": "eval_sliding.json",
     "ttt": "eval_ttt.json",
+    "lora_ttt": "eval_lora_ttt.json",  # the frontier's evaluation modes (golf.lora_ttt), where run
+    "phased_ttt": "eval_phased_ttt.json",
 }
 
 
