@@ -13,9 +13,9 @@ layer at several depths, each with its own set), rank-r LoRAs scale·(x Aᵀ)B�
 B zero, so the model is unchanged until the first step. As in #1530: on Q, K and V (fed from the
 normalised attention input h), "parallel" adapters on the attention output and the MLP output (fed
 from h and from the normalised MLP input, added to the output projections, before attn_scale /
-mlp_scale), and on the LM head before the softcap. They are put into the model without editing it:
-``adapted_hidden`` swaps ``model.layer_weights`` on the instance for one call of ``GPT.hidden``,
-returning each bank slice wrapped in ``_AdaptedWeight``, a tensor-like whose ``F.linear`` adds the
+mlp_scale), and on the LM head before the softcap. They enter through the model's ``weight_hook``
+(set by ``adapted_hidden`` for one call of ``GPT.hidden``), which gets each virtual layer's bank
+slices and returns them wrapped in ``_AdaptedWeight``, a tensor-like whose ``F.linear`` adds the
 adapter (any other use raises, so a change of golf/model.py cannot silently bypass it).
 
 The loop (``eval_lora_ttt``). Documents sorted by length (longest first, ties by position) make
@@ -198,18 +198,17 @@ class _AdaptedWeight:
 
 def adapted_hidden(model, adapters: DocAdapters, ids: Tensor) -> Tensor:
     """``model.hidden(ids)`` (n, T, D) with ``adapters`` added; row i of ``ids`` uses document i's adapters."""
-    base = type(model).layer_weights.__get__(model)
     slots: list[int] = []
 
-    def layer_weights(i: int) -> tuple:
-        slots.append(i)
-        return adapters.wrap(len(slots) - 1, base(i))
+    def hook(slot: int, w: tuple) -> tuple:
+        slots.append(slot)
+        return adapters.wrap(slot, w)
 
-    model.layer_weights = layer_weights  # this instance, this call only
+    model.weight_hook = hook  # this call only
     try:
         h = model.hidden(ids)
     finally:
-        del model.layer_weights
+        model.weight_hook = None
     if len(slots) != adapters.n_slots:
         raise GolfError(f"the model ran {len(slots)} virtual layers, the adapters have {adapters.n_slots} slots")
     return h

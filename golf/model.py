@@ -236,6 +236,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.looping = False
         self.capture: Callable | None = None  # (name, input) hook for GPTQ Hessians
+        self.weight_hook: Callable | None = None  # (virtual slot, layer weights) -> weights: LoRA TTT (golf.lora_ttt)
         self.compute_dtype = torch.float32
         self.attention_backend = "math"
         self._attn = attention_fn("math")
@@ -276,6 +277,11 @@ class GPT(nn.Module):
         return (self.qo_bank[i].to(dt), self.kv_bank[i].to(dt), self.kv_bank[L + i].to(dt),
                 self.qo_bank[L + i].to(dt), self.mlp_up_bank[i].to(dt), self.mlp_down_bank[i].to(dt))
 
+    def slot_weights(self, slot: int, layer: int) -> tuple:
+        """Weights of virtual layer ``slot`` (physical ``layer``), through ``weight_hook`` when one is set."""
+        w = self.layer_weights(layer)
+        return w if self.weight_hook is None else self.weight_hook(slot, w)
+
     # --- forward ---------------------------------------------------------------------------
     def smear(self, e: Tensor, ids: Tensor) -> Tensor:
         """SmearGate (#1667): e_t + λ·σ(W·e_t[:gate_dims])·e_{t−1}, with no term where token t is BOS
@@ -304,8 +310,8 @@ class GPT(nn.Module):
         x0 = x
         enc, dec = encoder_decoder(cfg, self.looping)
         skips: list[Tensor] = []
-        for layer in enc:
-            x = self.blocks[layer](x, x0, self.layer_weights(layer), attn, capture)
+        for slot, layer in enumerate(enc):
+            x = self.blocks[layer](x, x0, self.slot_weights(slot, layer), attn, capture)
             skips.append(x)
         n_skip = self.skip_weights.size(0)
         lane1 = None  # the MLP lane once lanes are split; x is then the attention lane
@@ -318,7 +324,7 @@ class GPT(nn.Module):
                     x = torch.lerp(s, x, torch.sigmoid(self.skip_gates[pos]).to(x.dtype))
                 else:
                     x = x + s
-            w = self.layer_weights(layer)
+            w = self.slot_weights(len(enc) + pos, layer)
             parallel = layer >= cfg.parallel_start_layer
             if cfg.parallel_mode == "lanes" and (parallel or lane1 is not None):
                 if lane1 is None:
