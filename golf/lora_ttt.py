@@ -95,6 +95,9 @@ def phase_points(queue: list[np.ndarray], phase_docs: int, n_phases: int) -> lis
         n = docs * g // n_phases  # #1626: 666, 1333, 2000
         if n > 0 and (not out or n > out[-1][1]):
             out.append(((n - 1) // size, n))
+    if out and out[-1][0] >= len(queue) - 1:
+        log.warning("phased TTT: the last global phase comes after the last document batch, so it changes "
+                    "no score (%d documents in batches of %d; lower ttt_phase_docs)", n_docs, size)
     return out
 
 

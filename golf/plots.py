@@ -16,6 +16,8 @@ STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
     "plain": "quantized",
     "sliding": "quantized_sliding_window",
     "ttt": "quantized_ttt",
+    "lora_ttt": "quantized_lora_ttt",  # the frontier's modes (golf.lora_ttt)
+    "phased_ttt": "quantized_phased_ttt",
 }
 
 

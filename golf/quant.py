@@ -546,7 +546,8 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
     lqer: dict[str, dict] = {}
     if cfg.lqer_rank > 0 and cfg.lqer_top_k > 0:
         t0 = time.perf_counter()
-        log.info("LQER: rank-%d corrections of the %d largest GPTQ errors", cfg.lqer_rank, cfg.lqer_top_k)
+        log.info("LQER: rank-%d corrections (at most each matrix's smaller side) of the %d largest GPTQ errors",
+                 cfg.lqer_rank, cfg.lqer_top_k)
         plain = (quantized, meta)
         quantized, meta, lqer = lqer_correct(sd, quantized, meta, cfg.lqer_rank, cfg.lqer_top_k)
         _stage("LQER", t0, times, "lqer_s")

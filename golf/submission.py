@@ -100,7 +100,7 @@ def export_submission(run_dir: Path, out_dir: Path) -> Path:
         raise GolfError(f"output folder {str(out_dir)!r} is not empty; a record folder is never overwritten")
     sha = artifact_sha256(artifact)
     results = {}
-    for mode in ("plain", "sliding", "ttt"):
+    for mode in ("plain", "sliding", "ttt", "lora_ttt", "phased_ttt"):
         path = run_dir / f"eval_{mode}.json"
         if path.is_file():
             results[mode] = _read_json(path)
@@ -114,7 +114,8 @@ def export_submission(run_dir: Path, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "train_gpt.py", train_gpt_source())
     model_bytes = (run_dir / "final_model.int6.ptz").stat().st_size
-    headline = results.get("ttt") or results.get("sliding") or results.get("plain") or {}
+    # the last stage the run reached, in the records' order of evaluation
+    headline = next((results[m] for m in ("phased_ttt", "lora_ttt", "ttt", "sliding", "plain") if m in results), {})
     submission = {
         "val_bpb": headline.get("val_bpb"),
         "val_loss": headline.get("val_loss"),

@@ -230,6 +230,9 @@ def _given_tokenizer(path: Path, vocab_size: int | None, caseops: bool = False) 
     if missing:
         raise GolfError(f"tokenizer {str(path)!r} has no piece for the CaseOps operator(s) {', '.join(missing)}; "
                         "--caseops needs a tokenizer trained with them (leave --tokenizer out to train one)")
+    if not caseops and all(sp.id_to_piece(sp.piece_to_id(op)) == op for op in OPERATORS):
+        raise GolfError(f"tokenizer {str(path)!r} was trained for CaseOps (it has the four operator pieces); "
+                        "pass --caseops, or leave --tokenizer out to train a plain one")
     build_byte_luts(sp, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
     return sp
 

@@ -272,3 +272,14 @@ def test_training_and_evaluation_charge_the_original_bytes(caseops_data, tmp_pat
         assert golf_main(["evaluate", "--run-dir", str(run), "--mode", mode]) == 0
         res = json.loads((run / f"eval_{mode}.json").read_text())
         assert res["n_bytes"] == original, mode
+
+
+def test_a_caseops_tokenizer_without_caseops_is_refused(caseops_data, tmp_path):
+    """Plain shards from a CaseOps tokenizer would be scored with the wrong bytes: refused up front."""
+    data_dir, summary = caseops_data
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in TRAIN_DOCS), encoding="utf-8")
+    with pytest.raises(GolfError, match="pass --caseops"):
+        prepare_data(str(corpus), tmp_path / "plain", val_docs=2, progress=False,
+                     tokenizer=str(summary["tokenizer_path"]))
+    assert not (tmp_path / "plain").exists()

@@ -87,3 +87,16 @@ def test_compare_refuses_a_folder_without_runs(tmp_path, capsys):
     assert golf_main(["compare", str(empty)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0] and err[0].startswith("golf: error:")
+
+
+@pytest.mark.parametrize("stage", ["lora_ttt", "phased_ttt"])
+def test_compare_reads_every_evaluation_mode_the_cli_offers(tmp_path, stage):
+    base, abl = _study(tmp_path, "baseline", BASE), _study(tmp_path, "frontier", ABLATION, smear_gate=True)
+    for study, bpbs in ((base, BASE), (abl, ABLATION)):
+        for i, bpb in enumerate(bpbs):
+            (study / f"seed{i}" / f"eval_{stage}.json").write_text(json.dumps({"val_loss": 1.0, "val_bpb": bpb - 0.1,
+                                                                               "seconds": 1.0}))
+    out = tmp_path / "cmp"
+    assert golf_main(["compare", str(base), str(abl), "--stage", stage, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv").set_index("study")
+    assert table.loc["frontier", "mean_bpb"] == pytest.approx(np.mean(ABLATION) - 0.1)

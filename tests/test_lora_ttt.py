@@ -276,3 +276,18 @@ def test_golf_evaluate_lora_and_phased_modes(tmp_path, demo_data):
         assert result["mode"] == mode and result["val_bpb"] > 0
         assert result["n_tokens"] == 31 * 64  # 2048 val tokens: 2047 targets cut to whole 64-token sequences
     assert result["phase_docs"] == [1] and result["global_steps"] > 0
+
+
+def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):
+    import logging
+
+    from golf.lora_ttt import phase_points
+
+    queue = [np.arange(4), np.arange(4, 8)]
+    with caplog.at_level(logging.WARNING, logger="golf"):
+        assert phase_points(queue, 2000, 1) == [(1, 8)]
+    assert "changes no score" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="golf"):
+        assert phase_points(queue, 4, 1) == [(0, 4)]
+    assert "changes no score" not in caplog.text
