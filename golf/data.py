@@ -166,8 +166,10 @@ def load_val_tokens(data_dir: str | Path, seq_len: int, max_tokens: int = 0,
     stream = parts[0] if len(parts) == 1 else np.concatenate(parts)
     usable = (len(stream) - 1) // seq_len * seq_len
     if usable <= 0:
-        raise GolfError(f"val split of {str(data_dir)!r} holds {len(stream)} tokens (max_tokens={max_tokens}); "
-                        f"eval_seq_len {seq_len} needs at least {seq_len + 1}")
+        held = (f"params key 'max_val_tokens' ({max_tokens}) keeps {len(stream)} tokens of the val split of "
+                f"{str(data_dir)!r}" if 0 < max_tokens <= len(stream) else
+                f"val split of {str(data_dir)!r} holds {len(stream)} tokens")
+        raise GolfError(f"{held}; eval_seq_len {seq_len} needs at least {seq_len + 1}")
     return torch.from_numpy(stream[: usable + 1])
 
 

@@ -279,3 +279,11 @@ def test_download_unreachable_hub(monkeypatch, tmp_path, error):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     with pytest.raises(GolfError, match="could not reach the Hugging Face Hub .*`golf data prepare"):
         download_shards("sp8192", tmp_path / "data")
+
+
+def test_a_small_max_val_tokens_is_named_as_the_limit(demo_data):
+    from golf.data import load_val_tokens
+    from golf.runtime import GolfError
+
+    with pytest.raises(GolfError, match=r"params key 'max_val_tokens' \(100\) keeps 100 tokens"):
+        load_val_tokens(demo_data.data_dir, 128, max_tokens=100)
