@@ -236,3 +236,13 @@ def test_frontier_params_file_loads_and_differs_from_the_record_only_in_its_swit
     changed = {k for k, v in frontier.to_dict().items() if record.to_dict()[k] != v}
     assert {"attention_mask", "smear_gate", "attn_out_gate", "lqer_rank", "muon_wd_taper_at", "embed_bits"} <= changed
     assert count_params(GPT(frontier)) - count_params(GPT(record)) == 11 * 8 * 12 + 12 + 1  # the gates alone
+
+
+def test_frontier_demo_has_the_frontier_switches_on_the_demo_model():
+    import yaml
+
+    demo, frontier = load_config("params/frontier_demo.yaml"), load_config("params/frontier.yaml")
+    for key in yaml.safe_load(open("params/frontier.yaml")):
+        if key not in ("parallel_start_layer", "ema_decay", "gptq_calibration_batches", "gptq_reserve_seconds"):
+            assert getattr(demo, key) == getattr(frontier, key), key
+    assert demo.model_dim == load_config("params/demo.yaml").model_dim
