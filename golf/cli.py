@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from golf.config import ConfigError, load_config
+from golf.config import EVAL_MODES, ConfigError, load_config
 from golf.runtime import GolfError
 
 log = logging.getLogger("golf")
@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "  golf evaluate --run-dir outputs/default/run-001 --mode sliding\n"
                   "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force")
     ev.add_argument("--run-dir", required=True, metavar="DIR", help="a quantized run folder")
-    ev.add_argument("--mode", required=True, choices=("plain", "sliding", "ttt", "lora_ttt", "phased_ttt"),
+    ev.add_argument("--mode", required=True, choices=EVAL_MODES,
                     help="plain (non-overlapping), sliding (stride eval_stride), ttt (score-first test-time "
                          "training), lora_ttt (per-document LoRA TTT) or phased_ttt (LoRA TTT with global SGD phases)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("studies", nargs="+", metavar="STUDY_OR_RUN", help="study or run folders, the baseline first")
     cp.add_argument("--names", nargs="*", default=None, help="a label per folder (default: folder names)")
     cp.add_argument("--stage", default="ttt", help="stage compared (default ttt)",
-                    choices=("prequant", "plain", "sliding", "ttt", "lora_ttt", "phased_ttt"))
+                    choices=("prequant", *EVAL_MODES))
     cp.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/compare/compare-NNN)")
     cp.set_defaults(func=cmd_compare)
 

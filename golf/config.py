@@ -187,6 +187,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "ttt_optimizer": ("sgd",),
 }
 
+# golf evaluate's modes, in the order a run reaches them; every list of modes and stages derives from it.
+EVAL_MODES = ("plain", "sliding", "ttt", "lora_ttt", "phased_ttt")
+
 _TYPES: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
 
 
@@ -426,6 +429,13 @@ def validate_for_world(cfg: Config, world_size: int) -> None:
     if cfg.grad_accum_total % world_size:
         raise ConfigError(f"params key 'grad_accum_total' ({cfg.grad_accum_total}) must be a multiple of the "
                           f"world size ({world_size} processes)")
+
+
+def differences_from_record(values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (record's value, this value)} for the keys of ``values`` (a config's dict) that differ
+    from the record's, i.e. golf's defaults; paths aside."""
+    record = _DEFAULTS
+    return {k: (record[k], v) for k, v in values.items() if k in record and k not in PATH_KEYS and v != record[k]}
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from golf.config import Config, save_config
+from golf.config import EVAL_MODES, Config, save_config
 from golf.model import GPT, build_model, load_checkpoint
 from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier
 from golf.train import calibration_batches, hessian_path  # noqa: F401  (also golf.pipeline's API)
@@ -24,8 +24,7 @@ QUANTIZE_CONFIG = "quantize_config.yaml"  # the resolved settings that made the 
 # Files made from the artifact: they leave with it when it is replaced, so an old BPB never sits
 # beside a new artifact (eval_<mode>_raw.json scores model.pt and stays).
 DERIVED_FROM_ARTIFACT = ("quant_budget.json", QUANTIZE_CONFIG, "tables/quant_tensors.csv",
-                         "eval_plain.json", "eval_sliding.json", "eval_ttt.json", "eval_lora_ttt.json",
-                         "eval_phased_ttt.json")
+                         *(f"eval_{mode}.json" for mode in EVAL_MODES))
 SUPERSEDED_DIR = "superseded"
 
 
@@ -146,8 +145,7 @@ def fixed_batch(fn, batch: int):
     return call
 
 
-EVAL_FUNCS = {"plain": "eval_plain", "sliding": "eval_sliding", "ttt": "eval_ttt",
-              "lora_ttt": "eval_lora_ttt", "phased_ttt": "eval_phased_ttt"}  # the last two: golf.lora_ttt
+EVAL_FUNCS = {mode: f"eval_{mode}" for mode in EVAL_MODES}  # lora_ttt and phased_ttt: in golf.lora_ttt
 
 
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,

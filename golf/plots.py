@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from golf.config import EVAL_MODES
 from golf.runtime import GolfError, atomic_write_text, read_json
 
 STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
     "prequant": "pre-quantization post-ema",
     "plain": "quantized",
     "sliding": "quantized_sliding_window",
-    "ttt": "quantized_ttt",
-    "lora_ttt": "quantized_lora_ttt",  # the frontier's modes (golf.lora_ttt)
-    "phased_ttt": "quantized_phased_ttt",
+    **{mode: f"quantized_{mode}" for mode in EVAL_MODES if mode not in ("plain", "sliding")},  # ttt, ...
 }
 
 

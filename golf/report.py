@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from golf.config import differences_from_record
 from golf.plots import STAGE_LABELS, eval_table, train_rows
 from golf.runtime import atomic_write_text, read_json
 
@@ -80,14 +81,6 @@ def render(cells: list, out_path: Path, title: str) -> Path:
 
 # --- one run -----------------------------------------------------------------------------------
 
-def config_differences(cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Keys whose value differs from the record's (golf's defaults), paths aside."""
-    from golf.config import PATH_KEYS, Config
-
-    base = Config().to_dict()
-    return {k: (base[k], v) for k, v in cfg.items() if k in base and k not in PATH_KEYS and v != base[k]}
-
-
 def _phase_throughput(train: pd.DataFrame, looping: bool) -> float | None:
     if "tokens_per_s" not in train or "looping" not in train:
         return None
@@ -149,7 +142,7 @@ def run_header(run_dir: Path) -> str:
         f"| seed | {cfg.get('seed', '–')} |",
         f"| data | `{cfg.get('data_dir', '–')}` |",
     ]
-    diffs = {k: v for k, v in config_differences(cfg or {}).items() if k != "seed"}
+    diffs = {k: v for k, v in differences_from_record(cfg or {}).items() if k != "seed"}
     if diffs:
         rows = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(repr(v))}</td>"
                        f"<td>{html.escape(repr(b))}</td></tr>" for k, (b, v) in diffs.items())

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from golf.config import EVAL_MODES
 from golf.runtime import read_json
 
 RECORD_MARGIN_NATS = 0.005
@@ -23,11 +24,7 @@ PR1493_MEAN_LOSS = 2.79234  # the baseline #1533 claims to beat, spec §7.5
 
 STAGES = {  # column prefix -> file in the run folder
     "prequant": "train_summary.json",
-    "plain": "eval_plain.json",
-    "sliding": "eval_sliding.json",
-    "ttt": "eval_ttt.json",
-    "lora_ttt": "eval_lora_ttt.json",  # the frontier's evaluation modes (golf.lora_ttt), where run
-    "phased_ttt": "eval_phased_ttt.json",
+    **{mode: f"eval_{mode}.json" for mode in EVAL_MODES},
 }
 
 

@@ -15,6 +15,7 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
+from golf.config import EVAL_MODES
 from golf.runtime import GolfError, atomic_write_text, read_json_object
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -100,7 +101,7 @@ def export_submission(run_dir: Path, out_dir: Path) -> Path:
         raise GolfError(f"output folder {str(out_dir)!r} is not empty; a record folder is never overwritten")
     sha = artifact_sha256(artifact)
     results = {}
-    for mode in ("plain", "sliding", "ttt", "lora_ttt", "phased_ttt"):
+    for mode in EVAL_MODES:
         path = run_dir / f"eval_{mode}.json"
         if path.is_file():
             results[mode] = _read_json(path)
@@ -114,8 +115,7 @@ def export_submission(run_dir: Path, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "train_gpt.py", train_gpt_source())
     model_bytes = (run_dir / "final_model.int6.ptz").stat().st_size
-    # the last stage the run reached, in the records' order of evaluation
-    headline = next((results[m] for m in ("phased_ttt", "lora_ttt", "ttt", "sliding", "plain") if m in results), {})
+    headline = next((results[m] for m in reversed(EVAL_MODES) if m in results), {})  # the last stage reached
     submission = {
         "val_bpb": headline.get("val_bpb"),
         "val_loss": headline.get("val_loss"),

@@ -23,7 +23,7 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from golf.config import PATH_KEYS, Config, save_config
+from golf.config import Config, differences_from_record, save_config
 from golf.model import GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
@@ -302,9 +302,8 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                            "attention_backend": model.attention_backend, "compile": forward is not model,
                            "grad_accum": accum, "micro_batch_seqs": seqs,
                            "tokenizer_sha256": tokenizer_fingerprint(cfg.tokenizer_path)})
-    record = Config().to_dict()
-    changed = [f"{k}={v}" for k, v in cfg.to_dict().items() if k not in PATH_KEYS and v != record[k]]
-    log.info("keys that differ from the record: %s", ", ".join(changed) or "none")
+    changed = differences_from_record(cfg.to_dict())
+    log.info("keys that differ from the record: %s", ", ".join(f"{k}={v}" for k, (_, v) in changed.items()) or "none")
     log.info("model: %d params, attention %s, compile %s, grad_accum %d x %d seqs/rank",
              sum(p.numel() for p in model.parameters()), model.attention_backend, forward is not model, accum, seqs)
 
