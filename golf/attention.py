@@ -95,8 +95,8 @@ class document_attention:  # noqa: N801  (used like the attention functions abov
     The ``doc`` attribute is read by the model's suffix attention (sliding-window scoring).
     """
 
-    def __init__(self, backend: str, doc: Tensor):
-        self.backend, self.doc = backend, doc
+    def __init__(self, doc: Tensor):
+        self.doc = doc
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         # Flex for compiled training (forward and backward); scoring (no grad) keeps the explicit mask,

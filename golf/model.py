@@ -304,7 +304,7 @@ class GPT(nn.Module):
         """
         cfg, capture, attn = self.cfg, self.capture, self._attn
         if cfg.attention_mask == "document":
-            attn = document_attention(self.attention_backend, document_ids(ids, BOS_ID))
+            attn = document_attention(document_ids(ids, BOS_ID))
         e = self.tok_emb(ids).to(self.compute_dtype)
         x = rms_norm(self.smear(e, ids) if cfg.smear_gate else e)
         x0 = x
