@@ -395,6 +395,25 @@ def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: C
 
 # --- score-first TTT (§6.3) ------------------------------------------------------------------
 
+def cosine_lr(base: float, i: int, n: int) -> float:
+    """Learning rate of chunk i of n TTT chunks: cosine from ``base`` down to 0 at the last (§6.3)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * i / max(n - 1, 1)))
+
+
+def synced_step(opt: torch.optim.Optimizer, params: list, clip: float,
+                bank_mask: dict[int, list] | None = None) -> None:
+    """One TTT step after a backward: every gradient summed over ranks (a zero one where this rank had
+    none, so the collectives stay matched), frozen bank slices zeroed, the global norm clipped."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        all_reduce_(p.grad, "sum")
+        if bank_mask and id(p) in bank_mask:
+            p.grad[bank_mask[id(p)]] = 0
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
 def _frozen_bank_mask(model, n_frozen: int) -> dict[int, list]:
     """For ``ttt_freeze_blocks``: bank slices of the frozen layers, by id of the bank parameter.
 
@@ -460,7 +479,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
         k = (min(c0 + C, T) - c0) // L  # sequences; their targets are positions [c0, c0 + k·L)
         if k == 0 or cfg.ttt_epochs == 0:
             return 0
-        lr = cfg.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * ci / max(n_chunks - 1, 1)))
+        lr = cosine_lr(cfg.ttt_lr, ci, n_chunks)
         if cfg.fix_ttt_reset_momentum:
             opt.state.clear()
         for g in opt.param_groups:
@@ -481,14 +500,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
                     x, y = seg[:-1].view(-1, L), seg[1:].view(-1, L)
                     # sum / global count, summed over ranks == the record's AVG of per-rank means
                     (loss_sum(x, y) / n_global).backward()
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    all_reduce_(p.grad, "sum")
-                    if id(p) in bank_mask:
-                        p.grad[bank_mask[id(p)]] = 0
-                torch.nn.utils.clip_grad_norm_(params, cfg.ttt_grad_clip)
-                opt.step()
+                synced_step(opt, params, cfg.ttt_grad_clip, bank_mask)
         return cfg.ttt_epochs * n_steps
 
     log.info("eval ttt: %d chunks of %d tokens, %d windows, %d epochs per chunk; %s; %s training", n_chunks, C,

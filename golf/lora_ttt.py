@@ -58,9 +58,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf.config import Config
-from golf.evaluate import TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _progress, _share
+from golf.evaluate import (TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _progress, _share,
+                           cosine_lr, synced_step)
 from golf.model import BOS_ID, virtual_layers
-from golf.runtime import GolfError, all_reduce_, dist_info
+from golf.runtime import GolfError, dist_info
 
 log = logging.getLogger("golf")
 
@@ -313,7 +314,7 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
         for gi in range(n_chunks):
             chunk = rows[chunk_of == gi]
             for g in opt.param_groups:
-                g["lr"] = cfg.ttt_global_lr * 0.5 * (1.0 + math.cos(math.pi * gi / max(n_chunks - 1, 1)))
+                g["lr"] = cosine_lr(cfg.ttt_global_lr, gi, n_chunks)
             shares = [_share(len(chunk), q, W) for q in range(W)]
             lo, hi = shares[r]
             n_steps = max(-(-(q1 - q0) // B) for q0, q1 in shares)  # same on every rank
@@ -331,12 +332,7 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
                         x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
                         nll = model(x, y, reduction="none")
                         (torch.where(valid, nll, 0).sum() / n_global).backward()
-                    for p in params:
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                        all_reduce_(p.grad, "sum")
-                    torch.nn.utils.clip_grad_norm_(params, cfg.ttt_grad_clip)
-                    opt.step()
+                    synced_step(opt, params, cfg.ttt_grad_clip)
                     steps += 1
     finally:
         for p, flag in zip(params, was):
