@@ -57,11 +57,16 @@ def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> None:
     check_backend_available(cfg.attention_backend)
 
 
-def _run_config(run_dir: Path, overrides: list[str] | None = None):
+def _run_config(run_dir: Path, stage: str, overrides: list[str] | None = None):
+    """A trained run's config with the overrides ``golf <stage>`` may apply to it."""
+    from golf.config import check_stage_overrides, parse_overrides
+
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise GolfError(f"run folder {str(run_dir)!r} has no config.yaml: is it a golf run folder?")
-    return load_config(path, overrides or [])
+    cfg = load_config(path, overrides or [])
+    check_stage_overrides(stage, parse_overrides(overrides or []))
+    return cfg
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -162,7 +167,7 @@ def cmd_quantize(args) -> int:
     from golf.pipeline import quantize_run
     from golf.runtime import init_distributed
 
-    cfg = _run_config(args.run_dir, args.set)
+    cfg = _run_config(args.run_dir, "quantize", args.set)
     _preflight(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
@@ -180,8 +185,12 @@ def cmd_evaluate(args) -> int:
     from golf.pipeline import evaluate_run
     from golf.runtime import init_distributed
 
-    cfg = _run_config(args.run_dir, args.set)
+    cfg = _run_config(args.run_dir, "evaluate", args.set)
     _preflight(cfg, ("val",))
+    if args.mode in ("lora_ttt", "phased_ttt"):
+        from golf.lora_ttt import check_config
+
+        check_config(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
     result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force)

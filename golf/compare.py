@@ -147,8 +147,9 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
-    runs["tokens_per_s"] = runs["tokens_per_s"].round()
-    runs["bytes_total"] = runs["bytes_total"].astype("Int64")
+    # a run too short for a timed step has no tok/s, a run without an artifact no size: NaN, not an error
+    runs["tokens_per_s"] = pd.to_numeric(runs["tokens_per_s"], errors="coerce").round()
+    runs["bytes_total"] = pd.to_numeric(runs["bytes_total"], errors="coerce").astype("Int64")
     table = summary(runs, names)
     keys = differing_keys(folders, names, stage)
     out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")

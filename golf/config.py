@@ -405,6 +405,15 @@ def _cross_key_problems(cfg: Config) -> Iterable[tuple[str, str]]:
                                        f"({cfg.max_wallclock_seconds}), or no time is left to train")
 
 
+def inert_settings(cfg: Config) -> list[str]:
+    """Valid settings that switch a feature off without saying so, each as a line for the train log."""
+    notes = []
+    if cfg.parallel_mode != "none" and cfg.parallel_start_layer >= cfg.num_layers:
+        notes.append(f"parallel_start_layer ({cfg.parallel_start_layer}) is not below num_layers ({cfg.num_layers}): "
+                     f"no layer runs the parallel_mode {cfg.parallel_mode!r}")
+    return notes
+
+
 def validate(cfg: Config) -> None:
     """Every key's choices or range, then every cross-key rule; the first problem raises, naming the key."""
     for key, choices in _CHOICES.items():
@@ -429,6 +438,40 @@ def validate_for_world(cfg: Config, world_size: int) -> None:
     if cfg.grad_accum_total % world_size:
         raise ConfigError(f"params key 'grad_accum_total' ({cfg.grad_accum_total}) must be a multiple of the "
                           f"world size ({world_size} processes)")
+
+
+# The keys golf quantize and golf evaluate may change on a trained run; every other key was fixed
+# by training (the model's shape, its data, its optimizer), so changing it there is refused.
+RUNTIME_KEYS = ("device", "compile", "attention_backend", "compile_cache_dir", "loader_prefetch")
+_STAGE_GROUPS = {"quantize": "quantization", "evaluate": "evaluation"}
+_STAGE_EXTRA = {
+    "quantize": ("max_val_tokens", "eval_seq_len", "fix_allreduce_hessians", "fix_prune_to_fit"),
+    "evaluate": ("max_val_tokens", "eval_seq_len", "val_batch_tokens", "fix_ttt_reset_momentum"),
+}
+
+
+def stage_keys(stage: str) -> tuple[str, ...]:
+    """The params keys ``golf quantize`` (stage 'quantize') or ``golf evaluate`` ('evaluate') reads."""
+    group = [d["key"] for d in describe_keys() if d["group"].startswith(_STAGE_GROUPS[stage])]
+    return (*group, *_STAGE_EXTRA[stage], *RUNTIME_KEYS)
+
+
+def check_stage_overrides(stage: str, keys: Iterable[str]) -> None:
+    """Refuse, by name, an override that ``golf quantize`` / ``golf evaluate`` would silently ignore
+    or that contradicts what the run already made."""
+    allowed = stage_keys(stage)
+    for key in keys:
+        if key in allowed or key not in _TYPES:
+            continue
+        group = next(d["group"] for d in describe_keys() if d["key"] == key)
+        if group.startswith("model"):
+            what, redo = "shapes the trained model", "train a new run"
+        elif group.startswith("quantization"):
+            what, redo = "was fixed when the artifact was made", "golf quantize --force --set it"
+        else:
+            what, redo = f"belongs to training ({group.split(' (')[0].split(',')[0]})", "train a new run"
+        raise ConfigError(f"params key {key!r} {what}: golf {stage} can't change it ({redo}); golf {stage} "
+                          f"takes the {_STAGE_GROUPS[stage]} keys and {', '.join(_STAGE_EXTRA[stage] + RUNTIME_KEYS)}")
 
 
 def differences_from_record(values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -327,7 +327,7 @@ def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[
     n_val = sum(r["tokens"] for r in rows if r["split"] == "val")
     if n_val and load_val_bytes(data_dir, n_val) is not None:  # CaseOps: one sidecar entry per val token
         rows += [{"file": f.name, "split": "val_bytes", "tokens": read_shard_header(f), "bytes": f.stat().st_size,
-                  "vocab_size": None} for f in sorted(data_dir.glob("fineweb_val_bytes_*.bin"))]
+                  "vocab_size": "-"} for f in sorted(data_dir.glob("fineweb_val_bytes_*.bin"))]  # bytes, not ids
     return rows
 
 

@@ -343,13 +343,21 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
 
 # --- the modes -----------------------------------------------------------------------------------
 
+def check_config(cfg: Config) -> None:
+    """The LoRA TTT keys against the model they adapt; golf evaluate runs it before loading anything."""
+    if cfg.ttt_lora_chunk > cfg.eval_seq_len:
+        raise GolfError(f"params key 'ttt_lora_chunk' ({cfg.ttt_lora_chunk}) must be at most eval_seq_len "
+                        f"({cfg.eval_seq_len}): a chunk is scored inside one window")
+    if cfg.ttt_lora_rank > cfg.model_dim:
+        raise GolfError(f"params key 'ttt_lora_rank' ({cfg.ttt_lora_rank}) must be at most model_dim "
+                        f"({cfg.model_dim}): a rank above the adapters' input width adds nothing")
+
+
 def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record: TTTRecord | None,
              progress: bool, mode: str) -> dict:
     t0, info, dev = time.perf_counter(), dist_info(), _device_of(model)
     W, r = info.world_size, info.rank
-    if cfg.ttt_lora_chunk > cfg.eval_seq_len:
-        raise GolfError(f"params key 'ttt_lora_chunk' ({cfg.ttt_lora_chunk}) must be at most eval_seq_len "
-                        f"({cfg.eval_seq_len}): a chunk is scored inside one window")
+    check_config(cfg)
     _check_bytes(luts, cfg, val_tokens)
     luts, tokens = luts.to(dev), val_tokens.to(device=dev, dtype=torch.int64)
     acc = _accumulator(dev)

@@ -28,6 +28,7 @@ from golf.runtime import GolfError, atomic_write_json, new_numbered_dir
 log = logging.getLogger("golf")
 
 RUN_NOTEBOOKS = ("train", "quantize", "ttt_eval")
+NOTEBOOK_STAGES = {"quantize": "quantize", "ttt_eval": "evaluate"}  # whose keys a post-training notebook takes
 LAB_STUDY = "lab"  # where interactive runs with an empty run_dir go: outputs/lab/run-NNN
 # The parameters every notebook may take besides the params keys (INTERFACE.md).
 COMMON_PARAMETERS = ("params_file", "run_dir", "seed", "overrides", "nproc", "force", "modes", "study_dir",
@@ -65,9 +66,11 @@ def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return {k: namespace[k] for k in config_keys() if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
 
 
-def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None) -> list[str]:
-    """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child."""
-    from golf.config import ConfigError, load_config, parse_overrides
+def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None,
+             stage: str | None = None) -> list[str]:
+    """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child;
+    ``stage`` ('quantize', 'evaluate') also refuses the keys fixed by training."""
+    from golf.config import ConfigError, check_stage_overrides, load_config, parse_overrides
 
     if isinstance(overrides, str):  # papermill -p overrides "a=1 b=2" gives one string
         overrides = overrides.split()
@@ -75,6 +78,8 @@ def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None 
     items += list(overrides or [])
     try:
         load_config(None, parse_overrides(items))  # unknown keys and bad values fail here, by name
+        if stage:
+            check_stage_overrides(stage, parse_overrides(items))
     except ConfigError as exc:
         raise GolfError(str(exc)) from None
     return ["--set", *items] if items else []
@@ -86,17 +91,22 @@ def parameters_source(notebook: str) -> str:
     Stored notebooks hold exactly this text (a test keeps them in sync), so ``papermill
     --help-notebook`` lists every parameter with its type and help.
     """
-    from golf.config import describe_keys
+    from golf.config import describe_keys, stage_keys
 
     own = NOTEBOOK_PARAMETERS[notebook]
     lines = [f"{name}: {value}  # {help_}" for name, value, help_ in own]
     if notebook not in RUN_NOTEBOOKS:
         return "\n".join(lines)
-    lines.append("# Any params key below, when not None, overrides the params file for this run")
-    lines.append("# (papermill: -p iterations 20). None keeps the value of the params file.")
+    stage = NOTEBOOK_STAGES.get(notebook)
+    if stage is None:
+        lines.append("# Any params key below, when not None, overrides the params file for this run")
+        lines.append("# (papermill: -p iterations 20). None keeps the value of the params file.")
+    else:
+        lines.append(f"# The keys golf {stage} reads, when not None, override the run's config.yaml")
+        lines.append("# (papermill: -p max_val_tokens 65536); the others were fixed by training.")
     group = None
     for d in describe_keys():
-        if d["key"] in COMMON_PARAMETERS:
+        if d["key"] in COMMON_PARAMETERS or (stage and d["key"] not in stage_keys(stage)):
             continue
         if d["group"] != group:
             group = d["group"]
@@ -252,7 +262,7 @@ def quantize(run_dir: str = "", force: bool = False, overrides: list[str] | None
     if (run / "final_model.int6.ptz").exists() and not force:
         print(f"{run} is already quantized: showing its artifact (force=True quantizes again)")
         return run
-    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides), *(["--force"] if force else [])]
+    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize"), *(["--force"] if force else [])]
     launch_golf(args, nproc, log_path=run / "console.log", echo=echo)
     return run
 
@@ -263,7 +273,7 @@ def evaluate(run_dir: str = "", modes: list[str] = ("plain", "sliding", "ttt"), 
     """``golf evaluate`` of ``run_dir`` (default: the newest quantized run) in each mode; a mode with a
     result is skipped unless ``force``."""
     run = pick_run(run_dir, "final_model.int6.ptz")
-    extra = set_args(keys, overrides)
+    extra = set_args(keys, overrides, "evaluate")
     for mode in modes:
         if (run / f"eval_{mode}.json").exists() and not force:
             print(f"{mode}: already evaluated (force=True evaluates again)")
@@ -386,9 +396,9 @@ def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], n
     """Train, quantize and evaluate one seed through the notebooks into ``run_dir``."""
     for name in RUN_NOTEBOOKS:
         log.info("seed %d: %s notebook (%s)", seed, name, run_dir / "console.log")
-        params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc, "overrides": list(overrides)}
-        if name == "train":
-            params.update(params_file=params_file, seed=seed)
+        params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
+        if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
+            params.update(params_file=params_file, seed=seed, overrides=list(overrides))
         execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
     return run_dir
 

@@ -23,7 +23,7 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from golf.config import Config, differences_from_record, save_config
+from golf.config import Config, differences_from_record, inert_settings, save_config
 from golf.model import GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
@@ -304,6 +304,8 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                            "tokenizer_sha256": tokenizer_fingerprint(cfg.tokenizer_path)})
     changed = differences_from_record(cfg.to_dict())
     log.info("keys that differ from the record: %s", ", ".join(f"{k}={v}" for k, (_, v) in changed.items()) or "none")
+    for note in inert_settings(cfg):
+        log.warning("%s", note)
     log.info("model: %d params, attention %s, compile %s, grad_accum %d x %d seqs/rank",
              sum(p.numel() for p in model.parameters()), model.attention_backend, forward is not model, accum, seqs)
 

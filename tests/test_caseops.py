@@ -15,6 +15,7 @@ import torch
 from golf import caseops
 from golf.bpb import BPBAccumulator, SidecarBytes, eval_byte_counts, token_bytes
 from golf.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE
+from golf.cli import main as golf_main
 from golf.data import (
     byte_shard_name, check_data_dir, list_shards, load_tokenizer, load_val_bytes, load_val_tokens, read_shard,
     write_shard,
@@ -125,7 +126,7 @@ def _docs(stream: np.ndarray) -> list[np.ndarray]:
     return [np.arange(a, b) for a, b in zip(starts, starts[1:])]
 
 
-def test_prepare_caseops_shards_tokenizer_and_sidecars(caseops_data):
+def test_prepare_caseops_shards_tokenizer_and_sidecars(caseops_data, capsys):
     out, summary = caseops_data
     meta = json.loads((out / "prepare.json").read_text())
     assert meta["caseops"] is True and meta["tokenizer"]["settings"]["user_defined_symbols"] == list(OPERATORS)
@@ -161,6 +162,10 @@ def test_prepare_caseops_shards_tokenizer_and_sidecars(caseops_data):
     rows = check_data_dir(out)  # golf data check: sidecars checked and listed apart from the token shards
     assert [r["file"] for r in rows if r["split"] == "val"] == [f.name for f in val_files]
     assert [r["file"] for r in rows if r["split"] == "val_bytes"] == meta["shards"]["val_bytes"]
+    capsys.readouterr()
+    assert golf_main(["data", "check", str(out)]) == 0
+    table = capsys.readouterr().out  # the vocabulary an integer, a sidecar's row marked, no NaN
+    assert f" {meta['vocab_size']}\n" in table and "NaN" not in table and f"{meta['vocab_size']}.0" not in table
 
 
 def test_eval_byte_counts_reads_the_sidecar(caseops_data, demo_data):

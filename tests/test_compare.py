@@ -100,3 +100,18 @@ def test_compare_reads_every_evaluation_mode_the_cli_offers(tmp_path, stage):
     assert golf_main(["compare", str(base), str(abl), "--stage", stage, "--out", str(out)]) == 0
     table = pd.read_csv(out / "compare.csv").set_index("study")
     assert table.loc["frontier", "mean_bpb"] == pytest.approx(np.mean(ABLATION) - 0.1)
+
+
+def test_compare_of_runs_too_short_for_a_timed_step(tmp_path, capsys):
+    """Runs whose only logged step is the first (no tok/s) and one without an artifact still compare."""
+    base, abl = _study(tmp_path, "baseline", BASE), _study(tmp_path, "short", ABLATION)
+    for run in abl.glob("seed*"):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        (run / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")  # step 1 is the compile, not timed
+    (abl / "seed0" / "quant_budget.json").unlink()
+    out = tmp_path / "cmp"
+    assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "compare_runs.csv").set_index("run")
+    assert runs.loc[[f"short/seed{i}" for i in range(3)], "tokens_per_s"].isna().all()
+    assert pd.isna(runs.loc["short/seed0", "bytes_total"]) and runs.loc["baseline/seed0", "bytes_total"] == 15_000_000
+    assert "Traceback" not in capsys.readouterr().err

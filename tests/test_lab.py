@@ -35,10 +35,12 @@ def test_notebooks_are_stored_without_outputs_and_with_the_golf_kernel():
 
 
 def test_parameters_cells_list_every_params_key_and_papermill_reads_them():
-    """The stored cells are the generated ones, so papermill --help-notebook shows every key with help."""
+    """The stored cells are the generated ones, so papermill --help-notebook shows every key its
+    command reads, with help: train every key, quantize and ttt_eval their stage's keys."""
     from papermill.translators import PythonTranslator
 
-    from golf.config import config_keys
+    from golf.config import config_keys, stage_keys
+    from golf.notebooks import NOTEBOOK_STAGES
 
     for name in NOTEBOOKS:
         nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
@@ -46,7 +48,9 @@ def test_parameters_cells_list_every_params_key_and_papermill_reads_them():
         assert cell.source == parameters_source(name), f"{name}: run python -m golf.notebooks to regenerate"
         names = {p.name for p in PythonTranslator.inspect(cell)}
         if name in ("train", "quantize", "ttt_eval"):
-            assert set(config_keys()) - {"seed"} <= names, f"{name}: papermill misses params keys"
+            wanted = set(stage_keys(NOTEBOOK_STAGES[name]) if name in NOTEBOOK_STAGES else config_keys())
+            assert wanted - {"seed"} <= names, f"{name}: papermill misses params keys"
+            assert not names & (set(config_keys()) - wanted), f"{name}: offers keys its command can't apply"
     train = nbformat.read(REPO / "notebooks" / "train.ipynb", as_version=4)
     params = {p.name: p for p in PythonTranslator.inspect(train.cells[1])}
     assert params["iterations"].inferred_type_name == "int" and "step budget" in params["iterations"].help

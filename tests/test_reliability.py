@@ -125,6 +125,66 @@ def test_quantize_and_evaluate_check_the_binding(tmp_path, demo_data, other_toke
     assert "'vocab_size'" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("command, override, what", [
+    (["quantize"], "smear_gate=true", "shapes the trained model"),
+    (["quantize"], "matrix_lr=0.01", "belongs to training (optimization)"),
+    (["quantize"], "ttt_lr=0.01", "belongs to training (evaluation)"),
+    (["evaluate", "--mode", "plain"], "num_layers=5", "shapes the trained model"),
+    (["evaluate", "--mode", "plain"], "matrix_bits=5", "was fixed when the artifact was made"),
+    (["evaluate", "--mode", "plain"], "iterations=5", "belongs to training (run and data)"),
+])
+def test_post_training_refuses_keys_it_cannot_apply(tmp_path, trained_run, capsys, command, override, what):
+    """A key quantize / evaluate would silently ignore, or that contradicts the trained model, is named."""
+    before = snapshot(trained_run)
+    capsys.readouterr()
+    assert golf_main([command[0], "--run-dir", str(trained_run), *command[1:], "--force", "--set", override]) == 1
+    line = one_error_line(capsys)
+    assert f"'{override.split('=')[0]}' {what}" in line and f"golf {command[0]} can't change it" in line
+    assert snapshot(trained_run) == before
+
+
+def test_post_training_notebooks_offer_only_the_keys_their_stage_reads():
+    from golf.config import stage_keys
+    from golf.notebooks import parameters_source, set_args
+
+    cell = parameters_source("quantize")
+    assert "matrix_clip_sigmas: float = None" in cell and "max_val_tokens: int = None" in cell
+    assert "num_layers:" not in cell and "matrix_lr:" not in cell and "ttt_lr:" not in cell
+    cell = parameters_source("ttt_eval")
+    assert "ttt_lr: float = None" in cell and "matrix_bits:" not in cell and "smear_gate:" not in cell
+    assert "num_layers: int = None" in parameters_source("train")  # training takes every key
+    assert set_args({"ttt_lr": 0.01}, ["eval_stride=32"], "evaluate") == ["--set", "ttt_lr=0.01", "eval_stride=32"]
+    with pytest.raises(Exception, match="'iterations' belongs to training"):
+        set_args({"iterations": 5}, None, "quantize")  # papermill -p iterations 5 into the quantize notebook
+    assert "lqer_rank" in stage_keys("quantize") and "lqer_rank" not in stage_keys("evaluate")
+
+
+def test_lora_rank_above_the_width_is_refused_before_loading(tmp_path, trained_run, capsys):
+    cfg = yaml.safe_load((trained_run / "config.yaml").read_text())
+    rank = cfg["model_dim"] + 1
+    capsys.readouterr()
+    assert golf_main(["evaluate", "--run-dir", str(trained_run), "--mode", "lora_ttt", "--set",
+                      f"ttt_lora_rank={rank}"]) == 1
+    assert f"'ttt_lora_rank' ({rank}) must be at most model_dim ({cfg['model_dim']})" in one_error_line(capsys)
+    assert not (trained_run / "eval_lora_ttt.json").exists() and not (trained_run / "eval_lora_ttt.log").exists()
+
+
+def test_parallel_lanes_past_the_last_layer_are_named_in_the_train_log(tmp_path, demo_data):
+    from golf.config import inert_settings
+
+    cfg = load_config(tiny_params(tmp_path, demo_data))
+    assert inert_settings(cfg) == []
+    late = cfg.replace(parallel_start_layer=cfg.num_layers)
+    assert inert_settings(late) == [f"parallel_start_layer ({cfg.num_layers}) is not below num_layers "
+                                    f"({cfg.num_layers}): no layer runs the parallel_mode 'lanes'"]
+    assert inert_settings(late.replace(parallel_mode="none")) == []
+    run = tmp_path / "late"
+    params = tiny_params(tmp_path, demo_data, iterations=1, val_loss_every=0, max_val_tokens=2048,
+                         parallel_start_layer=cfg.num_layers)
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    assert "WARNING parallel_start_layer" in (run / "train.log").read_text()
+
+
 def test_environment_records_the_tokenizer_fingerprint(trained_run, demo_data):
     env = json.loads((trained_run / "environment.json").read_text())
     assert env["tokenizer_sha256"] == tokenizer_fingerprint(demo_data.tokenizer_path)
