@@ -148,7 +148,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
     # a run too short for a timed step has no tok/s, a run without an artifact no size: NaN, not an error
-    runs["tokens_per_s"] = pd.to_numeric(runs["tokens_per_s"], errors="coerce").round()
+    runs["tokens_per_s"] = pd.to_numeric(runs["tokens_per_s"], errors="coerce").round().astype("Int64")
     runs["bytes_total"] = pd.to_numeric(runs["bytes_total"], errors="coerce").astype("Int64")
     table = summary(runs, names)
     keys = differing_keys(folders, names, stage)

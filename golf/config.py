@@ -411,7 +411,14 @@ def inert_settings(cfg: Config) -> list[str]:
     if cfg.parallel_mode != "none" and cfg.parallel_start_layer >= cfg.num_layers:
         notes.append(f"parallel_start_layer ({cfg.parallel_start_layer}) is not below num_layers ({cfg.num_layers}): "
                      f"no layer runs the parallel_mode {cfg.parallel_mode!r}")
+    if cfg.ema_decay > 0 and cfg.iterations and cfg.ema_decay ** cfg.iterations > EMA_INIT_SHARE_WARN:
+        notes.append(f"ema_decay ({cfg.ema_decay}) over at most {cfg.iterations} steps leaves at least "
+                     f"{cfg.ema_decay ** cfg.iterations:.0%} of the initial weights in the saved model: lower it "
+                     "for short runs (params/demo.yaml uses 0.95 for 300 steps)")
     return notes
+
+
+EMA_INIT_SHARE_WARN = 0.05  # the initial weights' share of the EMA above which a run is told
 
 
 def validate(cfg: Config) -> None:

@@ -185,6 +185,22 @@ def test_parallel_lanes_past_the_last_layer_are_named_in_the_train_log(tmp_path,
     assert "WARNING parallel_start_layer" in (run / "train.log").read_text()
 
 
+def test_an_ema_that_keeps_the_initial_weights_is_named(tmp_path, demo_data):
+    """0.997 over 120 steps saves 70% initialisation: warned before training and measured after."""
+    from golf.config import inert_settings
+
+    cfg = load_config(tiny_params(tmp_path, demo_data, ema_decay=0.997, iterations=120))
+    assert inert_settings(cfg) == ["ema_decay (0.997) over at most 120 steps leaves at least 70% of the initial "
+                                   "weights in the saved model: lower it for short runs (params/demo.yaml uses "
+                                   "0.95 for 300 steps)"]
+    assert inert_settings(cfg.replace(iterations=2000)) == [] and inert_settings(cfg.replace(ema_decay=0.0)) == []
+    run = tmp_path / "run"
+    params = tiny_params(tmp_path, demo_data, iterations=3, val_loss_every=0, max_val_tokens=2048, ema_decay=0.5)
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    assert json.loads((run / "train_summary.json").read_text())["ema_init_share"] == pytest.approx(0.125)
+    assert "WARNING the saved EMA weights are still 12% the initial weights after 3 steps" in (run / "train.log").read_text()
+
+
 def test_environment_records_the_tokenizer_fingerprint(trained_run, demo_data):
     env = json.loads((trained_run / "environment.json").read_text())
     assert env["tokenizer_sha256"] == tokenizer_fingerprint(demo_data.tokenizer_path)
