@@ -118,6 +118,7 @@ class Config:
     quant_passthrough_numel: int = 65_536  # tensors this small (or smaller) stay fp16 (spec §5.4); lower it for tiny models
     lqer_rank: int = 0  # rank of the LQER corrections of the largest GPTQ errors (0: off; #1797 uses 4)
     lqer_top_k: int = 3  # matrices with the largest quantization error that get an LQER correction (#1797: 3)
+    gate_int8: bool = True  # attention-gate and SmearGate weights stored int8 per row (#1736, #1787); false keeps fp16
 
     # --- evaluation (spec §6) -------------------------------------------------------------
     sliding_window_enabled: bool = True  # kept from the record; golf evaluate --mode chooses the evaluation

@@ -191,12 +191,24 @@ def _tensor_plan(name: str, t: Tensor, cfg) -> tuple[int, float] | None:
     return None
 
 
+GATE_SUFFIXES = ("attn.gate_w", "smear_w")  # the sparse attention gate (#1787) and SmearGate (#1667) weights
+
+
+def absmax_int8(W: Tensor) -> tuple[Tensor, Tensor]:
+    """Round-to-nearest int8 with a per-row scale s_r = max|W_r|/127 (fp16): the gates' "int8 per
+    row" (#1736, #1787), small matrices that need no Hessian. Returns q int8 (rows, cols), s fp16 (rows,)."""
+    scale = (W.float().abs().amax(dim=1) / 127).to(torch.float16)
+    q = _round_clamp(W.float(), *_safe_scale(scale.float()[:, None]), 127)
+    return q.to(torch.int8), scale
+
+
 def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tensor], cfg,
                         device: torch.device | str | None = None, timings: dict[str, float] | None = None,
                         progress: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """GPTQ every matrix (``NAME.q`` int8 + ``NAME.scale`` fp16) and keep small tensors as fp16.
 
-    meta[name] is {"type": "int6"/"int8", "bits", "clip_sigmas"} or {"type": "passthrough"}.
+    meta[name] is {"type": "int6"/"int8", "bits", "clip_sigmas"}, {"type": "int8", "bits": 8, "rounding":
+    "absmax"} for a gate (``gate_int8``), or {"type": "passthrough"}.
     ``timings``, if given, receives the GPTQ seconds per tensor; ``progress`` shows a bar over them.
     """
     quantized: dict[str, Tensor] = {}
@@ -207,6 +219,10 @@ def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tens
     bar = _bar(sum(_tensor_plan(n, t, cfg) is not None for n, t in unbanked_sd.items()), "GPTQ", progress, "matrix")
     for name, t in unbanked_sd.items():
         plan = _tensor_plan(name, t, cfg)
+        if plan is None and cfg.gate_int8 and name.endswith(GATE_SUFFIXES) and t.ndim == 2:
+            quantized[name + ".q"], quantized[name + ".scale"] = absmax_int8(t.detach().cpu())
+            meta[name] = {"type": "int8", "bits": 8, "rounding": "absmax"}
+            continue
         if plan is None:
             t = t.detach().cpu()
             quantized[name] = t.to(torch.float16) if t.is_floating_point() else t
@@ -331,7 +347,7 @@ def lqer_correct(sd: dict[str, Tensor], quantized: dict[str, Tensor], meta: dict
     "err_after"}} (‖E‖_F before and after, with the rounded factors) for each corrected tensor.
     """
     quantized, meta, records = dict(quantized), dict(meta), {}
-    mats = [n for n, m in meta.items() if m["type"] != "passthrough"]
+    mats = [n for n, m in meta.items() if "clip_sigmas" in m]  # the GPTQ matrices, not the gates
 
     def error(name: str) -> Tensor:
         return sd[name].detach().float().cpu() - dequantize_matrix(quantized, name, meta[name])  # (rows, cols)
@@ -592,7 +608,7 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
             continue
         W = sd[name].float().cpu()
         err = (W - dequantize_matrix(quantized, name, m)).norm() / W.norm().clamp_min(1e-30)
-        rows.append({"name": name, "shape": tuple(W.shape), "bits": m["bits"], "clip_sigmas": m["clip_sigmas"],
+        rows.append({"name": name, "shape": tuple(W.shape), "bits": m["bits"], "clip_sigmas": m.get("clip_sigmas"),
                      "rel_error": float(err), "q_bytes": sizes.get(name + ".q"), "gptq_s": per_tensor.get(name, 0.0)})
     report = {"tensors": pd.DataFrame(rows), "n_hessians": len(hessians), **times, "compressor": cfg.compressor,
               "n_pruned": n_pruned, **budget}

@@ -229,6 +229,36 @@ def test_per_class_clip_sigmas_and_int7_embeddings():
         shared.matrix_clip_sigmas
 
 
+def test_gates_are_stored_int8_per_row_and_read_back_within_half_a_step():
+    """#1736/#1787: the attention gate and SmearGate weights go int8 per row (absmax scale), not fp16;
+    they need no Hessian, take no LQER correction and are never pruned; gate_int8=false keeps fp16."""
+    from golf.artifact import deserialize, serialize
+    from golf.model import unbank_state_dict
+    from golf.quant import dequantize_state_dict, lqer_correct, quantize_state_dict
+
+    cfg, model = tiny("smear_gate=true", "attn_out_gate=true", "quant_passthrough_numel=64", "lqer_rank=2",
+                      "lqer_top_k=100")
+    sd = unbank_state_dict(model.state_dict(), cfg.num_layers)
+    gates = [n for n in sd if n.endswith(("attn.gate_w", "smear_w"))]
+    assert len(gates) == cfg.num_layers + 1
+    hessians = {k: torch.eye(v.shape[1]) for k, v in sd.items() if v.ndim == 2 and not k.endswith(("gate_w", "smear_w"))}
+    quantized, meta = quantize_state_dict(sd, hessians, cfg)  # no Hessian asked for the gates
+    for name in gates:
+        assert meta[name] == {"type": "int8", "bits": 8, "rounding": "absmax"} and name not in quantized
+        q, scale = quantized[name + ".q"], quantized[name + ".scale"]
+        assert q.dtype == torch.int8 and q.shape == sd[name].shape and scale.shape == (sd[name].shape[0],)
+        assert int(q.abs().amax()) == 127  # each row's largest weight lands on the end of the range
+    assert meta["smear_lambda"]["type"] == "passthrough"  # the scalar stays fp16
+    back = dequantize_state_dict(*deserialize(serialize(quantized, meta)), sd)
+    for name in gates:
+        step = quantized[name + ".scale"].float()[:, None]
+        assert ((back[name] - sd[name]).abs() <= step / 2 + 1e-6).all()
+    _, lqer_meta, records = lqer_correct(sd, quantized, meta, 2, 100)
+    assert records and not set(records) & set(gates) and all("lqer_rank" not in lqer_meta[n] for n in gates)
+    fp16 = quantize_state_dict(sd, hessians, cfg.replace(gate_int8=False))[1]
+    assert all(fp16[n]["type"] == "passthrough" for n in gates)
+
+
 def test_frontier_params_file_loads_and_differs_from_the_record_only_in_its_switches():
     from golf.model import GPT, count_params
 
