@@ -2,6 +2,9 @@
 
     python bench/study.py --arms record=params/record.yaml frontier=params/frontier.yaml \\
         --seeds 42 314 1337 --gpus 0 1 --prefix fs --set iterations=160 --log bench/results/x.jsonl
+    python bench/study.py --arms frontier=params/frontier.yaml "no-smear=params/frontier.yaml smear_gate=false" ...
+
+An arm is ``NAME=PARAMS`` and, after spaces, its own ``KEY=VALUE`` overrides (an ablation).
 
 Every (arm, seed) is one job: ``golf train`` into ``OUTPUTS/PREFIX-ARM/seedS``, ``golf quantize``,
 then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job (seed-major, so an
@@ -41,6 +44,13 @@ def _golf(args: list[str], gpu: str, console: Path) -> tuple[int, float]:
     return rc, time.perf_counter() - t0
 
 
+def parse_arm(text: str) -> tuple[str, str, list[str]]:
+    """``"NAME=PARAMS [KEY=VALUE ...]"`` -> (name, params file, the arm's own overrides)."""
+    head, *sets = text.split()
+    name, params = head.split("=", 1)
+    return name, params, sets
+
+
 def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], modes: list[str], gpu: str,
             log: Path, lock: threading.Lock) -> None:
     steps = [("train", ["train", "--params", params, "--run-dir", str(run_dir), "--set", f"seed={seed}", *sets],
@@ -74,25 +84,25 @@ def main() -> int:
     ap.add_argument("--log", default=None, help="JSON lines of finished steps (default OUTPUTS/PREFIX-study.jsonl)")
     args = ap.parse_args()
 
-    arms = [a.split("=", 1) for a in args.arms]
+    arms = [parse_arm(a) for a in args.arms]
     root = outputs_root()
     log = resolve(args.log) if args.log else root / f"{args.prefix}-study.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     jobs: queue.Queue = queue.Queue()
     for seed in args.seeds:
-        for name, params in arms:
+        for name, params, own in arms:
             study = root / f"{args.prefix}-{name}"
             study.mkdir(parents=True, exist_ok=True)
-            jobs.put((name, params, seed, study / f"seed{seed}"))
+            jobs.put((name, params, own, seed, study / f"seed{seed}"))
     lock = threading.Lock()
 
     def worker(gpu: str) -> None:
         while True:
             try:
-                name, params, seed, run_dir = jobs.get_nowait()
+                name, params, own, seed, run_dir = jobs.get_nowait()
             except queue.Empty:
                 return
-            run_job(name, params, seed, run_dir, args.set, args.modes, gpu, log, lock)
+            run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock)
 
     threads = [threading.Thread(target=worker, args=(g,)) for g in args.gpus]
     for t in threads:
@@ -100,7 +110,7 @@ def main() -> int:
         time.sleep(2)  # staggered: the first compile of each arm is not raced by its twin
     for t in threads:
         t.join()
-    compare = ["compare", *[str(root / f"{args.prefix}-{n}") for n, _ in arms], "--names", *[n for n, _ in arms],
+    compare = ["compare", *[str(root / f"{args.prefix}-{n}") for n, _, _ in arms], "--names", *[n for n, _, _ in arms],
                "--stage", args.modes[0], "--out", str(root / f"{args.prefix}-compare")]
     rc, _ = _golf(compare, "cpu", root / f"{args.prefix}-compare.console.log")
     print(f"golf compare: rc {rc} ({root / f'{args.prefix}-compare'})", flush=True)

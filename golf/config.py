@@ -73,7 +73,7 @@ class Config:
     loop_end: int = 5  # last layer of the looped span
     enable_looping_at: float = 0.35  # fraction of the training budget after which depth recurrence switches on
     parallel_start_layer: int = 7  # first layer of the parallel residual lanes
-    parallel_mode: str = "lanes"  # lanes (#1477/#1533) | single_stream (#1493) | none
+    parallel_mode: str = "lanes"  # lanes (#1477/#1533) | lanes_mix (#1529/#1530: learned 2x2 cross-lane mix, mean merge) | single_stream (#1493) | none
     attention_mask: str = "causal"  # causal (record) | document: attention stays inside each BOS-started document (#1530)
     smear_gate: bool = False  # SmearGate (#1667): each embedding takes a gated share of the previous one, never across BOS (#1851)
     attn_out_gate: bool = False  # sparse attention output gate (#1787): per head, sigmoid of the input's first gate_dims dims
@@ -181,7 +181,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "on", "off"),
     "attention_backend": ("auto", "fa3", "fa4", "sdpa", "math"),
-    "parallel_mode": ("lanes", "single_stream", "none"),
+    "parallel_mode": ("lanes", "lanes_mix", "single_stream", "none"),
     "attention_mask": ("causal", "document"),
     "muon_ns_coefficients": ("record", "polar_express"),
     "compressor": ("brotli", "lzma", "rans", "best"),

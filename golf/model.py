@@ -4,7 +4,8 @@
   depth recurrence reuses weights and Muon can orthogonalize a whole bank in one batched call.
 - Depth recurrence (#1493): layers loop_start..loop_end run num_loops+1 times once looping is on.
 - U-net skips with sigmoid gates indexed by decoder position.
-- Parallel residual lanes (#1477/#1533, GPT-J style two streams) from ``parallel_start_layer``.
+- Parallel residual lanes (#1477/#1533, GPT-J style two streams) from ``parallel_start_layer``;
+  ``lanes_mix``: #1529/#1530's learned 2x2 cross-lane mix and mean merge.
 - Attention: QK RMSNorm, partial RoPE (16 of 64 dims), learnable per-head q-gain, causal GQA, and
   XSA (Exclusive Self-Attention, arXiv 2603.09078) removing the token's own value direction.
 """
@@ -22,6 +23,7 @@ from golf.config import Config
 from golf.runtime import GolfError
 
 BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
+LANE_RESID_INIT = 1.1  # lanes_mix: each lane's residual multiplier at start (#1529/#1530)
 BOS_ID = 1  # every document starts with BOS (spec §1.2; golf.tokenizer writes it)
 FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
 
@@ -45,6 +47,17 @@ def encoder_decoder(cfg: Config, looping: bool) -> tuple[list[int], list[int]]:
     layers = virtual_layers(cfg, looping)
     half = len(layers) // 2
     return layers[:half], layers[half:]
+
+
+def lane_layers(cfg: Config) -> set[int]:
+    """Physical layers that run as two lanes in either phase: every decoder layer from the first one at
+    or past ``parallel_start_layer`` on (a looped layer below it can follow the split)."""
+    out: set[int] = set()
+    for looping in (False, True):
+        dec = encoder_decoder(cfg, looping)[1]
+        first = next((i for i, layer in enumerate(dec) if layer >= cfg.parallel_start_layer), len(dec))
+        out.update(dec[first:])
+    return out
 
 
 def num_skip_weights(cfg: Config) -> int:
@@ -189,6 +202,9 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.attn = Attention(cfg, layer)
+        if cfg.parallel_mode == "lanes_mix" and layer in lane_layers(cfg):  # #1529/#1530
+            self.lane_mix = nn.Parameter(torch.eye(2))  # [to lane][from output]: attention, MLP
+            self.lane_resid = nn.Parameter(torch.full((2,), LANE_RESID_INIT))
 
     def mix(self, x: Tensor, x0: Tensor) -> Tensor:
         m = self.resid_mix.to(x.dtype)
@@ -207,6 +223,13 @@ class Block(nn.Module):
         x_in = self.mix(x, x0)
         x = x_in[:, q_start:] + self.attn_out(x_in, w, attn, capture, q_start)
         return x + self.mlp_out(x, w, capture)
+
+    def cross_mix(self, a: Tensor, m: Tensor, a_out: Tensor, m_out: Tensor) -> tuple[Tensor, Tensor]:
+        """#1529's 2x2 "post" mix of the two lanes: each lane keeps λ times itself and takes a learned
+        share of both outputs (identity at start: the attention lane gets attention, the MLP lane its MLP)."""
+        lam, mix = self.lane_resid.to(a.dtype), self.lane_mix.to(a.dtype)
+        return (lam[0] * a + mix[0, 0] * a_out + mix[0, 1] * m_out,
+                lam[1] * m + mix[1, 0] * a_out + mix[1, 1] * m_out)
 
     def forward_single_stream(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture,
                               q_start: int = 0) -> Tensor:
@@ -332,11 +355,20 @@ class GPT(nn.Module):
                 x_in = block.mix(x, x0)
                 x = x_in[:, tail:] + block.attn_out(x_in, w, attn, capture, tail)
                 lane1 = lane1 + block.mlp_out(lane1, w, capture)
+            elif cfg.parallel_mode == "lanes_mix" and (parallel or lane1 is not None):
+                if lane1 is None:
+                    lane1 = x.clone()  # every position: the MLP lane takes attention outputs here
+                x_in = block.mix(x, x0)
+                m = lane1[:, tail:]
+                x, lane1 = block.cross_mix(x_in[:, tail:], m, block.attn_out(x_in, w, attn, capture, tail),
+                                           block.mlp_out(m, w, capture))
             elif cfg.parallel_mode == "single_stream" and parallel:
                 x = block.forward_single_stream(x, x0, w, attn, capture, tail)
             else:
                 x = block(x, x0, w, attn, capture, tail)
-        if lane1 is not None:
+        if lane1 is not None and cfg.parallel_mode == "lanes_mix":
+            x = 0.5 * (x + lane1)  # #1530's mean merge
+        elif lane1 is not None:
             lam = self.lane_merge.to(x.dtype)
             x = lam * x + (1 - lam) * lane1
         x = rms_norm(x)

@@ -245,7 +245,7 @@ def test_suffix_attention_is_the_last_rows_of_causal_attention():
 DEEP = dict(num_layers=4, loop_start=1, loop_end=2, num_loops=2, parallel_start_layer=2, xsa_last_n=4)
 
 
-@pytest.mark.parametrize("mode", ["lanes", "single_stream", "none"])
+@pytest.mark.parametrize("mode", ["lanes", "lanes_mix", "single_stream", "none"])
 @pytest.mark.parametrize("looping", [False, True])
 @pytest.mark.parametrize("geometry", ["tiny", "deep"])
 def test_nll_at_equals_forward_on_the_scored_slice(mode, looping, geometry):

@@ -169,7 +169,7 @@ def test_frontier_switches_train_quantize_and_evaluate_end_to_end(tmp_path, demo
     from tests.test_train import tiny_params
 
     params = tiny_params(tmp_path, demo_data, iterations=6, val_loss_every=0, attention_mask="document",
-                         smear_gate=True, attn_out_gate=True, muon_wd_taper_at=0.5)
+                         smear_gate=True, attn_out_gate=True, muon_wd_taper_at=0.5, parallel_mode="lanes_mix")
     run = tmp_path / "run"
     assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
     assert golf_main(["quantize", "--run-dir", str(run)]) == 0
@@ -229,6 +229,36 @@ def test_per_class_clip_sigmas_and_int7_embeddings():
         shared.matrix_clip_sigmas
 
 
+def test_lanes_mix_with_unit_residuals_and_identity_mix_is_the_records_lanes():
+    """#1529/#1530's 2x2 cross-lane mix: at λ = 1 and P = I with a mean merge it is #1533's lanes with
+    lane_merge 0.5; its own start (λ = 1.1) differs, and the MLP lane then reads attention through P[1,0]."""
+    from golf.model import lane_layers
+
+    cfg, lanes = tiny()
+    mixed = build_model(cfg.replace(parallel_mode="lanes_mix"))
+    mixed.set_looping(True)
+    extra = {f"blocks.{i}.{n}" for i in lane_layers(cfg) for n in ("lane_mix", "lane_resid")}
+    assert lane_layers(cfg) == set(range(cfg.parallel_start_layer, cfg.num_layers))  # TINY: no looped layer follows the split
+    assert set(mixed.state_dict()) - set(lanes.state_dict()) == extra
+    with torch.no_grad():
+        assert all(torch.equal(mixed.get_parameter(n), torch.eye(2)) for n in extra if n.endswith("lane_mix"))
+        assert all(torch.allclose(mixed.get_parameter(n), torch.full((2,), 1.1)) for n in extra if n.endswith("resid"))
+        mixed.load_state_dict(lanes.state_dict(), strict=False)
+        lanes.lane_merge.fill_(0.5)
+        ids, y = _row_of_documents([20, 28])[1], _row_of_documents([20, 28], seed=2)[1]
+        at_start = mixed(ids, y, reduction="none")
+        for n in extra:
+            if n.endswith("lane_resid"):
+                mixed.get_parameter(n).fill_(1.0)
+        torch.testing.assert_close(mixed(ids, y, reduction="none"), lanes(ids, y, reduction="none"))
+        assert not torch.allclose(at_start, lanes(ids, y, reduction="none"))
+    last = cfg.num_layers - 1
+    mixed.zero_grad()
+    mixed(ids, y).backward()
+    grad = mixed.blocks[last].lane_mix.grad
+    assert grad is not None and bool((grad != 0).all())  # every cross term reaches the loss
+
+
 def test_gates_are_stored_int8_per_row_and_read_back_within_half_a_step():
     """#1736/#1787: the attention gate and SmearGate weights go int8 per row (absmax scale), not fp16;
     they need no Hessian, take no LQER correction and are never pruned; gate_int8=false keeps fp16."""
@@ -265,7 +295,8 @@ def test_frontier_params_file_loads_and_differs_from_the_record_only_in_its_swit
     frontier, record = load_config("params/frontier.yaml"), load_config("params/record.yaml")
     changed = {k for k, v in frontier.to_dict().items() if record.to_dict()[k] != v}
     assert {"attention_mask", "smear_gate", "attn_out_gate", "lqer_rank", "muon_wd_taper_at", "embed_bits"} <= changed
-    assert count_params(GPT(frontier)) - count_params(GPT(record)) == 11 * 8 * 12 + 12 + 1  # the gates alone
+    gates, lanes_mix = 11 * 8 * 12 + 12 + 1, 3 * (4 + 2)  # lanes_mix: a 2x2 mix and two λ on layers 8-10
+    assert count_params(GPT(frontier)) - count_params(GPT(record)) == gates + lanes_mix
 
 
 def test_frontier_demo_has_the_frontier_switches_on_the_demo_model():
