@@ -7,7 +7,7 @@
 set -euo pipefail
 seeds=${1:-"1"}
 F=params/frontier_demo.yaml
-python bench/study.py --gpus cpu --prefix abl --seeds $seeds --arms \
+python bench/study.py --gpus cpu --prefix ablm --seeds $seeds --arms \
   "frontier=$F" \
   "record=params/demo.yaml" \
   "no-varlen=$F attention_mask=causal" \
