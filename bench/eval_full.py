@@ -34,7 +34,7 @@ from golf.config import load_config
 from golf.evaluate import compiled_nll, compiled_ttt_loss, count_windows, eval_sliding, eval_ttt, ttt_chunks
 from golf.model import build_model
 from golf.pipeline import fixed_batch, load_run_model
-from golf.train import enable_compile_cache, use_compile
+from golf.train import prepare_compile, use_compile
 
 RECORD_T = 40_540_160
 
@@ -95,7 +95,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     compiled = use_compile(cfg, device)
     if compiled:
-        enable_compile_cache(cfg)
+        prepare_compile(cfg)
     if args.run_dir:
         from pathlib import Path
 

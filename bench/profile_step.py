@@ -29,7 +29,7 @@ from train_path import Runner  # noqa: E402  (golf's step as golf.train runs it)
 
 from golf.config import load_config  # noqa: E402
 from golf.runtime import pick_device  # noqa: E402
-from golf.train import enable_compile_cache, set_fast_matmul, use_compile  # noqa: E402
+from golf.train import prepare_compile, set_fast_matmul, use_compile  # noqa: E402
 
 KINDS = (
     ("attention", re.compile(r"flash|fmha|cudnn|attention|sdpa", re.I)),
@@ -96,7 +96,7 @@ def main() -> None:
     device = pick_device(cfg.device)
     set_fast_matmul(device)
     if use_compile(cfg, device):
-        enable_compile_cache(cfg)
+        prepare_compile(cfg)
     print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set}))
     out = []

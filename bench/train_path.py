@@ -34,7 +34,7 @@ from golf.config import load_config
 from golf.model import build_model
 from golf.prefetch import PrefetchLoader
 from golf.runtime import DistInfo, pick_device
-from golf.train import (EMA, Trainer, compiled_forward, enable_compile_cache, grad_accum_steps, make_train_loader,
+from golf.train import (EMA, Trainer, compiled_forward, prepare_compile, grad_accum_steps, make_train_loader,
                         micro_batch_seqs, set_fast_matmul, use_compile)
 
 SOURCES = ("real loader, old", "real loader, inline", "real loader, prefetch", "on-device tokens")
@@ -127,7 +127,7 @@ def main() -> None:
     device = pick_device(cfg.device)
     set_fast_matmul(device)
     compiled = use_compile(cfg, device)
-    cache_dir = enable_compile_cache(cfg) if compiled else None
+    cache_dir = prepare_compile(cfg) if compiled else None
     cache_warm = bool(cache_dir and any(cache_dir.iterdir()))
 
     t_setup = time.perf_counter()

@@ -173,10 +173,9 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     # training loss, forward and backward (the record's TTT steps were eager; same function).
     nll_fn = train_loss = None
     if use_compile(cfg, device):
-        from golf.train import apply_inductor_workarounds, enable_compile_cache
+        from golf.train import prepare_compile
 
-        enable_compile_cache(cfg)
-        apply_inductor_workarounds(cfg)
+        prepare_compile(cfg)
         nll_fn = ev.compiled_nll(model, cfg)
         train_loss = ev.compiled_ttt_loss(model)
     if mode == "sliding":

@@ -262,12 +262,19 @@ def apply_inductor_workarounds(cfg: Config) -> None:
         inductor_config.triton.mix_order_reduction = False
 
 
+def prepare_compile(cfg: Config) -> Path | None:
+    """Everything torch.compile needs before golf compiles a graph (training, scoring, TTT, benches):
+    the persistent cache and the switches' inductor settings. Returns the cache folder, if any."""
+    path = enable_compile_cache(cfg)
+    apply_inductor_workarounds(cfg)
+    return path
+
+
 def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.device):
     """The training forward: ``torch.compile``d (with Newton-Schulz) where compile is on, else the model."""
     if not use_compile(cfg, device):
         return model
-    enable_compile_cache(cfg)
-    apply_inductor_workarounds(cfg)
+    prepare_compile(cfg)
     trainer.muon.zeropower = torch.compile(zeropower_via_newtonschulz)
     return torch.compile(model, dynamic=False, fullgraph=True)
 

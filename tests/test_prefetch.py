@@ -190,6 +190,8 @@ def test_compile_cache_folder_is_under_the_project_root(monkeypatch, tmp_path):
     from golf.config import load_config
     from golf.train import enable_compile_cache
 
+    import torch._inductor.config  # noqa: F401  (importing it may set torch's own default: before the delenv)
+
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     assert enable_compile_cache(load_config(None, {"compile_cache_dir": ""})) is None
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # torch keeps its own default
