@@ -449,8 +449,9 @@ def validate_for_world(cfg: Config, world_size: int) -> None:
 
 
 # The keys golf quantize and golf evaluate may change on a trained run; every other key was fixed
-# by training (the model's shape, its data, its optimizer), so changing it there is refused.
-RUNTIME_KEYS = ("device", "compile", "attention_backend", "compile_cache_dir", "loader_prefetch")
+# by training (the model's shape, its optimizer), so changing it there is refused. The data paths
+# may move (the tokenizer/shard binding check still holds them to what the run was trained on).
+RUNTIME_KEYS = ("device", "compile", "attention_backend", "compile_cache_dir", "loader_prefetch", *PATH_KEYS)
 _STAGE_GROUPS = {"quantize": "quantization", "evaluate": "evaluation"}
 _STAGE_EXTRA = {
     "quantize": ("max_val_tokens", "eval_seq_len", "fix_allreduce_hessians", "fix_prune_to_fit"),

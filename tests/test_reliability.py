@@ -119,8 +119,12 @@ def test_quantize_and_evaluate_check_the_binding(tmp_path, demo_data, other_toke
     line = one_error_line(capsys)
     assert str(other_tokenizer) in line and "prepare.json" in line
     assert snapshot(run) == before
-    # the same through --set on a run whose own config is right
+    # the same through --set on a run whose own config is right (a moved tokenizer may be named)
     run2 = run_folder(tmp_path, demo_data, name="run2")
+    assert golf_main([command[0], "--run-dir", str(run2), *command[1:], "--set",
+                      f"tokenizer_path={other_tokenizer}"]) == 1
+    line = one_error_line(capsys)
+    assert str(other_tokenizer) in line and "prepare.json" in line
     assert golf_main([command[0], "--run-dir", str(run2), *command[1:], "--set", "vocab_size=600"]) == 1
     assert "'vocab_size'" in one_error_line(capsys)
 
