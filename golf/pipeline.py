@@ -14,7 +14,7 @@ import yaml
 
 from golf.config import EVAL_MODES, Config, save_config
 from golf.model import GPT, build_model, load_checkpoint
-from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier
+from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier, code_version
 from golf.train import calibration_batches, hessian_path  # noqa: F401  (also golf.pipeline's API)
 
 log = logging.getLogger("golf")
@@ -116,7 +116,8 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     if dist.is_main:
         from golf.runtime import atomic_write_bytes
 
-        budget = {**budget, "artifact_sha256": artifact_sha256(blob), "config_changes": config_changes(run_dir, cfg)}
+        budget = {**budget, "artifact_sha256": artifact_sha256(blob), "config_changes": config_changes(run_dir, cfg),
+                  **code_version()}
         supersede_artifact(run_dir)
         atomic_write_bytes(out, blob)
         save_config(cfg, run_dir / QUANTIZE_CONFIG)
@@ -189,7 +190,8 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
         result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
-    result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg)}
+    result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg),
+              **code_version()}
     if dist.is_main:
         atomic_write_json(run_dir / name, result)
     log.info("%s (%s): val_loss %.5f val_bpb %.5f in %.1fs", mode, source, result["val_loss"], result["val_bpb"],

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from golf.config import differences_from_record
+from golf.config import EVAL_MODES, differences_from_record
 from golf.plots import STAGE_LABELS, eval_table, train_rows
 from golf.runtime import atomic_write_text, read_json
 
@@ -124,9 +124,15 @@ def run_header(run_dir: Path) -> str:
     env = read_json(run_dir / "environment.json") or {}
     run_info = read_json(run_dir / "run.json") or {}
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    commit = env.get("git_commit") or "no commit"
-    if env.get("git_dirty"):
-        commit += " (with uncommitted changes)"
+    def described(made: dict) -> str:
+        return (made.get("git_commit") or "no commit") + (" (with uncommitted changes)" if made.get("git_dirty") else "")
+
+    commit = described(env)
+    later = {f.stem: described(made) for f in sorted(run_dir.glob("*.json"))
+             if f.name in ("quant_budget.json", *(f"eval_{m}.json" for m in EVAL_MODES))
+             and (made := read_json(f) or {}).get("git_commit") is not None and described(made) != commit}
+    if later:  # a stage that ran on other code than training: say which
+        commit += "; other code for " + ", ".join(f"{stage}: {c}" for stage, c in later.items())
     gpus = env.get("gpus") or []
     machine = f"{len(gpus)} x {gpus[0]}" if gpus else "CPU"
     lines = [

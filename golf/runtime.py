@@ -266,6 +266,12 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""  # e.g. a copy with no commits
 
 
+def code_version() -> dict[str, Any]:
+    """The golf commit and whether the working tree differs from it: each stage's result carries it,
+    since a run's stages may run with different code (a quantize after a pull)."""
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def data_manifest_hash(files: list[Path]) -> str:
     """Hash of names, sizes and headers of the data files: cheap, and changes when the data does."""
     h = hashlib.sha256()
@@ -281,8 +287,7 @@ def data_manifest_hash(files: list[Path]) -> str:
 def environment_record(world_size: int = 1, data_files: list[Path] | None = None) -> dict[str, Any]:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **code_version(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

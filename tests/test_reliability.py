@@ -205,6 +205,22 @@ def test_an_ema_that_keeps_the_initial_weights_is_named(tmp_path, demo_data):
     assert "WARNING the saved EMA weights are still 12% the initial weights after 3 steps" in (run / "train.log").read_text()
 
 
+def test_every_stage_records_the_code_it_ran(tmp_path, trained_run):
+    env = json.loads((trained_run / "environment.json").read_text())
+    for name in ("quant_budget.json", "eval_plain.json"):
+        made = json.loads((trained_run / name).read_text())
+        assert made["git_commit"] == env["git_commit"] and isinstance(made["git_dirty"], bool), name
+    assert len(env["git_commit"]) == 40  # the tests run inside golf's checkout
+
+    from golf.report import run_header
+
+    assert "other code" not in run_header(trained_run)
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    made = json.loads((run / "eval_plain.json").read_text())
+    (run / "eval_plain.json").write_text(json.dumps({**made, "git_commit": "f" * 40, "git_dirty": True}))
+    assert f"other code for eval_plain: {'f' * 40} (with uncommitted changes)" in run_header(run)
+
+
 def test_environment_records_the_tokenizer_fingerprint(trained_run, demo_data):
     env = json.loads((trained_run / "environment.json").read_text())
     assert env["tokenizer_sha256"] == tokenizer_fingerprint(demo_data.tokenizer_path)
