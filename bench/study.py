@@ -10,7 +10,8 @@ Every (arm, seed) is one job: ``golf train`` into ``OUTPUTS/PREFIX-ARM/seedS``, 
 then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job (seed-major, so an
 interrupted study still holds whole seeds of every arm); each job runs alone on its GPU
 (``CUDA_VISIBLE_DEVICES``). Steps whose output exists are skipped, so running the command again
-resumes it. Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
+resumes it (a training that was killed is not: golf train refuses its folder, so remove it first,
+or use ``golf run``, which retries in a fresh one). Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
 failed step stops that job and the others go on. At the end ``golf compare`` of the arms (the
 first is the baseline) writes its tables and compare.html.
 
