@@ -10,8 +10,9 @@ Every (arm, seed) is one job: ``golf train`` into ``OUTPUTS/PREFIX-ARM/seedS``, 
 then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job (seed-major, so an
 interrupted study still holds whole seeds of every arm); each job runs alone on its GPU
 (``CUDA_VISIBLE_DEVICES``). Steps whose output exists are skipped, so running the command again
-resumes it (a training that was killed is not: golf train refuses its folder, so remove it first,
-or use ``golf run``, which retries in a fresh one). Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
+resumes it, as long as each arm's params, overrides and modes are the ones it started with (kept in
+``OUTPUTS/PREFIX-plan.json``; seeds and new arms may be added). A training that was killed is not: golf train refuses its folder, so remove it first,
+or use ``golf run``, which retries in a fresh one. Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
 failed step stops that job and the others go on. At the end ``golf compare`` of the arms (the
 first is the baseline) writes its tables and compare.html.
 
@@ -74,10 +75,24 @@ def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], mo
             return
 
 
+def check_plan(path: Path, arms: list[tuple[str, str, list[str]]], sets: list[str], modes: list[str]) -> str | None:
+    """Record each arm's settings; a problem line if an arm of an earlier run of this study had others."""
+    plan = json.loads(path.read_text()) if path.is_file() else {}
+    for name, params, own in arms:
+        spec = {"params": params, "set": sets + own, "modes": modes}
+        if plan.get(name, spec) != spec:
+            return (f"arm {name!r} of this study ran with {plan[name]}, not {spec}: finished steps would be kept "
+                    f"as they are; use another --prefix (or remove {path.parent}/{path.name.split('-plan')[0]}-{name})")
+        plan[name] = spec
+    path.write_text(json.dumps(plan, indent=1))
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", nargs="+", required=True, metavar="NAME=PARAMS", help="the first is the baseline")
-    ap.add_argument("--seeds", nargs="+", type=int, required=True)
+    ap.add_argument("--arms", nargs="+", required=True, metavar='"NAME=PARAMS [KEY=VALUE ...]"',
+                    help="each arm: a name, its params file and its own overrides; the first is the baseline")
+    ap.add_argument("--seeds", nargs="+", type=int, required=True, help="seed values, one run per arm and seed")
     ap.add_argument("--gpus", nargs="+", default=["0"], help="GPU indices, one worker each; 'cpu' for none")
     ap.add_argument("--prefix", default="study", help="study folders are OUTPUTS/PREFIX-ARM")
     ap.add_argument("--set", nargs="*", default=[], help="KEY=VALUE for every arm's training")
@@ -89,6 +104,11 @@ def main() -> int:
     root = outputs_root()
     log = resolve(args.log) if args.log else root / f"{args.prefix}-study.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    problem = check_plan(root / f"{args.prefix}-plan.json", arms, args.set, args.modes)
+    if problem:
+        print(f"study.py: error: {problem}", file=sys.stderr)
+        return 1
     jobs: queue.Queue = queue.Queue()
     for seed in args.seeds:
         for name, params, own in arms:

@@ -64,9 +64,8 @@ def _run_config(run_dir: Path, stage: str, overrides: list[str] | None = None):
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise GolfError(f"run folder {str(run_dir)!r} has no config.yaml: is it a golf run folder?")
-    cfg = load_config(path, overrides or [])
-    check_stage_overrides(stage, parse_overrides(overrides or []))
-    return cfg
+    check_stage_overrides(stage, parse_overrides(overrides or []))  # before the cross-key rules it would trip
+    return load_config(path, overrides or [])
 
 
 # --- data ------------------------------------------------------------------------------------

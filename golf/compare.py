@@ -37,6 +37,9 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
     from golf.notebooks import study_runs
 
     runs = study_runs(folder, stage)
+    if not runs and (folder / "config.yaml").is_file():  # a run, not evaluated in this mode yet
+        make = "its training" if stage == "prequant" else f"golf evaluate --run-dir {str(folder)!r} --mode {stage}"
+        raise GolfError(f"run {str(folder)!r} has no {stage} result yet: run {make} first, or compare another --stage")
     if not runs:
         raise GolfError(f"{str(folder)!r} holds no run with a {stage} result: is it a golf study or run folder?")
     return runs
@@ -143,6 +146,9 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     for f in folders:
         if not f.is_dir():
             raise GolfError(f"{str(f)!r} is not a folder: give study or run folders")
+    twice = sorted({str(f) for f in folders if folders.count(f) > 1})
+    if twice:
+        raise GolfError(f"{twice[0]!r} is given more than once: each folder is one study or run to compare")
     names = list(names or []) or [f.name for f in folders]
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")

@@ -477,6 +477,8 @@ def check_stage_overrides(stage: str, keys: Iterable[str]) -> None:
             what, redo = "shapes the trained model", "train a new run"
         elif group.startswith("quantization"):
             what, redo = "was fixed when the artifact was made", "golf quantize --force --set it"
+        elif group.startswith("evaluation"):
+            what, redo = "is an evaluation key", "golf evaluate --set it"
         else:
             what, redo = f"belongs to training ({group.split(' (')[0].split(',')[0]})", "train a new run"
         raise ConfigError(f"params key {key!r} {what}: golf {stage} can't change it ({redo}); golf {stage} "

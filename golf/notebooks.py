@@ -77,9 +77,9 @@ def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None 
     items = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in (keys or {}).items()]
     items += list(overrides or [])
     try:
-        load_config(None, parse_overrides(items))  # unknown keys and bad values fail here, by name
         if stage:
             check_stage_overrides(stage, parse_overrides(items))
+        load_config(None, parse_overrides(items))  # unknown keys and bad values fail here, by name
     except ConfigError as exc:
         raise GolfError(str(exc)) from None
     return ["--set", *items] if items else []

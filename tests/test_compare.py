@@ -115,3 +115,14 @@ def test_compare_of_runs_too_short_for_a_timed_step(tmp_path, capsys):
     assert runs.loc[[f"short/seed{i}" for i in range(3)], "tokens_per_s"].isna().all()
     assert pd.isna(runs.loc["short/seed0", "bytes_total"]) and runs.loc["baseline/seed0", "bytes_total"] == 15_000_000
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_compare_names_a_run_without_the_stage_and_a_folder_given_twice(tmp_path, capsys):
+    base = _study(tmp_path, "baseline", BASE)
+    run = base / "seed0"
+    assert golf_main(["compare", str(run), str(base / "seed1"), "--stage", "sliding"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"golf evaluate --run-dir '{run}' --mode sliding" in err[0]
+    assert golf_main(["compare", str(run), str(run), "--names", "a", "b"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "given more than once" in err[0]

@@ -132,8 +132,9 @@ def test_quantize_and_evaluate_check_the_binding(tmp_path, demo_data, other_toke
 @pytest.mark.parametrize("command, override, what", [
     (["quantize"], "smear_gate=true", "shapes the trained model"),
     (["quantize"], "matrix_lr=0.01", "belongs to training (optimization)"),
-    (["quantize"], "ttt_lr=0.01", "belongs to training (evaluation)"),
+    (["quantize"], "ttt_lr=0.01", "is an evaluation key: golf quantize can't change it (golf evaluate --set it)"),
     (["evaluate", "--mode", "plain"], "num_layers=5", "shapes the trained model"),
+    (["evaluate", "--mode", "plain"], "num_layers=2", "shapes the trained model"),  # not loop_end's rule first
     (["evaluate", "--mode", "plain"], "matrix_bits=5", "was fixed when the artifact was made"),
     (["evaluate", "--mode", "plain"], "iterations=5", "belongs to training (run and data)"),
 ])
