@@ -174,6 +174,8 @@ def cmd_quantize(args) -> int:
     if dist.is_main:
         width = max(len(k) for k in budget)
         for key, value in budget.items():
+            if isinstance(value, (dict, list)):  # e.g. LQER's per-tensor errors: in quant_budget.json
+                value = f"{len(value)} entries (quant_budget.json)"
             print(f"{key:<{width}}  {value:>14,}" if isinstance(value, int) and not isinstance(value, bool)
                   else f"{key:<{width}}  {value!s:>14}")
     _destroy()

@@ -83,8 +83,8 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
         tps, size = sub["tokens_per_s"].median(), sub["bytes_total"].median()
         row = {"study": name, "n": len(vals), "mean_bpb": vals.mean(),
                "std_bpb": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
-               "tokens_per_s": round(tps) if pd.notna(tps) else None,
-               "bytes_total": int(size) if pd.notna(size) else None}
+               "tokens_per_s": round(tps) if pd.notna(tps) else pd.NA,
+               "bytes_total": int(size) if pd.notna(size) else pd.NA}  # NA as in the runs table, not None
         if name != names[0]:
             w = welch(vals, base)
             row.update({"diff_vs_baseline": w["diff"], "ci95_low": w["ci_low"], "ci95_high": w["ci_high"],

@@ -198,7 +198,10 @@ def test_golf_quantize_records_lqer_in_quant_budget(tmp_path, demo_data, capsys)
     run = tmp_path / "run"
     params = tiny_params(tmp_path, demo_data, iterations=4, val_loss_every=0)
     assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
     assert golf_main(["quantize", "--run-dir", str(run), "--set", "lqer_rank=4", "lqer_top_k=2"]) == 0
+    table = capsys.readouterr().out  # per-tensor detail stays in the file, not in the console table
+    assert "2 entries (quant_budget.json)" in table and "err_before" not in table
     budget = json.loads((run / "quant_budget.json").read_text())
     assert budget["lqer_rank"] == 4 and budget["lqer_bytes"] > 0 and len(budget["lqer_tensors"]) == 2
     assert budget["config_changes"] == {"lqer_rank": 4, "lqer_top_k": 2}
