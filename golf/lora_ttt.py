@@ -232,14 +232,28 @@ def chunk_nll(model, adapters: DocAdapters, x: Tensor, y: Tensor, offsets: Tenso
 
 # --- one document batch ------------------------------------------------------------------------
 
+def _warm_start(adapters: DocAdapters, warm_a: list[Tensor] | None) -> None:
+    """``ttt_lora_keep_a`` (#1787): each adapter's A (row i: the batch's i-th document) from the previous
+    batch's trained A; B stays zero, so every document still starts at the base model."""
+    if warm_a is None:
+        return
+    with torch.no_grad():
+        for lora, prev in zip((m for m in adapters.modules() if isinstance(m, BatchedLoRA)), warm_a):
+            k = min(lora.A.size(0), prev.size(0))
+            lora.A[:k] = prev[:k]
+
+
 def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends: np.ndarray, cfg: Config,
-               n_slots: int, seed: int, acc, luts, record: TTTRecord | None, ids: StepIds, b: int) -> int:
-    """Score and adapt one batch of documents, chunk by chunk; returns the AdamW steps taken."""
+               n_slots: int, seed: int, acc, luts, record: TTTRecord | None, ids: StepIds, b: int,
+               warm_a: list[Tensor] | None = None) -> tuple[int, list[Tensor] | None]:
+    """Score and adapt one batch of documents, chunk by chunk; returns the AdamW steps taken and the
+    adapters' trained A (for the next batch, with ``ttt_lora_keep_a``)."""
     dev, T = tokens.device, tokens.numel() - 1
     C, L = cfg.ttt_lora_chunk, cfg.eval_seq_len
     s, n = starts[docs], ends[docs] - starts[docs]  # (k,) first target position and target count
     n_chunks = -(-n // C)
     adapters = DocAdapters(cfg, len(docs), n_slots, seed).to(dev)
+    _warm_start(adapters, warm_a)
     opt = torch.optim.AdamW(adapters.parameters(), lr=cfg.ttt_lora_lr, betas=(0.0, cfg.ttt_lora_beta2), eps=1e-10,
                             weight_decay=cfg.ttt_lora_wd)
     first = ids.first[docs]
@@ -284,7 +298,8 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         if record is not None:
             m = mask.cpu().numpy()
             record.note_trained_at(tgt_pos.cpu().numpy()[m], (first + ci)[np.nonzero(m)[0]])
-    return steps
+    keep = cfg.ttt_lora_keep_a  # the A of every slot is large (documents x rank x width): only when asked
+    return steps, [m.A.detach() for m in adapters.modules() if isinstance(m, BatchedLoRA)] if keep else None
 
 
 # --- the global phase of phased TTT --------------------------------------------------------------
@@ -373,14 +388,18 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
     queue_order = np.concatenate(queue)
     was_trainable = [p.requires_grad for p in model.parameters()]
     lora_steps = global_steps = 0
+    warm_a = None  # ttt_lora_keep_a: this rank's last trained A (earlier, already scored documents only)
     bar = _progress(len(mine), f"eval {mode}", progress, "batch")
     try:
         for b, docs in enumerate(queue):
             if b % W == r:
                 for p in model.parameters():
                     p.requires_grad_(False)  # only the adapters train
-                lora_steps += _run_batch(model, tokens, docs, starts, ends, cfg, n_slots,
-                                         hash((cfg.seed, b)) & (2**63 - 1), acc, luts, record, ids, b)
+                steps, trained_a = _run_batch(model, tokens, docs, starts, ends, cfg, n_slots,
+                                              hash((cfg.seed, b)) & (2**63 - 1), acc, luts, record, ids, b,
+                                              warm_a)
+                lora_steps += steps
+                warm_a = trained_a  # None unless ttt_lora_keep_a
                 bar.update(1)
             for (after, n_docs), step_id in zip(phases, ids.phase):
                 if after == b:

@@ -291,3 +291,35 @@ def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):
     with caplog.at_level(logging.WARNING, logger="golf"):
         assert phase_points(queue, 4, 1) == [(0, 4)]
     assert "changes no score" not in caplog.text
+
+
+# --- keep A warm (#1787) ---------------------------------------------------------------------------
+
+def test_keep_a_starts_each_batch_from_the_last_trained_a_and_stays_legal(monkeypatch):
+    """ttt_lora_keep_a: batch b's adapters take batch b-1's trained A (B zero, so each document still
+    starts at the base model's scores); only already scored documents shaped that A, so the legality
+    record holds. At lr 0 nothing trains and it is the default; with training it differs."""
+    import golf.lora_ttt as lt
+
+    tokens = doc_tokens()
+    seen: list = []
+    real = lt._warm_start
+
+    def spy(adapters, warm_a):
+        real(adapters, warm_a)
+        seen.append((warm_a, [m.A.detach().clone() for m in adapters.modules() if isinstance(m, lt.BatchedLoRA)]))
+
+    monkeypatch.setattr(lt, "_warm_start", spy)
+    res, rec, _ = run(eval_lora_ttt, lora_cfg(ttt_lora_keep_a=True), tokens)
+    rec.check()
+    assert res["n_batches"] == 3 and seen[0][0] is None and all(w is not None for w, _ in seen[1:])
+    for warm, start in seen[1:]:
+        k = min(start[0].size(0), warm[0].size(0))
+        assert all(torch.equal(a[:k], w[:k]) for a, w in zip(start, warm))
+    assert not all(torch.equal(a, b) for a, b in zip(seen[1][0], seen[0][1]))  # A did train in batch 0
+    monkeypatch.setattr(lt, "_warm_start", real)
+    default, _, _ = run(eval_lora_ttt, lora_cfg(), tokens)
+    assert res["val_loss"] != pytest.approx(default["val_loss"], rel=1e-9)
+    idle = run(eval_lora_ttt, lora_cfg(ttt_lora_keep_a=True, ttt_lora_lr=0.0), tokens)[0]
+    assert idle["val_loss"] == pytest.approx(run(eval_lora_ttt, lora_cfg(ttt_lora_lr=0.0), tokens)[0]["val_loss"],
+                                             rel=1e-12)
