@@ -413,14 +413,20 @@ def inert_settings(cfg: Config) -> list[str]:
     if cfg.parallel_mode != "none" and cfg.parallel_start_layer >= cfg.num_layers:
         notes.append(f"parallel_start_layer ({cfg.parallel_start_layer}) is not below num_layers ({cfg.num_layers}): "
                      f"no layer runs the parallel_mode {cfg.parallel_mode!r}")
-    if cfg.ema_decay > 0 and cfg.iterations and cfg.ema_decay ** cfg.iterations > EMA_INIT_SHARE_WARN:
+    share = ema_init_share(cfg.ema_decay, cfg.iterations)
+    if cfg.iterations and share > EMA_INIT_SHARE_WARN:
         notes.append(f"ema_decay ({cfg.ema_decay}) over at most {cfg.iterations} steps leaves at least "
-                     f"{cfg.ema_decay ** cfg.iterations:.0%} of the initial weights in the saved model: lower it "
+                     f"{share:.0%} of the initial weights in the saved model: lower it "
                      "for short runs (params/demo.yaml uses 0.95 for 300 steps)")
     return notes
 
 
 EMA_INIT_SHARE_WARN = 0.05  # the initial weights' share of the EMA above which a run is told
+
+
+def ema_init_share(decay: float, steps: int) -> float:
+    """The initial weights' share of a plain EMA after ``steps`` updates (0 when there is no averaging)."""
+    return decay ** steps if decay > 0 else 0.0
 
 
 def validate(cfg: Config) -> None:
@@ -460,20 +466,25 @@ _STAGE_EXTRA = {
 }
 
 
-def stage_keys(stage: str) -> tuple[str, ...]:
+def _key_groups() -> dict[str, str]:
+    return {d["key"]: d["group"] for d in describe_keys()}
+
+
+def stage_keys(stage: str, groups: dict[str, str] | None = None) -> tuple[str, ...]:
     """The params keys ``golf quantize`` (stage 'quantize') or ``golf evaluate`` ('evaluate') reads."""
-    group = [d["key"] for d in describe_keys() if d["group"].startswith(_STAGE_GROUPS[stage])]
+    group = [k for k, g in (groups or _key_groups()).items() if g.startswith(_STAGE_GROUPS[stage])]
     return (*group, *_STAGE_EXTRA[stage], *RUNTIME_KEYS)
 
 
 def check_stage_overrides(stage: str, keys: Iterable[str]) -> None:
     """Refuse, by name, an override that ``golf quantize`` / ``golf evaluate`` would silently ignore
     or that contradicts what the run already made."""
-    allowed = stage_keys(stage)
+    groups = _key_groups()
+    allowed = stage_keys(stage, groups)
     for key in keys:
         if key in allowed or key not in _TYPES:
             continue
-        group = next(d["group"] for d in describe_keys() if d["key"] == key)
+        group = groups[key]
         if group.startswith("model"):
             what, redo = "shapes the trained model", "train a new run"
         elif group.startswith("quantization"):

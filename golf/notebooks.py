@@ -104,9 +104,10 @@ def parameters_source(notebook: str) -> str:
     else:
         lines.append(f"# The keys golf {stage} reads, when not None, override the run's config.yaml")
         lines.append("# (papermill: -p max_val_tokens 65536); the others were fixed by training.")
+    offered = stage_keys(stage) if stage else None  # None: every key
     group = None
     for d in describe_keys():
-        if d["key"] in COMMON_PARAMETERS or (stage and d["key"] not in stage_keys(stage)):
+        if d["key"] in COMMON_PARAMETERS or (offered is not None and d["key"] not in offered):
             continue
         if d["group"] != group:
             group = d["group"]

@@ -128,9 +128,10 @@ def run_header(run_dir: Path) -> str:
         return (made.get("git_commit") or "no commit") + (" (with uncommitted changes)" if made.get("git_dirty") else "")
 
     commit = described(env)
-    later = {f.stem: described(made) for f in sorted(run_dir.glob("*.json"))
-             if f.name in ("quant_budget.json", *(f"eval_{m}.json" for m in EVAL_MODES))
-             and (made := read_json(f) or {}).get("git_commit") is not None and described(made) != commit}
+    stages = {stage: read_json(run_dir / f"{stage}.json") or {}
+              for stage in ("quant_budget", *(f"eval_{m}" for m in EVAL_MODES))}
+    later = {stage: described(made) for stage, made in stages.items()
+             if made.get("git_commit") is not None and described(made) != commit}
     if later:  # a stage that ran on other code than training: say which
         commit += "; other code for " + ", ".join(f"{stage}: {c}" for stage, c in later.items())
     gpus = env.get("gpus") or []

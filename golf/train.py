@@ -23,7 +23,8 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from golf.config import EMA_INIT_SHARE_WARN, Config, differences_from_record, inert_settings, save_config
+from golf.config import (EMA_INIT_SHARE_WARN, Config, differences_from_record, ema_init_share, inert_settings,
+                         save_config)
 from golf.model import GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
@@ -414,10 +415,10 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         bar.close()
 
     ema.apply_to(model)
-    ema_init_share = cfg.ema_decay ** step if cfg.ema_decay > 0 else 0.0  # plain EMA: decay^steps of the start
-    if ema_init_share > EMA_INIT_SHARE_WARN:
+    init_share = ema_init_share(cfg.ema_decay, step)
+    if init_share > EMA_INIT_SHARE_WARN:
         log.warning("the saved EMA weights are still %.0f%% the initial weights after %d steps (ema_decay %s)",
-                    100 * ema_init_share, step, cfg.ema_decay)
+                    100 * init_share, step, cfg.ema_decay)
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs with looping on (spec §2.7)
     model.eval()
     data_end_s = None
@@ -437,7 +438,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     log.info("pre-quantization post-ema val_loss %.5f val_bpb %.5f", prequant["val_loss"], prequant["val_bpb"])
     summary = {"steps": step, "train_ms": train_ms, "warmup_s": warmup_s, "looping_at_step": looping_at,
                "peak_mem_mib": _peak_mem_mib(device), "world_size": dist.world_size,
-               "training_data_end_s": data_end_s, "ema_init_share": ema_init_share,
+               "training_data_end_s": data_end_s, "ema_init_share": init_share,
                "prequant_post_ema": prequant}
     metrics.write({"step": step, "stage": "pre-quantization post-ema", **prequant})
     metrics.close()
