@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Callable
 
@@ -18,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from golf import kernels
 from golf.attention import attention_fn, document_attention, document_ids
 from golf.config import Config
 from golf.runtime import GolfError
 
+log = logging.getLogger("golf")
 BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
 LANE_RESID_INIT = 1.1  # lanes_mix: each lane's residual multiplier at start (#1529/#1530)
 BOS_ID = 1  # every document starts with BOS (spec §1.2; golf.tokenizer writes it)
@@ -181,7 +184,9 @@ class Attention(nn.Module):
         return F.linear(y, wo)
 
 
-def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None) -> Tensor:
+def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None, fused: bool = False) -> Tensor:
+    if fused and capture is None and kernels.mlp_supported(h, w_up):
+        return kernels.fused_mlp(h, w_up, w_down)
     if capture is not None:
         capture(f"blocks.{layer}.mlp.fc", h)
     hidden = F.leaky_relu(F.linear(h, w_up), 0.5).square()
@@ -198,6 +203,7 @@ class Block(nn.Module):
         d = cfg.model_dim
         self.layer = layer
         self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        self.fused_mlp = False  # set by GPT.set_fused_kernels
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
@@ -216,7 +222,7 @@ class Block(nn.Module):
 
     def mlp_out(self, x: Tensor, w: tuple, capture) -> Tensor:
         h = rms_norm(x) * self.ln_scale
-        return self.mlp_scale.to(x.dtype) * mlp(h, w[4], w[5], self.layer, capture)
+        return self.mlp_scale.to(x.dtype) * mlp(h, w[4], w[5], self.layer, capture, self.fused_mlp)
 
     def forward(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture, q_start: int = 0) -> Tensor:
         """``q_start``: return positions q_start.. only (attention still reads every position)."""
@@ -261,6 +267,7 @@ class GPT(nn.Module):
         self.capture: Callable | None = None  # (name, input) hook for GPTQ Hessians
         self.weight_hook: Callable | None = None  # (virtual slot, layer weights) -> weights: LoRA TTT (golf.lora_ttt)
         self.compute_dtype = torch.float32
+        self.fused_ce = False  # set_fused_kernels
         self.attention_backend = "math"
         self._attn = attention_fn("math")
 
@@ -294,6 +301,12 @@ class GPT(nn.Module):
     def set_attention_backend(self, name: str) -> None:
         self.attention_backend = name
         self._attn = attention_fn(name)
+
+    def set_fused_kernels(self, mlp: bool, ce: bool) -> None:
+        """``fused_mlp``, ``fused_ce``: golf.kernels' Triton kernels where CUDA and Triton are (else unfused)."""
+        for block in self.blocks:
+            block.fused_mlp = bool(mlp)
+        self.fused_ce = bool(ce)
 
     def layer_weights(self, i: int) -> tuple:
         L, dt = self.cfg.num_layers, self.compute_dtype
@@ -393,6 +406,12 @@ class GPT(nn.Module):
         return softcap_nll(h, self.tok_emb.weight, targets[:, start:], self.cfg.logit_softcap)
 
     def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        if self.fused_ce and self.capture is None:
+            h = self.hidden(ids)
+            if kernels.ce_supported(h, self.tok_emb.weight):
+                nll = kernels.fused_softcap_nll(h.flatten(0, 1), self.tok_emb.weight, targets.flatten(),
+                                                self.cfg.logit_softcap).view_as(targets)
+                return nll.mean() if reduction == "mean" else nll
         logits = self.forward_logits(ids)
         nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
         return nll.mean() if reduction == "mean" else nll
@@ -415,6 +434,11 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     model.to(device)
     model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.set_attention_backend(select_backend(attention_backend or cfg.attention_backend, device))
+    for key in ("fused_mlp", "fused_ce"):
+        if getattr(cfg, key) and (device.type != "cuda" or kernels.triton is None):
+            log.warning("%s needs CUDA and Triton; the unfused PyTorch path runs here (same math)", key)
+    on_gpu = device.type == "cuda"
+    model.set_fused_kernels(mlp=cfg.fused_mlp and on_gpu, ce=cfg.fused_ce and on_gpu)
     return model
 
 
