@@ -96,7 +96,12 @@ def cmd_data_check(args) -> int:
     from golf.data import check_data_dir
 
     rows = check_data_dir(args.dir, args.vocab_size)
-    print(pd.DataFrame(rows).to_string(index=False))
+    for split in dict.fromkeys(r["split"] for r in rows):  # one total per split, in the table's order
+        own = [r for r in rows if r["split"] == split and not r["file"].startswith("total")]
+        files = f"{len(own)} file" + ("" if len(own) == 1 else "s")
+        rows.append({"file": f"total ({files})", "split": split, "tokens": sum(r["tokens"] for r in own),
+                     "bytes": sum(r["bytes"] for r in own), "vocab_size": ""})
+    print(pd.DataFrame(rows).to_string(index=False, formatters={"tokens": "{:,}".format, "bytes": "{:,}".format}))
     return 0
 
 

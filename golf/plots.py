@@ -121,8 +121,9 @@ def plot_schedule(run_dir: str | Path):
     ax2.plot(train["step"], train["tokens_per_s"] / 1000, marker=".", lw=1)
     ax2.set(xlabel="step", ylabel="thousand tokens/s per GPU", title="throughput")
     _mark_looping(ax2, loop_at)
-    ax3.plot(train["step"], train["peak_mem_mib"], marker=".", lw=1)
-    ax3.set(xlabel="step", ylabel="MiB", title="peak GPU memory (0 on CPU)")
+    peak = pd.to_numeric(train.get("peak_mem_mib", pd.Series(index=train.index, dtype=float)), errors="coerce")
+    ax3.plot(train["step"], peak, marker=".", lw=1)
+    ax3.set(xlabel="step", ylabel="MiB", title="peak GPU memory" + ("" if peak.notna().any() else " (none on CPU)"))
     fig.tight_layout()
     save_figure(fig, run_dir, "schedule.png")
     return fig

@@ -180,8 +180,9 @@ class TrainResult:
     summary: dict
 
 
-def _peak_mem_mib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+def _peak_mem_mib(device: torch.device) -> float | None:
+    """Peak allocated GPU memory; None (null in the metrics) where there is no GPU to measure."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def _sync(device: torch.device) -> None:
@@ -341,7 +342,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     tokens_per_step = cfg.train_batch_tokens
     step, train_ms, looping_at = 0, 0.0, None
     logged_step, logged_ms = 0, 0.0  # the last train-log point: step_ms is the mean since then
-    last_loss = "-"  # the loss as last logged: reading it every step would sync the GPU
+    last_loss = "-"  # the loss as last logged
     # The bar counts toward whichever budget (steps or wallclock) ends first, in percent of it.
     bar = tqdm(total=100.0, desc="train", disable=not (main and show_progress), mininterval=2.0,
                bar_format="{desc}: {percentage:3.0f}% of budget|{bar}| {elapsed}<{remaining}{postfix}")
@@ -393,7 +394,6 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
             loss = trainer.step((batches.next_batch() for _ in range(accum)), forward, accum)
             ema.update(model)
             step += 1
-            bar.set_postfix(step=step, loss=last_loss, looping=int(model.looping), refresh=False)
             if cfg.train_log_every > 0 and (step % cfg.train_log_every == 0 or step == 1):
                 _sync(device)  # the only sync of a training step: in between, the GPU runs behind the host
                 train_loss = loss.item()
@@ -407,6 +407,9 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                 metrics.write(record)
                 last_loss = f"{train_loss:.3f}"
                 log.info("step %d loss %.4f lr_mult %.3f step_ms %.1f", step, train_loss, mult, step_ms)
+            # the loss shown is the last logged one, with its step (reading it every step would sync the GPU)
+            bar.set_postfix_str(f"step={step}, loss@{logged_step}={last_loss}, looping={int(model.looping)}",
+                                refresh=False)
             train_ms += (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             bar.update(min(100.0 * frac_done(), 100.0) - bar.n)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from golf.cli import main as golf_main
-from golf.data import shard_name
+from golf.data import check_data_dir, shard_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +24,12 @@ def test_data_prepare_and_check_from_the_command_line(tmp_path, capsys):
     assert golf_main(["data", "check", str(out)]) == 0
     table = capsys.readouterr().out
     assert shard_name("val", 0) in table and shard_name("train", 0) in table
+    rows = check_data_dir(out)
+    for split in ("val", "train"):  # a total per split, with thousands separators
+        own = [r for r in rows if r["split"] == split]
+        n = len(own)
+        total = next(line for line in table.splitlines() if f"total ({n} file" in line and f" {split} " in line)
+        assert f"{sum(r['tokens'] for r in own):,}" in total and f"{sum(r['bytes'] for r in own):,}" in total
 
     bad = out / shard_name("train", 0)
     bad.write_bytes(bad.read_bytes()[:-1])  # one byte cut off

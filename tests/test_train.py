@@ -2,6 +2,7 @@
 and the distributed step on 2 gloo processes against one process on the same global batch."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -49,15 +50,18 @@ def test_muon_momentum_warmup():
     assert muon_momentum_at(5000, cfg) == pytest.approx(0.99)
 
 
-def test_cpu_training_run_lowers_bpb_and_leaves_the_interface_files(tmp_path, demo_data):
+def test_cpu_training_run_lowers_bpb_and_leaves_the_interface_files(tmp_path, demo_data, capsys):
     params = tiny_params(tmp_path, demo_data)
     run_dir = tmp_path / "run"
     assert golf_main(["train", "--params", str(params), "--run-dir", str(run_dir)]) == 0
+    # the bar names the step its loss was logged at (it is not read every step)
+    assert re.search(r"step=\d+, loss@\d+=\d+\.\d{3}, looping=", capsys.readouterr().err)
     for name in ("config.yaml", "metrics.jsonl", "train.log", "model.pt", "environment.json", "train_summary.json"):
         assert (run_dir / name).is_file(), name
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in records if "train_loss" in r]
     assert train_rows and all(INTERFACE_METRIC_KEYS <= set(r) for r in train_rows)
+    assert all(r["peak_mem_mib"] is None for r in train_rows)  # no GPU: null, not a measured 0
     vals = [r for r in records if "val_bpb" in r and "stage" not in r]
     assert [r["step"] for r in vals] == [0, 40, 80]
     assert vals[0]["val_loss"] == pytest.approx(math.log(demo_data.vocab_size), abs=0.1)  # ~uniform at init
