@@ -18,6 +18,7 @@ inductor's fused kernel does. What differs is the GEMM's summation order, i.e. b
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -134,8 +135,11 @@ if triton is not None:
         _INTERPRET_META = {"BLOCK_M": 64, "BLOCK_N": 128, "GROUP_M": 2}
     else:
         _INTERPRET_META = {}
-        _up_act_kernel = triton.autotune(configs=_CONFIGS, key=["M", "N", "K", "STORE_PRE"])(_up_act_kernel)
-        _act_grad_kernel = triton.autotune(configs=_CONFIGS, key=["M", "N", "K"])(_act_grad_kernel)
+        # the timings are kept with the compiled kernels (Triton's cache) where this Triton can, so a
+        # second run does not tune again
+        _KEEP = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+        _up_act_kernel = triton.autotune(configs=_CONFIGS, key=["M", "N", "K", "STORE_PRE"], **_KEEP)(_up_act_kernel)
+        _act_grad_kernel = triton.autotune(configs=_CONFIGS, key=["M", "N", "K"], **_KEEP)(_act_grad_kernel)
 
 
 def _grid(M: int, N: int):
