@@ -1,20 +1,21 @@
 """Fused Triton kernels for CUDA, each behind a params switch; the unfused PyTorch path is the reference.
 
-``fused_mlp``: the MLP with its LeakyReLU(0.5)² fused into the GEMMs around it. Unfused, the (rows, 4·D) pre-activation makes extra round trips through memory: the up-projection
-writes it, an elementwise kernel reads it and writes the activation; in the backward the down
-projection's input gradient is written, then read again with the pre-activation to make its
-gradient. Here one Triton GEMM writes the activation from its accumulator (and the pre-activation,
-which the backward needs), and the backward GEMM applies the activation's derivative before it
-stores. The other three GEMMs stay on cuBLAS.
+``fused_mlp``: the MLP with its LeakyReLU(0.5)² fused into the GEMMs around it. Unfused, the
+(rows, 4·D) pre-activation makes extra round trips through memory: the up-projection writes it, an
+elementwise kernel reads it and writes the activation; in the backward the down projection's input
+gradient is written, then read again with the pre-activation to make its gradient. Here one Triton
+GEMM writes the activation from its accumulator (and the pre-activation, which the backward needs),
+and the backward GEMM applies the activation's derivative before it stores. The other three GEMMs
+stay on cuBLAS. The math is the unfused path's: the pre-activation is rounded to the compute dtype
+before the activation, as a stored GEMM output is, and the gradient is formed in fp32 and rounded
+once, as inductor's fused kernel does; only the GEMMs' summation order may differ (on the H100 the
+results were bit-equal, bench/RESULTS.md).
 
 ``fused_ce``: the softcapped cross-entropy of the tied head with its gradient made in the forward
 pass. Unfused, the backward recomputes tanh and exp over the (rows, V) logits; here one kernel reads
 each row of logits once, writes the NLL and the logits' gradient for a unit upstream gradient, and
-the backward only scales the two head GEMMs' results by the per-row upstream gradient.
-
-The math is the unfused path's: the pre-activation is rounded to the compute dtype before the
-activation, as a stored GEMM output is, and the gradient is formed in fp32 and rounded once, as
-inductor's fused kernel does. What differs is the GEMM's summation order, i.e. bf16 rounding noise.
+the backward scales the two head GEMMs' results by each row's upstream gradient. That gradient is
+rounded to bf16 before the scale rather than after it: bf16 rounding noise, not bit-equal.
 """
 from __future__ import annotations
 
@@ -113,10 +114,9 @@ if triton is not None:
         d_y = 2.0 * tl.where(p > 0, p, p * 0.5) * d_act
         tl.store(out_ptr + offs, tl.where(p > 0, d_y, d_y * 0.5).to(out_ptr.dtype.element_ty), mask=mask)
 
-
     @triton.jit
     def _softcap_ce_kernel(logits_ptr, targets_ptr, nll_ptr, grad_ptr, V, s_row, cap, BLOCK_V: tl.constexpr):
-        """One row: z = cap·tanh(l/cap), NLL = logsumexp(z) − z[t], and d NLL / d l = (softmax(z) − onehot)·(1 − tanh²)."""
+        """One row: z = cap·tanh(l/cap), NLL = logsumexp(z) − z[t], d NLL/d l = (softmax(z) − onehot)·(1 − tanh²)."""
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK_V)
         inside = cols < V
@@ -129,7 +129,8 @@ if triton is not None:
         is_target = cols == tl.load(targets_ptr + row)
         tl.store(nll_ptr + row, z_max + tl.log(total) - tl.sum(tl.where(is_target, z, 0.0), 0))
         d_z = e / total - is_target.to(tl.float32)
-        tl.store(grad_ptr + row * s_row + cols, (d_z * (1.0 - th * th)).to(grad_ptr.dtype.element_ty), mask=inside)
+        d_logits = (d_z * (1.0 - th * th)).to(grad_ptr.dtype.element_ty)
+        tl.store(grad_ptr + row * s_row + cols, d_logits, mask=inside)
 
     if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter (tests): one fixed tile shape, no timing
         _INTERPRET_META = {"BLOCK_M": 64, "BLOCK_N": 128, "GROUP_M": 2}
@@ -138,8 +139,8 @@ if triton is not None:
         # the timings are kept with the compiled kernels (Triton's cache) where this Triton can, so a
         # second run does not tune again
         _KEEP = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
-        _up_act_kernel = triton.autotune(configs=_CONFIGS, key=["M", "N", "K", "STORE_PRE"], **_KEEP)(_up_act_kernel)
-        _act_grad_kernel = triton.autotune(configs=_CONFIGS, key=["M", "N", "K"], **_KEEP)(_act_grad_kernel)
+        _up_act_kernel = triton.autotune(_CONFIGS, key=["M", "N", "K", "STORE_PRE"], **_KEEP)(_up_act_kernel)
+        _act_grad_kernel = triton.autotune(_CONFIGS, key=["M", "N", "K"], **_KEEP)(_act_grad_kernel)
 
 
 def _grid(M: int, N: int):
@@ -151,8 +152,8 @@ def _up_act(x2: Tensor, w_up: Tensor, store_pre: bool) -> tuple[Tensor, Tensor]:
     N = w_up.size(0)
     act = x2.new_empty(M, N)
     pre = x2.new_empty(M, N) if store_pre else act  # unused when not stored
-    _up_act_kernel[_grid(M, N)](x2, w_up, act, pre, M, N, K, x2.stride(0), x2.stride(1),
-                                w_up.stride(0), w_up.stride(1), STORE_PRE=store_pre, BLOCK_K=BLOCK_K, **_INTERPRET_META)
+    _up_act_kernel[_grid(M, N)](x2, w_up, act, pre, M, N, K, x2.stride(0), x2.stride(1), w_up.stride(0),
+                                w_up.stride(1), STORE_PRE=store_pre, BLOCK_K=BLOCK_K, **_INTERPRET_META)
     return act, pre
 
 
@@ -213,8 +214,13 @@ def _backward(ctx, g_out, _g_act, _g_pre):
 _mlp_train.register_autograd(_backward, setup_context=_setup)
 
 
+MAX_CE_CLASSES = 16384  # one row of logits is held in registers: beyond this it would spill
+
+
 def ce_supported(h: Tensor, weight: Tensor) -> bool:
-    return triton is not None and h.is_cuda and h.dtype in (torch.bfloat16, torch.float16) and weight.size(0) <= 65536
+    """Whether the fused cross-entropy takes these operands: CUDA bf16/fp16, at most MAX_CE_CLASSES classes."""
+    return (triton is not None and h.is_cuda and h.dtype in (torch.bfloat16, torch.float16)
+            and weight.size(0) <= MAX_CE_CLASSES)
 
 
 def reference_softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float) -> Tensor:
@@ -265,7 +271,7 @@ def fused_softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float) ->
 
 
 def fused_mlp(h: Tensor, w_up: Tensor, w_down: Tensor) -> Tensor:
-    """leaky(h @ w_upᵀ)² @ w_downᵀ over the last dim of h; the caller checks ``supported`` first."""
+    """leaky(h @ w_upᵀ)² @ w_downᵀ over the last dim of h; the caller checks ``mlp_supported`` first."""
     h2 = h.reshape(-1, h.size(-1))
     if torch.is_grad_enabled() and (h.requires_grad or w_up.requires_grad or w_down.requires_grad):
         out = _mlp_train(h2, w_up, w_down)[0]

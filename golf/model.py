@@ -184,7 +184,8 @@ class Attention(nn.Module):
         return F.linear(y, wo)
 
 
-def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None, fused: bool = False) -> Tensor:
+def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None,
+        fused: bool = False) -> Tensor:
     if fused and capture is None and kernels.mlp_supported(h, w_up):
         return kernels.fused_mlp(h, w_up, w_down)
     if capture is not None:
@@ -391,7 +392,10 @@ class GPT(nn.Module):
 
     def forward_logits(self, ids: Tensor) -> Tensor:
         """Softcapped fp32 logits (B, T, V)."""
-        h = self.hidden(ids)
+        return self.head(self.hidden(ids))
+
+    def head(self, h: Tensor) -> Tensor:
+        """The tied, softcapped head: fp32 logits of final-norm hidden states."""
         logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
         cap = self.cfg.logit_softcap
         return cap * torch.tanh(logits / cap)
@@ -406,14 +410,13 @@ class GPT(nn.Module):
         return softcap_nll(h, self.tok_emb.weight, targets[:, start:], self.cfg.logit_softcap)
 
     def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
-        if self.fused_ce and self.capture is None:
-            h = self.hidden(ids)
-            if kernels.ce_supported(h, self.tok_emb.weight):
-                nll = kernels.fused_softcap_nll(h.flatten(0, 1), self.tok_emb.weight, targets.flatten(),
-                                                self.cfg.logit_softcap).view_as(targets)
-                return nll.mean() if reduction == "mean" else nll
-        logits = self.forward_logits(ids)
-        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        h = self.hidden(ids)
+        if self.fused_ce and kernels.ce_supported(h, self.tok_emb.weight):
+            nll = kernels.fused_softcap_nll(h.flatten(0, 1), self.tok_emb.weight, targets.flatten(),
+                                            self.cfg.logit_softcap)
+        else:
+            nll = F.cross_entropy(self.head(h).flatten(0, 1), targets.flatten(), reduction="none")
+        nll = nll.view_as(targets)
         return nll.mean() if reduction == "mean" else nll
 
     # --- parameter groups (spec §4.1) --------------------------------------------------------
