@@ -74,6 +74,45 @@ def test_kernels_equal_the_unfused_path_under_the_interpreter():
     assert max(res["ce_traced"]) == 0.0, res
 
 
+MODEL_INTERPRETED = r"""
+import json, torch
+from golf import kernels
+from golf.config import load_config
+from golf.model import build_model
+kernels.mlp_supported = kernels.ce_supported = lambda *a: True  # the interpreter runs on CPU tensors
+cfg = load_config("params/demo.yaml", {"seed": 5, "num_layers": 3, "loop_start": 1, "loop_end": 1, "xsa_last_n": 1,
+                                       "parallel_start_layer": 2})
+models = [build_model(cfg, "cpu") for _ in range(2)]
+models[1].set_fused_kernels(mlp=True, ce=True)
+ids = torch.randint(0, cfg.vocab_size, (2, 64), generator=torch.Generator().manual_seed(0))
+out = []
+for m in models:
+    with torch.no_grad():
+        m.mlp_down_bank.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))  # so the MLPs reach the loss
+    m.set_looping(True)
+    loss = m(ids, ids)
+    loss.backward()
+    out.append((loss.item(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+(l0, g0), (l1, g1) = out
+print(json.dumps({"loss": [l0, l1], "grads": sorted(g0) == sorted(g1),
+                  "grad_err": max(((g0[n] - g1[n]).abs().max() / g0[n].abs().max().clamp_min(1e-12)).item() for n in g0)}))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU test below checks the compiled kernels in bf16")
+def test_model_with_both_kernels_equals_the_default_in_fp32_under_the_interpreter():
+    """GPT.forward through fused_mlp and fused_ce (looping, lanes, XSA on): loss and every gradient as the default."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", MODEL_INTERPRETED], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["grads"], res
+    assert abs(res["loss"][0] - res["loss"][1]) < 1e-5, res
+    assert res["grad_err"] < 1e-4, res
+
+
 def test_switches_off_cuda_run_the_unfused_path(caplog):
     cfg = load_config("params/demo.yaml", {"seed": 3})
     on = load_config("params/demo.yaml", {"seed": 3, "fused_mlp": True, "fused_ce": True})
