@@ -93,15 +93,29 @@ def cmd_data_download(args) -> int:
 def cmd_data_check(args) -> int:
     import pandas as pd
 
-    from golf.data import check_data_dir
+    from golf.data import check_data_dir, infer_vocab_size
+    from golf.paths import relative_hint
 
+    if not Path(args.dir).is_dir():
+        raise GolfError(f"data folder {args.dir!r} does not exist{relative_hint(args.given_paths['dir'])}")
     rows = check_data_dir(args.dir, args.vocab_size)
+    totals = []
     for split in dict.fromkeys(r["split"] for r in rows):  # one total per split, in the table's order
-        own = [r for r in rows if r["split"] == split and not r["file"].startswith("total")]
+        own = [r for r in rows if r["split"] == split]
         files = f"{len(own)} file" + ("" if len(own) == 1 else "s")
-        rows.append({"file": f"total ({files})", "split": split, "tokens": sum(r["tokens"] for r in own),
-                     "bytes": sum(r["bytes"] for r in own), "vocab_size": ""})
-    print(pd.DataFrame(rows).to_string(index=False, formatters={"tokens": "{:,}".format, "bytes": "{:,}".format}))
+        totals.append({"file": f"total ({files})", "split": split, "tokens": sum(r["tokens"] for r in own),
+                       "bytes": sum(r["bytes"] for r in own), "vocab_size": ""})
+    frame = pd.DataFrame(rows + totals)
+    name_width = int(frame["file"].str.len().max())
+    header = [f"{'file':<{name_width}}", *frame.columns[1:]]  # the names read left-aligned, like their header
+    table = frame.to_string(index=False, header=header, formatters={"file": lambda v: f"{v:<{name_width}}",
+                                                                     "tokens": "{:,}".format, "bytes": "{:,}".format})
+    lines = table.splitlines()
+    width = max(len(line) for line in lines)
+    print("\n".join(lines[:len(rows) + 1] + ["-" * width] + lines[len(rows) + 1:]))
+    if args.vocab_size is None and infer_vocab_size(args.dir) is None:
+        print("note: neither prepare.json nor a tokenizer says this folder's vocab size, so ids were checked "
+              "against 65,536 only; give --vocab-size to check them against the real one")
     return 0
 
 
@@ -223,7 +237,7 @@ def cmd_compare(args) -> int:
 
     setup_logging()
     result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
-    with_pd_options = result["summary"].to_string(index=False, float_format=lambda v: f"{v:.5g}")
+    with_pd_options = result["summary"].to_string(index=False, na_rep="–", float_format=lambda v: f"{v:.5g}")
     print(with_pd_options)
     if len(result["keys"]):
         print("\nkeys that differ:\n" + result["keys"].to_string(index=False))
@@ -315,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk = _command(dsub, "check", "validate every shard (magic, version, size, ids < vocab) and print a table",
                    "  golf data check outputs/demo_data")
     chk.add_argument("dir", help="data folder holding fineweb_{train,val}_*.bin")
-    chk.add_argument("--vocab-size", type=int, default=None, help="default: from tokenizer.model beside the shards")
+    chk.add_argument("--vocab-size", type=int, default=None,
+                     help="ids must be below it (default: from prepare.json or tokenizer.model beside the shards)")
     chk.set_defaults(func=cmd_data_check)
 
     info = _command(sub, "model-info", "print parameter count, bank shapes and layer plans as JSON",
@@ -400,9 +415,11 @@ PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer")
 def _resolve_path_args(args) -> None:
     from golf.paths import resolve, resolve_params_file
 
+    args.given_paths = {}  # as typed, for error messages (golf.paths.relative_hint)
     for name in PATH_ARGS:
         value = getattr(args, name, None)
         if isinstance(value, str) and value:
+            args.given_paths[name] = value
             setattr(args, name, str(resolve_params_file(value) if name == "params" else resolve(value)))
     if isinstance(getattr(args, "studies", None), list):
         args.studies = [str(resolve(v)) for v in args.studies]

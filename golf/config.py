@@ -417,9 +417,10 @@ def inert_settings(cfg: Config) -> list[str]:
                      f"no layer runs the parallel_mode {cfg.parallel_mode!r}")
     share = ema_init_share(cfg.ema_decay, cfg.iterations)
     if cfg.iterations and share > EMA_INIT_SHARE_WARN:
-        notes.append(f"ema_decay ({cfg.ema_decay}) over at most {cfg.iterations} steps leaves at least "
-                     f"{share:.0%} of the initial weights in the saved model: lower it "
-                     "for short runs (params/demo.yaml uses 0.95 for 300 steps)")
+        at_most = math.floor(1000 * EMA_INIT_SHARE_WARN ** (1 / cfg.iterations)) / 1000  # under the limit
+        notes.append(f"ema_decay ({cfg.ema_decay}) over at most {cfg.iterations} step{'s' * (cfg.iterations != 1)} "
+                     f"leaves at least {share:.0%} of the initial weights in the saved model: ema_decay {at_most:.3f} "
+                     f"or lower keeps it under {EMA_INIT_SHARE_WARN:.0%}")
     return notes
 
 

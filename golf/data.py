@@ -308,6 +308,22 @@ def find_tokenizer(data_dir: str | Path) -> Path | None:
     return None
 
 
+def check_listed_shards(data_dir: Path, meta: dict | None, present: dict[str, list[str]]) -> None:
+    """Where prepare.json lists a split's shards, the folder holds exactly those (none lost, none foreign)."""
+    listed = (meta or {}).get("shards") or {}
+    for split, names in present.items():
+        if split not in listed:
+            continue
+        missing = sorted(set(listed[split]) - set(names))
+        extra = sorted(set(names) - set(listed[split]))
+        if missing:
+            raise ShardError(f"{data_dir / missing[0]}: listed in prepare.json but missing"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        if extra:
+            raise ShardError(f"{data_dir / extra[0]}: not listed in prepare.json, so not made with this folder's "
+                             "tokenizer run; move it out of the folder")
+
+
 def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[dict[str, Any]]:
     """Validate every shard of a folder (magic, version, size, ids < vocab); one row per file.
     A CaseOps folder's byte sidecars are checked too (``load_val_bytes``) and listed as ``val_bytes``.
@@ -318,10 +334,18 @@ def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise GolfError(f"data folder {str(data_dir)!r} does not exist")
+    if vocab_size is not None and not 0 < vocab_size <= 2**16:
+        raise GolfError(f"vocab_size must be in 1..65536 (uint16 shards), got {vocab_size}")
     vocab = vocab_size or infer_vocab_size(data_dir) or 2**16
     files = [(s, f) for s in ("val", "train") for f in sorted(data_dir.glob(_shard_glob(s)))]
     if not files:
         raise GolfError(f"no shards (fineweb_train_*.bin / fineweb_val_*.bin) in {str(data_dir)!r}")
+    present = {split: [f.name for s, f in files if s == split] for split in ("val", "train")}
+    for split, names in present.items():
+        if not names:
+            raise GolfError(f"no {split} shards (fineweb_{split}_*.bin) in {str(data_dir)!r}: training and "
+                            "evaluation need both splits")
+    check_listed_shards(data_dir, read_prepare_meta(data_dir), present)
     rows = [{"file": f.name, "split": s, "tokens": check_shard(f, vocab), "bytes": f.stat().st_size,
              "vocab_size": vocab} for s, f in files]
     n_val = sum(r["tokens"] for r in rows if r["split"] == "val")
@@ -406,6 +430,7 @@ def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world
         if "vocab_size" in meta and int(meta["vocab_size"]) != cfg.vocab_size:
             raise GolfError(f"params key 'vocab_size' is {cfg.vocab_size} but the data in {str(data_dir)!r} was "
                             f"prepared with vocab_size {meta['vocab_size']} ({str(meta_path)!r})")
+    check_listed_shards(data_dir, meta, {split: [f.name for f in names] for split, names in files.items()})
     pieces = sp.get_piece_size()
     if pieces != cfg.vocab_size:
         raise GolfError(f"params key 'vocab_size' is {cfg.vocab_size} but tokenizer {str(tok)!r} has {pieces} "

@@ -98,7 +98,7 @@ def phase_points(queue: list[np.ndarray], phase_docs: int, n_phases: int) -> lis
             out.append(((n - 1) // size, n))
     if out and out[-1][0] >= len(queue) - 1:
         log.warning("phased TTT: the last global phase comes after the last document batch, so it changes "
-                    "no score (%d documents in batches of %d; lower ttt_phase_docs)", n_docs, size)
+                    "no score (%d document%s in batches of %d; lower ttt_phase_docs)", n_docs, "s" * (n_docs != 1), size)
     return out
 
 

@@ -309,6 +309,10 @@ class GPT(nn.Module):
             block.fused_mlp = bool(mlp)
         self.fused_ce = bool(ce)
 
+    def fused_kernels(self) -> dict[str, bool]:
+        """Which golf.kernels switches are in effect (the params keys ask; CUDA and Triton decide)."""
+        return {"fused_mlp": any(block.fused_mlp for block in self.blocks), "fused_ce": self.fused_ce}
+
     def layer_weights(self, i: int) -> tuple:
         L, dt = self.cfg.num_layers, self.compute_dtype
         return (self.qo_bank[i].to(dt), self.kv_bank[i].to(dt), self.kv_bank[L + i].to(dt),
@@ -437,11 +441,11 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     model.to(device)
     model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.set_attention_backend(select_backend(attention_backend or cfg.attention_backend, device))
+    usable = device.type == "cuda" and kernels.triton is not None
     for key in ("fused_mlp", "fused_ce"):
-        if getattr(cfg, key) and (device.type != "cuda" or kernels.triton is None):
+        if getattr(cfg, key) and not usable:
             log.warning("%s needs CUDA and Triton; the unfused PyTorch path runs here (same math)", key)
-    on_gpu = device.type == "cuda"
-    model.set_fused_kernels(mlp=cfg.fused_mlp and on_gpu, ce=cfg.fused_ce and on_gpu)
+    model.set_fused_kernels(mlp=cfg.fused_mlp and usable, ce=cfg.fused_ce and usable)
     return model
 
 

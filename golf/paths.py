@@ -47,6 +47,13 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
+def relative_hint(given: str | os.PathLike) -> str:
+    """For a "does not exist" error: how a relative path was read (empty for an absolute one)."""
+    if Path(given).expanduser().is_absolute():
+        return ""
+    return f" (a relative path starts at the project root, {project_root()}; give an absolute path for one elsewhere)"
+
+
 def bundled(kind: str, name: str) -> Path:
     """``notebooks/NAME`` or ``params/NAME``: the project's copy, else the one a wheel installed."""
     own = project_root() / kind / name

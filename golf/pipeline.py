@@ -117,7 +117,7 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
         from golf.runtime import atomic_write_bytes
 
         budget = {**budget, "artifact_sha256": artifact_sha256(blob), "config_changes": config_changes(run_dir, cfg),
-                  **code_version()}
+                  "kernels_in_effect": model.fused_kernels(), **code_version()}
         supersede_artifact(run_dir)
         atomic_write_bytes(out, blob)
         save_config(cfg, run_dir / QUANTIZE_CONFIG)
@@ -191,7 +191,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg),
-              **code_version()}
+              "kernels_in_effect": model.fused_kernels(), **code_version()}
     if dist.is_main:
         atomic_write_json(run_dir / name, result)
     log.info("%s (%s): val_loss %.5f val_bpb %.5f in %.1fs", mode, source, result["val_loss"], result["val_bpb"],

@@ -309,6 +309,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         atomic_write_json(run_dir / "environment.json",
                           {**environment_record(dist.world_size, train_files + val_files),
                            "attention_backend": model.attention_backend, "compile": forward is not model,
+                           "kernels_in_effect": model.fused_kernels(),
                            "grad_accum": accum, "micro_batch_seqs": seqs,
                            "tokenizer_sha256": tokenizer_fingerprint(cfg.tokenizer_path)})
     changed = differences_from_record(cfg.to_dict())
@@ -420,8 +421,8 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     ema.apply_to(model)
     init_share = ema_init_share(cfg.ema_decay, step)
     if init_share > EMA_INIT_SHARE_WARN:
-        log.warning("the saved EMA weights are still %.0f%% the initial weights after %d steps (ema_decay %s)",
-                    100 * init_share, step, cfg.ema_decay)
+        log.warning("the saved EMA weights are still %.0f%% the initial weights after %d step%s (ema_decay %s)",
+                    100 * init_share, step, "s" * (step != 1), cfg.ema_decay)
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs with looping on (spec §2.7)
     model.eval()
     data_end_s = None

@@ -196,8 +196,8 @@ def test_an_ema_that_keeps_the_initial_weights_is_named(tmp_path, demo_data):
 
     cfg = load_config(tiny_params(tmp_path, demo_data, ema_decay=0.997, iterations=120))
     assert inert_settings(cfg) == ["ema_decay (0.997) over at most 120 steps leaves at least 70% of the initial "
-                                   "weights in the saved model: lower it for short runs (params/demo.yaml uses "
-                                   "0.95 for 300 steps)"]
+                                   "weights in the saved model: ema_decay 0.975 or lower keeps it under 5%"]
+    assert 0.975 ** 120 < 0.05 < 0.976 ** 120  # the suggested value is the limit, rounded down
     assert inert_settings(cfg.replace(iterations=2000)) == [] and inert_settings(cfg.replace(ema_decay=0.0)) == []
     run = tmp_path / "run"
     params = tiny_params(tmp_path, demo_data, iterations=3, val_loss_every=0, max_val_tokens=2048, ema_decay=0.5)
@@ -236,6 +236,37 @@ def test_data_without_prepare_json_is_accepted_with_a_warning(tmp_path, demo_dat
         binding = check_data_binding(cfg)
     assert "no prepare.json" in caplog.text
     assert binding["prepare_json"] is None and binding["tokenizer_sha256"] == tokenizer_fingerprint(cfg.tokenizer_path)
+
+
+def test_a_lost_or_foreign_shard_is_named_by_data_check_and_training(tmp_path, demo_data, data_copy, capsys):
+    """prepare.json lists the shards it made: one missing, or one more, is an error naming the file."""
+    lost = data_copy / "fineweb_train_000002.bin"
+    kept = lost.read_bytes()
+    lost.unlink()
+    assert golf_main(["data", "check", str(data_copy)]) == 1
+    assert "fineweb_train_000002.bin: listed in prepare.json but missing" in capsys.readouterr().err
+    with pytest.raises(ShardError, match="fineweb_train_000002.bin: listed in prepare.json but missing"):
+        check_data_binding(load_config(tiny_params(tmp_path, demo_data, data_dir=str(data_copy))))
+    lost.write_bytes(kept)
+    (data_copy / "fineweb_train_000009.bin").write_bytes(kept)  # a shard from elsewhere
+    assert golf_main(["data", "check", str(data_copy)]) == 1
+    assert "fineweb_train_000009.bin: not listed in prepare.json" in capsys.readouterr().err
+
+
+def test_data_check_refuses_a_missing_split_and_a_bad_vocab_size_and_says_what_it_checked(data_copy, capsys):
+    (data_copy / "prepare.json").unlink()
+    (data_copy / "tokenizer.model").unlink(missing_ok=True)
+    assert golf_main(["data", "check", str(data_copy)]) == 0  # nothing says the vocab size: checked < 65,536
+    assert "ids were checked against 65,536 only" in capsys.readouterr().out
+    for bad in ("0", "-5", "70000"):
+        assert golf_main(["data", "check", str(data_copy), "--vocab-size", bad]) == 1
+        assert f"vocab_size must be in 1..65536 (uint16 shards), got {bad}" in capsys.readouterr().err
+    for f in data_copy.glob("fineweb_val_*.bin"):
+        f.unlink()
+    assert golf_main(["data", "check", str(data_copy)]) == 1
+    assert "no val shards (fineweb_val_*.bin)" in capsys.readouterr().err
+    assert golf_main(["data", "check", "no/such/folder"]) == 1
+    assert "a relative path starts at the project root" in capsys.readouterr().err
 
 
 # --- 3. replacing the artifact takes what was made from it along ------------------------------
