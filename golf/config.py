@@ -304,7 +304,10 @@ def load_config(
             raise ConfigError(f"params file {str(path)!r}: expected a mapping of key: value")
         _check_keys(loaded, f"params file {str(path)!r}")
         for key, value in loaded.items():
-            values[key] = _coerce(key, value, from_text=False)
+            try:
+                values[key] = _coerce(key, value, from_text=False)
+            except ConfigError as exc:  # name the file: the same key may also come from --set
+                raise ConfigError(f"params file {str(path)!r}: {exc}") from None
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)

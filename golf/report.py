@@ -24,7 +24,7 @@ from golf.runtime import atomic_write_text, read_json
 RUN_FIGURES = [  # (file under plots/, caption)
     ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "
                      "line is the step where depth recurrence switched on."),
-    ("schedule.png", "LR multiplier and Muon momentum, throughput per GPU and peak GPU memory."),
+    ("schedule.png", "LR multiplier and Muon momentum, throughput per rank (one GPU each) and peak GPU memory."),
     ("eval_bpb.png", "BPB of each stage: after EMA (pre-quantization), quantized, sliding window, score-first TTT."),
     ("quant_error.png", "Relative GPTQ reconstruction error of each quantized tensor."),
 ]
@@ -104,7 +104,7 @@ def headline(run_dir: Path) -> pd.DataFrame:
     for looping, phase in ((False, "plain"), (True, "looped")):
         tps = _phase_throughput(train, looping)
         if tps is not None:
-            rows.append((f"tokens/s per GPU, {phase} phase (median)", f"{tps:,.0f}"))
+            rows.append((f"tokens/s per rank, {phase} phase (median)", f"{tps:,.0f}"))
     if summary.get("peak_mem_mib"):
         rows.append(("peak GPU memory", f"{summary['peak_mem_mib']:,.0f} MiB"))
     for _, r in eval_table(run_dir).iterrows():

@@ -461,6 +461,14 @@ def test_unreadable_params_file(tmp_path, capsys, content, what):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_wrongly_typed_value_in_a_params_file_names_the_file(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("fused_mlp: maybe\n")
+    assert golf_main(["model-info", "--params", str(params)]) == 1
+    line = one_error_line(capsys)
+    assert str(params) in line and "'fused_mlp'" in line and "maybe" in line
+
+
 def test_missing_or_invalid_tokenizer(tmp_path, demo_data, capsys):
     junk = tmp_path / "junk.model"
     junk.write_bytes(b"not a model")
