@@ -268,6 +268,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from golf.report import build_run_report
+
+    print(build_run_report(Path(args.run_dir)))
+    return 0
+
+
 PATHS_NOTE = ("Relative paths (params files, data, run and output folders) start at the project root, the "
               "folder holding params/ and notebooks/, whatever the current folder (golf.paths).")
 
@@ -405,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run-dir", required=True, metavar="DIR", help="an evaluated run folder")
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
     ex.set_defaults(func=cmd_export)
+
+    rep = _command(sub, "report", "draw a run's figures and tables from its files and render its report.html "
+                   "(the notebooks do this after each step)", "  golf report --run-dir outputs/default/run-001")
+    rep.add_argument("--run-dir", required=True, metavar="DIR", help="a run folder, at any stage")
+    rep.set_defaults(func=cmd_report)
     return p
 
 

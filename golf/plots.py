@@ -123,7 +123,10 @@ def plot_schedule(run_dir: str | Path):
     _mark_looping(ax2, loop_at)
     peak = pd.to_numeric(train.get("peak_mem_mib", pd.Series(index=train.index, dtype=float)), errors="coerce")
     ax3.plot(train["step"], peak, marker=".", lw=1)
-    ax3.set(xlabel="step", ylabel="MiB", title="peak GPU memory" + ("" if peak.notna().any() else " (none on CPU)"))
+    ax3.set(xlabel="step", ylabel="MiB", title="peak GPU memory")
+    if not peak.notna().any():
+        ax3.text(0.5, 0.5, "no GPU: not measured", ha="center", va="center", transform=ax3.transAxes, color="0.4")
+        ax3.set(xticks=[], yticks=[])
     fig.tight_layout()
     save_figure(fig, run_dir, "schedule.png")
     return fig

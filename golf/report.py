@@ -19,7 +19,7 @@ import yaml
 
 from golf.config import EVAL_MODES, differences_from_record
 from golf.plots import STAGE_LABELS, eval_table, train_rows
-from golf.runtime import atomic_write_text, read_json
+from golf.runtime import GolfError, atomic_write_text, read_json
 
 RUN_FIGURES = [  # (file under plots/, caption)
     ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "
@@ -173,6 +173,28 @@ def render_run_report(run_dir: str | Path) -> Path:
         cells += [_md("## Artifact budget"), _table(pd.read_csv(quant))]
     cells.append(_md("## Files\n" + _links(run_dir, LINKED_FILES)))
     return render(cells, run_dir / "report.html", f"golf run {run_dir.name}")
+
+
+def build_run_report(run_dir: str | Path) -> Path:
+    """Every figure and table the run's files allow, then ``report.html``: what the notebooks make step
+    by step, at once, for a run made from the command line (``golf report``)."""
+    import matplotlib.pyplot as plt
+
+    from golf.plots import plot_eval, plot_quant_error, plot_schedule, plot_training
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise GolfError(f"{str(run_dir)!r} is not a golf run folder (no config.yaml)")
+    makers = []
+    if (run_dir / "metrics.jsonl").is_file():
+        makers += [plot_training, plot_schedule]
+    if (run_dir / "quant_budget.json").is_file() and (run_dir / "tables" / "quant_tensors.csv").is_file():
+        makers.append(plot_quant_error)
+    if not eval_table(run_dir).empty:
+        makers.append(plot_eval)
+    for make in makers:
+        plt.close(make(run_dir))
+    return render_run_report(run_dir)
 
 
 # --- one study ---------------------------------------------------------------------------------

@@ -269,6 +269,20 @@ def test_data_check_refuses_a_missing_split_and_a_bad_vocab_size_and_says_what_i
     assert "a relative path starts at the project root" in capsys.readouterr().err
 
 
+def test_golf_report_draws_a_command_line_run(tmp_path, trained_run, capsys):
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    shutil.rmtree(run / "plots", ignore_errors=True)  # a command-line run has none of these
+    for made in ("report.html", "tables/eval_summary.csv"):
+        (run / made).unlink(missing_ok=True)
+    assert golf_main(["report", "--run-dir", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert {p.name for p in (run / "plots").glob("*.png")} >= {"training.png", "schedule.png", "eval_bpb.png"}
+    page = (run / "report.html").read_text()
+    assert "data:image/png;base64" in page and "Headline" in page
+    assert golf_main(["report", "--run-dir", str(tmp_path)]) == 1
+    assert "is not a golf run folder" in one_error_line(capsys)
+
+
 # --- 3. replacing the artifact takes what was made from it along ------------------------------
 
 def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tmp_path, trained_run, capsys):
