@@ -39,8 +39,10 @@ BLOCK_N_MAX = 256
 
 def mlp_supported(h: Tensor, w_up: Tensor) -> bool:
     """Whether the fused kernels take these operands: CUDA bf16/fp16 and block-aligned widths."""
+    rows = h.numel() // max(h.size(-1), 1)
     return (triton is not None and h.is_cuda and h.dtype in (torch.bfloat16, torch.float16)
-            and w_up.dtype == h.dtype and h.size(-1) % BLOCK_K == 0 and w_up.size(0) % BLOCK_N_MAX == 0)
+            and w_up.dtype == h.dtype and h.size(-1) % BLOCK_K == 0 and w_up.size(0) % BLOCK_N_MAX == 0
+            and rows * w_up.size(0) < 2**31)  # the kernels index the (rows, 4·D) tensors in int32
 
 
 def reference_mlp(h: Tensor, w_up: Tensor, w_down: Tensor) -> Tensor:
