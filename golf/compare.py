@@ -159,6 +159,9 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     table = summary(runs, names)
     keys = differing_keys(folders, names, stage)
     out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")
+    for marker, what in (("config.yaml", "a run"), ("study.json", "a study")):
+        if (out / marker).exists():  # a comparison is redrawn in place, a run or study is never written into
+            raise GolfError(f"--out {str(out)!r} is {what} folder; give golf compare a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
     atomic_write_text(out / "compare_runs.csv", runs.drop(columns="path").to_csv(index=False))

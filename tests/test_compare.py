@@ -128,3 +128,17 @@ def test_compare_names_a_run_without_the_stage_and_a_folder_given_twice(tmp_path
     assert golf_main(["compare", str(run), str(run), "--names", "a", "b"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "given more than once" in err[0]
+
+
+def test_compare_never_writes_into_a_run_or_study_folder(tmp_path, capsys):
+    base, abl = _study(tmp_path, "baseline", BASE), _study(tmp_path, "abl", ABLATION)
+    run = base / "seed0"
+    (run / "config.yaml").write_text("seed: 0\n")
+    before = sorted(p.name for p in run.iterdir())
+    assert golf_main(["compare", str(base), str(abl), "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a run folder" in err[0]
+    assert sorted(p.name for p in run.iterdir()) == before
+    out = tmp_path / "cmp"
+    for _ in range(2):  # a comparison folder is redrawn in place
+        assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 0
