@@ -64,19 +64,17 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
     """The run's model from ``model.pt`` (raw, post-EMA) or from the quantized artifact, looping on."""
     from golf.quant import load_artifact
 
+    if source not in ("raw", "artifact"):
+        raise ValueError(f"source must be 'raw' or 'artifact', got {source!r}")
+    path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
+    if not path.is_file():  # before the model is built, so this is the only line a user sees
+        todo = "train it first (golf train)" if source == "raw" else "run golf quantize first"
+        raise GolfError(f"run folder {str(run_dir)!r} has no {path.name}: {todo}")
     model = build_model(cfg, device)
     if source == "raw":
-        path = run_dir / "model.pt"
-        if not path.is_file():
-            raise GolfError(f"run folder {str(run_dir)!r} has no model.pt: train it first (golf train)")
         load_checkpoint(model, path)
-    elif source == "artifact":
-        path = run_dir / ARTIFACT_NAME
-        if not path.is_file():
-            raise GolfError(f"run folder {str(run_dir)!r} has no {ARTIFACT_NAME}: run golf quantize first")
-        load_artifact(path, model)
     else:
-        raise ValueError(f"source must be 'raw' or 'artifact', got {source!r}")
+        load_artifact(path, model)
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs looped (spec §2.7)
     model.eval()
     return model
