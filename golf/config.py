@@ -24,7 +24,11 @@ from golf.paths import resolve, resolve_params_file
 
 
 class ConfigError(ValueError):
-    """A params file or override names an unknown key or gives a value of the wrong type."""
+    """A params file or override names an unknown key or gives a value of the wrong type or range."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key  # the params key at fault, where there is one
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,7 @@ def load_config(
     strings are parsed too, since papermill's ``-p`` passes text).
     """
     values: dict[str, Any] = {}
+    from_file: set[str] = set()  # keys whose value is the file's (not overridden)
     if path is not None:
         path = resolve_params_file(path)
         if not path.is_file():
@@ -307,17 +312,24 @@ def load_config(
             try:
                 values[key] = _coerce(key, value, from_text=False)
             except ConfigError as exc:  # name the file: the same key may also come from --set
-                raise ConfigError(f"params file {str(path)!r}: {exc}") from None
+                raise ConfigError(f"params file {str(path)!r}: {exc}", key) from None
+        from_file = set(loaded)
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)
         _check_keys(overrides, "overrides")
         for key, value in overrides.items():
             values[key] = _coerce(key, value, from_text=True)
+        from_file -= set(overrides)
     for key in PATH_KEYS:  # one root for relative paths, in the CLI, kernels and children alike
         values[key] = str(resolve(values.get(key, _DEFAULTS[key])))
     cfg = Config(**values)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:  # a value that came from the file: name the file too
+        if path is not None and exc.key in from_file:
+            raise ConfigError(f"params file {str(path)!r}: {exc}", exc.key) from None
+        raise
     return cfg
 
 
@@ -439,12 +451,12 @@ def validate(cfg: Config) -> None:
     """Every key's choices or range, then every cross-key rule; the first problem raises, naming the key."""
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
-            raise ConfigError(f"params key {key!r}: expected one of {choices}, got {getattr(cfg, key)!r}")
+            raise ConfigError(f"params key {key!r}: expected one of {choices}, got {getattr(cfg, key)!r}", key)
     for key, allowed in RANGES.items():
         if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"params key {key!r}: expected a value in {allowed}, got {getattr(cfg, key)!r}")
+            raise ConfigError(f"params key {key!r}: expected a value in {allowed}, got {getattr(cfg, key)!r}", key)
     for key, problem in _cross_key_problems(cfg):
-        raise ConfigError(f"params key {key!r}: {problem}")
+        raise ConfigError(f"params key {key!r}: {problem}", key)
 
 
 def validate_for_world(cfg: Config, world_size: int) -> None:

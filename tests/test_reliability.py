@@ -481,6 +481,13 @@ def test_a_wrongly_typed_value_in_a_params_file_names_the_file(tmp_path, capsys)
     assert golf_main(["model-info", "--params", str(params)]) == 1
     line = one_error_line(capsys)
     assert str(params) in line and "'fused_mlp'" in line and "maybe" in line
+    params.write_text("warmdown_frac: 7\n")  # out of range: found after the merge, still named by file
+    assert golf_main(["model-info", "--params", str(params)]) == 1
+    line = one_error_line(capsys)
+    assert str(params) in line and "'warmdown_frac'" in line
+    assert golf_main(["model-info", "--params", str(params), "--set", "warmdown_frac=9"]) == 1
+    line = one_error_line(capsys)  # the bad value is the override's now: the file is not blamed
+    assert str(params) not in line and "'warmdown_frac'" in line
 
 
 def test_missing_or_invalid_tokenizer(tmp_path, demo_data, capsys):
