@@ -258,6 +258,19 @@ def test_two_ranks_match_one_process():
                 rec.scored_at_chunk == rec1.scored_at_chunk).all(), name
 
 
+def _keep_a(rank=0):
+    res, rec, _ = run(eval_lora_ttt, lora_cfg(ttt_lora_keep_a=True, **DIST_CFG), doc_tokens())
+    return res, rec
+
+
+def test_keep_a_is_legal_on_two_ranks():
+    """Each rank carries its own A from batch to batch (so the result depends on the rank count, as the
+    README says); merged over ranks every target is scored once, before anything trained on it."""
+    for res, rec in run_gloo(_keep_a, 2):
+        rec.check()
+        assert res["n_tokens"] == doc_tokens().numel() - 1
+
+
 # --- the command -----------------------------------------------------------------------------------
 
 def test_golf_evaluate_lora_and_phased_modes(tmp_path, demo_data):
