@@ -14,7 +14,7 @@ import yaml
 from scipy import stats as sps
 
 from golf.plots import STAGE_LABELS, read_metrics, train_rows
-from golf.runtime import GolfError, atomic_write_text
+from golf.runtime import GolfError, atomic_write_text, read_json
 
 
 def welch(values: np.ndarray, baseline: np.ndarray, confidence: float = 0.95) -> dict:
@@ -97,10 +97,16 @@ def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.Data
     """The params keys (seed and paths aside) whose values differ between the studies."""
     from golf.config import PATH_KEYS
 
-    configs = {name: _config(_runs_of(folder, stage)[0]) for folder, name in zip(folders, names)}
+    first_runs = {name: _runs_of(folder, stage)[0] for folder, name in zip(folders, names)}
+    configs = {name: _config(run) for name, run in first_runs.items()}
     keys = sorted({k for c in configs.values() for k in c} - {"seed", *PATH_KEYS})
     rows = [{"key": k, **{name: c.get(k) for name, c in configs.items()}} for k in keys
             if len({repr(c.get(k)) for c in configs.values()}) > 1]
+    for row in rows:  # a kernel switch asked for where it could not run (no CUDA) did nothing: say so
+        for name, run in first_runs.items():
+            in_effect = (read_json(Path(run) / "environment.json") or {}).get("kernels_in_effect", {})
+            if row[name] is True and in_effect.get(row["key"]) is False:
+                row[name] = "True (not in effect: no CUDA/Triton)"
     return pd.DataFrame(rows, columns=["key", *names])
 
 

@@ -12,7 +12,7 @@ import yaml
 from scipy import stats as sps
 
 from golf.cli import main as golf_main
-from golf.compare import welch
+from golf.compare import compare, welch
 from golf.config import Config
 
 BASE = [1.2100, 1.2150, 1.2080, 1.2120]
@@ -142,3 +142,16 @@ def test_compare_never_writes_into_a_run_or_study_folder(tmp_path, capsys):
     out = tmp_path / "cmp"
     for _ in range(2):  # a comparison folder is redrawn in place
         assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 0
+
+
+def test_a_kernel_switch_that_could_not_run_is_marked_in_the_keys_table(tmp_path, capsys):
+    base = _study(tmp_path, "baseline", BASE)
+    asked = _study(tmp_path, "fused_on_cpu", ABLATION, fused_mlp=True, fused_ce=True)
+    for run in asked.glob("seed*"):
+        (run / "environment.json").write_text(json.dumps({"kernels_in_effect": {"fused_mlp": False,
+                                                                                 "fused_ce": True}}))
+    out = tmp_path / "cmp"
+    assert golf_main(["compare", str(base), str(asked), "--out", str(out)]) == 0
+    keys = compare([base, asked], out_dir=tmp_path / "cmp2")["keys"].set_index("key")
+    assert keys.loc["fused_mlp", "fused_on_cpu"] == "True (not in effect: no CUDA/Triton)"
+    assert keys.loc["fused_ce", "fused_on_cpu"] == True  # noqa: E712  (it ran: left as it was)
