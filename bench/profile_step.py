@@ -43,9 +43,27 @@ def kind_of(name: str) -> str:
     return next((k for k, pat in KINDS if pat.search(name)), "other")
 
 
-def kernels(trace_path: Path) -> list[tuple[str, float]]:
+def kernel_events(trace_path: Path) -> list[dict]:
     events = json.loads(trace_path.read_text())["traceEvents"]
-    return [(e["name"], e["dur"] / 1000) for e in events if e.get("cat") == "kernel" and "dur" in e]
+    return [e for e in events if e.get("cat") == "kernel" and "dur" in e]
+
+
+def idle_gaps(events: list[dict], n: int, top: int) -> tuple[float, list[tuple[str, float, int]]]:
+    """Where the GPU sat idle: the time between one kernel's end and the next one's start (any stream),
+    per call, and the ``top`` kernel pairs (before -> after) that the idle time falls between."""
+    spans = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events)
+    total, by_pair, end, last = 0.0, defaultdict(lambda: [0.0, 0]), None, None
+    for start, stop, name in spans:
+        if end is not None and start > end:
+            gap = (start - end) / 1000
+            total += gap
+            pair = f"{last[:50]} -> {name[:50]}"
+            by_pair[pair][0] += gap / n
+            by_pair[pair][1] += 1
+        if end is None or stop > end:
+            end, last = stop, name
+    pairs = sorted(by_pair.items(), key=lambda kv: -kv[1][0])[:top]
+    return total / n, [(k, v[0], v[1] // max(n, 1)) for k, v in pairs]
 
 
 def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
@@ -62,7 +80,9 @@ def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(path))
-        ks = kernels(path)
+        events = kernel_events(path)
+    ks = [(e["name"], e["dur"] / 1000) for e in events]
+    idle_ms, idle_top = idle_gaps(events, n, top)
     by_kind, by_name = defaultdict(float), defaultdict(lambda: [0.0, 0])
     for name, ms in ks:
         by_kind[kind_of(name)] += ms / n
@@ -76,7 +96,11 @@ def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
     print(f"  top {top} kernels (ms per call, launches per call):")
     for name, (ms, cnt) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"    {ms:8.2f} ms {cnt // n:5d}x  {kind_of(name):<12} {name[:110]}")
+    print(f"  GPU idle between kernels: {idle_ms:.1f} ms per call; largest shares (ms per call, gaps per call):")
+    for pair, ms, cnt in idle_top:
+        print(f"    {ms:8.2f} ms {cnt:5d}x  {pair}")
     return {"label": label, "wall_ms": wall_ms, "kernel_ms": busy, "by_kind": dict(by_kind),
+            "idle_ms": idle_ms, "idle_top": idle_top,
             "top": [(k, v[0], v[1] // n) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
 
 
@@ -85,10 +109,13 @@ def main() -> None:
     ap.add_argument("--params", default="params/record.yaml")
     ap.add_argument("--set", nargs="*", default=[], help="params overrides, KEY=VALUE")
     ap.add_argument("--steps", type=int, default=2, help="profiled training steps per phase (0: skip training)")
+    ap.add_argument("--phases", nargs="+", choices=("plain", "looping"), default=["plain", "looping"])
     ap.add_argument("--warm", type=int, default=2, help="untimed steps per phase first (the first compiles)")
     ap.add_argument("--scorer", action="store_true", help="also profile the compiled sliding-window scorer")
     ap.add_argument("--scorer-batches", type=int, default=8)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="torch._inductor.config settings to try, e.g. combo_kernels=True (Python literals)")
     ap.add_argument("--out", help="write the summaries as JSON here")
     args = ap.parse_args()
 
@@ -97,12 +124,19 @@ def main() -> None:
     set_fast_matmul(device)
     if use_compile(cfg, device):
         prepare_compile(cfg)
+    import ast
+
+    import torch._inductor.config as inductor_config
+
+    for item in args.inductor:
+        key, _, value = item.partition("=")
+        setattr(inductor_config, key, ast.literal_eval(value))
     print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set}))
+                      "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set, "inductor": args.inductor}))
     out = []
     runner = Runner(cfg, device)
     for phase, looping in (("plain", False), ("looping", True)):
-        if args.steps == 0 or (looping and cfg.num_loops == 0):
+        if args.steps == 0 or phase not in args.phases or (looping and cfg.num_loops == 0):
             continue
         runner.model.set_looping(looping)
         t0 = time.perf_counter()
@@ -111,8 +145,11 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         print(f"{phase}: {args.warm} warm-up steps in {time.perf_counter() - t0:.1f} s")
-        out.append(profiled(lambda: runner.step("on-device tokens", None), args.steps, device,
+        losses = []
+        out.append(profiled(lambda: losses.append(runner.step("on-device tokens", None)), args.steps, device,
                             f"train step, {phase}", args.top))
+        out[-1]["losses"] = [loss.item() for loss in losses]  # same tokens and start in every variant
+        print(f"  losses of the profiled steps: {out[-1]['losses']}")
     if args.scorer:
         from golf.evaluate import compiled_nll
 

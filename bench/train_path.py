@@ -77,17 +77,20 @@ class Runner:
             return loader
         return PrefetchLoader(loader, self.device, depth=4 if source == "real loader, prefetch" else 0)
 
-    def step(self, source: str, feed) -> None:
+    def step(self, source: str, feed) -> torch.Tensor:
+        """One step; returns its loss, a 0-d device tensor (reading it syncs)."""
         self.trainer.set_schedule(1.0, self.n)
         if source == "real loader, old":
             batches = [feed.next_batch(self.device) for _ in range(self.accum)]  # all before the first forward
-            self.trainer.step(batches, self.forward).item()  # the per-step sync golf had
+            loss = self.trainer.step(batches, self.forward)
+            loss.item()  # the per-step sync golf had
         elif source == "on-device tokens":
-            self.trainer.step((self._device_batch() for _ in range(self.accum)), self.forward, self.accum)
+            loss = self.trainer.step((self._device_batch() for _ in range(self.accum)), self.forward, self.accum)
         else:
-            self.trainer.step((feed.next_batch() for _ in range(self.accum)), self.forward, self.accum)
+            loss = self.trainer.step((feed.next_batch() for _ in range(self.accum)), self.forward, self.accum)
         self.ema.update(self.model)
         self.n += 1
+        return loss
 
 
 def measure(runner: Runner, source: str, steps: int, warm: int) -> dict:

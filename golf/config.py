@@ -56,6 +56,7 @@ class Config:
     loader_prefetch: bool = True  # micro-batches made ahead in a thread (golf/prefetch.py); false = made inline
     fused_mlp: bool = False  # CUDA: LeakyReLU² inside the MLP's GEMMs (golf/kernels.py); same math, bf16 noise
     fused_ce: bool = False  # CUDA: softcapped cross-entropy with its gradient made in the forward (golf/kernels.py)
+    fused_qkv: bool = False  # one GEMM for attention's q, k and v projections (any device); same math, bf16 noise
     compile_cache_dir: str = "outputs/.compile_cache"  # torch.compile caches kept across runs (under the project root)
 
     # --- model (spec §2) ------------------------------------------------------------------
@@ -477,7 +478,7 @@ def validate_for_world(cfg: Config, world_size: int) -> None:
 # by training (the model's shape, its optimizer), so changing it there is refused. The data paths
 # may move (the tokenizer/shard binding check still holds them to what the run was trained on).
 RUNTIME_KEYS = ("device", "compile", "attention_backend", "compile_cache_dir", "loader_prefetch", "fused_mlp",
-                "fused_ce", *PATH_KEYS)
+                "fused_ce", "fused_qkv", *PATH_KEYS)
 _STAGE_GROUPS = {"quantize": "quantization", "evaluate": "evaluation"}
 _STAGE_EXTRA = {
     "quantize": ("max_val_tokens", "eval_seq_len", "fix_allreduce_hessians", "fix_prune_to_fit"),

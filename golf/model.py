@@ -153,6 +153,7 @@ class Attention(nn.Module):
         # Sparse output gate (#1787): zero weights, so every head starts at half its output (σ(0) = 0.5).
         self.gate_w = nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_dims)) if cfg.attn_out_gate else None
         self.gate_scale, self.gate_dims = cfg.attn_gate_scale, cfg.gate_dims
+        self.fused_qkv = False  # set by GPT.set_fused_kernels
 
     def forward(self, h: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, attn: Callable,
                 capture: Callable | None, q_start: int = 0) -> Tensor:
@@ -160,9 +161,13 @@ class Attention(nn.Module):
         B, T, _ = h.shape
         if capture is not None:
             capture(f"blocks.{self.layer}.attn.c_q", h)
-        q = F.linear(h, wq).view(B, T, self.num_heads, self.head_dim)
-        k = F.linear(h, wk).view(B, T, self.num_kv_heads, self.head_dim)
-        v = F.linear(h, wv).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.fused_qkv:  # one GEMM reads h once; each output is the same dot product
+            q, k, v = F.linear(h, torch.cat((wq, wk, wv))).split((wq.size(0), wk.size(0), wv.size(0)), -1)
+        else:
+            q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
+        q = q.view(B, T, self.num_heads, self.head_dim)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim)
         q, k = rms_norm(q), rms_norm(k)  # QK-norm before RoPE
         q = apply_partial_rope(q, self.rope_dims, self.rope_base, self.train_seq_len)
         k = apply_partial_rope(k, self.rope_dims, self.rope_base, self.train_seq_len)
@@ -303,15 +308,18 @@ class GPT(nn.Module):
         self.attention_backend = name
         self._attn = attention_fn(name)
 
-    def set_fused_kernels(self, mlp: bool, ce: bool) -> None:
-        """``fused_mlp``, ``fused_ce``: golf.kernels' Triton kernels where CUDA and Triton are (else unfused)."""
+    def set_fused_kernels(self, mlp: bool, ce: bool, qkv: bool = False) -> None:
+        """``fused_mlp``, ``fused_ce``: golf.kernels' Triton kernels where CUDA and Triton are (else unfused);
+        ``fused_qkv``: one GEMM for the q, k and v projections (any device)."""
         for block in self.blocks:
             block.fused_mlp = bool(mlp)
+            block.attn.fused_qkv = bool(qkv)
         self.fused_ce = bool(ce)
 
     def fused_kernels(self) -> dict[str, bool]:
-        """Which golf.kernels switches are in effect (the params keys ask; CUDA and Triton decide)."""
-        return {"fused_mlp": any(block.fused_mlp for block in self.blocks), "fused_ce": self.fused_ce}
+        """Which fusion switches are in effect (the params keys ask; CUDA and Triton decide for golf.kernels')."""
+        return {"fused_mlp": any(block.fused_mlp for block in self.blocks), "fused_ce": self.fused_ce,
+                "fused_qkv": any(block.attn.fused_qkv for block in self.blocks)}
 
     def layer_weights(self, i: int) -> tuple:
         L, dt = self.cfg.num_layers, self.compute_dtype
@@ -445,7 +453,7 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     for key in ("fused_mlp", "fused_ce"):
         if getattr(cfg, key) and not usable:
             log.warning("%s needs CUDA and Triton; the unfused PyTorch path runs here (same math)", key)
-    model.set_fused_kernels(mlp=cfg.fused_mlp and usable, ce=cfg.fused_ce and usable)
+    model.set_fused_kernels(mlp=cfg.fused_mlp and usable, ce=cfg.fused_ce and usable, qkv=cfg.fused_qkv)
     return model
 
 

@@ -120,19 +120,19 @@ def test_switches_off_cuda_run_the_unfused_path(caplog):
     with caplog.at_level("WARNING", logger="golf"):
         fused_model = build_model(on, "cpu")
     assert "fused_mlp needs CUDA" in caplog.text and "fused_ce needs CUDA" in caplog.text
-    assert fused_model.fused_kernels() == {"fused_mlp": False, "fused_ce": False}  # what the run records
+    assert fused_model.fused_kernels() == {"fused_mlp": False, "fused_ce": False, "fused_qkv": False}  # what the run records
     assert torch.equal(build_model(cfg, "cpu")(ids, ids), fused_model(ids, ids))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_fused_model_matches_the_default_in_bf16_on_gpu():  # fused_mlp and fused_ce together
+def test_fused_model_matches_the_default_in_bf16_on_gpu():  # fused_mlp, fused_ce and fused_qkv together
     cfg = load_config("params/record.yaml", {"num_layers": 4, "loop_start": 1, "loop_end": 2, "xsa_last_n": 2,
                                              "parallel_start_layer": 3})
     base = build_model(cfg, "cuda")
     fused = build_model(load_config("params/record.yaml", {**{k: getattr(cfg, k) for k in
                                     ("num_layers", "loop_start", "loop_end", "xsa_last_n", "parallel_start_layer")},
-                                    "fused_mlp": True, "fused_ce": True}), "cuda")
+                                    "fused_mlp": True, "fused_ce": True, "fused_qkv": True}), "cuda")
     fused.load_state_dict(base.state_dict())
     g = torch.Generator(device="cuda").manual_seed(0)
     with torch.no_grad():  # non-zero W_down, so the MLP reaches the loss

@@ -193,6 +193,26 @@ def test_forward_matches_reference_with_lanes(looping):
         torch.testing.assert_close(model.hidden(ids), reference_hidden(model, ids), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("looping", [False, True])
+def test_fused_qkv_equals_three_projections(looping):
+    """fused_qkv: loss, every gradient and the suffix-only scoring path as the three separate GEMMs."""
+    base, fused = randomized(tiny_cfg()), randomized(tiny_cfg(fused_qkv=True))
+    assert fused.fused_kernels()["fused_qkv"] and not base.fused_kernels()["fused_qkv"]
+    ids = torch.randint(0, 96, (2, 16))
+    losses, grads = [], []
+    for model in (base, fused):
+        model.set_looping(looping)
+        loss = model(ids, ids)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert abs(losses[0] - losses[1]) < 1e-5 and sorted(grads[0]) == sorted(grads[1])
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.nll_at(ids, ids, 8), base.nll_at(ids, ids, 8), atol=1e-5, rtol=1e-5)
+
+
 def test_parallel_modes_differ_and_lanes_matter():
     ids = torch.randint(0, 96, (2, 12))
     outs = {}

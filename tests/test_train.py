@@ -63,7 +63,7 @@ def test_cpu_training_run_lowers_bpb_and_leaves_the_interface_files(tmp_path, de
     assert train_rows and all(INTERFACE_METRIC_KEYS <= set(r) for r in train_rows)
     assert all(r["peak_mem_mib"] is None for r in train_rows)  # no GPU: null, not a measured 0
     env = json.loads((run_dir / "environment.json").read_text())
-    assert env["kernels_in_effect"] == {"fused_mlp": False, "fused_ce": False}
+    assert env["kernels_in_effect"] == {"fused_mlp": False, "fused_ce": False, "fused_qkv": False}
     vals = [r for r in records if "val_bpb" in r and "stage" not in r]
     assert [r["step"] for r in vals] == [0, 40, 80]
     assert vals[0]["val_loss"] == pytest.approx(math.log(demo_data.vocab_size), abs=0.1)  # ~uniform at init
