@@ -104,6 +104,15 @@ def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
             "top": [(k, v[0], v[1] // n) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
 
 
+def native_gqa_attention(q, k, v):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION], set_priority=True):
+        y = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                             is_causal=True, enable_gqa=True)
+    return y.transpose(1, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params/record.yaml")
@@ -116,6 +125,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
                     help="torch._inductor.config settings to try, e.g. combo_kernels=True (Python literals)")
+    ap.add_argument("--native-gqa", action="store_true",
+                    help="try cuDNN attention with native GQA (enable_gqa) instead of golf's expanded KV heads")
     ap.add_argument("--out", help="write the summaries as JSON here")
     args = ap.parse_args()
 
@@ -130,11 +141,17 @@ def main() -> None:
 
     for item in args.inductor:
         key, _, value = item.partition("=")
-        setattr(inductor_config, key, ast.literal_eval(value))
+        *parents, leaf = key.split(".")  # e.g. triton.mix_order_reduction
+        target = inductor_config
+        for name in parents:
+            target = getattr(target, name)
+        setattr(target, leaf, ast.literal_eval(value))
     print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set, "inductor": args.inductor}))
     out = []
     runner = Runner(cfg, device)
+    if args.native_gqa:
+        runner.model._attn = native_gqa_attention
     for phase, looping in (("plain", False), ("looping", True)):
         if args.steps == 0 or phase not in args.phases or (looping and cfg.num_loops == 0):
             continue
