@@ -51,10 +51,13 @@ def reference_mlp(h: Tensor, w_up: Tensor, w_down: Tensor) -> Tensor:
 
 
 if triton is not None:
+    # PERSISTENT: one program per SM walks the tiles, so one tile's stores overlap the next one's loads
+    # (K is short here, 512: the stores of the (rows, 4·D) outputs weigh as much as the products).
     _CONFIGS = [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8}, num_stages=s, num_warps=w)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8, "PERSISTENT": p}, num_stages=s, num_warps=w)
         for bm, bn, s, w in ((128, 256, 3, 8), (128, 128, 4, 4), (128, 128, 3, 8), (256, 128, 3, 8),
                              (64, 256, 4, 4))
+        for p in (False, True)
     ]
 
     @triton.jit
@@ -86,35 +89,40 @@ if triton is not None:
     @triton.jit
     def _up_act_kernel(x_ptr, w_ptr, act_ptr, pre_ptr, M, N, K, s_xm, s_xk, s_wn, s_wk,
                        STORE_PRE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-        """act = leaky(x @ wᵀ)², from the pre-activation rounded to the output dtype; pre stored when asked."""
-        pid_m, pid_n = _tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        acc, rm, rn = _matmul_tile(x_ptr, w_ptr, M, K, s_xm, s_xk, s_wk, s_wn, pid_m, pid_n,
-                                   BLOCK_M, BLOCK_N, BLOCK_K)
-        pre = acc.to(act_ptr.dtype.element_ty)
-        p = pre.to(tl.float32)
-        y = tl.where(p > 0, p, p * 0.5)
-        offs = rm[:, None] * N + rn[None, :]
-        mask = rm[:, None] < M
-        tl.store(act_ptr + offs, (y * y).to(act_ptr.dtype.element_ty), mask=mask)
-        if STORE_PRE:
-            tl.store(pre_ptr + offs, pre, mask=mask)
+                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, PERSISTENT: tl.constexpr):
+        """act = leaky(x @ wᵀ)², from the pre-activation rounded to the output dtype; pre stored when asked.
+        Each program takes tiles pid, pid + programs, ... (one tile when the grid has one per tile)."""
+        num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+        for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=PERSISTENT):
+            pid_m, pid_n = _tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+            acc, rm, rn = _matmul_tile(x_ptr, w_ptr, M, K, s_xm, s_xk, s_wk, s_wn, pid_m, pid_n,
+                                       BLOCK_M, BLOCK_N, BLOCK_K)
+            pre = acc.to(act_ptr.dtype.element_ty)
+            p = pre.to(tl.float32)
+            y = tl.where(p > 0, p, p * 0.5)
+            offs = rm[:, None] * N + rn[None, :]
+            mask = rm[:, None] < M
+            tl.store(act_ptr + offs, (y * y).to(act_ptr.dtype.element_ty), mask=mask)
+            if STORE_PRE:
+                tl.store(pre_ptr + offs, pre, mask=mask)
 
     @triton.jit
     def _act_grad_kernel(g_ptr, w_ptr, pre_ptr, out_ptr, M, N, K, s_gm, s_gk, s_wk, s_wn,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         GROUP_M: tl.constexpr):
+                         GROUP_M: tl.constexpr, PERSISTENT: tl.constexpr):
         """d pre = leaky'(pre) · 2·leaky(pre) · (g @ w), with g @ w rounded to the dtype first (it is a
         stored tensor on the unfused path) and the rest in fp32, rounded once."""
-        pid_m, pid_n = _tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        acc, rm, rn = _matmul_tile(g_ptr, w_ptr, M, K, s_gm, s_gk, s_wk, s_wn, pid_m, pid_n,
-                                   BLOCK_M, BLOCK_N, BLOCK_K)
-        offs = rm[:, None] * N + rn[None, :]
-        mask = rm[:, None] < M
-        d_act = acc.to(out_ptr.dtype.element_ty).to(tl.float32)
-        p = tl.load(pre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        d_y = 2.0 * tl.where(p > 0, p, p * 0.5) * d_act
-        tl.store(out_ptr + offs, tl.where(p > 0, d_y, d_y * 0.5).to(out_ptr.dtype.element_ty), mask=mask)
+        num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+        for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=PERSISTENT):
+            pid_m, pid_n = _tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+            acc, rm, rn = _matmul_tile(g_ptr, w_ptr, M, K, s_gm, s_gk, s_wk, s_wn, pid_m, pid_n,
+                                       BLOCK_M, BLOCK_N, BLOCK_K)
+            offs = rm[:, None] * N + rn[None, :]
+            mask = rm[:, None] < M
+            d_act = acc.to(out_ptr.dtype.element_ty).to(tl.float32)
+            p = tl.load(pre_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            d_y = 2.0 * tl.where(p > 0, p, p * 0.5) * d_act
+            tl.store(out_ptr + offs, tl.where(p > 0, d_y, d_y * 0.5).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _softcap_ce_kernel(logits_ptr, targets_ptr, nll_ptr, grad_ptr, V, s_row, cap, BLOCK_V: tl.constexpr):
@@ -134,8 +142,9 @@ if triton is not None:
         d_logits = (d_z * (1.0 - th * th)).to(grad_ptr.dtype.element_ty)
         tl.store(grad_ptr + row * s_row + cols, d_logits, mask=inside)
 
-    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter (tests): one fixed tile shape, no timing
-        _INTERPRET_META = {"BLOCK_M": 64, "BLOCK_N": 128, "GROUP_M": 2}
+    if os.environ.get("TRITON_INTERPRET") == "1":  # the CPU interpreter (tests): one fixed tile shape, no timing;
+        # persistent, on a grid smaller than the tiles, so a program walks several
+        _INTERPRET_META = {"BLOCK_M": 64, "BLOCK_N": 128, "GROUP_M": 2, "PERSISTENT": True}
     else:
         _INTERPRET_META = {}
         # the timings are kept with the compiled kernels (Triton's cache) where this Triton can, so a
@@ -145,8 +154,20 @@ if triton is not None:
         _act_grad_kernel = triton.autotune(_CONFIGS, key=["M", "N", "K"], **_KEEP)(_act_grad_kernel)
 
 
-def _grid(M: int, N: int):
-    return lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+INTERPRETER_PROGRAMS = 3  # the persistent grid under the CPU interpreter (no SMs to count)
+
+
+def _programs(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRETER_PROGRAMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _grid(M: int, N: int, device: torch.device):
+    def grid(meta):
+        tiles = triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])
+        return (min(tiles, _programs(device)) if meta["PERSISTENT"] else tiles,)
+    return grid
 
 
 def _up_act(x2: Tensor, w_up: Tensor, store_pre: bool) -> tuple[Tensor, Tensor]:
@@ -154,7 +175,7 @@ def _up_act(x2: Tensor, w_up: Tensor, store_pre: bool) -> tuple[Tensor, Tensor]:
     N = w_up.size(0)
     act = x2.new_empty(M, N)
     pre = x2.new_empty(M, N) if store_pre else act  # unused when not stored
-    _up_act_kernel[_grid(M, N)](x2, w_up, act, pre, M, N, K, x2.stride(0), x2.stride(1), w_up.stride(0),
+    _up_act_kernel[_grid(M, N, x2.device)](x2, w_up, act, pre, M, N, K, x2.stride(0), x2.stride(1), w_up.stride(0),
                                 w_up.stride(1), STORE_PRE=store_pre, BLOCK_K=BLOCK_K, **_INTERPRET_META)
     return act, pre
 
@@ -191,7 +212,7 @@ def _mlp_act_grad(g: Tensor, w_down: Tensor, pre: Tensor) -> Tensor:
     M, K = g.shape
     N = w_down.size(1)
     out = torch.empty_like(pre)
-    _act_grad_kernel[_grid(M, N)](g, w_down, pre, out, M, N, K, g.stride(0), g.stride(1),
+    _act_grad_kernel[_grid(M, N, g.device)](g, w_down, pre, out, M, N, K, g.stride(0), g.stride(1),
                                   w_down.stride(0), w_down.stride(1), BLOCK_K=BLOCK_K, **_INTERPRET_META)
     return out
 
