@@ -147,6 +147,7 @@ def main() -> None:
         runner.step("on-device tokens", None)  # compiles this phase's graph
         _sync(device)
         first_step_s[phase] = time.perf_counter() - t0
+        print(f"{phase}: first step (compile) {first_step_s[phase]:.1f} s", flush=True)
         sources = [s for s in SOURCES if s in args.sources or s == "on-device tokens"]
         got: dict[str, list[dict]] = {s: [] for s in sources}
         for _ in range(args.rounds):
@@ -159,6 +160,8 @@ def main() -> None:
                          "ms_per_step": ms, "host_ms_per_step": ms - base_ms,
                          "peak_mem_mib": max(r["peak_mem_mib"] for r in got[source]),
                          "ms_per_step_rounds": [r["ms_per_step"] for r in got[source]]})
+            # as it goes, so a run cut off by a time limit still leaves its finished rows
+            print(f"{phase}: {source}: {rows[-1]['tokens_per_s']:,.0f} tok/s, {ms:.1f} ms/step", flush=True)
 
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "cpu_count": os.cpu_count(), "params": args.params,
