@@ -161,7 +161,9 @@ class Attention(nn.Module):
         B, T, _ = h.shape
         if capture is not None:
             capture(f"blocks.{self.layer}.attn.c_q", h)
-        if self.fused_qkv:  # one GEMM reads h once; each output is the same dot product
+        # one GEMM reads h once; each output is the same dot product. Plain tensors only: LoRA TTT's
+        # adapted weights (golf.lora_ttt) take part in F.linear alone.
+        if self.fused_qkv and all(isinstance(w, Tensor) for w in (wq, wk, wv)):
             q, k, v = F.linear(h, torch.cat((wq, wk, wv))).split((wq.size(0), wk.size(0), wv.size(0)), -1)
         else:
             q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
@@ -191,7 +193,8 @@ class Attention(nn.Module):
 
 def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None,
         fused: bool = False) -> Tensor:
-    if fused and capture is None and kernels.mlp_supported(h, w_up):
+    if fused and capture is None and isinstance(w_up, Tensor) and isinstance(w_down, Tensor) \
+            and kernels.mlp_supported(h, w_up):  # LoRA TTT's adapted weights: the unfused path
         return kernels.fused_mlp(h, w_up, w_down)
     if capture is not None:
         capture(f"blocks.{layer}.mlp.fc", h)

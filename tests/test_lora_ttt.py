@@ -111,6 +111,16 @@ def test_lora_at_lr_zero_is_plain_per_document_scoring(switches):
     assert res["val_bpb"] == pytest.approx(ref.sum() / (np.log(2) * n_bytes), rel=1e-6)
 
 
+def test_lora_ttt_with_fused_qkv_equals_three_projections():
+    """fused_qkv leaves LoRA TTT's adapted q, k, v weights to their own F.linear: same scores, same steps."""
+    tokens = doc_tokens()
+    (res, rec, _), (res_fused, rec_fused, _) = (run(eval_lora_ttt, lora_cfg(fused_qkv=flag), tokens)
+                                                 for flag in (False, True))
+    rec_fused.check()
+    assert res_fused["lora_steps"] == res["lora_steps"]
+    np.testing.assert_allclose(rec_fused.nll, rec.nll, rtol=1e-5, atol=1e-6)
+
+
 def test_caseops_bytes_are_charged_by_stream_position():
     from golf.bpb import SidecarBytes
 
