@@ -121,6 +121,26 @@ def test_lora_ttt_with_fused_qkv_equals_three_projections():
     np.testing.assert_allclose(rec_fused.nll, rec.nll, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (fused_mlp is CUDA-only)")
+def test_lora_ttt_with_fused_mlp_on_gpu_runs_the_adapted_mlp():
+    """With fused_mlp on, LoRA TTT's adapted MLP weights take the unfused path instead of failing in the
+    kernel's operand check (block-aligned widths, so the kernel would take plain weights)."""
+    tokens = doc_tokens()
+    results = []
+    for flag in (False, True):
+        cfg = lora_cfg(model_dim=64, num_heads=2, num_kv_heads=1, mlp_mult=4.0, fused_mlp=flag)
+        model = tiny_model(cfg).cuda()
+        model.compute_dtype = torch.bfloat16
+        model.set_fused_kernels(mlp=flag, ce=False)
+        assert model.fused_kernels()["fused_mlp"] == flag
+        rec = TTTRecord(tokens.numel() - 1)
+        results.append(eval_lora_ttt(model, tokens.cuda(), tiny_luts().to("cuda"), cfg, record=rec, progress=False))
+        rec.check()
+    assert results[1]["lora_steps"] == results[0]["lora_steps"]
+    assert results[1]["val_loss"] == pytest.approx(results[0]["val_loss"], rel=1e-3)
+
+
 def test_caseops_bytes_are_charged_by_stream_position():
     from golf.bpb import SidecarBytes
 
