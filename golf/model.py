@@ -311,7 +311,7 @@ class GPT(nn.Module):
         self.attention_backend = name
         self._attn = attention_fn(name)
 
-    def set_fused_kernels(self, mlp: bool, ce: bool, qkv: bool = False) -> None:
+    def set_fused_kernels(self, mlp: bool, ce: bool, qkv: bool) -> None:
         """``fused_mlp``, ``fused_ce``: golf.kernels' Triton kernels where CUDA and Triton are (else unfused);
         ``fused_qkv``: one GEMM for the q, k and v projections (any device)."""
         for block in self.blocks:

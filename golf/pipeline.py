@@ -188,8 +188,11 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
         result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
+    in_effect = model.fused_kernels()
+    if mode == "lora_ttt":  # every weight is an adapted one there: the attention and MLP fusions stand aside
+        in_effect.update(fused_mlp=False, fused_qkv=False)
     result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg),
-              "kernels_in_effect": model.fused_kernels(), **code_version()}
+              "kernels_in_effect": in_effect, **code_version()}
     if dist.is_main:
         atomic_write_json(run_dir / name, result)
     log.info("%s (%s): val_loss %.5f val_bpb %.5f in %.1fs", mode, source, result["val_loss"], result["val_bpb"],

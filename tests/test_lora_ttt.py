@@ -112,7 +112,8 @@ def test_lora_at_lr_zero_is_plain_per_document_scoring(switches):
 
 
 def test_lora_ttt_with_fused_qkv_equals_three_projections():
-    """fused_qkv leaves LoRA TTT's adapted q, k, v weights to their own F.linear: same scores, same steps."""
+    """LoRA TTT runs with fused_qkv on (it used to raise on its adapted weights, which take their own
+    F.linear, so the fusion stands aside): the same scores and steps as without."""
     tokens = doc_tokens()
     (res, rec, _), (res_fused, rec_fused, _) = (run(eval_lora_ttt, lora_cfg(fused_qkv=flag), tokens)
                                                  for flag in (False, True))
@@ -124,15 +125,16 @@ def test_lora_ttt_with_fused_qkv_equals_three_projections():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (fused_mlp is CUDA-only)")
 def test_lora_ttt_with_fused_mlp_on_gpu_runs_the_adapted_mlp():
-    """With fused_mlp on, LoRA TTT's adapted MLP weights take the unfused path instead of failing in the
-    kernel's operand check (block-aligned widths, so the kernel would take plain weights)."""
+    """LoRA TTT runs with fused_mlp on: its adapted MLP weights take the unfused path instead of failing
+    in the kernel's operand check (the widths are block-aligned, so plain weights would be fused). The
+    scores are then those of the unfused run; this guards against the crash, not a numerical change."""
     tokens = doc_tokens()
     results = []
     for flag in (False, True):
         cfg = lora_cfg(model_dim=64, num_heads=2, num_kv_heads=1, mlp_mult=4.0, fused_mlp=flag)
         model = tiny_model(cfg).cuda()
         model.compute_dtype = torch.bfloat16
-        model.set_fused_kernels(mlp=flag, ce=False)
+        model.set_fused_kernels(mlp=flag, ce=False, qkv=False)
         assert model.fused_kernels()["fused_mlp"] == flag
         rec = TTTRecord(tokens.numel() - 1)
         results.append(eval_lora_ttt(model, tokens.cuda(), tiny_luts().to("cuda"), cfg, record=rec, progress=False))
@@ -312,12 +314,14 @@ def test_golf_evaluate_lora_and_phased_modes(tmp_path, demo_data):
     params = tiny_params(tmp_path, demo_data, iterations=5, val_loss_every=0, max_val_tokens=2048)
     run_dir = tmp_path / "run"
     assert golf_main(["train", "--params", str(params), "--run-dir", str(run_dir)]) == 0
-    small = ["--set", "ttt_lora_rank=4", "ttt_phase_docs=1", "ttt_global_chunk_tokens=512"]
+    small = ["--set", "ttt_lora_rank=4", "ttt_phase_docs=1", "ttt_global_chunk_tokens=512", "fused_qkv=true"]
     for mode in ("lora_ttt", "phased_ttt"):
         assert golf_main(["evaluate", "--run-dir", str(run_dir), "--mode", mode, "--source", "raw", *small]) == 0
         result = json.loads((run_dir / f"eval_{mode}_raw.json").read_text())
         assert result["mode"] == mode and result["val_bpb"] > 0
         assert result["n_tokens"] == 31 * 64  # 2048 val tokens: 2047 targets cut to whole 64-token sequences
+        # asked for; LoRA TTT's adapted weights leave it aside, phased TTT's global steps use it
+        assert result["kernels_in_effect"]["fused_qkv"] == (mode == "phased_ttt")
     assert result["phase_docs"] == [1] and result["global_steps"] > 0
 
 

@@ -196,9 +196,10 @@ def test_forward_matches_reference_with_lanes(looping):
 @pytest.mark.parametrize("looping", [False, True])
 def test_fused_qkv_equals_three_projections(looping):
     """fused_qkv: loss, every gradient and the suffix-only scoring path as the three separate GEMMs."""
-    base, fused = randomized(tiny_cfg()), randomized(tiny_cfg(fused_qkv=True))
+    # fp32 embedding (the record's is bf16, whose gradient rounding would hide a small difference)
+    base, fused = randomized(tiny_cfg(fix_embed_fp32=True)), randomized(tiny_cfg(fix_embed_fp32=True, fused_qkv=True))
     assert fused.fused_kernels()["fused_qkv"] and not base.fused_kernels()["fused_qkv"]
-    ids = torch.randint(0, 96, (2, 16))
+    ids = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(int(looping)))
     losses, grads = [], []
     for model in (base, fused):
         model.set_looping(looping)
