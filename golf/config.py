@@ -216,7 +216,7 @@ def _parse_bool(text: str, key: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"params key {key!r}: expected a bool (true/false), got {text!r}")
+    raise ConfigError(f"params key {key!r}: expected a bool (true/false, yes/no, on/off, 1/0), got {text!r}")
 
 
 def _coerce(key: str, value: Any, from_text: bool) -> Any:
@@ -224,9 +224,9 @@ def _coerce(key: str, value: Any, from_text: bool) -> Any:
     want = _TYPES[key]
     if from_text and isinstance(value, str):
         text = value
+        if want is bool:
+            return _parse_bool(text, key)
         try:
-            if want is bool:
-                return _parse_bool(text, key)
             if want is int:
                 return int(text.replace("_", ""))
             if want is float:

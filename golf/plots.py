@@ -119,7 +119,7 @@ def plot_schedule(run_dir: str | Path):
     ax1.set(xlabel="step", ylabel="value", title="schedule", ylim=(0, 1.05))
     ax1.legend(fontsize=8)
     ax2.plot(train["step"], train["tokens_per_s"] / 1000, marker=".", lw=1)
-    ax2.set(xlabel="step", ylabel="thousand tokens/s per rank (GPU)", title="throughput")
+    ax2.set(xlabel="step", ylabel="thousand tokens/s per rank", title="throughput")
     _mark_looping(ax2, loop_at)
     peak = pd.to_numeric(train.get("peak_mem_mib", pd.Series(index=train.index, dtype=float)), errors="coerce")
     ax3.plot(train["step"], peak, marker=".", lw=1)

@@ -24,7 +24,7 @@ from golf.runtime import GolfError, atomic_write_text, read_json
 RUN_FIGURES = [  # (file under plots/, caption)
     ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "
                      "line is the step where depth recurrence switched on."),
-    ("schedule.png", "LR multiplier and Muon momentum, throughput per rank (one GPU each) and peak GPU memory."),
+    ("schedule.png", "LR multiplier and Muon momentum, throughput per rank (one device each) and peak GPU memory."),
     ("eval_bpb.png", "BPB of each stage: after EMA (pre-quantization), quantized, sliding window, score-first TTT."),
     ("quant_error.png", "Relative GPTQ reconstruction error of each quantized tensor."),
 ]

@@ -420,6 +420,13 @@ def test_bad_values_fail_before_any_folder(tmp_path, demo_data, capsys, override
     assert not run.exists()
 
 
+def test_a_bad_bool_names_the_spellings_it_takes():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"fused_qkv": "maybe"})
+    assert "'fused_qkv'" in str(err.value) and "true/false" in str(err.value) and "'maybe'" in str(err.value)
+    assert load_config(None, {"fused_qkv": "on"}).fused_qkv and not load_config(None, {"fused_qkv": "0"}).fused_qkv
+
+
 def test_grad_accum_must_split_over_the_world(tmp_path, demo_data, capsys, monkeypatch):
     params, run = tiny_params(tmp_path, demo_data, grad_accum_total=1), tmp_path / "run"
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node=2 sets it
