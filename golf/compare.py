@@ -102,12 +102,24 @@ def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.Data
     keys = sorted({k for c in configs.values() for k in c} - {"seed", *PATH_KEYS})
     rows = [{"key": k, **{name: c.get(k) for name, c in configs.items()}} for k in keys
             if len({repr(c.get(k)) for c in configs.values()}) > 1]
-    for row in rows:  # a kernel switch asked for where it could not run (no CUDA) did nothing: say so
+    for row in rows:  # a fusion switch asked for that did nothing (no CUDA, or not in this stage): say so
         for name, run in first_runs.items():
-            in_effect = (read_json(Path(run) / "environment.json") or {}).get("kernels_in_effect", {})
-            if row[name] is True and in_effect.get(row["key"]) is False:
+            if row[name] is not True:
+                continue
+            trained = (read_json(Path(run) / "environment.json") or {}).get("kernels_in_effect", {})
+            if trained.get(row["key"]) is False:
                 row[name] = "True (not in effect: no CUDA/Triton)"
+            elif _stage_kernels(Path(run), stage).get(row["key"]) is False:
+                row[name] = f"True (not in effect in {stage})"
     return pd.DataFrame(rows, columns=["key", *names])
+
+
+def _stage_kernels(run: Path, stage: str) -> dict:
+    """``kernels_in_effect`` as the compared stage's own result recorded it ({} where it has none)."""
+    from golf.stats import STAGES
+
+    result = read_json(run / STAGES[stage]) if stage != "prequant" else None
+    return (result or {}).get("kernels_in_effect", {})
 
 
 def plot(runs: pd.DataFrame, names: list[str], stage: str, out_dir: Path):

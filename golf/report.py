@@ -25,7 +25,8 @@ RUN_FIGURES = [  # (file under plots/, caption)
     ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "
                      "line is the step where depth recurrence switched on."),
     ("schedule.png", "LR multiplier and Muon momentum, throughput per rank (one device each) and peak GPU memory."),
-    ("eval_bpb.png", "BPB of each stage: after EMA (pre-quantization), quantized, sliding window, score-first TTT."),
+    ("eval_bpb.png", "BPB of each stage that ran: after EMA (pre-quantization), quantized, sliding window, "
+                     "score-first TTT, per-document LoRA TTT, phased TTT."),
     ("quant_error.png", "Relative GPTQ reconstruction error of each quantized tensor."),
 ]
 LINKED_FILES = ["train.log", "quantize.log", "eval_plain.log", "eval_sliding.log", "eval_ttt.log", "console.log",

@@ -155,3 +155,18 @@ def test_a_kernel_switch_that_could_not_run_is_marked_in_the_keys_table(tmp_path
     keys = compare([base, asked], out_dir=tmp_path / "cmp2")["keys"].set_index("key")
     assert keys.loc["fused_mlp", "fused_on_cpu"] == "True (not in effect: no CUDA/Triton)"
     assert keys.loc["fused_ce", "fused_on_cpu"] == True  # noqa: E712  (it ran: left as it was)
+
+
+def test_a_fusion_switch_a_stage_left_aside_is_marked_for_that_stage(tmp_path):
+    """fused_qkv trained, but LoRA TTT's adapted weights stood it aside: marked for that stage only."""
+    base = _study(tmp_path, "baseline", BASE)
+    asked = _study(tmp_path, "qkv", ABLATION, fused_qkv=True)
+    for study in (base, asked):
+        for run in study.glob("seed*"):
+            (run / "environment.json").write_text(json.dumps({"kernels_in_effect": {"fused_qkv": study == asked}}))
+            (run / "eval_lora_ttt.json").write_text(json.dumps({"val_loss": 3.0, "val_bpb": 1.1, "seconds": 1.0,
+                                                                "kernels_in_effect": {"fused_qkv": False}}))
+    lora = compare([base, asked], stage="lora_ttt", out_dir=tmp_path / "c1")["keys"].set_index("key")
+    assert lora.loc["fused_qkv", "qkv"] == "True (not in effect in lora_ttt)"
+    ttt = compare([base, asked], stage="ttt", out_dir=tmp_path / "c2")["keys"].set_index("key")
+    assert ttt.loc["fused_qkv", "qkv"] == True  # noqa: E712  (eval_ttt.json records nothing against it)
