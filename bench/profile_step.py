@@ -1,7 +1,8 @@
 """Where a training step and a sliding-window batch spend their GPU time: kernels by kind, per step.
 
-    python bench/profile_step.py --steps 2 [--set compile_mode=max-autotune-no-cudagraphs] [--scorer]
+    python bench/profile_step.py --steps 2 [--set fused_mlp=true ...] [--scorer]
     python bench/profile_step.py --params params/demo.yaml --steps 1 --scorer   # CPU smoke check
+    python bench/profile_step.py --phases looping --inductor combo_kernels=True [--native-gqa]   # variants
 
 Training: golf's step (``Trainer``, compiled forward, EMA) on tokens drawn on the device, each phase
 warmed (compiled) first, then ``--steps`` steps under ``torch.profiler``. Scorer: ``compiled_nll``
@@ -12,6 +13,7 @@ attention, Triton-fused, optimizer, other); "busy" is the sum of kernel times ov
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -22,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,10 +138,6 @@ def main() -> None:
     set_fast_matmul(device)
     if use_compile(cfg, device):
         prepare_compile(cfg)
-    import ast
-
-    import torch._inductor.config as inductor_config
-
     for item in args.inductor:
         key, _, value = item.partition("=")
         *parents, leaf = key.split(".")  # e.g. triton.mix_order_reduction
@@ -147,7 +146,8 @@ def main() -> None:
             target = getattr(target, name)
         setattr(target, leaf, ast.literal_eval(value))
     print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set, "inductor": args.inductor}))
+                      "torch": torch.__version__, "cpus": os.cpu_count(), "overrides": args.set,
+                      "inductor": args.inductor}))
     out = []
     runner = Runner(cfg, device)
     if args.native_gqa:

@@ -120,7 +120,8 @@ def test_switches_off_cuda_run_the_unfused_path(caplog):
     with caplog.at_level("WARNING", logger="golf"):
         fused_model = build_model(on, "cpu")
     assert "fused_mlp needs CUDA" in caplog.text and "fused_ce needs CUDA" in caplog.text
-    assert fused_model.fused_kernels() == {"fused_mlp": False, "fused_ce": False, "fused_qkv": False}  # what the run records
+    # what the run records
+    assert fused_model.fused_kernels() == {"fused_mlp": False, "fused_ce": False, "fused_qkv": False}
     assert torch.equal(build_model(cfg, "cpu")(ids, ids), fused_model(ids, ids))
 
 
