@@ -75,6 +75,23 @@ def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], mo
             return
 
 
+def check_arms(arms: list[tuple[str, str, list[str]]], sets: list[str], modes: list[str]) -> str | None:
+    """A problem line if an arm's params and overrides do not load or a mode is unknown: before any job
+    starts, so a typo in the last arm does not cost the GPU time of the others."""
+    from golf.config import EVAL_MODES, load_config
+    from golf.runtime import GolfError
+
+    unknown = [m for m in modes if m not in EVAL_MODES]
+    if unknown:
+        return f"unknown --modes {unknown}; golf evaluate has {list(EVAL_MODES)}"
+    for name, params, own in arms:
+        try:
+            load_config(params, sets + own)
+        except (GolfError, ValueError, OSError) as exc:
+            return f"arm {name!r}: {exc}"
+    return None
+
+
 def check_plan(path: Path, arms: list[tuple[str, str, list[str]]], sets: list[str], modes: list[str]) -> str | None:
     """Record each arm's settings; a problem line if an arm of an earlier run of this study had others."""
     plan = json.loads(path.read_text()) if path.is_file() else {}
@@ -95,7 +112,8 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, required=True, help="seed values, one run per arm and seed")
     ap.add_argument("--gpus", nargs="+", default=["0"], help="GPU indices, one worker each; 'cpu' for none")
     ap.add_argument("--prefix", default="study", help="study folders are OUTPUTS/PREFIX-ARM")
-    ap.add_argument("--set", nargs="*", default=[], help="KEY=VALUE for every arm's training")
+    ap.add_argument("--set", nargs="*", action="extend", default=[],
+                    help="KEY=VALUE for every arm's training (may be given more than once; later values win)")
     ap.add_argument("--modes", nargs="+", default=["ttt"], help="golf evaluate modes (the first is compared)")
     ap.add_argument("--log", default=None, help="JSON lines of finished steps (default OUTPUTS/PREFIX-study.jsonl)")
     args = ap.parse_args()
@@ -105,7 +123,8 @@ def main() -> int:
     log = resolve(args.log) if args.log else root / f"{args.prefix}-study.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    problem = check_plan(root / f"{args.prefix}-plan.json", arms, args.set, args.modes)
+    problem = check_arms(arms, args.set, args.modes) or check_plan(root / f"{args.prefix}-plan.json", arms, args.set,
+                                                                    args.modes)
     if problem:
         print(f"study.py: error: {problem}", file=sys.stderr)
         return 1

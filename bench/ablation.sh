@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Leave-one-out ablation of the frontier switches (issue 16): each arm is the frontier params with one
+# switch group set back to the record's; 'record' is the record's stack on the same model.
+# bench/study.py runs golf train, quantize and evaluate --mode ttt per arm and seed (resuming what
+# finished), then golf compare (frontier the baseline).
+#
+#   bash bench/ablation.sh demo "1 2"                     # demo model on CPU, prefix ablm
+#   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 [--set KEY=VALUE ...]   # record size, prefix ablr
+#
+# At record size every arm trains the same short budget on data/real8192 (120 steps of the record's
+# batch, one warm-up step, no mid-run validation), with ema_decay 0.97 for all arms: the record's
+# 0.997 would leave 70% of the initial weights in a 120-step run (0.97^120 = 2.6%). Later --set
+# values win over these.
+set -euo pipefail
+size=${1:?usage: bash bench/ablation.sh demo|record "SEEDS" [study.py args]}
+seeds=${2:-"1"}
+shift $(( $# < 2 ? $# : 2 ))
+case "$size" in
+  demo) F=params/frontier_demo.yaml R=params/demo.yaml prefix=ablm common=(--gpus cpu) ;;
+  record) F=params/frontier.yaml R=params/record.yaml prefix=ablr
+          common=(--set data_dir=data/real8192 tokenizer_path=data/real8192/tokenizer.model iterations=120
+                  max_wallclock_seconds=0 warmup_steps=1 val_loss_every=0 train_log_every=10 ema_decay=0.97) ;;
+  *) echo "ablation.sh: size must be demo or record, got '$size'" >&2; exit 2 ;;
+esac
+python bench/study.py --prefix "$prefix" --seeds $seeds "${common[@]}" "$@" --arms \
+  "frontier=$F" \
+  "record=$R" \
+  "no-varlen=$F attention_mask=causal" \
+  "no-lanes-mix=$F parallel_mode=lanes" \
+  "no-smear=$F smear_gate=false" \
+  "no-attn-gate=$F attn_out_gate=false" \
+  "no-optim=$F muon_ns_coefficients=record min_lr=0 matrix_lr=0.022 muon_momentum=0.99 muon_wd_taper_at=0 warmdown_frac=0.667 beta2=0.95" \
+  "no-quant=$F attn_clip_sigmas=0 mlp_clip_sigmas=0 embed_bits=8 embed_clip_sigmas=20 gate_int8=false" \
+  "no-lqer=$F lqer_rank=0"
