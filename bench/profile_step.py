@@ -3,6 +3,7 @@
     python bench/profile_step.py --steps 2 [--set fused_mlp=true ...] [--scorer]
     python bench/profile_step.py --params params/demo.yaml --steps 1 --scorer   # CPU smoke check
     python bench/profile_step.py --phases looping --inductor combo_kernels=True [--native-gqa]   # variants
+    python bench/profile_step.py --traces DIR ...; python bench/profile_step.py --explain DIR/x.trace.json.gz
 
 Training: golf's step (``Trainer``, compiled forward, EMA) on tokens drawn on the device, each phase
 warmed (compiled) first, then ``--steps`` steps under ``torch.profiler``. Scorer: ``compiled_nll``
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gzip
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -47,8 +50,7 @@ def kind_of(name: str) -> str:
 
 
 def kernel_events(trace_path: Path) -> list[dict]:
-    events = json.loads(trace_path.read_text())["traceEvents"]
-    return [e for e in events if e.get("cat") == "kernel" and "dur" in e]
+    return kernel_events_of(json.loads(trace_path.read_text())["traceEvents"])
 
 
 def idle_gaps(events: list[dict], n: int, top: int) -> tuple[float, list[tuple[str, float, int]]]:
@@ -69,8 +71,9 @@ def idle_gaps(events: list[dict], n: int, top: int) -> tuple[float, list[tuple[s
     return total / n, [(k, v[0], v[1] // max(n, 1)) for k, v in pairs]
 
 
-def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
-    """Run ``fn`` n times under the profiler; print the kernel table; return the summary."""
+def profiled(fn, n: int, device: torch.device, label: str, top: int, keep_trace: Path | None = None) -> dict:
+    """Run ``fn`` n times under the profiler; print the kernel table; return the summary. ``keep_trace``:
+    also write the whole Chrome trace there, gzipped (CPU ops included: which op launched what)."""
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
     sync()
@@ -84,6 +87,10 @@ def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
         path = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(path))
         events = kernel_events(path)
+        if keep_trace is not None:
+            keep_trace.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("rb") as src, gzip.open(keep_trace, "wb") as dst:
+                shutil.copyfileobj(src, dst)
     ks = [(e["name"], e["dur"] / 1000) for e in events]
     idle_ms, idle_top = idle_gaps(events, n, top)
     by_kind, by_name = defaultdict(float), defaultdict(lambda: [0.0, 0])
@@ -105,6 +112,52 @@ def profiled(fn, n: int, device: torch.device, label: str, top: int) -> dict:
     return {"label": label, "wall_ms": wall_ms, "kernel_ms": busy, "by_kind": dict(by_kind),
             "idle_ms": idle_ms, "idle_top": idle_top,
             "top": [(k, v[0], v[1] // n) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]]}
+
+
+def explain(trace_file: str, top: int) -> None:
+    """Which CPU op launched the most-launched kernels of a kept trace (``--traces``), read offline:
+    a kernel and its runtime launch share a correlation id; the launch sits inside the CPU ops that
+    were open on its thread at that moment (the innermost one named, with its parent)."""
+    with gzip.open(trace_file, "rt") as f:
+        events = json.load(f)["traceEvents"]
+    by_thread = defaultdict(lambda: ([], []))  # (pid, tid) -> (CPU ops, runtime launches)
+    for e in events:
+        if e.get("cat") == "cpu_op" and "dur" in e:
+            by_thread[(e["pid"], e["tid"])][0].append(e)
+        elif e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {}):
+            by_thread[(e["pid"], e["tid"])][1].append(e)
+    where_of = {}  # correlation id -> "outer op > inner op", by one sweep per thread (CPU ops nest)
+    for ops, launches in by_thread.values():
+        ops.sort(key=lambda op: (op["ts"], -op["dur"]))
+        stack, i = [], 0
+        for launch in sorted(launches, key=lambda e: e["ts"]):
+            t = launch["ts"]
+            while i < len(ops) and ops[i]["ts"] <= t:
+                while stack and stack[-1]["ts"] + stack[-1]["dur"] < ops[i]["ts"]:
+                    stack.pop()
+                stack.append(ops[i])
+                i += 1
+            while stack and stack[-1]["ts"] + stack[-1]["dur"] < t:
+                stack.pop()
+            where_of[launch["args"]["correlation"]] = " > ".join(op["name"] for op in stack[-2:]) or "(no CPU op)"
+    counts, sources = defaultdict(int), defaultdict(lambda: defaultdict(int))
+    for k in kernel_events_of(events):
+        counts[k["name"]] += 1
+        where = where_of.get(k.get("args", {}).get("correlation"))
+        if where is not None:
+            sources[k["name"]][where] += 1
+    for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{n:6d}x  {name[:100]}")
+        for where, m in sorted(sources[name].items(), key=lambda kv: -kv[1])[:3]:
+            print(f"          {m:6d}x from {where[:140]}")
+
+
+def kernel_events_of(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("cat") == "kernel" and "dur" in e]
+
+
+def trace_path(folder: str | None, name: str) -> Path | None:
+    return Path(folder) / f"{name}.trace.json.gz" if folder else None
 
 
 def native_gqa_attention(q, k, v):
@@ -130,8 +183,12 @@ def main() -> None:
                     help="torch._inductor.config settings to try, e.g. combo_kernels=True (Python literals)")
     ap.add_argument("--native-gqa", action="store_true",
                     help="try cuDNN attention with native GQA (enable_gqa) instead of golf's expanded KV heads")
+    ap.add_argument("--traces", help="also keep each profiled block's Chrome trace in this folder (gzipped)")
+    ap.add_argument("--explain", metavar="TRACE", help="no run: which CPU ops launched the kernels of a kept trace")
     ap.add_argument("--out", help="write the summaries as JSON here")
     args = ap.parse_args()
+    if args.explain:
+        return explain(args.explain, args.top)
 
     cfg = load_config(args.params, args.set)
     device = pick_device(cfg.device)
@@ -164,7 +221,7 @@ def main() -> None:
         print(f"{phase}: {args.warm} warm-up steps in {time.perf_counter() - t0:.1f} s")
         losses = []
         out.append(profiled(lambda: losses.append(runner.step("on-device tokens", None)), args.steps, device,
-                            f"train step, {phase}", args.top))
+                            f"train step, {phase}", args.top, trace_path(args.traces, f"train_{phase}")))
         out[-1]["losses"] = [loss.item() for loss in losses]  # same tokens and start in every variant
         print(f"  losses of the profiled steps: {out[-1]['losses']}")
     if args.scorer:
@@ -184,7 +241,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             print(f"scorer: warm-up in {time.perf_counter() - t0:.1f} s")
             out.append(profiled(lambda: fn(ids, ids, s), args.scorer_batches, device,
-                                f"sliding scorer, batch {B} x {L}", args.top))
+                                f"sliding scorer, batch {B} x {L}", args.top, trace_path(args.traces, "scorer")))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
