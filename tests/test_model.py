@@ -193,11 +193,15 @@ def test_forward_matches_reference_with_lanes(looping):
         torch.testing.assert_close(model.hidden(ids), reference_hidden(model, ids), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("looping", [False, True])
-def test_fused_qkv_equals_three_projections(looping):
+FRONTIER_SWITCHES = dict(attention_mask="document", smear_gate=True, attn_out_gate=True, parallel_mode="lanes_mix")
+
+
+@pytest.mark.parametrize("looping, switches", [(False, {}), (True, {}), (True, FRONTIER_SWITCHES)])
+def test_fused_qkv_equals_three_projections(looping, switches):
     """fused_qkv: loss, every gradient and the suffix-only scoring path as the three separate GEMMs."""
     # fp32 embedding (the record's is bf16, whose gradient rounding would hide a small difference)
-    base, fused = randomized(tiny_cfg(fix_embed_fp32=True)), randomized(tiny_cfg(fix_embed_fp32=True, fused_qkv=True))
+    base = randomized(tiny_cfg(fix_embed_fp32=True, **switches))
+    fused = randomized(tiny_cfg(fix_embed_fp32=True, fused_qkv=True, **switches))
     assert fused.fused_kernels()["fused_qkv"] and not base.fused_kernels()["fused_qkv"]
     ids = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(int(looping)))
     losses, grads = [], []
