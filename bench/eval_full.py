@@ -84,10 +84,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=RECORD_T, help="synthetic val targets (the stream to extrapolate to)")
     ap.add_argument("--real-val", action="store_true", help="with --run-dir: the run's val shards instead of synthetic")
     ap.add_argument("--sliding-windows", type=int, default=0, help="sliding windows to time (0: all of the stream)")
+    ap.add_argument("--no-sliding", action="store_true", help="time TTT only")
     ap.add_argument("--ttt-chunks", type=int, default=4, help="TTT chunks to time (0: skip TTT)")
     ap.add_argument("--batch-seqs", type=int, nargs="*", default=[],
                     help="eval_batch_seqs values for the new path (default: the config's)")
     ap.add_argument("--skip-old", action="store_true", help="time the new path only")
+    ap.add_argument("--expanded-kv", action="store_true",
+                    help="CUDA: score with the KV heads expanded, as before native GQA for scoring (the baseline)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
 
@@ -102,6 +105,8 @@ def main() -> None:
         model = load_run_model(Path(args.run_dir), cfg, device, args.source)
     else:
         model = random_model(cfg, device)
+    if args.expanded_kv and model.attention_backend == "sdpa_cuda":
+        model.set_attention_backend("sdpa_cuda_expanded")
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     if args.real_val:
@@ -147,7 +152,7 @@ def main() -> None:
 
     paths = [("old", cfg.eval_batch_seqs)] * (not args.skip_old)
     paths += [("new", b) for b in (args.batch_seqs or [cfg.eval_batch_seqs])]
-    for path, batch in paths:
+    for path, batch in paths * (not args.no_sliding):
         bcfg, fwd, nll_fn, _ = scorers(path, batch)
         model.eval()
         _, warm = timed(lambda: eval_sliding(model, warm_val, luts, bcfg, forward_logits=fwd, nll_fn=nll_fn,

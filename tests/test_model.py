@@ -127,6 +127,40 @@ def test_gpu_backends_match_math(name):
     torch.testing.assert_close(fn(q, k, v).float(), math_attention(q, k, v).float(), atol=2e-2, rtol=2e-2)
 
 
+def test_sdpa_cuda_scores_with_native_gqa_and_trains_with_expanded_heads(monkeypatch):
+    """Without grad (scoring) cuDNN reads the shared KV heads itself; with grad the KV heads are expanded.
+    Both compute the explicit softmax's function (on CPU, SDPA's math kernel)."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((k.size(1), kw.get("enable_gqa", False)))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    q, k, v = torch.randn(2, 7, 4, 8), torch.randn(2, 7, 2, 8), torch.randn(2, 7, 2, 8)
+    fn, expanded = attention_fn("sdpa_cuda"), attention_fn("sdpa_cuda_expanded")
+    with torch.no_grad():
+        scored, scored_expanded = fn(q, k, v), expanded(q, k, v)
+    trained = fn(q, k, v)
+    assert seen == [(2, True), (4, False), (4, False)]  # (KV heads SDPA got, enable_gqa)
+    for y in (scored, scored_expanded, trained):
+        torch.testing.assert_close(y, explicit_gqa(q, k, v), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_native_gqa_scoring_matches_expanded_heads_on_gpu():
+    """The scorer's cuDNN attention with native GQA against the expanded heads, bf16, at a scorer shape."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(16, 2048, h, 64, device="cuda", dtype=torch.bfloat16, generator=g) for h in (8, 4, 4))
+    with torch.no_grad():
+        native = attention_fn("sdpa_cuda")(q, k, v)
+        expanded = attention_fn("sdpa_cuda_expanded")(q, k, v)
+    print(f"native vs expanded: max |difference| {(native.float() - expanded.float()).abs().max().item():.3g}")
+    torch.testing.assert_close(native, expanded)  # bf16 tolerances
+
+
 def reference_hidden(model: GPT, ids):
     """The forward of spec §2.2-2.7 written out plainly (sequential math, explicit attention)."""
     cfg = model.cfg
