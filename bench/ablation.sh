@@ -7,6 +7,11 @@
 #   bash bench/ablation.sh demo "1 2"                     # demo model on CPU, prefix ablm
 #   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 [--set KEY=VALUE ...]   # record size, prefix ablr
 #
+# Over several calls of machines that keep nothing, one round of jobs a call (4 GPUs, about 7 minutes):
+#   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 2 3 --stop-taking-after 60 \
+#     $( [ -f bench/results/ablr.tgz ] && echo --restore bench/results/ablr.tgz ) --archive $OUT/ablr.tgz
+# then keep $OUT/ablr.tgz as bench/results/ablr.tgz for the next call (finished runs only, no weights).
+#
 # At record size every arm trains the same short budget on data/real8192 (120 steps of the record's
 # batch, one warm-up step, no mid-run validation), with ema_decay 0.97 for all arms: the record's
 # 0.997 would leave 70% of the initial weights in a 120-step run (0.97^120 = 2.6%). Later --set

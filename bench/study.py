@@ -16,6 +16,12 @@ or use ``golf run``, which retries in a fresh one. Each finished step appends a 
 failed step stops that job and the others go on. At the end ``golf compare`` of the arms (the
 first is the baseline) writes its tables and compare.html.
 
+A study can move between machines that keep nothing (the device tool's): ``--archive FILE`` packs
+the finished runs (weights and artifacts left out), the plan, the log and the compare into one
+.tar.gz, and ``--restore FILE`` unpacks it before the jobs are queued, so finished runs are skipped
+and unfinished ones start again in fresh folders. ``--stop-taking-after SECONDS`` starts no new job
+after that time, so a call with a time limit ends on whole runs.
+
 This is what ``golf run`` does, minus the notebooks: the GPU machine has no Jupyter stack. On a CPU,
 ``--gpus cpu`` runs the jobs one after another (e.g. with params/frontier_demo.yaml).
 """
@@ -27,6 +33,7 @@ import os
 import queue
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -61,6 +68,8 @@ def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], mo
     steps += [(f"evaluate {m}", ["evaluate", "--run-dir", str(run_dir), "--mode", m], run_dir / f"eval_{m}.json")
               for m in modes]
     console = run_dir.parent / f"{run_dir.name}.console.log"
+    if steps[-1][2].exists():  # finished (maybe restored without its weights): nothing to redo
+        return
     for name, args, done in steps:
         if done.exists():
             continue
@@ -73,6 +82,52 @@ def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], mo
             print(json.dumps(line), flush=True)
         if rc != 0:
             return
+
+
+HEAVY_SUFFIXES = (".pt", ".ptz")  # weights, Hessians, artifacts: rebuilt by rerunning, too big to move
+
+
+def finished(run_dir: Path, modes: list[str]) -> bool:
+    return (run_dir / f"eval_{modes[-1]}.json").is_file()
+
+
+def archive_study(path: Path, root: Path, prefix: str, arms: list[str], modes: list[str]) -> tuple[int, int]:
+    """Pack the study's finished runs (without HEAVY_SUFFIXES files), its plan, log and compare into
+    ``path`` (written atomically). Returns (finished runs packed, unfinished runs left out)."""
+    packed = left = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for item in sorted(root.glob(f"{prefix}-*")):
+            if item.name.removeprefix(f"{prefix}-") not in arms:  # plan, log, compare and their logs
+                tar.add(item, arcname=item.name)
+                continue
+            for run in sorted(p for p in item.iterdir() if p.is_dir()):
+                if not finished(run, modes):
+                    left += 1
+                    continue
+                packed += 1
+                for f in sorted(run.rglob("*")):
+                    if f.is_file() and f.suffix not in HEAVY_SUFFIXES:
+                        tar.add(f, arcname=str(f.relative_to(root)), recursive=False)
+                console = item / f"{run.name}.console.log"
+                if console.is_file():
+                    tar.add(console, arcname=str(console.relative_to(root)))
+    tmp.replace(path)
+    return packed, left
+
+
+def restore_study(path: Path, root: Path, prefix: str) -> str | None:
+    """Unpack an archive of ``archive_study`` into ``root``; a problem line if it is not one of this
+    study's or would overwrite a file that is here."""
+    with tarfile.open(path, "r:gz") as tar:
+        members = tar.getmembers()
+        for m in members:
+            if not m.name.startswith(f"{prefix}-") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
+                return f"{path}: {m.name!r} is not a file of study {prefix!r}"
+            if m.isfile() and (root / m.name).exists():
+                return f"{path}: {root / m.name} exists here already; restore into an outputs folder without it"
+        tar.extractall(root, members=members, filter="data")
+    return None
 
 
 def check_arms(arms: list[tuple[str, str, list[str]]], sets: list[str], modes: list[str]) -> str | None:
@@ -116,14 +171,23 @@ def main() -> int:
                     help="KEY=VALUE for every arm's training (may be given more than once; later values win)")
     ap.add_argument("--modes", nargs="+", default=["ttt"], help="golf evaluate modes (the first is compared)")
     ap.add_argument("--log", default=None, help="JSON lines of finished steps (default OUTPUTS/PREFIX-study.jsonl)")
+    ap.add_argument("--restore", metavar="ARCHIVE", help="first unpack a study archive of --archive into OUTPUTS")
+    ap.add_argument("--archive", metavar="ARCHIVE",
+                    help="at the end, pack the finished runs (no weights or artifacts), plan, log and compare here")
+    ap.add_argument("--stop-taking-after", type=float, default=0, metavar="SECONDS",
+                    help="start no new job after this many seconds; a started job runs to its end (0: no limit)")
     args = ap.parse_args()
 
     arms = [parse_arm(a) for a in args.arms]
     root = outputs_root()
+    t_start = time.monotonic()
     log = resolve(args.log) if args.log else root / f"{args.prefix}-study.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    problem = check_arms(arms, args.set, args.modes) or check_plan(root / f"{args.prefix}-plan.json", arms, args.set,
+    problem = check_arms(arms, args.set, args.modes)
+    if not problem and args.restore:
+        problem = restore_study(resolve(args.restore), root, args.prefix)
+    problem = problem or check_plan(root / f"{args.prefix}-plan.json", arms, args.set,
                                                                     args.modes)
     if problem:
         print(f"study.py: error: {problem}", file=sys.stderr)
@@ -138,6 +202,8 @@ def main() -> int:
 
     def worker(gpu: str) -> None:
         while True:
+            if args.stop_taking_after and time.monotonic() - t_start > args.stop_taking_after:
+                return
             try:
                 name, params, own, seed, run_dir = jobs.get_nowait()
             except queue.Empty:
@@ -154,6 +220,9 @@ def main() -> int:
                "--stage", args.modes[0], "--out", str(root / f"{args.prefix}-compare")]
     rc, _ = _golf(compare, "cpu", root / f"{args.prefix}-compare.console.log")
     print(f"golf compare: rc {rc} ({root / f'{args.prefix}-compare'})", flush=True)
+    if args.archive:
+        packed, left = archive_study(resolve(args.archive), root, args.prefix, [n for n, _, _ in arms], args.modes)
+        print(f"archive: {resolve(args.archive)}: {packed} finished runs; {left} unfinished left out", flush=True)
     return rc
 
 

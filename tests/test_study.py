@@ -33,3 +33,78 @@ def test_set_given_twice_keeps_both(tmp_path):
     assert out.returncode == 1 and "'ema_decay'" in out.stderr
     out = study(tmp_path, f"a={demo}", extra=("--set", "ema_decay=2", "--set", "iterations=3"))
     assert out.returncode == 1 and "'ema_decay'" in out.stderr
+
+
+def _study_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("golf_bench_study", ROOT / "bench/study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fake_study(root: Path) -> None:
+    """Study 't' with arms a and b: a/seed1 finished (weights, artifact, eval), a/seed2 trained only."""
+    done, half = root / "t-a/seed1", root / "t-a/seed2"
+    for run in (done, half):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("seed: 1\n")
+        (run / "model.pt").write_bytes(b"w" * 100)
+    (done / "final_model.int6.ptz").write_bytes(b"q" * 50)
+    (done / "eval_ttt.json").write_text('{"val_bpb": 1.2}')
+    (done / "tables").mkdir()
+    (done / "tables/x.csv").write_text("a,b\n")
+    (root / "t-a/seed1.console.log").write_text("$ golf train\n")
+    (root / "t-b").mkdir()
+    (root / "t-plan.json").write_text("{}")
+    (root / "t-study.jsonl").write_text('{"step": "train"}\n')
+
+
+def test_an_archive_moves_the_finished_runs_without_their_weights(tmp_path):
+    study = _study_module()
+    here, there = tmp_path / "here", tmp_path / "there"
+    _fake_study(here)
+    packed, left = study.archive_study(tmp_path / "s.tgz", here, "t", ["a", "b"], ["ttt"])
+    assert (packed, left) == (1, 1)
+    assert study.restore_study(tmp_path / "s.tgz", there, "t") is None
+    files = sorted(str(p.relative_to(there)) for p in there.rglob("*") if p.is_file())
+    assert files == ["t-a/seed1.console.log", "t-a/seed1/config.yaml", "t-a/seed1/eval_ttt.json",
+                     "t-a/seed1/tables/x.csv", "t-plan.json", "t-study.jsonl"]
+    # restoring again would overwrite what is there: refused, nothing touched
+    problem = study.restore_study(tmp_path / "s.tgz", there, "t")
+    assert problem and "exists here already" in problem
+
+
+def test_restore_refuses_an_archive_of_another_study(tmp_path):
+    study = _study_module()
+    _fake_study(tmp_path / "here")
+    study.archive_study(tmp_path / "s.tgz", tmp_path / "here", "t", ["a", "b"], ["ttt"])
+    problem = study.restore_study(tmp_path / "s.tgz", tmp_path / "there", "other")
+    assert problem and "is not a file of study 'other'" in problem
+    assert not (tmp_path / "there").exists()
+
+
+def test_a_finished_run_without_weights_is_not_run_again(tmp_path, monkeypatch):
+    import threading
+
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", lambda args, gpu, console: calls.append(args[0]) or (0, 0.0))
+    run = tmp_path / "t-a/seed1"
+    run.mkdir(parents=True)
+    (run / "eval_ttt.json").write_text("{}")  # as restored: no model.pt, no artifact
+    study.run_job("a", "p.yaml", 1, run, [], ["ttt"], "cpu", tmp_path / "log.jsonl", threading.Lock())
+    assert calls == []
+    (run / "eval_ttt.json").unlink()
+    (run / "model.pt").write_bytes(b"w")  # trained, not quantized: the job goes on from quantize
+    study.run_job("a", "p.yaml", 1, run, [], ["ttt"], "cpu", tmp_path / "log.jsonl", threading.Lock())
+    assert calls == ["quantize", "evaluate"]
+
+
+def test_stop_taking_after_starts_no_job_past_its_time(tmp_path):
+    demo = str(ROOT / "params/demo.yaml")
+    out = study(tmp_path, f"a={demo}", extra=("--stop-taking-after", "1e-9", "--archive", str(tmp_path / "s.tgz")))
+    assert "golf compare" in out.stdout, out.stderr
+    assert not list((tmp_path / "outputs/t-a").iterdir()), "no job was started"
+    assert "archive:" in out.stdout and "0 finished runs" in out.stdout
