@@ -23,8 +23,8 @@ batches of ``ttt_lora_batch_docs``; rank r takes batches b ≡ r (mod W), a stat
 queue is dynamic). A batch gets fresh adapters (seeded by the batch index, so any world size draws
 the same) and a fresh AdamW (lr ``ttt_lora_lr``, betas (0, ``ttt_lora_beta2``), eps 1e-10, decoupled
 decay ``ttt_lora_wd``). For chunk ci = 0, 1, ... of ``ttt_lora_chunk`` targets, every document still
-running is first scored under no_grad, then, unless it was its last chunk, one step on the sum over
-documents of each one's mean chunk NLL: AdamW is elementwise and each document owns its rows of A
+running is first scored, then, unless it was its last chunk, one step on the sum over documents of
+each one's mean chunk NLL, from the same forward (the scores are taken before the step): AdamW is elementwise and each document owns its rows of A
 and B, so the documents adapt independently. The base model is never changed.
 
 Phased TTT (``eval_phased_ttt``). After the batch that completes the first ⌊ttt_phase_docs·g/P⌋
@@ -276,20 +276,22 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         scored = k < torch.as_tensor(c1 - c0, device=dev)[:, None]  # (k, width)
         cols = (off[:, None] + k).clamp(max=Tw - 1)
         tgt_pos = idx.gather(1, cols)  # (k, width) target positions of the chunk (clamped where masked)
-        with torch.no_grad():  # (1) score with the adapters trained on chunks < ci
+        train = active & (ci < n_chunks - 1)  # a step on the chunk follows, unless it was the document's last
+        # One forward, with the adapters trained on chunks < ci, serves (1) the scores and (2) the step's
+        # loss: the same numbers a separate scoring pass would give, at 3/4 of the work.
+        with torch.set_grad_enabled(bool(train.any())):
             nll = chunk_nll(model, adapters, x, y, off, width)
-            _add_masked(acc, nll, x.gather(1, cols), y.gather(1, cols), scored, luts, tgt_pos + 1)
+        with torch.no_grad():  # (1) score, before the step below changes the adapters
+            _add_masked(acc, nll.detach(), x.gather(1, cols), y.gather(1, cols), scored, luts, tgt_pos + 1)
             if record is not None:
                 m = scored.cpu().numpy()
                 through = np.where(ci > 0, first + ci - 1, ids.before_batch[b])
                 rows = np.nonzero(m)[0]
-                record.note_scored(tgt_pos.cpu().numpy()[m], nll.double().cpu().numpy()[m], (first + ci)[rows],
-                                   through[rows])
-        train = active & (ci < n_chunks - 1)  # (2) one step on the chunk, unless it was the document's last
-        if not train.any():
+                record.note_scored(tgt_pos.cpu().numpy()[m], nll.detach().double().cpu().numpy()[m],
+                                   (first + ci)[rows], through[rows])
+        if not train.any():  # (2) one step on the chunk
             continue
         mask = scored & torch.as_tensor(train, device=dev)[:, None]
-        nll = chunk_nll(model, adapters, x, y, off, width)
         per_doc = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
         opt.zero_grad(set_to_none=True)
         per_doc.sum().backward()

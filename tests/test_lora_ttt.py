@@ -80,6 +80,28 @@ def test_lora_ttt_training_before_scoring_is_caught(monkeypatch):
         rec.check()
 
 
+def test_one_forward_a_chunk_scores_and_trains(monkeypatch):
+    """Each chunk's scores come from the forward its step then trains on, and are the numbers a separate
+    no-grad scoring pass with the same adapters gives: one forward a chunk, 3/4 of the work."""
+    import golf.lora_ttt as lt
+
+    real, calls = lt.chunk_nll, []
+
+    def checked(model, adapters, x, y, off, width):
+        out = real(model, adapters, x, y, off, width)
+        calls.append(torch.is_grad_enabled())
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                assert torch.equal(out.detach(), real(model, adapters, x, y, off, width))
+        return out
+
+    monkeypatch.setattr(lt, "chunk_nll", checked)
+    res, rec, _ = run(eval_lora_ttt, lora_cfg(), doc_tokens())
+    rec.check()
+    assert res["lora_steps"] == 11 and calls.count(True) == 11  # a forward with grad per step
+    assert calls.count(False) == 3  # and none beside: each batch's last chunk is only scored
+
+
 def reference_per_document(model, tokens, cfg):
     """NLL of every target with only its own document as context: one forward per chunk window
     [max(0, c1 − L), c1) of the plain model, as LoRA TTT scores when its adapters are the identity."""
