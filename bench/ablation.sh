@@ -7,7 +7,9 @@
 #   bash bench/ablation.sh demo "1 2"                     # demo model on CPU, prefix ablm
 #   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 [--set KEY=VALUE ...]   # record size, prefix ablr
 #
-# Over several calls of machines that keep nothing, one round of jobs a call (4 GPUs, about 7 minutes):
+# Over several calls of machines that keep nothing (one job a GPU a call: a record-size job was about
+# 5 GPU-minutes in the earlier H200 study, not yet timed at this size; the archive is rewritten after
+# every finished job, so a call cut off by its limit keeps those):
 #   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 2 3 --stop-taking-after 60 \
 #     $( [ -f bench/results/ablr.tgz ] && echo --restore bench/results/ablr.tgz ) --archive $OUT/ablr.tgz
 # then keep $OUT/ablr.tgz as bench/results/ablr.tgz for the next call (finished runs only, no weights).

@@ -105,7 +105,9 @@ def main() -> None:
         model = load_run_model(Path(args.run_dir), cfg, device, args.source)
     else:
         model = random_model(cfg, device)
-    if args.expanded_kv and model.attention_backend == "sdpa_cuda":
+    if args.expanded_kv:
+        if model.attention_backend != "sdpa_cuda":
+            ap.error(f"--expanded-kv applies to the sdpa_cuda backend; this run uses {model.attention_backend}")
         model.set_attention_backend("sdpa_cuda_expanded")
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

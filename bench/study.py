@@ -68,7 +68,7 @@ def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], mo
     steps += [(f"evaluate {m}", ["evaluate", "--run-dir", str(run_dir), "--mode", m], run_dir / f"eval_{m}.json")
               for m in modes]
     console = run_dir.parent / f"{run_dir.name}.console.log"
-    if steps[-1][2].exists():  # finished (maybe restored without its weights): nothing to redo
+    if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
         return
     for name, args, done in steps:
         if done.exists():
@@ -88,31 +88,37 @@ HEAVY_SUFFIXES = (".pt", ".ptz")  # weights, Hessians, artifacts: rebuilt by rer
 
 
 def finished(run_dir: Path, modes: list[str]) -> bool:
-    return (run_dir / f"eval_{modes[-1]}.json").is_file()
+    """Every step's last output is there: each mode's evaluation."""
+    return all((run_dir / f"eval_{m}.json").is_file() for m in modes)
 
 
 def archive_study(path: Path, root: Path, prefix: str, arms: list[str], modes: list[str]) -> tuple[int, int]:
     """Pack the study's finished runs (without HEAVY_SUFFIXES files), its plan, log and compare into
-    ``path`` (written atomically). Returns (finished runs packed, unfinished runs left out)."""
+    ``path`` (written atomically). ``arms``: every arm of the study (the plan's). Returns (finished runs
+    packed, unfinished runs left out)."""
     packed = left = 0
     tmp = path.with_name(path.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for item in sorted(root.glob(f"{prefix}-*")):
-            if item.name.removeprefix(f"{prefix}-") not in arms:  # plan, log, compare and their logs
-                tar.add(item, arcname=item.name)
-                continue
-            for run in sorted(p for p in item.iterdir() if p.is_dir()):
-                if not finished(run, modes):
-                    left += 1
-                    continue
-                packed += 1
-                for f in sorted(run.rglob("*")):
-                    if f.is_file() and f.suffix not in HEAVY_SUFFIXES:
-                        tar.add(f, arcname=str(f.relative_to(root)), recursive=False)
-                console = item / f"{run.name}.console.log"
-                if console.is_file():
-                    tar.add(console, arcname=str(console.relative_to(root)))
-    tmp.replace(path)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name in ("plan.json", "study.jsonl", "compare", "compare.console.log"):
+                if (root / f"{prefix}-{name}").exists():
+                    tar.add(root / f"{prefix}-{name}", arcname=f"{prefix}-{name}")
+            for arm in sorted(set(arms)):
+                folder = root / f"{prefix}-{arm}"
+                for run in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+                    if not finished(run, modes):
+                        left += 1
+                        continue
+                    packed += 1
+                    for f in sorted(run.rglob("*")):
+                        if f.is_file() and f.suffix not in HEAVY_SUFFIXES:
+                            tar.add(f, arcname=str(f.relative_to(root)), recursive=False)
+                    console = folder / f"{run.name}.console.log"
+                    if console.is_file():
+                        tar.add(console, arcname=str(console.relative_to(root)))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return packed, left
 
 
@@ -186,7 +192,9 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     problem = check_arms(arms, args.set, args.modes)
     if not problem and args.restore:
-        problem = restore_study(resolve(args.restore), root, args.prefix)
+        archive = resolve(args.restore)
+        problem = (restore_study(archive, root, args.prefix) if archive.is_file()
+                   else f"--restore {archive}: no such file")
     problem = problem or check_plan(root / f"{args.prefix}-plan.json", arms, args.set,
                                                                     args.modes)
     if problem:
@@ -199,6 +207,11 @@ def main() -> int:
             study.mkdir(parents=True, exist_ok=True)
             jobs.put((name, params, own, seed, study / f"seed{seed}"))
     lock = threading.Lock()
+    every_arm = sorted(json.loads((root / f"{args.prefix}-plan.json").read_text()))  # earlier calls' arms too
+
+    def archive() -> None:
+        packed, left = archive_study(resolve(args.archive), root, args.prefix, every_arm, args.modes)
+        print(f"archive: {resolve(args.archive)}: {packed} finished runs; {left} unfinished left out", flush=True)
 
     def worker(gpu: str) -> None:
         while True:
@@ -209,6 +222,9 @@ def main() -> int:
             except queue.Empty:
                 return
             run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock)
+            if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
+                with lock:
+                    archive()
 
     threads = [threading.Thread(target=worker, args=(g,)) for g in args.gpus]
     for t in threads:
@@ -216,13 +232,14 @@ def main() -> int:
         time.sleep(2)  # staggered: the first compile of each arm is not raced by its twin
     for t in threads:
         t.join()
+    if jobs.qsize():
+        print(f"--stop-taking-after: {jobs.qsize()} jobs not started (run the command again to go on)", flush=True)
     compare = ["compare", *[str(root / f"{args.prefix}-{n}") for n, _, _ in arms], "--names", *[n for n, _, _ in arms],
                "--stage", args.modes[0], "--out", str(root / f"{args.prefix}-compare")]
     rc, _ = _golf(compare, "cpu", root / f"{args.prefix}-compare.console.log")
     print(f"golf compare: rc {rc} ({root / f'{args.prefix}-compare'})", flush=True)
     if args.archive:
-        packed, left = archive_study(resolve(args.archive), root, args.prefix, [n for n, _, _ in arms], args.modes)
-        print(f"archive: {resolve(args.archive)}: {packed} finished runs; {left} unfinished left out", flush=True)
+        archive()
     return rc
 
 

@@ -59,6 +59,10 @@ def _fake_study(root: Path) -> None:
     (root / "t-b").mkdir()
     (root / "t-plan.json").write_text("{}")
     (root / "t-study.jsonl").write_text('{"step": "train"}\n')
+    other = root / "t-a-x/seed9"  # study t-a's arm x, not study t's: never packed with t
+    other.mkdir(parents=True)
+    (other / "model.pt").write_bytes(b"w")
+    (other / "eval_ttt.json").write_text("{}")
 
 
 def test_an_archive_moves_the_finished_runs_without_their_weights(tmp_path):
@@ -102,9 +106,23 @@ def test_a_finished_run_without_weights_is_not_run_again(tmp_path, monkeypatch):
     assert calls == ["quantize", "evaluate"]
 
 
+def test_a_run_is_finished_when_every_mode_is_evaluated(tmp_path):
+    study = _study_module()
+    (tmp_path / "eval_ttt.json").write_text("{}")
+    assert study.finished(tmp_path, ["ttt"])
+    assert not study.finished(tmp_path, ["sliding", "ttt"]), "sliding's evaluation is missing"
+
+
+def test_restore_of_a_missing_archive_is_one_line(tmp_path):
+    demo = str(ROOT / "params/demo.yaml")
+    out = study(tmp_path, f"a={demo}", extra=("--restore", str(tmp_path / "none.tgz")))
+    assert out.returncode == 1 and "none.tgz: no such file" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_stop_taking_after_starts_no_job_past_its_time(tmp_path):
     demo = str(ROOT / "params/demo.yaml")
     out = study(tmp_path, f"a={demo}", extra=("--stop-taking-after", "1e-9", "--archive", str(tmp_path / "s.tgz")))
     assert "golf compare" in out.stdout, out.stderr
     assert not list((tmp_path / "outputs/t-a").iterdir()), "no job was started"
+    assert "1 jobs not started" in out.stdout
     assert "archive:" in out.stdout and "0 finished runs" in out.stdout
