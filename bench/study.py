@@ -136,6 +136,23 @@ def restore_study(path: Path, root: Path, prefix: str) -> str | None:
     return None
 
 
+def compare_finished(root: Path, prefix: str, arms: list[str], modes: list[str]) -> int:
+    """``golf compare`` of the arms that have a finished run (a study part-way through compares what it
+    has); none when the baseline (the first arm) has none yet. Returns golf compare's exit status."""
+    ready = [a for a in arms if (root / f"{prefix}-{a}").is_dir()
+             and any(finished(r, modes) for r in (root / f"{prefix}-{a}").iterdir() if r.is_dir())]
+    waiting = [a for a in arms if a not in ready]
+    if arms[0] not in ready:
+        print(f"golf compare: not run: the baseline arm {arms[0]!r} has no finished run yet", flush=True)
+        return 0
+    args = ["compare", *[str(root / f"{prefix}-{a}") for a in ready], "--names", *ready, "--stage", modes[0],
+            "--out", str(root / f"{prefix}-compare")]
+    rc, _ = _golf(args, "cpu", root / f"{prefix}-compare.console.log")
+    note = f"; arms with no finished run yet: {', '.join(waiting)}" if waiting else ""
+    print(f"golf compare: rc {rc} ({root / f'{prefix}-compare'}){note}", flush=True)
+    return rc
+
+
 def check_arms(arms: list[tuple[str, str, list[str]]], sets: list[str], modes: list[str]) -> str | None:
     """A problem line if an arm's params and overrides do not load or a mode is unknown: before any job
     starts, so a typo in the last arm does not cost the GPU time of the others."""
@@ -232,12 +249,11 @@ def main() -> int:
         time.sleep(2)  # staggered: the first compile of each arm is not raced by its twin
     for t in threads:
         t.join()
-    if jobs.qsize():
-        print(f"--stop-taking-after: {jobs.qsize()} jobs not started (run the command again to go on)", flush=True)
-    compare = ["compare", *[str(root / f"{args.prefix}-{n}") for n, _, _ in arms], "--names", *[n for n, _, _ in arms],
-               "--stage", args.modes[0], "--out", str(root / f"{args.prefix}-compare")]
-    rc, _ = _golf(compare, "cpu", root / f"{args.prefix}-compare.console.log")
-    print(f"golf compare: rc {rc} ({root / f'{args.prefix}-compare'})", flush=True)
+    not_started = [job for job in iter(lambda: None if jobs.empty() else jobs.get_nowait(), None)
+                   if not finished(job[-1], args.modes)]
+    if not_started:
+        print(f"--stop-taking-after: {len(not_started)} jobs not started (run the command again to go on)", flush=True)
+    rc = compare_finished(root, args.prefix, [n for n, _, _ in arms], args.modes)
     if args.archive:
         archive()
     return rc

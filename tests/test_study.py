@@ -126,3 +126,16 @@ def test_stop_taking_after_starts_no_job_past_its_time(tmp_path):
     assert not list((tmp_path / "outputs/t-a").iterdir()), "no job was started"
     assert "1 jobs not started" in out.stdout
     assert "archive:" in out.stdout and "0 finished runs" in out.stdout
+
+
+def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch, capsys):
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", lambda args, gpu, console: calls.append(args) or (0, 0.0))
+    _fake_study(tmp_path)  # arm a has a finished run, arm b none
+    assert study.compare_finished(tmp_path, "t", ["a", "b"], ["ttt"]) == 0
+    assert calls and calls[0][calls[0].index("--names") + 1:][:2] == ["a", "--stage"]
+    assert "arms with no finished run yet: b" in capsys.readouterr().out
+    calls.clear()
+    assert study.compare_finished(tmp_path, "t", ["b", "a"], ["ttt"]) == 0
+    assert calls == [] and "the baseline arm 'b' has no finished run yet" in capsys.readouterr().out
