@@ -196,7 +196,8 @@ def main() -> int:
     ap.add_argument("--log", default=None, help="JSON lines of finished steps (default OUTPUTS/PREFIX-study.jsonl)")
     ap.add_argument("--restore", metavar="ARCHIVE", help="first unpack a study archive of --archive into OUTPUTS")
     ap.add_argument("--archive", metavar="ARCHIVE",
-                    help="at the end, pack the finished runs (no weights or artifacts), plan, log and compare here")
+                    help="after every job and at the end, pack the finished runs (no weights or artifacts), "
+                         "plan, log and compare here")
     ap.add_argument("--stop-taking-after", type=float, default=0, metavar="SECONDS",
                     help="start no new job after this many seconds; a started job runs to its end (0: no limit)")
     args = ap.parse_args()
@@ -212,8 +213,7 @@ def main() -> int:
         archive = resolve(args.restore)
         problem = (restore_study(archive, root, args.prefix) if archive.is_file()
                    else f"--restore {archive}: no such file")
-    problem = problem or check_plan(root / f"{args.prefix}-plan.json", arms, args.set,
-                                                                    args.modes)
+    problem = problem or check_plan(root / f"{args.prefix}-plan.json", arms, args.set, args.modes)
     if problem:
         print(f"study.py: error: {problem}", file=sys.stderr)
         return 1

@@ -24,8 +24,9 @@ queue is dynamic). A batch gets fresh adapters (seeded by the batch index, so an
 the same) and a fresh AdamW (lr ``ttt_lora_lr``, betas (0, ``ttt_lora_beta2``), eps 1e-10, decoupled
 decay ``ttt_lora_wd``). For chunk ci = 0, 1, ... of ``ttt_lora_chunk`` targets, every document still
 running is first scored, then, unless it was its last chunk, one step on the sum over documents of
-each one's mean chunk NLL, from the same forward (the scores are taken before the step): AdamW is elementwise and each document owns its rows of A
-and B, so the documents adapt independently. The base model is never changed.
+each one's mean chunk NLL, from the same forward (the scores are taken before the step): AdamW is
+elementwise and each document owns its rows of A and B, so the documents adapt independently. The
+base model is never changed.
 
 Phased TTT (``eval_phased_ttt``). After the batch that completes the first ⌊ttt_phase_docs·g/P⌋
 documents of the queue (g = 1..P, P = ``ttt_phases``), all ranks pause and run global SGD on the
