@@ -246,9 +246,9 @@ def _warm_start(adapters: DocAdapters, warm_a: list[Tensor] | None) -> None:
 
 def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends: np.ndarray, cfg: Config,
                n_slots: int, seed: int, acc, luts, record: TTTRecord | None, ids: StepIds, b: int,
-               warm_a: list[Tensor] | None = None) -> tuple[int, list[Tensor] | None]:
+               warm_a: list[Tensor] | None = None, bar=None) -> tuple[int, list[Tensor] | None]:
     """Score and adapt one batch of documents, chunk by chunk; returns the AdamW steps taken and the
-    adapters' trained A (for the next batch, with ``ttt_lora_keep_a``)."""
+    adapters' trained A (for the next batch, with ``ttt_lora_keep_a``). ``bar`` advances a chunk at a time."""
     dev, T = tokens.device, tokens.numel() - 1
     C, L = cfg.ttt_lora_chunk, cfg.eval_seq_len
     s, n = starts[docs], ends[docs] - starts[docs]  # (k,) first target position and target count
@@ -290,6 +290,8 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
                 rows = np.nonzero(m)[0]
                 record.note_scored(tgt_pos.cpu().numpy()[m], nll.detach().double().cpu().numpy()[m],
                                    (first + ci)[rows], through[rows])
+        if bar is not None:
+            bar.update(1)
         if not train.any():  # (2) one step on the chunk
             continue
         mask = scored & torch.as_tensor(train, device=dev)[:, None]
@@ -392,7 +394,9 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
     was_trainable = [p.requires_grad for p in model.parameters()]
     lora_steps = global_steps = 0
     warm_a = None  # ttt_lora_keep_a: this rank's last trained A (earlier, already scored documents only)
-    bar = _progress(len(mine), f"eval {mode}", progress, "batch")
+    # a chunk of every document in a batch at a time: the longest document's chunk count a batch
+    chunks = [int(-(-(ends[queue[b]] - starts[queue[b]]).max() // cfg.ttt_lora_chunk)) for b in mine]
+    bar = _progress(sum(chunks), f"eval {mode}", progress, "chunk")
     try:
         for b, docs in enumerate(queue):
             if b % W == r:
@@ -400,10 +404,9 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
                     p.requires_grad_(False)  # only the adapters train
                 steps, trained_a = _run_batch(model, tokens, docs, starts, ends, cfg, n_slots,
                                               hash((cfg.seed, b)) & (2**63 - 1), acc, luts, record, ids, b,
-                                              warm_a)
+                                              warm_a, bar)
                 lora_steps += steps
                 warm_a = trained_a  # None unless ttt_lora_keep_a
-                bar.update(1)
             for (after, n_docs), step_id in zip(phases, ids.phase):
                 if after == b:
                     done = queue_order[:n_docs]  # scored: in batches ≤ b, on every rank

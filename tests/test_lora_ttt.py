@@ -392,3 +392,26 @@ def test_keep_a_starts_each_batch_from_the_last_trained_a_and_stays_legal(monkey
     idle = run(eval_lora_ttt, lora_cfg(ttt_lora_keep_a=True, ttt_lora_lr=0.0), tokens)[0]
     assert idle["val_loss"] == pytest.approx(run(eval_lora_ttt, lora_cfg(ttt_lora_lr=0.0), tokens)[0]["val_loss"],
                                              rel=1e-12)
+
+
+def test_progress_counts_chunks_and_reaches_its_total(monkeypatch):
+    """The bar moves a chunk at a time (a batch of long documents is many minutes on one GPU) and ends full."""
+    import golf.lora_ttt as lt
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled, unit):
+            self.total, self.unit, self.n = total, unit, 0
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(lt, "_progress", Bar)
+    res, _, _ = run(eval_lora_ttt, lora_cfg(), doc_tokens())
+    (bar,) = bars
+    assert bar.unit == "chunk" and bar.total == bar.n == res["lora_steps"] + res["n_batches"]  # 9 + 4 + 1
