@@ -231,6 +231,13 @@ def chunk_nll(model, adapters: DocAdapters, x: Tensor, y: Tensor, offsets: Tenso
     return torch.logsumexp(z, -1) - z.gather(-1, y.gather(1, cols)[..., None]).squeeze(-1)
 
 
+def compiled_chunk_nll(backend: str = "inductor") -> Callable:
+    """``chunk_nll`` compiled with dynamic shapes (``ttt_lora_compile``): a chunk's window length and width
+    change from chunk to chunk, and its batch's document count at the last batch, without recompiling;
+    a new batch's adapters are inputs, not constants. Grad and no-grad calls compile once each."""
+    return torch.compile(chunk_nll, dynamic=True, backend=backend)
+
+
 # --- one document batch ------------------------------------------------------------------------
 
 def _warm_start(adapters: DocAdapters, warm_a: list[Tensor] | None) -> None:
@@ -246,9 +253,11 @@ def _warm_start(adapters: DocAdapters, warm_a: list[Tensor] | None) -> None:
 
 def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends: np.ndarray, cfg: Config,
                n_slots: int, seed: int, acc, luts, record: TTTRecord | None, ids: StepIds, b: int,
-               warm_a: list[Tensor] | None = None, bar=None) -> tuple[int, list[Tensor] | None]:
+               warm_a: list[Tensor] | None = None, bar=None,
+               nll_fn: Callable = chunk_nll) -> tuple[int, list[Tensor] | None]:
     """Score and adapt one batch of documents, chunk by chunk; returns the AdamW steps taken and the
-    adapters' trained A (for the next batch, with ``ttt_lora_keep_a``). ``bar`` advances a chunk at a time."""
+    adapters' trained A (for the next batch, with ``ttt_lora_keep_a``). ``bar`` advances a chunk at a time;
+    ``nll_fn``: ``chunk_nll`` or a compiled copy (``compiled_chunk_nll``)."""
     dev, T = tokens.device, tokens.numel() - 1
     C, L = cfg.ttt_lora_chunk, cfg.eval_seq_len
     s, n = starts[docs], ends[docs] - starts[docs]  # (k,) first target position and target count
@@ -281,7 +290,7 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         # One forward, with the adapters trained on chunks < ci, serves (1) the scores and (2) the step's
         # loss: the same numbers a separate scoring pass would give, at 3/4 of the work.
         with torch.set_grad_enabled(bool(train.any())):
-            nll = chunk_nll(model, adapters, x, y, off, width)
+            nll = nll_fn(model, adapters, x, y, off, width)
         with torch.no_grad():  # (1) score, before the step below changes the adapters
             _add_masked(acc, nll.detach(), x.gather(1, cols), y.gather(1, cols), scored, luts, tgt_pos + 1)
             if record is not None:
@@ -374,7 +383,7 @@ def check_config(cfg: Config) -> None:
 
 
 def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record: TTTRecord | None,
-             progress: bool, mode: str) -> dict:
+             progress: bool, mode: str, nll_fn: Callable | None) -> dict:
     t0, info, dev = time.perf_counter(), dist_info(), _device_of(model)
     W, r = info.world_size, info.rank
     check_config(cfg)
@@ -404,7 +413,7 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
                     p.requires_grad_(False)  # only the adapters train
                 steps, trained_a = _run_batch(model, tokens, docs, starts, ends, cfg, n_slots,
                                               hash((cfg.seed, b)) & (2**63 - 1), acc, luts, record, ids, b,
-                                              warm_a, bar)
+                                              warm_a, bar, nll_fn or chunk_nll)
                 lora_steps += steps
                 warm_a = trained_a  # None unless ttt_lora_keep_a
             for (after, n_docs), step_id in zip(phases, ids.phase):
@@ -424,14 +433,15 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
 
 
 def eval_lora_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, nll_fn: Callable | None = None) -> dict:
     """Per-document LoRA TTT (#1530): every document scored chunk by chunk with its own adapters,
-    each chunk scored before the step that trains on it; ``model`` is left unchanged."""
-    return _doc_ttt(model, val_tokens, luts, cfg, 0, record, progress, "lora_ttt")
+    each chunk scored before the step that trains on it; ``model`` is left unchanged. ``nll_fn``: the
+    adapted forward, ``chunk_nll`` (eager, the default) or ``compiled_chunk_nll()``."""
+    return _doc_ttt(model, val_tokens, luts, cfg, 0, record, progress, "lora_ttt", nll_fn)
 
 
 def eval_phased_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, nll_fn: Callable | None = None) -> dict:
     """Phased TTT (#1610, #1626): LoRA TTT, with ``ttt_phases`` pauses for global SGD of ``model`` itself
     (the caller passes a fresh copy) on the first ``ttt_phase_docs`` documents once they are scored."""
-    return _doc_ttt(model, val_tokens, luts, cfg, cfg.ttt_phases, record, progress, "phased_ttt")
+    return _doc_ttt(model, val_tokens, luts, cfg, cfg.ttt_phases, record, progress, "phased_ttt", nll_fn)

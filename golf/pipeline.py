@@ -182,10 +182,13 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     elif mode == "ttt":
         model.train()
         result = ev.eval_ttt(model, val_tokens, luts, cfg, nll_fn=nll_fn, train_loss=train_loss)
-    elif mode in ("lora_ttt", "phased_ttt"):  # eager: scored with per-document adapters
+    elif mode in ("lora_ttt", "phased_ttt"):  # per-document adapters: eager unless ttt_lora_compile
         import golf.lora_ttt as lt
 
-        result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
+        lora_nll = lt.compiled_chunk_nll() if cfg.ttt_lora_compile and nll_fn is not None else None
+        log.info("%s: adapted forward %s", mode, "compiled (ttt_lora_compile)" if lora_nll else "eager")
+        result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg, nll_fn=lora_nll)
+        result["adapted_forward_compiled"] = lora_nll is not None
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     in_effect = model.fused_kernels()

@@ -415,3 +415,24 @@ def test_progress_counts_chunks_and_reaches_its_total(monkeypatch):
     res, _, _ = run(eval_lora_ttt, lora_cfg(), doc_tokens())
     (bar,) = bars
     assert bar.unit == "chunk" and bar.total == bar.n == res["lora_steps"] + res["n_batches"]  # 9 + 4 + 1
+
+
+@pytest.mark.parametrize("evaluate", [eval_lora_ttt, eval_phased_ttt], ids=["lora", "phased"])
+def test_compiled_adapted_forward_scores_as_eager(evaluate):
+    """``ttt_lora_compile``'s forward through dynamo and AOTAutograd (CPU: backend aot_eager; inductor's
+    code generation is the GPU's) gives the eager scores and stays legal, over chunks of changing window
+    and width and a short last batch, each compiled once per grad mode."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("aot_eager")
+    cfg, tokens = lora_cfg(), doc_tokens()
+    res_e, rec_e, _ = run(evaluate, cfg, tokens)
+    torch._dynamo.reset()
+    model = tiny_model(cfg, 0)
+    rec_c = TTTRecord(tokens.numel() - 1)
+    res_c = evaluate(model, tokens, tiny_luts(), cfg, record=rec_c, progress=False,
+                     nll_fn=torch.compile(lt.chunk_nll, dynamic=True, backend=counter))
+    rec_c.check()
+    np.testing.assert_allclose(rec_c.nll, rec_e.nll, rtol=1e-6, atol=1e-7)
+    assert res_c["val_loss"] == pytest.approx(res_e["val_loss"], rel=1e-7)
+    assert 2 <= counter.frame_count <= 6, counter.frame_count  # not one compile a chunk (14 chunks here)
