@@ -136,15 +136,17 @@ def restore_study(path: Path, root: Path, prefix: str) -> str | None:
     return None
 
 
-def compare_finished(root: Path, prefix: str, arms: list[str], modes: list[str]) -> int:
+def compare_finished(root: Path, prefix: str, arms: list[str], modes: list[str], part_way: bool = False) -> int:
     """``golf compare`` of the arms that have a finished run (a study part-way through compares what it
-    has); none when the baseline (the first arm) has none yet. Returns golf compare's exit status."""
+    has); none when the baseline (the first arm) has none, which is an error (1) unless the study is
+    ``part_way`` (jobs left for a later call). Returns the exit status."""
     ready = [a for a in arms if (root / f"{prefix}-{a}").is_dir()
              and any(finished(r, modes) for r in (root / f"{prefix}-{a}").iterdir() if r.is_dir())]
     waiting = [a for a in arms if a not in ready]
     if arms[0] not in ready:
-        print(f"golf compare: not run: the baseline arm {arms[0]!r} has no finished run yet", flush=True)
-        return 0
+        print(f"golf compare: not run: the baseline arm {arms[0]!r} has no finished run"
+              f"{' yet' if part_way else ' (see its console log)'}", flush=True)
+        return 0 if part_way else 1
     args = ["compare", *[str(root / f"{prefix}-{a}") for a in ready], "--names", *ready, "--stage", modes[0],
             "--out", str(root / f"{prefix}-compare")]
     rc, _ = _golf(args, "cpu", root / f"{prefix}-compare.console.log")
@@ -253,7 +255,7 @@ def main() -> int:
                    if not finished(job[-1], args.modes)]
     if not_started:
         print(f"--stop-taking-after: {len(not_started)} jobs not started (run the command again to go on)", flush=True)
-    rc = compare_finished(root, args.prefix, [n for n, _, _ in arms], args.modes)
+    rc = compare_finished(root, args.prefix, [n for n, _, _ in arms], args.modes, part_way=bool(not_started))
     if args.archive:
         archive()
     return rc

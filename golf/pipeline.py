@@ -185,7 +185,10 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     elif mode in ("lora_ttt", "phased_ttt"):  # per-document adapters: eager unless ttt_lora_compile
         import golf.lora_ttt as lt
 
-        lora_nll = lt.compiled_chunk_nll() if cfg.ttt_lora_compile and nll_fn is not None else None
+        lora_nll = lt.compiled_chunk_nll() if cfg.ttt_lora_compile and use_compile(cfg, device) else None
+        if cfg.ttt_lora_compile and lora_nll is None:
+            log.warning("ttt_lora_compile is set but compile is off here (compile: %s on %s): the adapted "
+                        "forward runs eager", cfg.compile, device.type)
         log.info("%s: adapted forward %s", mode, "compiled (ttt_lora_compile)" if lora_nll else "eager")
         result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg, nll_fn=lora_nll)
         result["adapted_forward_compiled"] = lora_nll is not None

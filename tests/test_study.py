@@ -137,5 +137,7 @@ def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch
     assert calls and calls[0][calls[0].index("--names") + 1:][:2] == ["a", "--stage"]
     assert "arms with no finished run yet: b" in capsys.readouterr().out
     calls.clear()
-    assert study.compare_finished(tmp_path, "t", ["b", "a"], ["ttt"]) == 0
+    assert study.compare_finished(tmp_path, "t", ["b", "a"], ["ttt"], part_way=True) == 0
     assert calls == [] and "the baseline arm 'b' has no finished run yet" in capsys.readouterr().out
+    assert study.compare_finished(tmp_path, "t", ["b", "a"], ["ttt"]) == 1  # every job ran: b failed
+    assert calls == [] and "(see its console log)" in capsys.readouterr().out
