@@ -419,8 +419,10 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
             for (after, n_docs), step_id in zip(phases, ids.phase):
                 if after == b:
                     done = queue_order[:n_docs]  # scored: in batches ≤ b, on every rank
+                    bar.set_postfix_str(f"global SGD on {n_docs} documents")  # the chunk count stands still
                     global_steps += global_phase(model, tokens, [(starts[d], ends[d]) for d in done], cfg, record,
                                                  step_id)
+                    bar.set_postfix_str("")
     finally:
         bar.close()
         for p, flag in zip(model.parameters(), was_trainable):

@@ -441,6 +441,9 @@ def test_progress_counts_chunks_and_reaches_its_total(monkeypatch):
         def close(self):
             pass
 
+        def set_postfix_str(self, text):
+            pass
+
     monkeypatch.setattr(lt, "_progress", Bar)
     res, _, _ = run(eval_lora_ttt, lora_cfg(), doc_tokens())
     (bar,) = bars
