@@ -182,7 +182,8 @@ def main() -> None:
     ap.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
                     help="torch._inductor.config settings to try, e.g. combo_kernels=True (Python literals)")
     ap.add_argument("--native-gqa", action="store_true",
-                    help="try cuDNN attention with native GQA (enable_gqa) instead of golf's expanded KV heads")
+                    help="train with cuDNN's native GQA too (enable_gqa; golf expands the KV heads to train and "
+                         "already scores with native GQA)")
     ap.add_argument("--traces", help="also keep each profiled block's Chrome trace in this folder (gzipped)")
     ap.add_argument("--explain", metavar="TRACE", help="no run: which CPU ops launched the kernels of a kept trace")
     ap.add_argument("--out", help="write the summaries as JSON here")

@@ -105,7 +105,9 @@ def archive_study(path: Path, root: Path, prefix: str, arms: list[str], modes: l
                     tar.add(root / f"{prefix}-{name}", arcname=f"{prefix}-{name}")
             for arm in sorted(set(arms)):
                 folder = root / f"{prefix}-{arm}"
-                for run in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+                if not folder.is_dir():
+                    continue
+                for run in sorted(p for p in folder.iterdir() if p.is_dir()):
                     if not finished(run, modes):
                         left += 1
                         continue

@@ -48,15 +48,13 @@ def _sdpa_cuda_attention(native_gqa_scoring: bool = True) -> Callable:
         # Training expands the KV heads: cuDNN's backward with native GQA was 4.5% slower in a compiled
         # step. Scoring (no grad) lets cuDNN read the shared KV heads itself: the same output, 0.6x the
         # forward time at the scorer's batch (bench/RESULTS.md, "Native GQA for scoring").
-        if native_gqa_scoring and not torch.is_grad_enabled():
-            with sdpa_kernel(order, set_priority=True):
-                y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                   is_causal=True, enable_gqa=True)
-            return y.transpose(1, 2)
-        rep = q.size(2) // k.size(2)
-        k2, v2 = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+        native = native_gqa_scoring and not torch.is_grad_enabled()
+        if not native:
+            rep = q.size(2) // k.size(2)
+            k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
         with sdpa_kernel(order, set_priority=True):
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k2.transpose(1, 2), v2.transpose(1, 2), is_causal=True)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, enable_gqa=native)
         return y.transpose(1, 2)
 
     return attn

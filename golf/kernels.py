@@ -19,6 +19,7 @@ rounded to bf16 before the scale rather than after it: bf16 rounding noise, not 
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 
@@ -160,7 +161,12 @@ INTERPRETER_PROGRAMS = 3  # the persistent grid under the CPU interpreter (no SM
 def _programs(device: torch.device) -> int:
     if device.type != "cuda":
         return INTERPRETER_PROGRAMS
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:  # asked at every launch of the persistent kernels: read once a device
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _grid(M: int, N: int, device: torch.device):

@@ -253,8 +253,7 @@ def _warm_start(adapters: DocAdapters, warm_a: list[Tensor] | None) -> None:
 
 def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends: np.ndarray, cfg: Config,
                n_slots: int, seed: int, acc, luts, record: TTTRecord | None, ids: StepIds, b: int,
-               warm_a: list[Tensor] | None = None, bar=None,
-               nll_fn: Callable = chunk_nll) -> tuple[int, list[Tensor] | None]:
+               warm_a: list[Tensor] | None, bar, nll_fn: Callable) -> tuple[int, list[Tensor] | None]:
     """Score and adapt one batch of documents, chunk by chunk; returns the AdamW steps taken and the
     adapters' trained A (for the next batch, with ``ttt_lora_keep_a``). ``bar`` advances a chunk at a time;
     ``nll_fn``: ``chunk_nll`` or a compiled copy (``compiled_chunk_nll``)."""
