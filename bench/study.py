@@ -22,6 +22,12 @@ the finished runs (weights and artifacts left out), the plan, the log and the co
 and unfinished ones start again in fresh folders. ``--stop-taking-after SECONDS`` starts no new job
 after that time, so a call with a time limit ends on whole runs.
 
+An arm that differs from an earlier arm only in quantization keys (``golf quantize --set`` ones) is
+not trained again: its job waits for that arm's training of the same seed, copies the trained run
+(``copied_from.json`` says from where) and quantizes it with its own keys, so the two arms share the
+weights and their difference is the quantization's alone. ``--lead-arms`` queues the named arms'
+jobs (all seeds) before the others', e.g. the two arms of the main comparison.
+
 This is what ``golf run`` does, minus the notebooks: the GPU machine has no Jupyter stack. On a CPU,
 ``--gpus cpu`` runs the jobs one after another (e.g. with params/frontier_demo.yaml).
 """
@@ -31,11 +37,13 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tarfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from golf.paths import outputs_root, resolve
@@ -60,28 +68,115 @@ def parse_arm(text: str) -> tuple[str, str, list[str]]:
     return name, params, sets
 
 
+def _log_step(log: Path, lock: threading.Lock, **line) -> None:
+    line["time"] = time.strftime("%H:%M:%S")
+    with lock:
+        with log.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(json.dumps(line), flush=True)
+
+
+@dataclass
+class Source:
+    """Where a quantization-only arm takes its trained run from: ``arm``'s run of the same seed in
+    ``folder``, which is trained when ``trained[seed]`` is set; ``quant_sets``: the keys to quantize it with."""
+    arm: str
+    folder: Path
+    quant_sets: list[str]
+    trained: dict[int, threading.Event] = field(default_factory=dict)
+
+
+def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
+    """Copy what training wrote in ``source`` (not its artifact, nor what was made from it) to
+    ``run_dir``, through a temporary folder so a cut-off copy leaves no half run."""
+    from golf.pipeline import ARTIFACT_NAME, DERIVED_FROM_ARTIFACT, SUPERSEDED_DIR
+
+    made_later = {ARTIFACT_NAME, *DERIVED_FROM_ARTIFACT, SUPERSEDED_DIR, "quantize.log"}
+    tmp = run_dir.with_name(run_dir.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for item in source.iterdir():
+        rel = item.relative_to(source).as_posix()
+        if rel in made_later or rel.startswith("eval_"):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, tmp / item.name, ignore=lambda d, names: [
+                n for n in names if (Path(d) / n).relative_to(source).as_posix() in made_later])
+        else:
+            shutil.copy2(item, tmp / item.name)
+    (tmp / "copied_from.json").write_text(json.dumps({"run": str(source), "arm": arm}) + "\n")
+    tmp.rename(run_dir)
+
+
 def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], modes: list[str], gpu: str,
-            log: Path, lock: threading.Lock) -> None:
+            log: Path, lock: threading.Lock, source: Source | None = None, trained: threading.Event | None = None,
+            ) -> None:
+    """One (arm, seed): train (or copy ``source``'s trained run), quantize, evaluate each mode, skipping
+    the steps whose output exists. ``trained`` is set once this run has weights or never will."""
+    try:
+        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained)
+    finally:
+        if trained is not None:
+            trained.set()
+
+
+def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained) -> None:
+    quant_sets: list[str] = []
+    if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
+        return
+    if source is not None and not (run_dir / "model.pt").exists():
+        source.trained[seed].wait()
+        from_run = source.folder / run_dir.name
+        if (from_run / "model.pt").is_file() and not run_dir.exists():
+            t0 = time.perf_counter()
+            copy_trained_run(from_run, run_dir, source.arm)
+            _log_step(log, lock, arm=arm, seed=seed, step=f"train (copied from {source.arm})",
+                      seconds=round(time.perf_counter() - t0, 1), rc=0, gpu=gpu)
+            quant_sets = ["--set", *source.quant_sets] if source.quant_sets else []
+        # else: that arm's training failed or came back without weights: train this arm itself
+    elif source is not None and (run_dir / "copied_from.json").is_file():
+        quant_sets = ["--set", *source.quant_sets] if source.quant_sets else []
     steps = [("train", ["train", "--params", params, "--run-dir", str(run_dir), "--set", f"seed={seed}", *sets],
               run_dir / "model.pt"),
-             ("quantize", ["quantize", "--run-dir", str(run_dir)], run_dir / "final_model.int6.ptz")]
+             ("quantize", ["quantize", "--run-dir", str(run_dir), *quant_sets], run_dir / "final_model.int6.ptz")]
     steps += [(f"evaluate {m}", ["evaluate", "--run-dir", str(run_dir), "--mode", m], run_dir / f"eval_{m}.json")
               for m in modes]
     console = run_dir.parent / f"{run_dir.name}.console.log"
-    if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
-        return
     for name, args, done in steps:
         if done.exists():
             continue
         rc, seconds = _golf(args, gpu, console)
-        line = {"arm": arm, "seed": seed, "step": name, "seconds": round(seconds, 1), "rc": rc, "gpu": gpu,
-                "time": time.strftime("%H:%M:%S")}
-        with lock:
-            with log.open("a") as f:
-                f.write(json.dumps(line) + "\n")
-            print(json.dumps(line), flush=True)
+        _log_step(log, lock, arm=arm, seed=seed, step=name, seconds=round(seconds, 1), rc=rc, gpu=gpu)
+        if name == "train" and trained is not None:
+            trained.set()
         if rc != 0:
             return
+
+
+def quantization_sources(arms: list[tuple[str, str, list[str]]], sets: list[str], root: Path,
+                         prefix: str) -> dict[str, Source]:
+    """{arm: Source} for each arm whose resolved config differs from an earlier (not itself derived)
+    arm's only in keys of the quantization group: it need not be trained again."""
+    from golf.config import load_config, stage_keys
+
+    quant_keys = set(stage_keys("quantize", own_only=True))
+    resolved = {name: load_config(params, sets + own).to_dict() for name, params, own in arms}
+    sources: dict[str, Source] = {}
+    for i, (name, _, _) in enumerate(arms):
+        for earlier, _, _ in arms[:i]:
+            if earlier in sources:
+                continue
+            a, b = resolved[earlier], resolved[name]
+            differ = [k for k in a if a[k] != b[k]]
+            if differ and set(differ) <= quant_keys:
+                sources[name] = Source(earlier, root / f"{prefix}-{earlier}",
+                                       [f"{k}={_as_override(b[k])}" for k in differ])
+                break
+    return sources
+
+
+def _as_override(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 HEAVY_SUFFIXES = (".pt", ".ptz")  # weights, Hessians, artifacts: rebuilt by rerunning, too big to move
@@ -202,6 +297,8 @@ def main() -> int:
     ap.add_argument("--archive", metavar="ARCHIVE",
                     help="after every job and at the end, pack the finished runs (no weights or artifacts), "
                          "plan, log and compare here")
+    ap.add_argument("--lead-arms", nargs="+", default=[], metavar="ARM",
+                    help="queue these arms' jobs, every seed, before the others' (which go seed by seed)")
     ap.add_argument("--stop-taking-after", type=float, default=0, metavar="SECONDS",
                     help="start no new job after this many seconds; a started job runs to its end (0: no limit)")
     args = ap.parse_args()
@@ -221,12 +318,26 @@ def main() -> int:
     if problem:
         print(f"study.py: error: {problem}", file=sys.stderr)
         return 1
+    unknown = [a for a in args.lead_arms if a not in [n for n, _, _ in arms]]
+    if unknown:
+        print(f"study.py: error: --lead-arms {unknown} are not arms of this study", file=sys.stderr)
+        return 1
+    sources = quantization_sources(arms, args.set, root, args.prefix)
+    behind = [f"{n!r} (of {s.arm!r})" for n, s in sources.items() if n in args.lead_arms and s.arm not in args.lead_arms]
+    if behind:  # its jobs would wait for trainings queued behind them
+        print(f"study.py: error: --lead-arms {', '.join(behind)}: lead the arm it quantizes too", file=sys.stderr)
+        return 1
+    for name, source in sources.items():
+        print(f"arm {name!r}: quantizes {source.arm!r}'s trained runs with {' '.join(source.quant_sets)}", flush=True)
+        source.trained.update({seed: threading.Event() for seed in args.seeds})
+    trained_events = {(s.arm, seed): s.trained[seed] for s in sources.values() for seed in args.seeds}
+    # seed-major, so a study cut short holds whole seeds; --lead-arms' jobs first
+    order = sorted(((seed, arm) for seed in args.seeds for arm in arms), key=lambda job: job[1][0] not in args.lead_arms)
     jobs: queue.Queue = queue.Queue()
-    for seed in args.seeds:
-        for name, params, own in arms:
-            study = root / f"{args.prefix}-{name}"
-            study.mkdir(parents=True, exist_ok=True)
-            jobs.put((name, params, own, seed, study / f"seed{seed}"))
+    for seed, (name, params, own) in order:
+        study = root / f"{args.prefix}-{name}"
+        study.mkdir(parents=True, exist_ok=True)
+        jobs.put((name, params, own, seed, study / f"seed{seed}"))
     lock = threading.Lock()
     every_arm = sorted(json.loads((root / f"{args.prefix}-plan.json").read_text()))  # earlier calls' arms too
 
@@ -242,7 +353,8 @@ def main() -> int:
                 name, params, own, seed, run_dir = jobs.get_nowait()
             except queue.Empty:
                 return
-            run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock)
+            run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
+                    source=sources.get(name), trained=trained_events.get((name, seed)))
             if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
                 with lock:
                     archive()

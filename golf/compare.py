@@ -45,8 +45,14 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
     return runs
 
 
-def _config(run: Path) -> dict:
-    return yaml.safe_load((run / "config.yaml").read_text()) or {}
+def _config(run: Path, stage: str = "prequant") -> dict:
+    """The settings that made the stage's result: an artifact's are quantize_config.yaml's, which holds
+    the keys ``golf quantize --set`` changed since training (config.yaml keeps the training's)."""
+    from golf.pipeline import QUANTIZE_CONFIG
+
+    made_by = run / QUANTIZE_CONFIG
+    path = made_by if stage != "prequant" and made_by.is_file() else run / "config.yaml"
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def _tokens_per_s(run: Path) -> float | None:
@@ -98,7 +104,7 @@ def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.Data
     from golf.config import PATH_KEYS
 
     first_runs = {name: _runs_of(folder, stage)[0] for folder, name in zip(folders, names)}
-    configs = {name: _config(run) for name, run in first_runs.items()}
+    configs = {name: _config(run, stage) for name, run in first_runs.items()}
     keys = sorted({k for c in configs.values() for k in c} - {"seed", *PATH_KEYS})
     rows = [{"key": k, **{name: c.get(k) for name, c in configs.items()}} for k in keys
             if len({repr(c.get(k)) for c in configs.values()}) > 1]

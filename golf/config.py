@@ -491,10 +491,11 @@ def _key_groups() -> dict[str, str]:
     return {d["key"]: d["group"] for d in describe_keys()}
 
 
-def stage_keys(stage: str, groups: dict[str, str] | None = None) -> tuple[str, ...]:
-    """The params keys ``golf quantize`` (stage 'quantize') or ``golf evaluate`` ('evaluate') reads."""
+def stage_keys(stage: str, groups: dict[str, str] | None = None, own_only: bool = False) -> tuple[str, ...]:
+    """The params keys ``golf quantize`` (stage 'quantize') or ``golf evaluate`` ('evaluate') reads;
+    ``own_only``: only its group's, none that training reads too (max_val_tokens, runtime keys...)."""
     group = [k for k, g in (groups or _key_groups()).items() if g.startswith(_STAGE_GROUPS[stage])]
-    return (*group, *_STAGE_EXTRA[stage], *RUNTIME_KEYS)
+    return tuple(group) if own_only else (*group, *_STAGE_EXTRA[stage], *RUNTIME_KEYS)
 
 
 def check_stage_overrides(stage: str, keys: Iterable[str]) -> None:

@@ -170,3 +170,16 @@ def test_a_fusion_switch_a_stage_left_aside_is_marked_for_that_stage(tmp_path):
     assert lora.loc["fused_qkv", "qkv"] == "True (not in effect in lora_ttt)"
     ttt = compare([base, asked], stage="ttt", out_dir=tmp_path / "c2")["keys"].set_index("key")
     assert ttt.loc["fused_qkv", "qkv"] == True  # noqa: E712  (eval_ttt.json records nothing against it)
+
+
+def test_keys_set_at_quantize_are_the_artifacts_in_its_stages_not_in_prequant(tmp_path):
+    """A run quantized with `golf quantize --set lqer_rank=0` (the study's quantization-only arm): its
+    artifact's stages list lqer_rank as differing, the prequant stage (the same training) does not."""
+    base = _study(tmp_path, "baseline", BASE, lqer_rank=4)
+    requant = _study(tmp_path, "no-lqer", ABLATION, lqer_rank=4)
+    for run in requant.glob("seed*"):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "quantize_config.yaml").write_text(yaml.safe_dump({**cfg, "lqer_rank": 0}))
+    ttt = compare([base, requant], stage="ttt", out_dir=tmp_path / "c1")["keys"].set_index("key")
+    assert ttt.loc["lqer_rank"].tolist() == [4, 0]
+    assert compare([base, requant], stage="prequant", out_dir=tmp_path / "c2")["keys"].empty

@@ -1,5 +1,6 @@
 """bench/study.py refuses a study whose arms do not load before any job starts (issue 16: a typo in the
 last arm must not cost the GPU time of the others)."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def _study_module():
 
     spec = importlib.util.spec_from_file_location("golf_bench_study", ROOT / "bench/study.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclass looks its module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -141,3 +143,77 @@ def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch
     assert calls == [] and "the baseline arm 'b' has no finished run yet" in capsys.readouterr().out
     assert study.compare_finished(tmp_path, "t", ["b", "a"], ["ttt"]) == 1  # every job ran: b failed
     assert calls == [] and "(see its console log)" in capsys.readouterr().out
+
+
+def _fake_golf(calls):
+    """Stands in for the golf CLI: each step writes what the real one would, so the study moves on."""
+    def golf(args, gpu, console):
+        calls.append(args)
+        if args[0] == "compare":
+            return 0, 0.0
+        run = Path(args[args.index("--run-dir") + 1])
+        if args[0] == "train":
+            run.mkdir(parents=True)
+            for name in ("model.pt", "config.yaml", "train.log", "metrics.jsonl"):
+                (run / name).write_text(name)
+        elif args[0] == "quantize":
+            for name in ("final_model.int6.ptz", "quant_budget.json", "quantize.log"):
+                (run / name).write_text(name)
+        else:
+            (run / f"eval_{args[args.index('--mode') + 1]}.json").write_text("{}")
+        return 0, 0.0
+    return golf
+
+
+def test_a_quantization_only_arm_quantizes_a_copy_of_the_trained_run(tmp_path, monkeypatch):
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    demo = str(ROOT / "params/demo.yaml")
+    monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "cpu", "--seeds", "1", "2", "--prefix", "t",
+                                      "--lead-arms", "c", "--arms", f"a={demo}", f"b={demo} lqer_rank=2",
+                                      f"c={demo} iterations=7 lqer_rank=2"])
+    assert study.main() == 0
+    steps = [(a[0], Path(a[a.index("--run-dir") + 1]).parent.name, Path(a[a.index("--run-dir") + 1]).name)
+             for a in calls if a[0] != "compare"]
+    trained = [(arm, seed) for step, arm, seed in steps if step == "train"]
+    # c (a training key differs) trains, first as it leads; b, differing from a only in lqer_rank, does not
+    assert trained == [("t-c", "seed1"), ("t-c", "seed2"), ("t-a", "seed1"), ("t-a", "seed2")]
+    b_quantize = [a for a in calls if a[0] == "quantize" and "t-b" in a[a.index("--run-dir") + 1]]
+    assert len(b_quantize) == 2 and all(a[-2:] == ["--set", "lqer_rank=2"] for a in b_quantize)
+    run = tmp_path / "outputs/t-b/seed1"
+    assert (run / "model.pt").read_text() == "model.pt" and (run / "metrics.jsonl").is_file()
+    assert json.loads((run / "copied_from.json").read_text())["arm"] == "a"
+    # a's artifact and evaluation were there when b copied the run: b made its own, nothing of a's came along
+    assert not (run / "quantize.log").exists() or (run / "quantize.log").read_text() == "quantize.log"
+    assert [a for a in b_quantize if str(run) in a]
+    log = [json.loads(line) for line in (tmp_path / "outputs/t-study.jsonl").read_text().splitlines()]
+    assert {(r["arm"], r["step"]) for r in log if r["arm"] == "b"} == {("b", "train (copied from a)"), ("b", "quantize"),
+                                                                       ("b", "evaluate ttt")}
+
+
+def test_a_quantization_only_arm_trains_itself_when_its_source_has_no_weights(tmp_path, monkeypatch):
+    import threading
+
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
+    source = study.Source("a", tmp_path / "t-a", ["lqer_rank=2"], {1: threading.Event()})
+    (tmp_path / "t-a/seed1").mkdir(parents=True)
+    (tmp_path / "t-a/seed1/eval_ttt.json").write_text("{}")  # restored: finished, without weights
+    source.trained[1].set()
+    (tmp_path / "t-b").mkdir()
+    study.run_job("b", "p.yaml", 1, tmp_path / "t-b/seed1", ["lqer_rank=2"], ["ttt"], "cpu", tmp_path / "l.jsonl",
+                  threading.Lock(), source=source)
+    assert [a[0] for a in calls] == ["train", "quantize", "evaluate"]
+    assert "--set" not in calls[1], "trained with its own keys: nothing to set at quantize"
+
+
+def test_lead_arms_must_lead_the_arm_they_quantize(tmp_path):
+    demo = str(ROOT / "params/demo.yaml")
+    out = study(tmp_path, f"a={demo}", f"b={demo} lqer_rank=2", extra=("--lead-arms", "b"))
+    assert out.returncode == 1 and "lead the arm it quantizes too" in out.stderr
+    out = study(tmp_path, f"a={demo}", extra=("--lead-arms", "z"))
+    assert out.returncode == 1 and "--lead-arms ['z']" in out.stderr
