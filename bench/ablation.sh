@@ -29,7 +29,7 @@ case "$size" in
                   max_wallclock_seconds=0 warmup_steps=1 val_loss_every=0 train_log_every=10 ema_decay=0.97) ;;
   *) echo "ablation.sh: size must be demo or record, got '$size'" >&2; exit 2 ;;
 esac
-python bench/study.py --prefix "$prefix" --seeds $seeds "${common[@]}" --lead-arms frontier record "$@" --arms \
+python3 bench/study.py --prefix "$prefix" --seeds $seeds "${common[@]}" --lead-arms frontier record "$@" --arms \
   "frontier=$F" \
   "record=$R" \
   "no-varlen=$F attention_mask=causal" \
