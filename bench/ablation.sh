@@ -7,12 +7,14 @@
 #   bash bench/ablation.sh demo "1 2"                     # demo model on CPU, prefix ablm
 #   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 [--set KEY=VALUE ...]   # record size, prefix ablr
 #
-# Over several calls of machines that keep nothing (one job a GPU a call: a record-size job was about
-# 5 GPU-minutes in the earlier H200 study, not yet timed at this size; the archive is rewritten after
-# every finished job, so a call cut off by its limit keeps those):
-#   bash bench/ablation.sh record "42 314 1337" --gpus 0 1 2 3 --stop-taking-after 60 \
-#     $( [ -f bench/results/ablr.tgz ] && echo --restore bench/results/ablr.tgz ) --archive $OUT/ablr.tgz
-# then keep $OUT/ablr.tgz as bench/results/ablr.tgz for the next call (finished runs only, no weights).
+# On the device machines (a record-size run took 12-14 minutes with four cold compiles at once on four
+# H100s, 6.5 minutes with the cache warm: more than one call), run it in a process session of its own
+# that outlives the call, bench/device_background.sh, on one machine kept warm between calls; the
+# archive is rewritten after every finished job, so what finished before the machine goes back is kept:
+#   bash bench/device_background.sh start 560 "bash bench/ablation.sh record '42 314 1337' --gpus 0 1 2 3 \
+#     --restore bench/results/ablr.tgz --stop-taking-after 1150 --archive /tmp/bg/ablr.tgz" /tmp/bg/ablr.tgz
+# then, each call made as soon as the last returns: bash bench/device_background.sh watch 560 /tmp/bg/ablr.tgz
+# and keep the ablr.tgz that comes back as bench/results/ablr.tgz (finished runs only, no weights).
 #
 # At record size every arm trains the same short budget on data/real8192 (120 steps of the record's
 # batch, one warm-up step, no mid-run validation), with ema_decay 0.97 for all arms: the record's

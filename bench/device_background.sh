@@ -26,7 +26,7 @@ if [[ $mode == start ]]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       || { echo "device_background.sh: wheel install failed" >&2; exit 1; }
   fi
-  PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 \
+  PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 \
     setsid nohup bash -c "$command; echo \"exit \$? at \$(date -u +%T)\"" >/tmp/bg/job.log 2>&1 </dev/null &
   echo "started: $command"
 elif [[ $mode != watch ]]; then

@@ -70,12 +70,14 @@ def collect(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
 
     rows = []
     for folder, name in zip(folders, names):
+        own = []
         for run in _runs_of(folder, stage):
             r = run_row(run)
-            rows.append({"study": name, "run": f"{run.parent.name}/{run.name}", "seed": r.get("seed"),
-                         "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
-                         "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
-                         "path": str(run)})
+            own.append({"study": name, "run": f"{run.parent.name}/{run.name}", "seed": r.get("seed"),
+                        "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
+                        "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
+                        "path": str(run)})
+        rows += sorted(own, key=lambda row: (row["seed"] is None, row["seed"] or 0))  # by seed, as one reads it
     return pd.DataFrame(rows)
 
 

@@ -183,3 +183,13 @@ def test_keys_set_at_quantize_are_the_artifacts_in_its_stages_not_in_prequant(tm
     ttt = compare([base, requant], stage="ttt", out_dir=tmp_path / "c1")["keys"].set_index("key")
     assert ttt.loc["lqer_rank"].tolist() == [4, 0]
     assert compare([base, requant], stage="prequant", out_dir=tmp_path / "c2")["keys"].empty
+
+
+def test_every_run_is_listed_by_seed_whatever_order_they_finished_in(tmp_path):
+    import os
+
+    study = _study(tmp_path, "s", BASE[:3])
+    for age, run in enumerate(sorted(study.glob("seed*"))):  # seed0 finished last, seed2 first
+        os.utime(run / "eval_ttt.json", (1e9 - age, 1e9 - age))
+    runs = compare([study], out_dir=tmp_path / "c")["runs"]
+    assert runs["seed"].tolist() == [0, 1, 2]
