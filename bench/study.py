@@ -49,7 +49,8 @@ from pathlib import Path
 from golf.paths import outputs_root, resolve
 
 
-def _golf(args: list[str], gpu: str, console: Path) -> tuple[int, float]:
+def _golf(args: list[str], gpu: str, console: Path, cpus: list[int] | None = None) -> tuple[int, float]:
+    """``golf ARGS`` on ``gpu`` (an index, or 'cpu'), pinned to ``cpus`` if given; (exit status, seconds)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if gpu != "cpu":
         env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -57,8 +58,20 @@ def _golf(args: list[str], gpu: str, console: Path) -> tuple[int, float]:
     with console.open("a") as out:
         out.write(f"\n$ golf {' '.join(args)}\n")
         out.flush()
-        rc = subprocess.call([sys.executable, "-m", "golf", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call([sys.executable, "-m", "golf", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     return rc, time.perf_counter() - t0
+
+
+def cpu_shares(workers: int) -> list[list[int] | None]:
+    """Each worker's own block of this process's CPUs, so that jobs side by side do not each start a
+    thread per core (four such on one host made a CPU SVD 100 times slower); None where it can't."""
+    if workers < 2 or not hasattr(os, "sched_getaffinity"):
+        return [None] * workers
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < workers:
+        return [None] * workers
+    return [cpus[k * len(cpus) // workers:(k + 1) * len(cpus) // workers] for k in range(workers)]
 
 
 def parse_arm(text: str) -> tuple[str, str, list[str]]:
@@ -110,17 +123,18 @@ def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
 
 def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], modes: list[str], gpu: str,
             log: Path, lock: threading.Lock, source: Source | None = None, trained: threading.Event | None = None,
-            ) -> None:
+            cpus: list[int] | None = None) -> None:
     """One (arm, seed): train (or copy ``source``'s trained run), quantize, evaluate each mode, skipping
-    the steps whose output exists. ``trained`` is set once this run has weights or never will."""
+    the steps whose output exists, each step pinned to ``cpus``. ``trained`` is set once this run has
+    weights or never will."""
     try:
-        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained)
+        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained, cpus)
     finally:
         if trained is not None:
             trained.set()
 
 
-def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained) -> None:
+def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained, cpus) -> None:
     quant_sets: list[str] = []
     if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
         return
@@ -145,7 +159,7 @@ def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, 
     for name, args, done in steps:
         if done.exists():
             continue
-        rc, seconds = _golf(args, gpu, console)
+        rc, seconds = _golf(args, gpu, console, cpus)
         _log_step(log, lock, arm=arm, seed=seed, step=name, seconds=round(seconds, 1), rc=rc, gpu=gpu)
         if name == "train" and trained is not None:
             trained.set()
@@ -345,7 +359,7 @@ def main() -> int:
         packed, left = archive_study(resolve(args.archive), root, args.prefix, every_arm, args.modes)
         print(f"archive: {resolve(args.archive)}: {packed} finished runs; {left} unfinished left out", flush=True)
 
-    def worker(gpu: str) -> None:
+    def worker(gpu: str, cpus: list[int] | None) -> None:
         while True:
             if args.stop_taking_after and time.monotonic() - t_start > args.stop_taking_after:
                 return
@@ -354,12 +368,12 @@ def main() -> int:
             except queue.Empty:
                 return
             run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
-                    source=sources.get(name), trained=trained_events.get((name, seed)))
+                    source=sources.get(name), trained=trained_events.get((name, seed)), cpus=cpus)
             if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
                 with lock:
                     archive()
 
-    threads = [threading.Thread(target=worker, args=(g,)) for g in args.gpus]
+    threads = [threading.Thread(target=worker, args=(g, c)) for g, c in zip(args.gpus, cpu_shares(len(args.gpus)))]
     for t in threads:
         t.start()
         time.sleep(2)  # staggered: the first compile of each arm is not raced by its twin

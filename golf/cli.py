@@ -158,7 +158,8 @@ def cmd_train(args) -> int:
     dist, device = init_distributed(cfg.device)
     run_dir = _shared_run_dir(args, dist)
     setup_logging(run_dir / "train.log", dist.is_main)
-    log.info("run folder %s, device %s, world size %d", run_dir, device, dist.world_size)
+    log.info("run folder %s, device %s (ready in %.1f s), world size %d", run_dir, device, dist.device_start_s,
+             dist.world_size)
     if dist.is_main:
         from golf.runtime import atomic_write_json
 
@@ -189,6 +190,7 @@ def cmd_quantize(args) -> int:
     _preflight(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
+    log.info("device %s (ready in %.1f s), world size %d", device, dist.device_start_s, dist.world_size)
     budget = quantize_run(Path(args.run_dir), cfg, dist, device, force=args.force)
     if dist.is_main:
         width = max(len(k) for k in budget)
@@ -213,6 +215,7 @@ def cmd_evaluate(args) -> int:
         check_config(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
+    log.info("device %s (ready in %.1f s), world size %d", device, dist.device_start_s, dist.world_size)
     result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force)
     if dist.is_main:
         print(json.dumps(result, indent=2))

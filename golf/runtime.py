@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class DistInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    device_start_s: float = 0.0  # seconds from asking for the device until it could hold a tensor
 
     @property
     def is_main(self) -> bool:
@@ -54,10 +56,13 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    info = DistInfo(rank, local_rank, world)
+    t0 = time.perf_counter()
     if world > 1 and torch.cuda.is_available() and device_name != "cpu":
         torch.cuda.set_device(local_rank)
     device = pick_device(device_name)
+    if device.type == "cuda":  # the driver starts here, timed, rather than inside the first step that touches the GPU
+        torch.empty(1, device=device)
+    info = DistInfo(rank, local_rank, world, round(time.perf_counter() - t0, 1))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}

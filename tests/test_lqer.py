@@ -207,3 +207,5 @@ def test_golf_quantize_records_lqer_in_quant_budget(tmp_path, demo_data, capsys)
     assert budget["config_changes"] == {"lqer_rank": 4, "lqer_top_k": 2}
     log = (run / "quantize.log").read_text()
     assert all(f"LQER {name}: ‖E‖_F" in log for name in budget["lqer_tensors"])
+    # each CLI step says how long its device took to start (on a GPU host, the CUDA driver's start-up)
+    assert "device cpu (ready in " in log and "device cpu (ready in " in (run / "train.log").read_text()

@@ -96,7 +96,7 @@ def test_a_finished_run_without_weights_is_not_run_again(tmp_path, monkeypatch):
 
     study = _study_module()
     calls = []
-    monkeypatch.setattr(study, "_golf", lambda args, gpu, console: calls.append(args[0]) or (0, 0.0))
+    monkeypatch.setattr(study, "_golf", lambda args, gpu, console, cpus=None: calls.append(args[0]) or (0, 0.0))
     run = tmp_path / "t-a/seed1"
     run.mkdir(parents=True)
     (run / "eval_ttt.json").write_text("{}")  # as restored: no model.pt, no artifact
@@ -133,7 +133,7 @@ def test_stop_taking_after_starts_no_job_past_its_time(tmp_path):
 def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch, capsys):
     study = _study_module()
     calls = []
-    monkeypatch.setattr(study, "_golf", lambda args, gpu, console: calls.append(args) or (0, 0.0))
+    monkeypatch.setattr(study, "_golf", lambda args, gpu, console, cpus=None: calls.append(args) or (0, 0.0))
     _fake_study(tmp_path)  # arm a has a finished run, arm b none
     assert study.compare_finished(tmp_path, "t", ["a", "b"], ["ttt"]) == 0
     assert calls and calls[0][calls[0].index("--names") + 1:][:2] == ["a", "--stage"]
@@ -147,7 +147,7 @@ def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch
 
 def _fake_golf(calls):
     """Stands in for the golf CLI: each step writes what the real one would, so the study moves on."""
-    def golf(args, gpu, console):
+    def golf(args, gpu, console, cpus=None):
         calls.append(args)
         if args[0] == "compare":
             return 0, 0.0
@@ -217,3 +217,29 @@ def test_lead_arms_must_lead_the_arm_they_quantize(tmp_path):
     assert out.returncode == 1 and "lead the arm it quantizes too" in out.stderr
     out = study(tmp_path, f"a={demo}", extra=("--lead-arms", "z"))
     assert out.returncode == 1 and "--lead-arms ['z']" in out.stderr
+
+
+def test_workers_side_by_side_get_their_own_cpus(monkeypatch):
+    study = _study_module()
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert study.cpu_shares(4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert study.cpu_shares(3) == [[0, 1], [2, 3, 4], [5, 6, 7]]
+    assert study.cpu_shares(1) == [None], "one worker keeps every CPU"
+    monkeypatch.setattr(study.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert study.cpu_shares(2) == [None, None], "fewer CPUs than workers: not pinned"
+
+
+def test_a_pinned_step_runs_on_its_cpus(tmp_path, monkeypatch):
+    import os
+
+    study = _study_module()
+    probe = tmp_path / "allowed.txt"
+    fake = tmp_path / "python"  # stands in for the interpreter _golf starts: reports the CPUs it may use
+    fake.write_text(f"#!/bin/sh\ngrep Cpus_allowed_list /proc/self/status > {probe}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(study.sys, "executable", str(fake))
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    assert study._golf(["config"], "cpu", tmp_path / "console.log", [cpu])[0] == 0
+    assert probe.read_text().split()[-1] == str(cpu)
+    assert study._golf(["config"], "cpu", tmp_path / "console.log")[0] == 0
+    assert probe.read_text().split()[-1] != str(cpu) or len(os.sched_getaffinity(0)) == 1, "unpinned: every CPU"
