@@ -25,7 +25,8 @@ after that time, so a call with a time limit ends on whole runs.
 An arm that differs from an earlier arm only in quantization keys (``golf quantize --set`` ones) is
 not trained again: its job waits for that arm's training of the same seed, copies the trained run
 (``copied_from.json`` says from where) and quantizes it with its own keys, so the two arms share the
-weights and their difference is the quantization's alone. ``--lead-arms`` queues the named arms'
+weights and their difference is the quantization's alone. Where that run came back from another
+machine without its weights, the next such arm's run serves, or the job trains itself. ``--lead-arms`` queues the named arms'
 jobs (all seeds) before the others', e.g. the two arms of the main comparison.
 
 This is what ``golf run`` does, minus the notebooks: the GPU machine has no Jupyter stack. On a CPU,
@@ -43,7 +44,7 @@ import sys
 import tarfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from golf.paths import outputs_root, resolve
@@ -90,13 +91,12 @@ def _log_step(log: Path, lock: threading.Lock, **line) -> None:
 
 
 @dataclass
-class Source:
-    """Where a quantization-only arm takes its trained run from: ``arm``'s run of the same seed in
-    ``folder``, which is trained when ``trained[seed]`` is set; ``quant_sets``: the keys to quantize it with."""
+class Twin:
+    """A run trained with this job's training config: ``run`` (another arm's, same seed), which has
+    its weights once ``trained`` is set, if its training succeeded."""
     arm: str
-    folder: Path
-    quant_sets: list[str]
-    trained: dict[int, threading.Event] = field(default_factory=dict)
+    run: Path
+    trained: threading.Event
 
 
 def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
@@ -122,34 +122,51 @@ def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
 
 
 def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], modes: list[str], gpu: str,
-            log: Path, lock: threading.Lock, source: Source | None = None, trained: threading.Event | None = None,
+            log: Path, lock: threading.Lock, twin: Twin | None = None, trained: threading.Event | None = None,
             cpus: list[int] | None = None) -> None:
-    """One (arm, seed): train (or copy ``source``'s trained run), quantize, evaluate each mode, skipping
+    """One (arm, seed): train (or copy ``twin``'s trained run), quantize, evaluate each mode, skipping
     the steps whose output exists, each step pinned to ``cpus``. ``trained`` is set once this run has
     weights or never will."""
     try:
-        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained, cpus)
+        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, trained, cpus)
     finally:
         if trained is not None:
             trained.set()
 
 
-def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, trained, cpus) -> None:
+def quantization_changes(trained_run: Path, params: str, sets: list[str], seed: int) -> list[str] | None:
+    """``KEY=VALUE`` for each key in which this job's config differs from the one ``trained_run`` was
+    trained with, if all are quantization keys (so its weights serve this job); None otherwise."""
+    from golf.config import load_config, stage_keys
+
+    mine = load_config(params, [*sets, f"seed={seed}"]).to_dict()
+    theirs = load_config(trained_run / "config.yaml", []).to_dict()
+    differ = [k for k in mine if mine[k] != theirs.get(k)]
+    if not set(differ) <= set(stage_keys("quantize", own_only=True)):
+        return None
+    return [f"{k}={_as_override(mine[k])}" for k in differ]
+
+
+def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, trained, cpus) -> None:
     quant_sets: list[str] = []
     if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
         return
-    if source is not None and not (run_dir / "model.pt").exists():
-        source.trained[seed].wait()
-        from_run = source.folder / run_dir.name
-        if (from_run / "model.pt").is_file() and not run_dir.exists():
+    if twin is not None and not run_dir.exists():
+        twin.trained.wait()
+        changes = quantization_changes(twin.run, params, sets, seed) if (twin.run / "model.pt").is_file() else None
+        if changes is not None:
             t0 = time.perf_counter()
-            copy_trained_run(from_run, run_dir, source.arm)
-            _log_step(log, lock, arm=arm, seed=seed, step=f"train (copied from {source.arm})",
+            copy_trained_run(twin.run, run_dir, twin.arm)
+            _log_step(log, lock, arm=arm, seed=seed, step=f"train (copied from {twin.arm})",
                       seconds=round(time.perf_counter() - t0, 1), rc=0, gpu=gpu)
-            quant_sets = ["--set", *source.quant_sets] if source.quant_sets else []
-        # else: that arm's training failed or came back without weights: train this arm itself
-    elif source is not None and (run_dir / "copied_from.json").is_file():
-        quant_sets = ["--set", *source.quant_sets] if source.quant_sets else []
+        # else: the twin's training failed: this arm trains itself
+    if (run_dir / "copied_from.json").is_file():  # also when resumed after the copy
+        changes = quantization_changes(run_dir, params, sets, seed)
+        if changes is None:  # the arm's training keys changed since the copy: its weights are not this arm's
+            _log_step(log, lock, arm=arm, seed=seed, step="quantize (the copied run was trained otherwise)",
+                      seconds=0, rc=1, gpu=gpu)
+            return
+        quant_sets = ["--set", *changes] if changes else []
     steps = [("train", ["train", "--params", params, "--run-dir", str(run_dir), "--set", f"seed={seed}", *sets],
               run_dir / "model.pt"),
              ("quantize", ["quantize", "--run-dir", str(run_dir), *quant_sets], run_dir / "final_model.int6.ptz")]
@@ -158,6 +175,8 @@ def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, 
     console = run_dir.parent / f"{run_dir.name}.console.log"
     for name, args, done in steps:
         if done.exists():
+            if name == "train" and trained is not None:
+                trained.set()
             continue
         rc, seconds = _golf(args, gpu, console, cpus)
         _log_step(log, lock, arm=arm, seed=seed, step=name, seconds=round(seconds, 1), rc=rc, gpu=gpu)
@@ -167,26 +186,16 @@ def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, source, 
             return
 
 
-def quantization_sources(arms: list[tuple[str, str, list[str]]], sets: list[str], root: Path,
-                         prefix: str) -> dict[str, Source]:
-    """{arm: Source} for each arm whose resolved config differs from an earlier (not itself derived)
-    arm's only in keys of the quantization group: it need not be trained again."""
+def training_twins(arms: list[tuple[str, str, list[str]]], sets: list[str]) -> dict[str, list[str]]:
+    """{arm: the earlier arms whose resolved config differs from its own only in quantization keys},
+    in the arms' order: trained once, their weights serve all of them."""
     from golf.config import load_config, stage_keys
 
     quant_keys = set(stage_keys("quantize", own_only=True))
     resolved = {name: load_config(params, sets + own).to_dict() for name, params, own in arms}
-    sources: dict[str, Source] = {}
-    for i, (name, _, _) in enumerate(arms):
-        for earlier, _, _ in arms[:i]:
-            if earlier in sources:
-                continue
-            a, b = resolved[earlier], resolved[name]
-            differ = [k for k in a if a[k] != b[k]]
-            if differ and set(differ) <= quant_keys:
-                sources[name] = Source(earlier, root / f"{prefix}-{earlier}",
-                                       [f"{k}={_as_override(b[k])}" for k in differ])
-                break
-    return sources
+    names = [name for name, _, _ in arms]
+    return {name: [e for e in names[:i] if {k for k in resolved[e] if resolved[e][k] != resolved[name][k]} <= quant_keys]
+            for i, name in enumerate(names)}
 
 
 def _as_override(value) -> str:
@@ -336,17 +345,27 @@ def main() -> int:
     if unknown:
         print(f"study.py: error: --lead-arms {unknown} are not arms of this study", file=sys.stderr)
         return 1
-    sources = quantization_sources(arms, args.set, root, args.prefix)
-    behind = [f"{n!r} (of {s.arm!r})" for n, s in sources.items() if n in args.lead_arms and s.arm not in args.lead_arms]
+    twins = training_twins(arms, args.set)
+    leads = {n: [t for t in ts if t in args.lead_arms] for n, ts in twins.items() if n in args.lead_arms}
+    behind = [f"{n!r} (of {twins[n][0]!r})" for n in leads if twins[n] and not leads[n]]
     if behind:  # its jobs would wait for trainings queued behind them
         print(f"study.py: error: --lead-arms {', '.join(behind)}: lead the arm it quantizes too", file=sys.stderr)
         return 1
-    for name, source in sources.items():
-        print(f"arm {name!r}: quantizes {source.arm!r}'s trained runs with {' '.join(source.quant_sets)}", flush=True)
-        source.trained.update({seed: threading.Event() for seed in args.seeds})
-    trained_events = {(s.arm, seed): s.trained[seed] for s in sources.values() for seed in args.seeds}
+    for name, earlier in twins.items():
+        if earlier:
+            print(f"arm {name!r} trains as {', '.join(map(repr, earlier))} (only quantization keys differ): it "
+                  "quantizes a copy of the first of their runs of each seed that has or will have weights", flush=True)
     # seed-major, so a study cut short holds whole seeds; --lead-arms' jobs first
     order = sorted(((seed, arm) for seed in args.seeds for arm in arms), key=lambda job: job[1][0] not in args.lead_arms)
+    trained = {(name, seed): threading.Event() for seed, (name, _, _) in order}
+
+    def twin_of(name: str, seed: int) -> Twin | None:
+        for other in twins[name]:  # a run restored without its weights serves no copy
+            run = root / f"{args.prefix}-{other}" / f"seed{seed}"
+            if (run / "model.pt").is_file() or not finished(run, args.modes):
+                return Twin(other, run, trained[(other, seed)])
+        return None
+
     jobs: queue.Queue = queue.Queue()
     for seed, (name, params, own) in order:
         study = root / f"{args.prefix}-{name}"
@@ -368,7 +387,7 @@ def main() -> int:
             except queue.Empty:
                 return
             run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
-                    source=sources.get(name), trained=trained_events.get((name, seed)), cpus=cpus)
+                    twin=twin_of(name, seed), trained=trained[(name, seed)], cpus=cpus)
             if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
                 with lock:
                     archive()

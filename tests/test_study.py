@@ -153,9 +153,13 @@ def _fake_golf(calls):
             return 0, 0.0
         run = Path(args[args.index("--run-dir") + 1])
         if args[0] == "train":
+            from golf.config import load_config, save_config
+
             run.mkdir(parents=True)
-            for name in ("model.pt", "config.yaml", "train.log", "metrics.jsonl"):
+            for name in ("model.pt", "train.log", "metrics.jsonl"):
                 (run / name).write_text(name)
+            params, sets = args[args.index("--params") + 1], args[args.index("--set") + 1:]
+            save_config(load_config(params, sets), run / "config.yaml")
         elif args[0] == "quantize":
             for name in ("final_model.int6.ptz", "quant_budget.json", "quantize.log"):
                 (run / name).write_text(name)
@@ -194,21 +198,57 @@ def test_a_quantization_only_arm_quantizes_a_copy_of_the_trained_run(tmp_path, m
                                                                        ("b", "evaluate ttt")}
 
 
-def test_a_quantization_only_arm_trains_itself_when_its_source_has_no_weights(tmp_path, monkeypatch):
+def test_when_the_first_twin_came_back_without_weights_the_next_one_trains_for_both(tmp_path, monkeypatch):
+    """A study restored on a fresh machine: a/seed1 finished there, its weights left behind. b and c
+    train as a does (only lqer_rank differs): b trains, c quantizes a copy of b's run."""
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    done = tmp_path / "outputs/t-a/seed1"
+    done.mkdir(parents=True)
+    (done / "eval_ttt.json").write_text("{}")
+    demo = str(ROOT / "params/demo.yaml")
+    monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "cpu", "--seeds", "1", "--prefix", "t", "--arms",
+                                      f"a={demo}", f"b={demo} lqer_rank=2", f"c={demo} lqer_rank=3"])
+    assert study.main() == 0
+    runs = [(a[0], Path(a[a.index("--run-dir") + 1]).parent.name, a[a.index("--run-dir") + 2:])
+            for a in calls if a[0] != "compare"]
+    assert runs == [("train", "t-b", ["--set", "seed=1", "lqer_rank=2"]), ("quantize", "t-b", []),
+                    ("evaluate", "t-b", ["--mode", "ttt"]),
+                    ("quantize", "t-c", ["--set", "lqer_rank=3"]), ("evaluate", "t-c", ["--mode", "ttt"])]
+    assert json.loads((tmp_path / "outputs/t-c/seed1/copied_from.json").read_text())["arm"] == "b"
+
+
+def test_a_twin_whose_training_failed_leaves_the_job_to_train_itself(tmp_path, monkeypatch):
     import threading
 
     study = _study_module()
     calls = []
     monkeypatch.setattr(study, "_golf", _fake_golf(calls))
-    source = study.Source("a", tmp_path / "t-a", ["lqer_rank=2"], {1: threading.Event()})
-    (tmp_path / "t-a/seed1").mkdir(parents=True)
-    (tmp_path / "t-a/seed1/eval_ttt.json").write_text("{}")  # restored: finished, without weights
-    source.trained[1].set()
+    failed = tmp_path / "t-a/seed1"
+    failed.mkdir(parents=True)  # its training stopped before model.pt
+    twin = study.Twin("a", failed, threading.Event())
+    twin.trained.set()
     (tmp_path / "t-b").mkdir()
-    study.run_job("b", "p.yaml", 1, tmp_path / "t-b/seed1", ["lqer_rank=2"], ["ttt"], "cpu", tmp_path / "l.jsonl",
-                  threading.Lock(), source=source)
+    demo = str(ROOT / "params/demo.yaml")
+    study.run_job("b", demo, 1, tmp_path / "t-b/seed1", ["lqer_rank=2"], ["ttt"], "cpu", tmp_path / "l.jsonl",
+                  threading.Lock(), twin=twin)
     assert [a[0] for a in calls] == ["train", "quantize", "evaluate"]
     assert "--set" not in calls[1], "trained with its own keys: nothing to set at quantize"
+
+
+def test_quantization_changes_are_none_when_a_training_key_differs(tmp_path):
+    from golf.config import load_config, save_config
+
+    study = _study_module()
+    demo = str(ROOT / "params/demo.yaml")
+    save_config(load_config(demo, ["seed=1", "lqer_rank=2"]), tmp_path / "config.yaml")
+    assert study.quantization_changes(tmp_path, demo, ["lqer_rank=2"], 1) == []
+    assert study.quantization_changes(tmp_path, demo, [], 1) == ["lqer_rank=0"]
+    assert study.quantization_changes(tmp_path, demo, [], 2) is None, "another seed trains other weights"
+    assert study.quantization_changes(tmp_path, demo, ["lqer_rank=2", "iterations=9"], 1) is None
 
 
 def test_lead_arms_must_lead_the_arm_they_quantize(tmp_path):
