@@ -101,6 +101,21 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary as a reader takes it in: BPB to 4 decimals, spreads and differences (signed) to 5,
+    p to 2 digits, thousands grouped."""
+    import numbers
+
+    shown = table.astype(object)
+    fmt = {"mean_bpb": "{:.4f}", "std_bpb": "{:.5f}", "diff_vs_baseline": "{:+.5f}", "ci95_low": "{:+.5f}",
+           "ci95_high": "{:+.5f}", "welch_t": "{:.2f}", "welch_p": "{:.2g}", "tokens_per_s": "{:,.0f}",
+           "bytes_total": "{:,.0f}"}
+    for col, f in fmt.items():
+        if col in shown:
+            shown[col] = [f.format(v) if isinstance(v, numbers.Real) and v == v else "–" for v in table[col]]
+    return shown
+
+
 def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
     """The params keys (seed and paths aside) whose values differ between the studies."""
     from golf.config import PATH_KEYS
@@ -192,12 +207,13 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
     atomic_write_text(out / "compare_runs.csv", runs.drop(columns="path").to_csv(index=False))
     fig = plot(runs, names, stage, out)
-    cells = [_md(f"# Comparison: {' vs '.join(names)}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
+    title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} studies against {names[0]}"
+    cells = [_md(f"# Comparison: {title}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
                  "Differences are (study − baseline) in val BPB, lower is better; the 95% interval and the "
                  "two-sided p-value come from Welch's t-test over seeds."),
-             _table(table), _figure(out / "compare.png"),
+             _table(readable(table)), _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
              _md("## Every run"), _table(runs.drop(columns="path"))]
-    render(cells, out / "compare.html", f"golf compare {' vs '.join(names)}")
+    render(cells, out / "compare.html", f"golf compare: {title}")
     return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig}

@@ -193,3 +193,15 @@ def test_every_run_is_listed_by_seed_whatever_order_they_finished_in(tmp_path):
         os.utime(run / "eval_ttt.json", (1e9 - age, 1e9 - age))
     runs = compare([study], out_dir=tmp_path / "c")["runs"]
     assert runs["seed"].tolist() == [0, 1, 2]
+
+
+def test_the_reports_summary_reads_in_fixed_decimals(tmp_path):
+    from golf.compare import readable
+
+    table = compare([_study(tmp_path, "base", BASE), _study(tmp_path, "abl", ABLATION)], out_dir=tmp_path / "c")["summary"]
+    shown = readable(table).set_index("study")
+    assert shown.loc["base", "mean_bpb"] == f"{np.mean(BASE):.4f}" and shown.loc["base", "diff_vs_baseline"] == "–"
+    assert shown.loc["abl", "diff_vs_baseline"] == f"{np.mean(ABLATION) - np.mean(BASE):+.5f}"
+    assert shown.loc["abl", "bytes_total"] == f"{table.set_index('study').loc['abl', 'bytes_total']:,.0f}"
+    html = (tmp_path / "c/compare.html").read_text()
+    assert f"{np.mean(ABLATION) - np.mean(BASE):+.5f}" in html
