@@ -22,11 +22,11 @@ the finished runs (weights and artifacts left out), the plan, the log and the co
 and unfinished ones start again in fresh folders. ``--stop-taking-after SECONDS`` starts no new job
 after that time, so a call with a time limit ends on whole runs.
 
-An arm that differs from an earlier arm only in quantization keys (``golf quantize --set`` ones) is
-not trained again: its job waits for that arm's training of the same seed, copies the trained run
-(``copied_from.json`` says from where) and quantizes it with its own keys, so the two arms share the
-weights and their difference is the quantization's alone. Where that run came back from another
-machine without its weights, the next such arm's run serves, or the job trains itself. ``--lead-arms`` queues the named arms'
+Arms that differ only in quantization keys (``golf quantize --set`` ones) are trained once a seed:
+a job whose twin's run of that seed was started before it (or trained here earlier) waits for that
+training, copies the trained run (``copied_from.json`` says from where) and quantizes it with its
+own keys, so the arms share their weights and differ by the quantization alone. Where no twin has
+or is getting weights (one restored from another machine has none), the job trains itself. ``--lead-arms`` queues the named arms'
 jobs (all seeds) before the others', e.g. the two arms of the main comparison.
 
 This is what ``golf run`` does, minus the notebooks: the GPU machine has no Jupyter stack. On a CPU,
@@ -44,10 +44,11 @@ import sys
 import tarfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from golf.paths import outputs_root, resolve
+from golf.runtime import RUN_LOCK
 
 
 def _golf(args: list[str], gpu: str, console: Path, cpus: list[int] | None = None) -> tuple[int, float]:
@@ -59,15 +60,15 @@ def _golf(args: list[str], gpu: str, console: Path, cpus: list[int] | None = Non
     with console.open("a") as out:
         out.write(f"\n$ golf {' '.join(args)}\n")
         out.flush()
-        rc = subprocess.call([sys.executable, "-m", "golf", *args], stdout=out, stderr=subprocess.STDOUT, env=env,
-                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []  # not preexec_fn: workers are threads
+        rc = subprocess.call([*pin, sys.executable, "-m", "golf", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
     return rc, time.perf_counter() - t0
 
 
 def cpu_shares(workers: int) -> list[list[int] | None]:
     """Each worker's own block of this process's CPUs, so that jobs side by side do not each start a
     thread per core (four such on one host made a CPU SVD 100 times slower); None where it can't."""
-    if workers < 2 or not hasattr(os, "sched_getaffinity"):
+    if workers < 2 or not hasattr(os, "sched_getaffinity") or shutil.which("taskset") is None:
         return [None] * workers
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < workers:
@@ -91,80 +92,98 @@ def _log_step(log: Path, lock: threading.Lock, **line) -> None:
 
 
 @dataclass
+class Training:
+    """One job's training: ``done`` is set once its run has weights or never will; ``ok`` whether it
+    trained (or had trained) to the end."""
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+@dataclass
 class Twin:
-    """A run trained with this job's training config: ``run`` (another arm's, same seed), which has
-    its weights once ``trained`` is set, if its training succeeded."""
+    """A run trained with this job's training config: ``run`` (another arm's, same seed), whose
+    ``training`` says when it has weights to copy."""
     arm: str
     run: Path
-    trained: threading.Event
+    training: Training
+
+
+TRAINED_FILES = ("model.pt", "config.yaml", "run.json", "environment.json", "train.log", "metrics.jsonl",
+                 "train_summary.json")  # and hessians_rank*.pt: what golf train leaves in a run folder
 
 
 def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
-    """Copy what training wrote in ``source`` (not its artifact, nor what was made from it) to
-    ``run_dir``, through a temporary folder so a cut-off copy leaves no half run."""
-    from golf.pipeline import ARTIFACT_NAME, DERIVED_FROM_ARTIFACT, SUPERSEDED_DIR
-
-    made_later = {ARTIFACT_NAME, *DERIVED_FROM_ARTIFACT, SUPERSEDED_DIR, "quantize.log"}
+    """Copy what training wrote in ``source`` to ``run_dir``, through a temporary folder so a cut-off
+    copy leaves no half run. Named files only: the twin's own quantize may be writing beside them."""
     tmp = run_dir.with_name(run_dir.name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for item in source.iterdir():
-        rel = item.relative_to(source).as_posix()
-        if rel in made_later or rel.startswith("eval_"):
-            continue
-        if item.is_dir():
-            shutil.copytree(item, tmp / item.name, ignore=lambda d, names: [
-                n for n in names if (Path(d) / n).relative_to(source).as_posix() in made_later])
-        else:
+    for item in [*(source / n for n in TRAINED_FILES), *sorted(source.glob("hessians_rank*.pt"))]:
+        if item.is_file():
             shutil.copy2(item, tmp / item.name)
     (tmp / "copied_from.json").write_text(json.dumps({"run": str(source), "arm": arm}) + "\n")
     tmp.rename(run_dir)
 
 
 def run_job(arm: str, params: str, seed: int, run_dir: Path, sets: list[str], modes: list[str], gpu: str,
-            log: Path, lock: threading.Lock, twin: Twin | None = None, trained: threading.Event | None = None,
+            log: Path, lock: threading.Lock, twin: Twin | None = None, training: Training | None = None,
             cpus: list[int] | None = None) -> None:
     """One (arm, seed): train (or copy ``twin``'s trained run), quantize, evaluate each mode, skipping
-    the steps whose output exists, each step pinned to ``cpus``. ``trained`` is set once this run has
-    weights or never will."""
+    the steps whose output exists, each step pinned to ``cpus``. ``training`` is this job's, for the
+    jobs that may copy it."""
+    training = training or Training()
     try:
-        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, trained, cpus)
+        _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, training, cpus)
     finally:
-        if trained is not None:
-            trained.set()
+        training.done.set()
 
 
 def quantization_changes(trained_run: Path, params: str, sets: list[str], seed: int) -> list[str] | None:
     """``KEY=VALUE`` for each key in which this job's config differs from the one ``trained_run`` was
-    trained with, if all are quantization keys (so its weights serve this job); None otherwise."""
-    from golf.config import load_config, stage_keys
+    trained with, if all are keys only quantization reads (so its weights serve this job); None otherwise."""
+    from golf.config import load_config
 
-    mine = load_config(params, [*sets, f"seed={seed}"]).to_dict()
+    mine = load_config(params, [f"seed={seed}", *sets]).to_dict()  # as golf train gets them
     theirs = load_config(trained_run / "config.yaml", []).to_dict()
     differ = [k for k in mine if mine[k] != theirs.get(k)]
-    if not set(differ) <= set(stage_keys("quantize", own_only=True)):
+    if not set(differ) <= quantization_only_keys(theirs):
         return None
     return [f"{k}={_as_override(mine[k])}" for k in differ]
 
 
-def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, trained, cpus) -> None:
+def quantization_only_keys(config: dict) -> set[str]:
+    """The keys of ``config`` that training never reads: the quantization group's, less the calibration
+    batches when training collects the Hessians itself (``fix_gptq_in_budget``)."""
+    from golf.config import stage_keys
+
+    keys = set(stage_keys("quantize", own_only=True))
+    return keys - {"gptq_calibration_batches"} if config.get("fix_gptq_in_budget") else keys
+
+
+def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, training, cpus) -> None:
     quant_sets: list[str] = []
     if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
+        training.ok = (run_dir / "model.pt").is_file()
         return
     if twin is not None and not run_dir.exists():
-        twin.trained.wait()
-        changes = quantization_changes(twin.run, params, sets, seed) if (twin.run / "model.pt").is_file() else None
+        twin.training.done.wait()
+        changes = quantization_changes(twin.run, params, sets, seed) if twin.training.ok else None
         if changes is not None:
             t0 = time.perf_counter()
-            copy_trained_run(twin.run, run_dir, twin.arm)
+            try:
+                copy_trained_run(twin.run, run_dir, twin.arm)
+            except OSError as exc:
+                _log_step(log, lock, arm=arm, seed=seed, step=f"train (copy from {twin.arm} failed: {exc})",
+                          seconds=round(time.perf_counter() - t0, 1), rc=1, gpu=gpu)
+                return
             _log_step(log, lock, arm=arm, seed=seed, step=f"train (copied from {twin.arm})",
                       seconds=round(time.perf_counter() - t0, 1), rc=0, gpu=gpu)
         # else: the twin's training failed: this arm trains itself
     if (run_dir / "copied_from.json").is_file():  # also when resumed after the copy
         changes = quantization_changes(run_dir, params, sets, seed)
         if changes is None:  # the arm's training keys changed since the copy: its weights are not this arm's
-            _log_step(log, lock, arm=arm, seed=seed, step="quantize (the copied run was trained otherwise)",
-                      seconds=0, rc=1, gpu=gpu)
+            _log_step(log, lock, arm=arm, seed=seed, step=f"quantize (the copy in {run_dir} was trained with "
+                      "other keys: remove it)", seconds=0, rc=1, gpu=gpu)
             return
         quant_sets = ["--set", *changes] if changes else []
     steps = [("train", ["train", "--params", params, "--run-dir", str(run_dir), "--set", f"seed={seed}", *sets],
@@ -175,27 +194,28 @@ def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, tr
     console = run_dir.parent / f"{run_dir.name}.console.log"
     for name, args, done in steps:
         if done.exists():
-            if name == "train" and trained is not None:
-                trained.set()
+            if name == "train":
+                training.ok = True
+                training.done.set()
             continue
         rc, seconds = _golf(args, gpu, console, cpus)
         _log_step(log, lock, arm=arm, seed=seed, step=name, seconds=round(seconds, 1), rc=rc, gpu=gpu)
-        if name == "train" and trained is not None:
-            trained.set()
+        if name == "train":
+            training.ok = rc == 0
+            training.done.set()
         if rc != 0:
             return
 
 
 def training_twins(arms: list[tuple[str, str, list[str]]], sets: list[str]) -> dict[str, list[str]]:
-    """{arm: the earlier arms whose resolved config differs from its own only in quantization keys},
-    in the arms' order: trained once, their weights serve all of them."""
-    from golf.config import load_config, stage_keys
+    """{arm: the other arms whose resolved config differs from its own only in keys training never
+    reads}, in the arms' order: trained once, their weights serve all of them."""
+    from golf.config import load_config
 
-    quant_keys = set(stage_keys("quantize", own_only=True))
     resolved = {name: load_config(params, sets + own).to_dict() for name, params, own in arms}
     names = [name for name, _, _ in arms]
-    return {name: [e for e in names[:i] if {k for k in resolved[e] if resolved[e][k] != resolved[name][k]} <= quant_keys]
-            for i, name in enumerate(names)}
+    return {name: [e for e in names if e != name and {k for k in resolved[e] if resolved[e][k] != resolved[name][k]}
+                   <= quantization_only_keys(resolved[e])] for name in names}
 
 
 def _as_override(value) -> str:
@@ -333,6 +353,9 @@ def main() -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     problem = check_arms(arms, args.set, args.modes)
+    unknown = [a for a in args.lead_arms if a not in [n for n, _, _ in arms]]
+    if not problem and unknown:
+        problem = f"--lead-arms {unknown} are not arms of this study"
     if not problem and args.restore:
         archive = resolve(args.restore)
         problem = (restore_study(archive, root, args.prefix) if archive.is_file()
@@ -341,29 +364,26 @@ def main() -> int:
     if problem:
         print(f"study.py: error: {problem}", file=sys.stderr)
         return 1
-    unknown = [a for a in args.lead_arms if a not in [n for n, _, _ in arms]]
-    if unknown:
-        print(f"study.py: error: --lead-arms {unknown} are not arms of this study", file=sys.stderr)
-        return 1
     twins = training_twins(arms, args.set)
-    leads = {n: [t for t in ts if t in args.lead_arms] for n, ts in twins.items() if n in args.lead_arms}
-    behind = [f"{n!r} (of {twins[n][0]!r})" for n in leads if twins[n] and not leads[n]]
-    if behind:  # its jobs would wait for trainings queued behind them
-        print(f"study.py: error: --lead-arms {', '.join(behind)}: lead the arm it quantizes too", file=sys.stderr)
-        return 1
     for name, earlier in twins.items():
         if earlier:
-            print(f"arm {name!r} trains as {', '.join(map(repr, earlier))} (only quantization keys differ): it "
-                  "quantizes a copy of the first of their runs of each seed that has or will have weights", flush=True)
+            print(f"arm {name!r} trains as {', '.join(map(repr, earlier))} (no key training reads differs): it "
+                  "quantizes a copy of the first of their runs of each seed that has or is getting weights", flush=True)
     # seed-major, so a study cut short holds whole seeds; --lead-arms' jobs first
     order = sorted(((seed, arm) for seed in args.seeds for arm in arms), key=lambda job: job[1][0] not in args.lead_arms)
-    trained = {(name, seed): threading.Event() for seed, (name, _, _) in order}
+    trainings = {(name, seed): Training() for seed, (name, _, _) in order}
+    taken: set[tuple[str, int]] = set()  # jobs a worker has started: only those are waited for
 
     def twin_of(name: str, seed: int) -> Twin | None:
-        for other in twins[name]:  # a run restored without its weights serves no copy
+        for other in twins[name]:
             run = root / f"{args.prefix}-{other}" / f"seed{seed}"
-            if (run / "model.pt").is_file() or not finished(run, args.modes):
-                return Twin(other, run, trained[(other, seed)])
+            if (other, seed) in taken:  # it has, or is getting, weights unless it came back without them
+                if (run / "model.pt").is_file() or not finished(run, args.modes):
+                    return Twin(other, run, trainings[(other, seed)])
+            elif (run / "model.pt").is_file() and not (run / RUN_LOCK).exists():  # trained to its end here earlier
+                done = Training(ok=True)
+                done.done.set()
+                return Twin(other, run, done)
         return None
 
     jobs: queue.Queue = queue.Queue()
@@ -382,12 +402,15 @@ def main() -> int:
         while True:
             if args.stop_taking_after and time.monotonic() - t_start > args.stop_taking_after:
                 return
-            try:
-                name, params, own, seed, run_dir = jobs.get_nowait()
-            except queue.Empty:
-                return
+            with lock:
+                try:
+                    name, params, own, seed, run_dir = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                taken.add((name, seed))
+                twin = twin_of(name, seed)
             run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
-                    twin=twin_of(name, seed), trained=trained[(name, seed)], cpus=cpus)
+                    twin=twin, training=trainings[(name, seed)], cpus=cpus)
             if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
                 with lock:
                     archive()
