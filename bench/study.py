@@ -58,7 +58,7 @@ def _golf(args: list[str], gpu: str, console: Path, cpus: list[int] | None = Non
         env["CUDA_VISIBLE_DEVICES"] = gpu
     t0 = time.perf_counter()
     with console.open("a") as out:
-        out.write(f"\n$ golf {' '.join(args)}\n")
+        out.write(f"\n$ golf {' '.join(args)}{f'   # on CPUs {cpus[0]}-{cpus[-1]}' if cpus else ''}\n")
         out.flush()
         pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []  # not preexec_fn: workers are threads
         rc = subprocess.call([*pin, sys.executable, "-m", "golf", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
