@@ -2,7 +2,9 @@
 
 Per study: val_bpb per seed and stage, n, mean and sample std; against the baseline: the
 difference of means with a 95% confidence interval (Welch–Satterthwaite degrees of freedom)
-and Welch's two-sided t-test; the params keys that differ; tokens/s and artifact bytes.
+and Welch's two-sided t-test; the params keys that differ; tokens/s and artifact bytes. Where
+every run of a study shares its trained weights with the baseline's run of the same seed (one
+quantized a copy of the other's, ``copied_from.json``), also the paired t-test over seeds.
 """
 from __future__ import annotations
 
@@ -76,9 +78,28 @@ def collect(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
             own.append({"study": name, "run": f"{run.parent.name}/{run.name}", "seed": r.get("seed"),
                         "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
                         "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
-                        "path": str(run)})
+                        "weights": _trained_weights(run), "path": str(run)})
         rows += sorted(own, key=lambda row: (row["seed"] is None, row["seed"] or 0))  # by seed, as one reads it
     return pd.DataFrame(rows)
+
+
+def _trained_weights(run: Path) -> str:
+    """Which training made the run's weights: its own (``STUDY/RUN``) or, for a copy of another run's
+    (``copied_from.json``), that run's, named the same way wherever the folders now lie."""
+    source = read_json(run / "copied_from.json") or {}
+    trained = Path(source["run"]) if "run" in source else run
+    return f"{trained.parent.name}/{trained.name}"
+
+
+def paired(values: pd.Series, baseline: pd.Series, confidence: float = 0.95) -> dict:
+    """Mean of the per-seed differences (values − baseline, both indexed by seed), its CI and the
+    paired two-sided t-test."""
+    d = (values - baseline).dropna().to_numpy(float)
+    if len(d) < 2:
+        return {"t": float("nan"), "p": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    res = sps.ttest_rel(values.loc[baseline.index], baseline)
+    half = float(sps.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"t": float(res.statistic), "p": float(res.pvalue), "ci_low": d.mean() - half, "ci_high": d.mean() + half}
 
 
 def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -97,6 +118,12 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             w = welch(vals, base)
             row.update({"diff_vs_baseline": w["diff"], "ci95_low": w["ci_low"], "ci95_high": w["ci_high"],
                         "welch_t": w["t"], "welch_p": w["p"]})
+            mine, theirs = sub.set_index("seed"), runs[runs["study"] == names[0]].set_index("seed")
+            if len(mine) > 1 and mine.index.isin(theirs.index).all() and \
+                    (mine["weights"] == theirs.loc[mine.index, "weights"]).all():  # the same weights, seed by seed
+                pt = paired(mine["val_bpb"].astype(float), theirs.loc[mine.index, "val_bpb"].astype(float))
+                row.update({"paired_ci95_low": pt["ci_low"], "paired_ci95_high": pt["ci_high"],
+                            "paired_t": pt["t"], "paired_p": pt["p"]})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -109,7 +136,8 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.astype(object)
     fmt = {"mean_bpb": "{:.4f}", "std_bpb": "{:.5f}", "diff_vs_baseline": "{:+.5f}", "ci95_low": "{:+.5f}",
            "ci95_high": "{:+.5f}", "welch_t": "{:.2f}", "welch_p": "{:.2g}", "tokens_per_s": "{:,.0f}",
-           "bytes_total": "{:,.0f}"}
+           "bytes_total": "{:,.0f}", "paired_ci95_low": "{:+.5f}", "paired_ci95_high": "{:+.5f}",
+           "paired_t": "{:.2f}", "paired_p": "{:.2g}"}
     for col, f in fmt.items():
         if col in shown:
             shown[col] = [f.format(v) if isinstance(v, numbers.Real) and v == v else "–" for v in table[col]]
@@ -210,10 +238,14 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} studies against {names[0]}"
     cells = [_md(f"# Comparison: {title}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
                  "Differences are (study − baseline) in val BPB, lower is better; the 95% interval and the "
-                 "two-sided p-value come from Welch's t-test over seeds."),
+                 "two-sided p-value come from Welch's t-test over seeds"
+                 + ("; the paired_ columns, for a study whose runs share their trained weights with the "
+                    "baseline's seed by seed (a quantization-only arm), from the paired t-test."
+                    if "paired_p" in table else ".")),
              _table(readable(table)), _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
-             _md("## Every run"), _table(runs.drop(columns="path"))]
+             _md("## Every run"), _table(runs.drop(columns=["path", *(["weights"] if (runs["weights"] == runs["run"]).all()
+                                                                    else [])]))]
     render(cells, out / "compare.html", f"golf compare: {title}")
     return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig}

@@ -205,3 +205,25 @@ def test_the_reports_summary_reads_in_fixed_decimals(tmp_path):
     assert shown.loc["abl", "bytes_total"] == f"{table.set_index('study').loc['abl', 'bytes_total']:,.0f}"
     html = (tmp_path / "c/compare.html").read_text()
     assert f"{np.mean(ABLATION) - np.mean(BASE):+.5f}" in html
+
+
+def test_a_study_sharing_the_baselines_weights_gets_the_paired_test(tmp_path):
+    """A quantization-only arm: each run quantized a copy of the baseline's run of its seed. Its small,
+    steady shift is lost in Welch's test over the seed spread and found by the paired one."""
+    shift = [0.0011, 0.0009, 0.0010, 0.0012]
+    base = _study(tmp_path, "frontier", BASE)
+    requant = _study(tmp_path, "no-lqer", [b + d for b, d in zip(BASE, shift)])
+    for run in requant.glob("seed*"):
+        (run / "copied_from.json").write_text(json.dumps({"run": f"/elsewhere/frontier/{run.name}", "arm": "frontier"}))
+    other = _study(tmp_path, "retrained", [b + d for b, d in zip(BASE, shift)])  # the same numbers, own weights
+    out = compare([base, requant, other], out_dir=tmp_path / "c")
+    table = out["summary"].set_index("study")
+    d = np.array(shift)
+    res = sps.ttest_rel(np.array(BASE) + d, BASE)
+    assert table.loc["no-lqer", "paired_p"] == pytest.approx(res.pvalue) and table.loc["no-lqer", "paired_p"] < 1e-3
+    assert table.loc["no-lqer", "welch_p"] > 0.5, "Welch's test does not see it through the seed spread"
+    half = sps.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert table.loc["no-lqer", "paired_ci95_low"] == pytest.approx(d.mean() - half)
+    assert pd.isna(table.loc["retrained", "paired_p"]), "trained on its own: no pairing claimed"
+    assert out["runs"].set_index("run").loc["no-lqer/seed0", "weights"] == "frontier/seed0"
+    assert "paired t-test" in (tmp_path / "c/compare.html").read_text()
