@@ -183,11 +183,12 @@ def _destroy() -> None:
 
 
 def cmd_quantize(args) -> int:
-    from golf.pipeline import quantize_run
+    from golf.pipeline import check_quantize, quantize_run
     from golf.runtime import init_distributed
 
     cfg = _run_config(args.run_dir, "quantize", args.set)
     _preflight(cfg)
+    check_quantize(Path(args.run_dir), force=args.force)  # before the device starts, as the checks above
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
     log.info("device %s (ready in %.1f s), world size %d", device, dist.device_start_s, dist.world_size)
@@ -204,11 +205,12 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from golf.pipeline import evaluate_run
+    from golf.pipeline import check_evaluate, evaluate_run
     from golf.runtime import init_distributed
 
     cfg = _run_config(args.run_dir, "evaluate", args.set)
     _preflight(cfg, ("val",))
+    check_evaluate(Path(args.run_dir), args.mode, source=args.source, force=args.force)
     if args.mode in ("lora_ttt", "phased_ttt"):
         from golf.lora_ttt import check_config
 
@@ -239,9 +241,10 @@ def cmd_compare(args) -> int:
     from golf.compare import compare
 
     setup_logging()
+    from golf.compare import readable
+
     result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
-    with_pd_options = result["summary"].to_string(index=False, na_rep="–", float_format=lambda v: f"{v:.5g}")
-    print(with_pd_options)
+    print(readable(result["summary"]).to_string(index=False, na_rep="–"))  # as compare.html shows it
     if len(result["keys"]):
         print("\nkeys that differ:\n" + result["keys"].to_string(index=False))
     print(result["out_dir"] / "compare.html")
@@ -374,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = _command(sub, "evaluate", "evaluate the artifact; writes eval_<mode>.json",
                   "  golf evaluate --run-dir outputs/default/run-001 --mode sliding\n"
-                  "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force")
+                  "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force\n"
+                  "  golf evaluate --run-dir outputs/default/run-001 --mode lora_ttt --set max_val_tokens=262144"
+                  "   # a first slice of the val text: quicker, not comparable with a full evaluation")
     ev.add_argument("--run-dir", required=True, metavar="DIR", help="a quantized run folder")
     ev.add_argument("--mode", required=True, choices=EVAL_MODES,
                     help="plain (non-overlapping), sliding (stride eval_stride), ttt (score-first test-time "

@@ -8,6 +8,7 @@ quantized a copy of the other's, ``copied_from.json``), also the paired t-test o
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from scipy import stats as sps
 
 from golf.plots import STAGE_LABELS, read_metrics, train_rows
 from golf.runtime import GolfError, atomic_write_text, read_json
+
+log = logging.getLogger("golf")
 
 
 def welch(values: np.ndarray, baseline: np.ndarray, confidence: float = 0.95) -> dict:
@@ -49,12 +52,18 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
 
 def _config(run: Path, stage: str = "prequant") -> dict:
     """The settings that made the stage's result: an artifact's are quantize_config.yaml's, which holds
-    the keys ``golf quantize --set`` changed since training (config.yaml keeps the training's)."""
+    the keys ``golf quantize --set`` changed since training (config.yaml keeps the training's), with
+    the keys its evaluation changed (the result's ``config_changes``)."""
     from golf.pipeline import QUANTIZE_CONFIG
+
+    from golf.stats import STAGES
 
     made_by = run / QUANTIZE_CONFIG
     path = made_by if stage != "prequant" and made_by.is_file() else run / "config.yaml"
-    return yaml.safe_load(path.read_text()) or {}
+    config = yaml.safe_load(path.read_text()) or {}
+    if stage != "prequant":  # and the keys golf evaluate --set changed for this stage's result
+        config.update((read_json(run / STAGES[stage]) or {}).get("config_changes") or {})
+    return config
 
 
 def _tokens_per_s(run: Path) -> float | None:
@@ -78,9 +87,27 @@ def collect(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
             own.append({"study": name, "run": f"{run.parent.name}/{run.name}", "seed": r.get("seed"),
                         "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
                         "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
-                        "weights": _trained_weights(run), "path": str(run)})
+                        "val_tokens": _scored_tokens(run, stage), "weights": _trained_weights(run),
+                        "path": str(run)})
         rows += sorted(own, key=lambda row: (row["seed"] is None, row["seed"] or 0))  # by seed, as one reads it
     return pd.DataFrame(rows)
+
+
+def _scored_tokens(run: Path, stage: str) -> int | None:
+    from golf.stats import STAGES
+
+    result = read_json(run / STAGES[stage]) or {}
+    return (result.get("prequant_post_ema") or {}).get("n_tokens") if stage == "prequant" else result.get("n_tokens")
+
+
+def text_mismatch(runs: pd.DataFrame) -> str | None:
+    """A warning when the runs scored different amounts of val text (max_val_tokens, eval_seq_len, other
+    data): their BPBs then differ by the text as well as by the model."""
+    counts = runs.dropna(subset=["val_tokens"]).groupby("val_tokens")["run"].apply(list)
+    if len(counts) < 2:
+        return None
+    return ("the runs scored different amounts of val text, so their BPBs differ by the text too: "
+            + "; ".join(f"{int(n):,} tokens in {', '.join(r[:3])}{' ...' if len(r) > 3 else ''}" for n, r in counts.items()))
 
 
 def _trained_weights(run: Path) -> str:
@@ -222,6 +249,9 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
+    warnings = [w for w in (text_mismatch(runs),) if w]
+    for w in warnings:
+        log.warning("%s", w)
     # a run too short for a timed step has no tok/s, a run without an artifact no size: NaN, not an error
     runs["tokens_per_s"] = pd.to_numeric(runs["tokens_per_s"], errors="coerce").round().astype("Int64")
     runs["bytes_total"] = pd.to_numeric(runs["bytes_total"], errors="coerce").astype("Int64")
@@ -242,10 +272,11 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
                  + ("; the paired_ columns, for a study whose runs share their trained weights with the "
                     "baseline's seed by seed (a quantization-only arm), from the paired t-test."
                     if "paired_p" in table else ".")),
+             *[_md(f"**Warning:** {w}") for w in warnings],
              _table(readable(table)), _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
              _md("## Every run"), _table(runs.drop(columns=["path", *(["weights"] if (runs["weights"] == runs["run"]).all()
                                                                     else [])]))]
     render(cells, out / "compare.html", f"golf compare: {title}")
-    return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig}
+    return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig, "warnings": warnings}

@@ -417,6 +417,8 @@ def _cross_key_problems(cfg: Config) -> Iterable[tuple[str, str]]:
                                      f"({cfg.train_seq_len})-token sequences")
     if (cfg.smear_gate or cfg.attn_out_gate) and cfg.gate_dims > cfg.model_dim:
         yield "gate_dims", f"({cfg.gate_dims}) must be at most model_dim ({cfg.model_dim})"
+    if cfg.lqer_rank and not cfg.lqer_top_k:
+        yield "lqer_top_k", f"(0) gives no matrix the rank-{cfg.lqer_rank} LQER correction: 1 or more, or lqer_rank 0"
     if cfg.eval_stride > cfg.eval_seq_len:
         yield "eval_stride", f"({cfg.eval_stride}) must be in 1..eval_seq_len ({cfg.eval_seq_len})"
     if cfg.ttt_freeze_blocks > cfg.num_layers:

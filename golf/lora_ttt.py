@@ -99,7 +99,8 @@ def phase_points(queue: list[np.ndarray], phase_docs: int, n_phases: int) -> lis
             out.append(((n - 1) // size, n))
     if out and out[-1][0] >= len(queue) - 1:
         log.warning("phased TTT: the last global phase comes after the last document batch, so it changes "
-                    "no score (%d document%s in batches of %d; lower ttt_phase_docs)", n_docs, "s" * (n_docs != 1), size)
+                    "no score (%d document%s in batches of up to %d): lower ttt_phase_docs and ttt_lora_batch_docs, "
+                    "or score more documents (max_val_tokens)", n_docs, "s" * (n_docs != 1), size)
     return out
 
 
@@ -338,6 +339,7 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=cfg.ttt_global_lr, momentum=cfg.ttt_global_momentum)
     B, steps, j = cfg.ttt_batch_seqs, 0, torch.arange(L, device=dev)
+    t0 = time.perf_counter()
     try:
         for gi in range(n_chunks):
             chunk = rows[chunk_of == gi]
@@ -366,6 +368,8 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
         for p, flag in zip(params, was):
             p.requires_grad_(flag)
         model.zero_grad(set_to_none=True)
+    log.info("global SGD on %d scored document%s (%d rows): %d steps in %.1f s", len(spans), "s" * (len(spans) != 1),
+             len(rows), steps, time.perf_counter() - t0)
     return steps
 
 
@@ -395,8 +399,9 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
     ids = StepIds.build(queue, -(-(ends - starts) // cfg.ttt_lora_chunk), phases)
     n_slots = len(virtual_layers(cfg, model.looping))
     mine = [b for b in range(len(queue)) if b % W == r]
-    log.info("eval %s: %d documents in %d batches of %d (%d on this rank), chunks of %d, LoRA rank %d on %d slots%s",
-             mode, len(starts), len(queue), cfg.ttt_lora_batch_docs, len(mine), cfg.ttt_lora_chunk,
+    log.info("eval %s: %d document%s in %d batch%s of up to %d (%d on this rank), chunks of %d tokens, LoRA rank %d "
+             "on each of %d virtual layers (a looped layer once a pass)%s", mode, len(starts), "s" * (len(starts) != 1),
+             len(queue), "es" * (len(queue) != 1), cfg.ttt_lora_batch_docs, len(mine), cfg.ttt_lora_chunk,
              cfg.ttt_lora_rank, n_slots, f"; global SGD after documents {[n for _, n in phases]}" if phases else "")
     queue_order = np.concatenate(queue)
     was_trainable = [p.requires_grad for p in model.parameters()]

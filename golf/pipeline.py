@@ -67,9 +67,7 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
     if source not in ("raw", "artifact"):
         raise ValueError(f"source must be 'raw' or 'artifact', got {source!r}")
     path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
-    if not path.is_file():  # before the model is built, so this is the only line a user sees
-        todo = "train it first (golf train)" if source == "raw" else "run golf quantize first"
-        raise GolfError(f"run folder {str(run_dir)!r} has no {path.name}: {todo}")
+    _check_weights(run_dir, source)  # before the model is built, so this is the only line a user sees
     model = build_model(cfg, device)
     if source == "raw":
         load_checkpoint(model, path)
@@ -78,6 +76,13 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
     model.set_looping(cfg.num_loops > 0)  # every evaluation runs looped (spec §2.7)
     model.eval()
     return model
+
+
+def check_quantize(run_dir: Path, force: bool = False) -> None:
+    """What ``quantize_run`` would refuse, before any device is set up."""
+    if (run_dir / ARTIFACT_NAME).exists() and not force:
+        raise GolfError(f"{str(run_dir / ARTIFACT_NAME)!r} exists; pass --force to quantize again")
+    _check_weights(run_dir, "raw")
 
 
 def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False) -> dict:
@@ -93,9 +98,8 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     from golf.quant import artifact_sha256, quantize_model
     from golf.submission import code_bytes
 
+    check_quantize(run_dir, force)
     out = run_dir / ARTIFACT_NAME
-    if out.exists() and not force:
-        raise GolfError(f"{str(out)!r} exists; pass --force to quantize again")
     t_start = time.perf_counter()
     log.info("quantize %s: loading model.pt on %s", run_dir, device)
     model = load_run_model(run_dir, cfg, device, source="raw")
@@ -147,6 +151,24 @@ def fixed_batch(fn, batch: int):
 EVAL_FUNCS = {mode: f"eval_{mode}" for mode in EVAL_MODES}  # lora_ttt and phased_ttt: in golf.lora_ttt
 
 
+def check_evaluate(run_dir: Path, mode: str, source: str = "artifact", force: bool = False) -> str:
+    """What ``evaluate_run`` would refuse, before any device is set up; returns the result's file name."""
+    if mode not in EVAL_FUNCS:
+        raise GolfError(f"evaluation mode must be one of {sorted(EVAL_FUNCS)}, got {mode!r}")
+    name = f"eval_{mode}.json" if source == "artifact" else f"eval_{mode}_raw.json"
+    if (run_dir / name).exists() and not force:
+        raise GolfError(f"{str(run_dir / name)!r} exists; pass --force to evaluate again")
+    _check_weights(run_dir, source)
+    return name
+
+
+def _check_weights(run_dir: Path, source: str) -> None:
+    path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
+    if not path.is_file():
+        todo = "train it first (golf train)" if source == "raw" else "run golf quantize first"
+        raise GolfError(f"run folder {str(run_dir)!r} has no {path.name}: {todo}")
+
+
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,
                  source: str = "artifact", force: bool = False) -> dict:
     """Evaluate the run's artifact (or raw model) in one mode; writes ``eval_<mode>.json``."""
@@ -155,11 +177,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     from golf.data import load_val_tokens
     from golf.train import use_compile
 
-    if mode not in EVAL_FUNCS:
-        raise GolfError(f"evaluation mode must be one of {sorted(EVAL_FUNCS)}, got {mode!r}")
-    name = f"eval_{mode}.json" if source == "artifact" else f"eval_{mode}_raw.json"
-    if (run_dir / name).exists() and not force:
-        raise GolfError(f"{str(run_dir / name)!r} exists; pass --force to evaluate again")
+    name = check_evaluate(run_dir, mode, source, force)
     made_from = {}
     if source == "artifact" and (run_dir / ARTIFACT_NAME).is_file():
         from golf.quant import artifact_sha256

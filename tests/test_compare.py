@@ -227,3 +227,24 @@ def test_a_study_sharing_the_baselines_weights_gets_the_paired_test(tmp_path):
     assert pd.isna(table.loc["retrained", "paired_p"]), "trained on its own: no pairing claimed"
     assert out["runs"].set_index("run").loc["no-lqer/seed0", "weights"] == "frontier/seed0"
     assert "paired t-test" in (tmp_path / "c/compare.html").read_text()
+
+
+def test_an_evaluation_on_less_text_is_named_in_the_keys_and_warned_about(tmp_path, caplog):
+    """One study evaluated with golf evaluate --set max_val_tokens=4096: its BPB covers other text. The
+    key is listed as differing and the report and the log say the scored text differs."""
+    base = _study(tmp_path, "full", BASE)
+    short = _study(tmp_path, "short", ABLATION)
+    for study, tokens, changes in ((base, 32640, {}), (short, 3968, {"max_val_tokens": 4096})):
+        for run in study.glob("seed*"):
+            result = json.loads((run / "eval_ttt.json").read_text())
+            (run / "eval_ttt.json").write_text(json.dumps({**result, "n_tokens": tokens, "config_changes": changes}))
+    with caplog.at_level("WARNING", logger="golf"):
+        out = compare([base, short], out_dir=tmp_path / "c")
+    keys = out["keys"].set_index("key")
+    assert keys.loc["max_val_tokens", "short"] == 4096 and keys.loc["max_val_tokens", "full"] != 4096
+    assert out["warnings"] and "32,640 tokens in full/seed0" in out["warnings"][0]
+    assert "3,968 tokens in short/seed0" in out["warnings"][0]
+    assert "different amounts of val text" in caplog.text
+    assert "Warning:" in (tmp_path / "c/compare.html").read_text()
+    same = compare([base, _study(tmp_path, "again", ABLATION)], out_dir=tmp_path / "c2")
+    assert same["warnings"] == []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from golf.artifact import pack_bits, unpack_bits
-from golf.config import load_config
+from golf.config import ConfigError, load_config
 from golf.model import build_model, unbank_state_dict
 from golf.quant import (
     LQER_SUFFIXES, collect_hessians, deserialize, dequantize_matrix, dequantize_state_dict, gptq_quantize,
@@ -153,7 +153,8 @@ def test_lqer_rank_0_artifact_is_byte_identical(tiny):
     blob, report = quantize(tiny)
     assert cfg.lqer_rank == 0 and blob == before_lqer
     assert not any(k.startswith("lqer") for k in report)
-    assert quantize(tiny, lqer_rank=4, lqer_top_k=0)[0] == before_lqer
+    with pytest.raises(ConfigError, match="lqer_top_k"):  # a rank with no matrix to correct is a mistake, said
+        quantize(tiny, lqer_rank=4, lqer_top_k=0)
 
 
 def test_lqer_artifact_loads_the_corrected_weights(tiny):
