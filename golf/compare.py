@@ -156,15 +156,16 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
-    """The summary as a reader takes it in: BPB to 4 decimals, spreads and differences (signed) to 5,
-    p to 2 digits, thousands grouped."""
+    """A summary (or runs) table as a reader takes it in: mean BPB to 4 decimals, a run's BPB, spreads and
+    differences (signed) to 5, p to 2 digits, thousands grouped."""
     import numbers
 
     shown = table.astype(object)
     fmt = {"mean_bpb": "{:.4f}", "std_bpb": "{:.5f}", "diff_vs_baseline": "{:+.5f}", "ci95_low": "{:+.5f}",
            "ci95_high": "{:+.5f}", "welch_t": "{:.2f}", "welch_p": "{:.2g}", "tokens_per_s": "{:,.0f}",
            "bytes_total": "{:,.0f}", "paired_ci95_low": "{:+.5f}", "paired_ci95_high": "{:+.5f}",
-           "paired_t": "{:.2f}", "paired_p": "{:.2g}"}
+           "paired_t": "{:.2f}", "paired_p": "{:.2g}", "val_loss": "{:.5f}", "val_bpb": "{:.5f}",
+           "val_tokens": "{:,.0f}"}
     for col, f in fmt.items():
         if col in shown:
             shown[col] = [f.format(v) if isinstance(v, numbers.Real) and v == v else "–" for v in table[col]]
@@ -276,7 +277,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
              _table(readable(table)), _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
-             _md("## Every run"), _table(runs.drop(columns=["path", *(["weights"] if (runs["weights"] == runs["run"]).all()
-                                                                    else [])]))]
+             _md("## Every run"), _table(readable(runs.drop(columns=["path", *(["weights"] if (runs["weights"] ==
+                                                                                runs["run"]).all() else [])])))]
     render(cells, out / "compare.html", f"golf compare: {title}")
     return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig, "warnings": warnings}
