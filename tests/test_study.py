@@ -199,9 +199,9 @@ def test_a_quantization_only_arm_quantizes_a_copy_of_the_trained_run(tmp_path, m
                                                                        ("b", "evaluate ttt")}
 
 
-def test_when_the_first_twin_came_back_without_weights_the_next_one_trains_for_both(tmp_path, monkeypatch):
-    """A study restored on a fresh machine: a/seed1 finished there, its weights left behind. b and c
-    train as a does (only lqer_rank differs): b trains, c quantizes a copy of b's run."""
+def _restored_without_weights(tmp_path, monkeypatch):
+    """A study 't' under GOLF_HOME=tmp_path run through the fake golf, whose arm a's seed 1 came back
+    from another machine finished but without its weights. Returns (study module, golf calls, demo params)."""
     study = _study_module()
     calls = []
     monkeypatch.setattr(study, "_golf", _fake_golf(calls))
@@ -210,7 +210,13 @@ def test_when_the_first_twin_came_back_without_weights_the_next_one_trains_for_b
     done = tmp_path / "outputs/t-a/seed1"
     done.mkdir(parents=True)
     (done / "eval_ttt.json").write_text("{}")
-    demo = str(ROOT / "params/demo.yaml")
+    return study, calls, str(ROOT / "params/demo.yaml")
+
+
+def test_when_the_first_twin_came_back_without_weights_the_next_one_trains_for_both(tmp_path, monkeypatch):
+    """A study restored on a fresh machine: a/seed1 finished there, its weights left behind. b and c
+    train as a does (only lqer_rank differs): b trains, c quantizes a copy of b's run."""
+    study, calls, demo = _restored_without_weights(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "cpu", "--seeds", "1", "--prefix", "t", "--arms",
                                       f"a={demo}", f"b={demo} lqer_rank=2", f"c={demo} lqer_rank=3"])
     assert study.main() == 0
@@ -288,15 +294,7 @@ def test_a_pinned_step_runs_on_its_cpus(tmp_path, monkeypatch):
 def test_a_lead_arm_never_waits_for_a_twin_queued_behind_it(tmp_path, monkeypatch):
     """c leads; its first twin a came back without weights, its next twin b is queued after c: c trains
     itself instead of waiting for b (which would hang a one-worker study)."""
-    study = _study_module()
-    calls = []
-    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
-    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
-    (tmp_path / "params").mkdir()
-    done = tmp_path / "outputs/t-a/seed1"
-    done.mkdir(parents=True)
-    (done / "eval_ttt.json").write_text("{}")
-    demo = str(ROOT / "params/demo.yaml")
+    study, calls, demo = _restored_without_weights(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "cpu", "--seeds", "1", "--prefix", "t", "--lead-arms", "a",
                                       "c", "--arms", f"a={demo}", f"b={demo} lqer_rank=2", f"c={demo} lqer_rank=3"])
     result = []
