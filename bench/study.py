@@ -121,7 +121,10 @@ def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
     for item in [*(source / n for n in TRAINED_FILES), *sorted(source.glob("hessians_rank*.pt"))]:
         if item.is_file():
             shutil.copy2(item, tmp / item.name)
-    (tmp / "copied_from.json").write_text(json.dumps({"run": str(source), "arm": arm}) + "\n")
+    origin = json.loads((source / "copied_from.json").read_text()) if (source / "copied_from.json").is_file() else {}
+    # the training that made the weights, also for a copy of a copy
+    (tmp / "copied_from.json").write_text(json.dumps({"run": origin.get("run", str(source)), "arm": origin.get("arm", arm),
+                                                      "via": str(source) if origin else None}) + "\n")
     tmp.rename(run_dir)
 
 

@@ -3,8 +3,9 @@
 Per study: val_bpb per seed and stage, n, mean and sample std; against the baseline: the
 difference of means with a 95% confidence interval (Welch–Satterthwaite degrees of freedom)
 and Welch's two-sided t-test; the params keys that differ; tokens/s and artifact bytes. Where
-every run of a study shares its trained weights with the baseline's run of the same seed (one
-quantized a copy of the other's, ``copied_from.json``), also the paired t-test over seeds.
+a study and the baseline hold runs of the same seeds, each sharing its trained weights with the
+baseline's run of its seed (one quantized a copy of the other's, ``copied_from.json``, and their
+pre-quantization results are equal), also the paired t-test over seeds.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def collect(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
                         "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
                         "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
                         "val_tokens": _scored_tokens(run, stage), "weights": _trained_weights(run),
-                        "path": str(run)})
+                        "trained_bpb": r.get("prequant_bpb"), "path": str(run)})
         rows += sorted(own, key=lambda row: (row["seed"] is None, row["seed"] or 0))  # by seed, as one reads it
     return pd.DataFrame(rows)
 
@@ -118,15 +119,32 @@ def _trained_weights(run: Path) -> str:
     return f"{trained.parent.name}/{trained.name}"
 
 
-def paired(values: pd.Series, baseline: pd.Series, confidence: float = 0.95) -> dict:
-    """Mean of the per-seed differences (values − baseline, both indexed by seed), its CI and the
-    paired two-sided t-test."""
-    d = (values - baseline).dropna().to_numpy(float)
+def paired(differences: np.ndarray, confidence: float = 0.95) -> dict:
+    """The paired two-sided t-test of per-seed differences (study − baseline) and the CI of their mean."""
+    d = np.asarray(differences, float)
+    d = d[~np.isnan(d)]
     if len(d) < 2:
         return {"t": float("nan"), "p": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-    res = sps.ttest_rel(values.loc[baseline.index], baseline)
+    res = sps.ttest_1samp(d, 0.0)
     half = float(sps.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
     return {"t": float(res.statistic), "p": float(res.pvalue), "ci_low": d.mean() - half, "ci_high": d.mean() + half}
+
+
+def _paired_differences(sub: pd.DataFrame, base: pd.DataFrame) -> np.ndarray | None:
+    """Per-seed val_bpb differences when the two studies hold runs of the same seeds, one a seed each,
+    that share their trained weights (the same training named, and the same pre-quantization result);
+    None otherwise."""
+    mine, theirs = sub.set_index("seed"), base.set_index("seed")
+    for idx in (mine.index, theirs.index):
+        if len(idx) < 2 or not idx.is_unique or idx.isna().any():
+            return None
+    if set(mine.index) != set(theirs.index):
+        return None
+    theirs = theirs.loc[mine.index]
+    same = (mine["weights"] == theirs["weights"]) & (mine["trained_bpb"] == theirs["trained_bpb"])
+    if not same.all():
+        return None
+    return (mine["val_bpb"].astype(float) - theirs["val_bpb"].astype(float)).to_numpy()
 
 
 def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -145,10 +163,9 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             w = welch(vals, base)
             row.update({"diff_vs_baseline": w["diff"], "ci95_low": w["ci_low"], "ci95_high": w["ci_high"],
                         "welch_t": w["t"], "welch_p": w["p"]})
-            mine, theirs = sub.set_index("seed"), runs[runs["study"] == names[0]].set_index("seed")
-            if len(mine) > 1 and mine.index.isin(theirs.index).all() and \
-                    (mine["weights"] == theirs.loc[mine.index, "weights"]).all():  # the same weights, seed by seed
-                pt = paired(mine["val_bpb"].astype(float), theirs.loc[mine.index, "val_bpb"].astype(float))
+            d = _paired_differences(sub, runs[runs["study"] == names[0]])
+            if d is not None:  # the same weights, seed by seed: the seeds' spread cancels
+                pt = paired(d)
                 row.update({"paired_ci95_low": pt["ci_low"], "paired_ci95_high": pt["ci_high"],
                             "paired_t": pt["t"], "paired_p": pt["p"]})
         rows.append(row)
@@ -264,7 +281,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
             raise GolfError(f"--out {str(out)!r} is {what} folder; give golf compare a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
-    atomic_write_text(out / "compare_runs.csv", runs.drop(columns="path").to_csv(index=False))
+    atomic_write_text(out / "compare_runs.csv", runs.drop(columns=["path", "trained_bpb"]).to_csv(index=False))
     fig = plot(runs, names, stage, out)
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} studies against {names[0]}"
     cells = [_md(f"# Comparison: {title}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
@@ -277,7 +294,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
              _table(readable(table)), _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
-             _md("## Every run"), _table(readable(runs.drop(columns=["path", *(["weights"] if (runs["weights"] ==
-                                                                                runs["run"]).all() else [])])))]
+             _md("## Every run"), _table(readable(runs.drop(columns=["path", "trained_bpb", *(
+                 ["weights"] if (runs["weights"] == runs["run"]).all() else [])])))]
     render(cells, out / "compare.html", f"golf compare: {title}")
     return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig, "warnings": warnings}

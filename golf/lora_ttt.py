@@ -368,6 +368,8 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
         for p, flag in zip(params, was):
             p.requires_grad_(flag)
         model.zero_grad(set_to_none=True)
+    if dev.type == "cuda":  # the steps' kernels finished, not only queued
+        torch.cuda.synchronize(dev)
     log.info("global SGD on %d scored document%s (%d rows): %d steps in %.1f s", len(spans), "s" * (len(spans) != 1),
              len(rows), steps, time.perf_counter() - t0)
     return steps

@@ -215,6 +215,7 @@ def test_a_study_sharing_the_baselines_weights_gets_the_paired_test(tmp_path):
     requant = _study(tmp_path, "no-lqer", [b + d for b, d in zip(BASE, shift)])
     for run in requant.glob("seed*"):
         (run / "copied_from.json").write_text(json.dumps({"run": f"/elsewhere/frontier/{run.name}", "arm": "frontier"}))
+        (run / "train_summary.json").write_text((base / run.name / "train_summary.json").read_text())  # copied too
     other = _study(tmp_path, "retrained", [b + d for b, d in zip(BASE, shift)])  # the same numbers, own weights
     out = compare([base, requant, other], out_dir=tmp_path / "c")
     table = out["summary"].set_index("study")
@@ -248,3 +249,26 @@ def test_an_evaluation_on_less_text_is_named_in_the_keys_and_warned_about(tmp_pa
     assert "Warning:" in (tmp_path / "c/compare.html").read_text()
     same = compare([base, _study(tmp_path, "again", ABLATION)], out_dir=tmp_path / "c2")
     assert same["warnings"] == []
+
+
+
+def test_no_pairing_where_seeds_repeat_differ_or_the_weights_do_not_match(tmp_path):
+    base = _study(tmp_path, "base", BASE[:3])
+    copies = _study(tmp_path, "copies", [b + 0.001 for b in BASE[:3]])
+    for run in copies.glob("seed*"):
+        (run / "copied_from.json").write_text(json.dumps({"run": f"/x/base/{run.name}"}))
+        (run / "train_summary.json").write_text((base / run.name / "train_summary.json").read_text())
+    assert pd.notna(compare([base, copies], out_dir=tmp_path / "c0")["summary"].loc[1, "paired_p"])
+    twice = _study(tmp_path, "twice", BASE[:3])  # a baseline whose runs all say seed 1337 (golf train's default)
+    for run in twice.glob("seed*"):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": 1337}))
+    assert "paired_p" not in compare([twice, copies], out_dir=tmp_path / "c1")["summary"]
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name in ("seed0", "seed1"):  # seeds {0, 1} against the baseline's {0, 1, 2}: means over other seeds
+        import shutil
+        shutil.copytree(copies / name, fewer / name)
+    assert "paired_p" not in compare([base, fewer], out_dir=tmp_path / "c2")["summary"]
+    (copies / "seed2/train_summary.json").write_text(json.dumps({"prequant_post_ema": {"val_loss": 3.0, "val_bpb": 9.9}}))
+    assert "paired_p" not in compare([base, copies], out_dir=tmp_path / "c3")["summary"], "retrained: not the same weights"

@@ -338,3 +338,17 @@ def test_two_workers_train_each_seed_once_for_twin_arms(tmp_path, monkeypatch):
         runs = [tmp_path / f"outputs/t-{arm}/seed{seed}" for arm in "ab"]
         assert all(study.finished(r, ["ttt"]) for r in runs)
         assert sum((r / "copied_from.json").is_file() for r in runs) == 1
+
+
+def test_a_copy_of_a_copy_names_the_training_that_made_the_weights(tmp_path):
+    study = _study_module()
+    first = tmp_path / "t-b/seed1"
+    first.mkdir(parents=True)
+    for name in ("model.pt", "config.yaml", "hessians_rank0.pt", "final_model.int6.ptz", "eval_ttt.json"):
+        (first / name).write_text(name)
+    (first / "copied_from.json").write_text(json.dumps({"run": "/m/t-a/seed1", "arm": "a", "via": None}))
+    (tmp_path / "t-c").mkdir()  # the study's arm folder
+    study.copy_trained_run(first, tmp_path / "t-c/seed1", "b")
+    made = tmp_path / "t-c/seed1"
+    assert json.loads((made / "copied_from.json").read_text()) == {"run": "/m/t-a/seed1", "arm": "a", "via": str(first)}
+    assert sorted(p.name for p in made.iterdir()) == ["config.yaml", "copied_from.json", "hessians_rank0.pt", "model.pt"]
