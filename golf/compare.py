@@ -182,7 +182,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
            "ci95_high": "{:+.5f}", "welch_t": "{:.2f}", "welch_p": "{:.2g}", "tokens_per_s": "{:,.0f}",
            "bytes_total": "{:,.0f}", "paired_ci95_low": "{:+.5f}", "paired_ci95_high": "{:+.5f}",
            "paired_t": "{:.2f}", "paired_p": "{:.2g}", "val_loss": "{:.5f}", "val_bpb": "{:.5f}",
-           "val_tokens": "{:,.0f}"}
+           "val_tokens": "{:,.0f}", "seed": "{:.0f}"}
     for col, f in fmt.items():
         if col in shown:
             shown[col] = [f.format(v) if isinstance(v, numbers.Real) and v == v else "–" for v in table[col]]
