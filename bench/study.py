@@ -7,7 +7,7 @@
 An arm is ``NAME=PARAMS`` and, after spaces, its own ``KEY=VALUE`` overrides (an ablation).
 
 Every (arm, seed) is one job: ``golf train`` into ``OUTPUTS/PREFIX-ARM/seedS``, ``golf quantize``,
-then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job (seed-major, so an
+then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job that can start (seed-major, so an
 interrupted study still holds whole seeds of every arm); each job runs alone on its GPU
 (``CUDA_VISIBLE_DEVICES``). Steps whose output exists are skipped, so running the command again
 resumes it, as long as each arm's params, overrides and modes are the ones it started with (kept in
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -389,11 +388,11 @@ def main() -> int:
                 return Twin(other, run, done)
         return None
 
-    jobs: queue.Queue = queue.Queue()
+    pending = []  # jobs not yet taken, in order; taken under the lock
     for seed, (name, params, own) in order:
         study = root / f"{args.prefix}-{name}"
         study.mkdir(parents=True, exist_ok=True)
-        jobs.put((name, params, own, seed, study / f"seed{seed}"))
+        pending.append((name, params, own, seed, study / f"seed{seed}"))
     lock = threading.Lock()
     every_arm = sorted(json.loads((root / f"{args.prefix}-plan.json").read_text()))  # earlier calls' arms too
 
@@ -406,10 +405,13 @@ def main() -> int:
             if args.stop_taking_after and time.monotonic() - t_start > args.stop_taking_after:
                 return
             with lock:
-                try:
-                    name, params, own, seed, run_dir = jobs.get_nowait()
-                except queue.Empty:
+                if not pending:
                     return
+                # the first job that can start now; one whose twin is still training waits its turn,
+                # unless every job left does (then this worker waits for that training)
+                k = next((i for i, job in enumerate(pending) if (t := twin_of(job[0], job[3])) is None
+                          or t.training.done.is_set() or job[-1].exists()), 0)
+                name, params, own, seed, run_dir = pending.pop(k)
                 taken.add((name, seed))
                 twin = twin_of(name, seed)
             run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
@@ -424,8 +426,7 @@ def main() -> int:
         time.sleep(2)  # staggered: the first compile of each arm is not raced by its twin
     for t in threads:
         t.join()
-    not_started = [job for job in iter(lambda: None if jobs.empty() else jobs.get_nowait(), None)
-                   if not finished(job[-1], args.modes)]
+    not_started = [job for job in pending if not finished(job[-1], args.modes)]
     if not_started:
         print(f"--stop-taking-after: {len(not_started)} jobs not started (run the command again to go on)", flush=True)
     rc = compare_finished(root, args.prefix, [n for n, _, _ in arms], args.modes, part_way=bool(not_started))

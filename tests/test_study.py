@@ -352,3 +352,34 @@ def test_a_copy_of_a_copy_names_the_training_that_made_the_weights(tmp_path):
     made = tmp_path / "t-c/seed1"
     assert json.loads((made / "copied_from.json").read_text()) == {"run": "/m/t-a/seed1", "arm": "a", "via": str(first)}
     assert sorted(p.name for p in made.iterdir()) == ["config.yaml", "copied_from.json", "hessians_rank0.pt", "model.pt"]
+
+
+def test_a_job_whose_twin_is_training_lets_the_next_job_go_first(tmp_path, monkeypatch):
+    """Two workers, arms a, b (a's twin) and c: while a trains, the second worker starts c rather than
+    sitting on b; b copies a's run once a's training is done."""
+    import time
+
+    real_sleep = time.sleep
+    study = _study_module()
+    calls, started = [], []
+    fake = _fake_golf(calls)
+
+    def slow_golf(args, gpu, console, cpus=None):
+        started.append((args[0], Path(args[args.index("--run-dir") + 1]).parent.name if "--run-dir" in args else ""))
+        if args[0] == "train":
+            real_sleep(0.5)
+        return fake(args, gpu, console)
+    monkeypatch.setattr(study, "_golf", slow_golf)
+    monkeypatch.setattr(study.time, "sleep", lambda s: None)  # not the 2 s stagger between workers
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    demo = str(ROOT / "params/demo.yaml")
+    monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "0", "1", "--seeds", "1", "--prefix", "t", "--arms",
+                                      f"a={demo}", f"b={demo} lqer_rank=2", f"c={demo} iterations=7"])
+    result = []
+    runner = threading.Thread(target=lambda: result.append(study.main()), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert result == [0], "the study hung"
+    assert sorted(started[:2]) == [("train", "t-a"), ("train", "t-c")], started
+    assert ("train", "t-b") not in started and ("quantize", "t-b") in started
