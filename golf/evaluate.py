@@ -46,7 +46,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from golf.config import Config
-from golf.runtime import GolfError, all_reduce_, dist_info
+from golf.runtime import GolfError, all_reduce_, bar_interval, dist_info
 
 log = logging.getLogger("golf")
 
@@ -334,7 +334,8 @@ def compiled_ttt_loss(model, backend: str = "inductor") -> Callable:
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str = "it"):
-    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and dist_info().is_main), leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and dist_info().is_main), leave=False,
+                mininterval=bar_interval())
 
 
 # --- plain (§6.1) ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from golf.artifact import (  # noqa: F401 - re-exported: the artifact's bytes us
     ARTIFACT_MAGIC, ARTIFACT_VERSION, COMPRESSORS, ArtifactError, byte_shuffle, byte_unshuffle, default_threads,
     deserialize, pack_bits, piece_bytes, serialize, serialize_v1, unpack_bits,
 )
-from golf.runtime import GolfError, all_reduce_, dist_info
+from golf.runtime import GolfError, all_reduce_, bar_interval, dist_info
 
 log = logging.getLogger("golf")
 
@@ -45,7 +45,8 @@ EMBED_NAME = "tok_emb.weight"
 
 
 def _bar(total: int, desc: str, progress: bool, unit: str = "it"):
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (progress and dist_info().is_main))
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (progress and dist_info().is_main),
+                mininterval=bar_interval())
 
 
 # --- Hessians (spec §5.2) ----------------------------------------------------------------------

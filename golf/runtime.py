@@ -51,6 +51,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def bar_interval(seconds: float = 0.1) -> float:
+    """tqdm's ``mininterval`` for a bar: ``seconds`` on a terminal or in a Jupyter kernel, where a bar
+    redraws in place, but 30 s when stderr goes to a file or pipe, which keeps every redraw."""
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+    return seconds if interactive else max(seconds, 30.0)
+
+
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

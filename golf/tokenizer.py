@@ -35,7 +35,7 @@ from golf.corpora import iter_documents
 from golf.data import (  # noqa: F401  (load_tokenizer: tokenizer users import it from here too)
     PREPARE_META, byte_shard_name, load_tokenizer, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard,
 )
-from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json
+from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json, bar_interval
 
 # Trainer settings of the challenge's export script and the #1394 README (spec §1.3).
 SPEC_TRAINER_SETTINGS: dict[str, Any] = dict(
@@ -156,7 +156,8 @@ def _write_split(sp: spm.SentencePieceProcessor, docs: list[str], out_dir: Path,
                 flush()
 
     batch, threads = 256, os.cpu_count() or 1
-    with tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress) as bar:
+    with tqdm(total=len(docs), desc=f"encode {split}", unit="doc", disable=not progress,
+              mininterval=bar_interval()) as bar:
         for i in range(0, len(docs), batch):
             texts = [caseops_encode(d) for d in docs[i:i + batch]] if caseops else docs[i:i + batch]
             if sidecar:

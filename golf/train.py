@@ -29,7 +29,7 @@ from golf.model import GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
 from golf.runtime import (
-    DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, environment_record,
+    DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, bar_interval, environment_record,
 )
 
 log = logging.getLogger("golf")
@@ -345,7 +345,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     logged_step, logged_ms = 0, 0.0  # the last train-log point: step_ms is the mean since then
     last_loss = "-"  # the loss as last logged
     # The bar counts toward whichever budget (steps or wallclock) ends first, in percent of it.
-    bar = tqdm(total=100.0, desc="train", disable=not (main and show_progress), mininterval=2.0,
+    bar = tqdm(total=100.0, desc="train", disable=not (main and show_progress), mininterval=bar_interval(2.0),
                bar_format="{desc}: {percentage:3.0f}% of budget|{bar}| {elapsed}<{remaining}{postfix}")
 
     def frac_done() -> float:

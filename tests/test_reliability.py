@@ -595,3 +595,20 @@ def test_prepare_with_a_given_tokenizer(tmp_path, demo_data, tiny_corpus, capsys
     assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(tmp_path / "d2"),
                       "--tokenizer", str(demo_data.tokenizer_path), "--vocab-size", "1024"]) == 1
     assert str(demo_data.tokenizer_path) in one_error_line(capsys) and not (tmp_path / "d2").exists()
+
+
+def test_a_bar_redraws_rarely_when_stderr_is_a_file(monkeypatch):
+    """A bar on a terminal or in a Jupyter kernel redraws in place; written to a file (nohup, a study's
+    console log) every redraw stays, so there it redraws every 30 s."""
+    import sys
+
+    from golf.runtime import bar_interval
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert bar_interval() == 30.0 and bar_interval(2.0) == 30.0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert bar_interval() == 0.1 and bar_interval(2.0) == 2.0
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    assert bar_interval(2.0) == 2.0
