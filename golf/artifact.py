@@ -44,9 +44,8 @@ import brotli
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from golf.runtime import GolfError, bar_interval, dist_info
+from golf.runtime import GolfError, dist_info, progress_bar
 
 ARTIFACT_MAGIC = b"GOLF"
 ARTIFACT_VERSION = 2  # what serialize writes; deserialize reads 1 and 2
@@ -235,8 +234,7 @@ def _pool_map(fn: Callable[[int], bytes], sizes: list[int], threads: int, desc: 
     out: list[Any] = [None] * len(sizes)
     order = sorted(range(len(sizes)), key=lambda k: -sizes[k])
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
-            tqdm(total=sum(sizes), desc=desc, unit="B", unit_scale=True, leave=False,
-                 disable=not (progress and dist_info().is_main), mininterval=bar_interval()) as bar:
+            progress_bar(sum(sizes), desc, progress, "B", unit_scale=True) as bar:
         futures = {pool.submit(fn, k): k for k in order}
         for fut in as_completed(futures):
             k = futures[fut]

@@ -175,6 +175,10 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _log_device(dist, device) -> None:
+    log.info("device %s (ready in %.1f s), world size %d", device, dist.device_start_s, dist.world_size)
+
+
 def _destroy() -> None:
     import torch.distributed as tdist
 
@@ -191,7 +195,7 @@ def cmd_quantize(args) -> int:
     check_quantize(Path(args.run_dir), force=args.force)  # before the device starts, as the checks above
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
-    log.info("device %s (ready in %.1f s), world size %d", device, dist.device_start_s, dist.world_size)
+    _log_device(dist, device)
     budget = quantize_run(Path(args.run_dir), cfg, dist, device, force=args.force)
     if dist.is_main:
         width = max(len(k) for k in budget)
@@ -217,7 +221,7 @@ def cmd_evaluate(args) -> int:
         check_config(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
-    log.info("device %s (ready in %.1f s), world size %d", device, dist.device_start_s, dist.world_size)
+    _log_device(dist, device)
     result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force)
     if dist.is_main:
         print(json.dumps(result, indent=2))
@@ -238,11 +242,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from golf.compare import compare
+    from golf.compare import compare, readable
 
     setup_logging()
-    from golf.compare import readable
-
     result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
     print(readable(result["summary"]).to_string(index=False, na_rep="–"))  # as compare.html shows it
     if len(result["keys"]):

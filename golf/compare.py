@@ -56,7 +56,6 @@ def _config(run: Path, stage: str = "prequant") -> dict:
     the keys ``golf quantize --set`` changed since training (config.yaml keeps the training's), with
     the keys its evaluation changed (the result's ``config_changes``)."""
     from golf.pipeline import QUANTIZE_CONFIG
-
     from golf.stats import STAGES
 
     made_by = run / QUANTIZE_CONFIG

@@ -43,10 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from golf.config import Config
-from golf.runtime import GolfError, all_reduce_, bar_interval, dist_info
+from golf.runtime import GolfError, all_reduce_, dist_info, progress_bar
 
 log = logging.getLogger("golf")
 
@@ -333,11 +332,6 @@ def compiled_ttt_loss(model, backend: str = "inductor") -> Callable:
                          backend=backend)
 
 
-def _progress(total: int, desc: str, enabled: bool, unit: str = "it"):
-    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and dist_info().is_main), leave=False,
-                mininterval=bar_interval())
-
-
 # --- plain (§6.1) ----------------------------------------------------------------------------
 
 def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = True) -> dict:
@@ -353,7 +347,7 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
     lo, hi = _share(n_seqs, info.rank, info.world_size)
     acc = _accumulator(device)
     log.info("eval plain: %d sequences of %d, %d on this rank", n_seqs, L, hi - lo)
-    bar = _progress(hi - lo, "eval plain", progress, "seq")
+    bar = progress_bar(hi - lo, "eval plain", progress, "seq")
     with torch.no_grad():
         for b in range(lo, hi, cfg.eval_batch_seqs):
             e = min(b + cfg.eval_batch_seqs, hi)
@@ -385,7 +379,7 @@ def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: C
     lo, hi = _share(n, info.rank, info.world_size)
     log.info("eval sliding: %d windows of %d, stride %d, %d on this rank; %s", n, cfg.eval_seq_len,
              cfg.eval_stride, hi - lo, "full logits" if forward_logits is not None else "scored positions only")
-    bar = _progress(hi - lo, "eval sliding", progress, "win")
+    bar = progress_bar(hi - lo, "eval sliding", progress, "win")
     with torch.no_grad():
         scorer.score(lo, hi, record, bar=bar)
     bar.close()
@@ -507,7 +501,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
     log.info("eval ttt: %d chunks of %d tokens, %d windows, %d epochs per chunk; %s; %s training", n_chunks, C,
              len(starts), cfg.ttt_epochs, "full logits" if forward_logits is not None else "scored positions only",
              "eager" if train_loss is None else "given")
-    bar = _progress(n_chunks, "eval ttt", progress, "chunk")
+    bar = progress_bar(n_chunks, "eval ttt", progress, "chunk")
     try:
         for ci in range(n_chunks):
             last = ci == n_chunks - 1

@@ -59,10 +59,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf.config import Config
-from golf.evaluate import (TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _progress, _share,
+from golf.evaluate import (TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _share,
                            cosine_lr, synced_step)
 from golf.model import BOS_ID, virtual_layers
-from golf.runtime import GolfError, dist_info
+from golf.runtime import GolfError, dist_info, progress_bar
 
 log = logging.getLogger("golf")
 
@@ -411,7 +411,7 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
     warm_a = None  # ttt_lora_keep_a: this rank's last trained A (earlier, already scored documents only)
     # a chunk of every document in a batch at a time: the longest document's chunk count a batch
     chunks = [int(-(-(ends[queue[b]] - starts[queue[b]]).max() // cfg.ttt_lora_chunk)) for b in mine]
-    bar = _progress(sum(chunks), f"eval {mode}", progress, "chunk")
+    bar = progress_bar(sum(chunks), f"eval {mode}", progress, "chunk")
     try:
         for b, docs in enumerate(queue):
             if b % W == r:

@@ -66,8 +66,7 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
 
     if source not in ("raw", "artifact"):
         raise ValueError(f"source must be 'raw' or 'artifact', got {source!r}")
-    path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
-    _check_weights(run_dir, source)  # before the model is built, so this is the only line a user sees
+    path = _check_weights(run_dir, source)  # before the model is built, so this is the only line a user sees
     model = build_model(cfg, device)
     if source == "raw":
         load_checkpoint(model, path)
@@ -162,11 +161,13 @@ def check_evaluate(run_dir: Path, mode: str, source: str = "artifact", force: bo
     return name
 
 
-def _check_weights(run_dir: Path, source: str) -> None:
+def _check_weights(run_dir: Path, source: str) -> Path:
+    """The run's weights file for ``source`` (raw: model.pt; artifact: the quantized one), which must exist."""
     path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
     if not path.is_file():
         todo = "train it first (golf train)" if source == "raw" else "run golf quantize first"
         raise GolfError(f"run folder {str(run_dir)!r} has no {path.name}: {todo}")
+    return path
 
 
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,

@@ -29,24 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from golf.artifact import (  # noqa: F401 - re-exported: the artifact's bytes used to live here
     ARTIFACT_MAGIC, ARTIFACT_VERSION, COMPRESSORS, ArtifactError, byte_shuffle, byte_unshuffle, default_threads,
     deserialize, pack_bits, piece_bytes, serialize, serialize_v1, unpack_bits,
 )
-from golf.runtime import GolfError, all_reduce_, bar_interval, dist_info
+from golf.runtime import GolfError, all_reduce_, progress_bar
 
 log = logging.getLogger("golf")
 
 MATRIX_SUFFIXES = ("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight",
                    "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight")
 EMBED_NAME = "tok_emb.weight"
-
-
-def _bar(total: int, desc: str, progress: bool, unit: str = "it"):
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (progress and dist_info().is_main),
-                mininterval=bar_interval())
 
 
 # --- Hessians (spec §5.2) ----------------------------------------------------------------------
@@ -93,7 +87,7 @@ def collect_hessians(model, batches_iter: Any, n_batches: int, device: torch.dev
     model.set_looping(True)
     model.capture = capture
     try:
-        with _bar(n_batches, "Hessians", progress, "batch") as bar:
+        with progress_bar(n_batches, "Hessians", progress, "batch") as bar:
             for _ in range(n_batches):
                 model.forward_logits(_next_inputs(batches_iter, device))
                 bar.update()
@@ -217,7 +211,7 @@ def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tens
     missing = [n for n, t in unbanked_sd.items() if _tensor_plan(n, t, cfg) and n not in hessians]
     if missing:
         raise GolfError(f"no Hessian for {missing[:8]}: were they captured by collect_hessians?")
-    bar = _bar(sum(_tensor_plan(n, t, cfg) is not None for n, t in unbanked_sd.items()), "GPTQ", progress, "matrix")
+    bar = progress_bar(sum(_tensor_plan(n, t, cfg) is not None for n, t in unbanked_sd.items()), "GPTQ", progress, "matrix")
     for name, t in unbanked_sd.items():
         plan = _tensor_plan(name, t, cfg)
         if plan is None and cfg.gate_int8 and name.endswith(GATE_SUFFIXES) and t.ndim == 2:

@@ -58,6 +58,14 @@ def bar_interval(seconds: float = 0.1) -> float:
     return seconds if interactive else max(seconds, 30.0)
 
 
+def progress_bar(total: float, desc: str, enabled: bool, unit: str = "it", **kwargs):
+    """A tqdm bar on the main rank only, gone when done, redrawing at ``bar_interval()``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (enabled and dist_info().is_main),
+                mininterval=bar_interval(), **kwargs)
+
+
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -444,7 +444,7 @@ def test_progress_counts_chunks_and_reaches_its_total(monkeypatch):
         def set_postfix_str(self, text):
             pass
 
-    monkeypatch.setattr(lt, "_progress", Bar)
+    monkeypatch.setattr(lt, "progress_bar", Bar)
     res, _, _ = run(eval_lora_ttt, lora_cfg(), doc_tokens())
     (bar,) = bars
     assert bar.unit == "chunk" and bar.total == bar.n == res["lora_steps"] + res["n_batches"]  # 9 + 4 + 1
