@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from golf import kernels
 from golf.attention import attention_fn, document_attention, document_ids
 from golf.config import Config
-from golf.runtime import GolfError
+from golf.runtime import GolfError, cpu_threads
 
 log = logging.getLogger("golf")
 BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
@@ -283,26 +283,36 @@ class GPT(nn.Module):
     # --- set-up ----------------------------------------------------------------------------
     @torch.no_grad()
     def reset_parameters(self, seed: int) -> None:
-        """Spec §2.5: same draw order as the record, on CPU, seeded by SEED."""
+        """Spec §2.5: same draw order as the record, on CPU, seeded by SEED.
+
+        On one CPU thread: the orthogonal draws' QR rounds differently with the thread count (about
+        0.05% of the bf16 bank entries differ between 1 and 2 threads), and one thread is what the
+        record's torchrun ranks ran on (OMP_NUM_THREADS=1), so a run starts from the same weights on
+        every host, under ``golf train`` and torchrun alike."""
         cfg, L = self.cfg, self.cfg.num_layers
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            self.tok_emb.weight.normal_(0.0, 1.0)  # nn.Embedding's own default fill comes first
-            self.tok_emb.weight.normal_(0.0, cfg.tied_embed_init_std)
-            for i in range(L):
-                nn.init.orthogonal_(self.qo_bank[i])
-                nn.init.orthogonal_(self.kv_bank[i])
-                nn.init.orthogonal_(self.kv_bank[L + i])
-                nn.init.orthogonal_(self.mlp_up_bank[i])
+            with cpu_threads(1):
+                self.tok_emb.weight.normal_(0.0, 1.0)  # nn.Embedding's own default fill comes first
+                self.tok_emb.weight.normal_(0.0, cfg.tied_embed_init_std)
+                for i in range(L):
+                    nn.init.orthogonal_(self.qo_bank[i])
+                    nn.init.orthogonal_(self.kv_bank[i])
+                    nn.init.orthogonal_(self.kv_bank[L + i])
+                    nn.init.orthogonal_(self.mlp_up_bank[i])
             self.qo_bank[L:].zero_()  # W_o and W_down start at zero (the 1/sqrt(2L) scale is a no-op, §9.12)
             self.mlp_down_bank.zero_()
             for bank in (self.qo_bank, self.kv_bank, self.mlp_up_bank):
                 bank.copy_(bank.bfloat16().float())  # the record casts to bf16 before restoring fp32
         finally:
             torch.random.set_rng_state(gen_state)
-        if not cfg.fix_embed_fp32:
-            self.tok_emb.to(torch.bfloat16)  # spec §9.11: the record trains tok_emb in bf16
+        self.use_embedding_dtype()
+
+    def use_embedding_dtype(self) -> None:
+        """tok_emb in the dtype the record trains it in: bf16 (spec §9.11), fp32 under fix_embed_fp32."""
+        if not self.cfg.fix_embed_fp32:
+            self.tok_emb.to(torch.bfloat16)
 
     def set_looping(self, flag: bool) -> None:
         self.looping = bool(flag)
@@ -443,11 +453,17 @@ class GPT(nn.Module):
         return [p for p in self.parameters() if id(p) not in banks]
 
 
-def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backend: str | None = None) -> GPT:
+def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backend: str | None = None,
+                init: bool = True) -> GPT:
+    """The model on ``device``. ``init=False`` skips the seeded draw of the initial weights (the
+    orthogonal QRs): for a model whose every tensor is loaded next (strict), as quantize and evaluate do."""
     from golf.attention import select_backend
 
     model = GPT(cfg)
-    model.reset_parameters(cfg.seed)
+    if init:
+        model.reset_parameters(cfg.seed)
+    else:
+        model.use_embedding_dtype()
     device = torch.device(device)
     model.to(device)
     model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -67,7 +67,7 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
     if source not in ("raw", "artifact"):
         raise ValueError(f"source must be 'raw' or 'artifact', got {source!r}")
     path = _check_weights(run_dir, source)  # before the model is built, so this is the only line a user sees
-    model = build_model(cfg, device)
+    model = build_model(cfg, device, init=False)  # every tensor is loaded next, strictly
     if source == "raw":
         load_checkpoint(model, path)
     else:

@@ -34,7 +34,7 @@ from golf.artifact import (  # noqa: F401 - re-exported: the artifact's bytes us
     ARTIFACT_MAGIC, ARTIFACT_VERSION, COMPRESSORS, ArtifactError, byte_shuffle, byte_unshuffle, default_threads,
     deserialize, pack_bits, piece_bytes, serialize, serialize_v1, unpack_bits,
 )
-from golf.runtime import GolfError, all_reduce_, progress_bar
+from golf.runtime import GolfError, all_reduce_, cpu_threads, progress_bar
 
 log = logging.getLogger("golf")
 
@@ -350,7 +350,8 @@ def lqer_correct(sd: dict[str, Tensor], quantized: dict[str, Tensor], meta: dict
     norms = {n: float(error(n).norm()) for n in mats}
     for name in sorted(mats, key=lambda n: -norms[n])[:top_k]:  # stable: ties keep the model's order
         E = error(name)
-        U, S, Vh = torch.linalg.svd(E, full_matrices=False)
+        with cpu_threads(1):  # the same factors on every host; no contention between processes
+            U, S, Vh = torch.linalg.svd(E, full_matrices=False)
         r = min(rank, S.numel())
         factors = lqer_quantize(U[:, :r] * S[:r], Vh[:r], group)
         after = float((E - lqer_dequantize(*factors, group)).norm())

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,21 @@ def progress_bar(total: float, desc: str, enabled: bool, unit: str = "it", **kwa
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (enabled and dist_info().is_main),
                 mininterval=bar_interval(), **kwargs)
+
+
+@contextmanager
+def cpu_threads(n: int):
+    """Run the block on ``n`` of torch's CPU threads, then restore the count.
+
+    For CPU linear algebra whose result or speed depends on the thread count: a QR or an SVD rounds
+    differently on 1 and 2 threads, and several processes each starting a thread per core on one host
+    slow each other many times over (a model's build took 51 s instead of 0.7 s on a 64-core host)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:

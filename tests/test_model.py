@@ -63,6 +63,37 @@ def test_record_init_follows_spec():
     assert not torch.equal(other.kv_bank, model.kv_bank)
 
 
+def test_initial_weights_do_not_depend_on_the_thread_count():
+    """The QRs of the orthogonal draws round differently on 1 and 2 threads; the draw runs on one."""
+    cfg = load_config("params/record.yaml", ["num_layers=2", "loop_start=0", "loop_end=1", "xsa_last_n=2"])
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            states.append(build_model(cfg).state_dict())
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert torch.get_num_threads() == before  # cpu_threads gave the count back
+
+
+def test_a_model_built_to_be_loaded_skips_the_draw(tmp_path, monkeypatch):
+    cfg = load_config("params/record.yaml", ["num_layers=2", "loop_start=0", "loop_end=1", "xsa_last_n=2"])
+    source = build_model(cfg.replace(seed=3))
+    torch.save(source.state_dict(), tmp_path / "model.pt")
+
+    def no_draw(*args, **kwargs):
+        raise AssertionError("the initial weights were drawn for a model that is loaded next")
+
+    monkeypatch.setattr(torch.nn.init, "orthogonal_", no_draw)
+    loaded = build_model(cfg, init=False)
+    load_checkpoint(loaded, tmp_path / "model.pt")
+    assert loaded.tok_emb.weight.dtype == torch.bfloat16  # the record's embedding dtype all the same
+    want = source.state_dict()
+    assert all(torch.equal(v, want[k]) and v.dtype == want[k].dtype for k, v in loaded.state_dict().items())
+
+
 def test_partial_rope_against_explicit_rotation():
     B, T, H, hd, rd = 2, 9, 3, 8, 4
     x = torch.randn(B, T, H, hd)
