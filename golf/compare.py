@@ -249,7 +249,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png`` and
     ``compare.html`` into ``out_dir`` (default ``outputs/compare/compare-NNN``) and returns the tables."""
     from golf.paths import outputs_root, resolve
-    from golf.report import _figure, _md, _table, render
+    from golf.report import _figure, _md, _table, render, require_report_libs
     from golf.runtime import new_numbered_dir
 
     if stage not in STAGE_LABELS:
@@ -283,6 +283,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
     atomic_write_text(out / "compare_runs.csv", runs.drop(columns=["path", "trained_bpb"]).to_csv(index=False))
     fig = plot(runs, names, stage, out)
+    require_report_libs(f"compare.csv, compare_runs.csv and compare.png are in {str(out)!r}")
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} studies against {names[0]}"
     cells = [_md(f"# Comparison: {title}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
                  "Differences are (study − baseline) in val BPB, lower is better; the 95% interval and the "

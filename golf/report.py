@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import importlib.util
 import platform
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,15 @@ LINKED_FILES = ["train.log", "quantize.log", "eval_plain.log", "eval_sliding.log
 
 
 # --- notebook pieces ---------------------------------------------------------------------------
+
+def require_report_libs(written: str = "") -> None:
+    """One line naming what is missing, not a traceback, where the report's libraries are not installed
+    (a bare GPU host, say); ``written``: what was made before the report, so the line can say so."""
+    missing = [m for m in ("nbformat", "nbconvert") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise GolfError(f"the HTML report needs {' and '.join(missing)} (environment.yml), not installed here"
+                        + (f"; {written}" if written else ""))
+
 
 def _md(text: str):
     import nbformat
@@ -165,6 +175,7 @@ def run_header(run_dir: Path) -> str:
 def render_run_report(run_dir: str | Path) -> Path:
     """``RUN/report.html`` from the run's files; stages not run yet are simply absent."""
     run_dir = Path(run_dir)
+    require_report_libs()
     cells = [_md(run_header(run_dir)), _md("## Headline"), _table(headline(run_dir))]
     for name, caption in RUN_FIGURES:
         if (run_dir / "plots" / name).is_file():
@@ -186,6 +197,7 @@ def build_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise GolfError(f"{str(run_dir)!r} is not a golf run folder (no config.yaml)")
+    require_report_libs()
     makers = []
     if (run_dir / "metrics.jsonl").is_file():
         makers += [plot_training, plot_schedule]
@@ -228,6 +240,7 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
     from golf.stats import PR1533_TTT_BPB, PR1533_TTT_LOSS, collect_runs, summarize
 
     study_dir = Path(study_dir)
+    require_report_libs()
     runs = sorted((p.parent for p in study_dir.glob("*/config.yaml")), key=lambda p: p.name)
     record = read_json(study_dir / "study.json") or {}
     cells = [_md(f"# Study `{study_dir.name}`\n\nparams `{record.get('params_file', '–')}` · overrides "

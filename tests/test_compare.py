@@ -89,6 +89,21 @@ def test_compare_refuses_a_folder_without_runs(tmp_path, capsys):
     assert len(err) == 1 and "nothing" in err[0] and err[0].startswith("golf: error:")
 
 
+def test_without_the_report_libraries_the_tables_are_kept_and_one_line_says_why(tmp_path, capsys, monkeypatch):
+    """A GPU host without the Jupyter stack (the study's compare on the device machines)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nbformat" else real(name, *a))
+    base, abl = _study(tmp_path, "base", BASE), _study(tmp_path, "abl", ABLATION)
+    out = tmp_path / "cmp"
+    assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs nbformat (environment.yml)" in err[0] and str(out) in err[0]
+    assert {p.name for p in out.iterdir()} == {"compare.csv", "compare_runs.csv", "compare.png"}
+    assert len(pd.read_csv(out / "compare.csv")) == 2
+
+
 @pytest.mark.parametrize("stage", ["lora_ttt", "phased_ttt"])
 def test_compare_reads_every_evaluation_mode_the_cli_offers(tmp_path, stage):
     base, abl = _study(tmp_path, "baseline", BASE), _study(tmp_path, "frontier", ABLATION, smear_gate=True)
