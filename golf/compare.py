@@ -234,7 +234,11 @@ def plot(runs: pd.DataFrame, names: list[str], stage: str, out_dir: Path):
             ax2.plot(train["step"], train["train_loss"], color=f"C{i}", lw=1, alpha=0.7,
                      label=name if path == runs.loc[runs["study"] == name, "path"].iloc[0] else None)
     counts = runs["study"].value_counts()
-    ax1.set_xticks(range(len(names)), [f"{n}\n(n={counts.get(n, 0)})" for n in names], rotation=15)  # n=1: no spread
+    if len(names) <= 4:  # n=1: no spread
+        ax1.set_xticks(range(len(names)), [f"{n}\n(n={counts.get(n, 0)})" for n in names], rotation=15)
+    else:  # slanted, on one line each, so that long arm names do not run into each other
+        ax1.set_xticks(range(len(names)), [f"{n} (n={counts.get(n, 0)})" for n in names], rotation=35,
+                       ha="right", rotation_mode="anchor")
     ax1.set(ylabel=f"{STAGE_LABELS.get(stage, stage)} val BPB", title="per-seed result (bar = mean)")
     ax2.set(xlabel="step", ylabel="train loss (nats/token)", title="training loss, every run")
     ax2.legend(fontsize=8)
