@@ -293,6 +293,9 @@ def compare_finished(root: Path, prefix: str, arms: list[str], modes: list[str],
             "--out", str(root / f"{prefix}-compare")]
     rc, _ = _golf(args, "cpu", root / f"{prefix}-compare.console.log")
     note = f"; arms with no finished run yet: {', '.join(waiting)}" if waiting else ""
+    if rc:  # golf's one-line reason, from the end of its console log
+        lines = (root / f"{prefix}-compare.console.log").read_text(errors="replace").strip().splitlines()
+        note += f": {lines[-1]}" if lines else ""
     print(f"golf compare: rc {rc} ({root / f'{prefix}-compare'}){note}", flush=True)
     return rc
 

@@ -146,6 +146,20 @@ def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch
     assert calls == [] and "(see its console log)" in capsys.readouterr().out
 
 
+def test_a_failed_compare_says_golfs_reason(tmp_path, monkeypatch, capsys):
+    study = _study_module()
+
+    def failing(args, gpu, console, cpus=None):
+        console.write_text("$ golf compare ...\ngolf: error: the HTML report needs nbformat (environment.yml)\n")
+        return 1, 0.0
+
+    monkeypatch.setattr(study, "_golf", failing)
+    _fake_study(tmp_path)
+    assert study.compare_finished(tmp_path, "t", ["a", "b"], ["ttt"]) == 1
+    out = capsys.readouterr().out
+    assert "golf compare: rc 1" in out and out.strip().endswith("needs nbformat (environment.yml)")
+
+
 def _fake_golf(calls):
     """Stands in for the golf CLI: each step writes what the real one would, so the study moves on."""
     def golf(args, gpu, console, cpus=None):
