@@ -292,11 +292,13 @@ def compare_finished(root: Path, prefix: str, arms: list[str], modes: list[str],
     args = ["compare", *[str(root / f"{prefix}-{a}") for a in ready], "--names", *ready, "--stage", modes[0],
             "--out", str(root / f"{prefix}-compare")]
     rc, _ = _golf(args, "cpu", root / f"{prefix}-compare.console.log")
-    note = f"; arms with no finished run yet: {', '.join(waiting)}" if waiting else ""
-    if rc:  # golf's one-line reason, from the end of its console log
+    reason = ""
+    if rc:  # golf's one-line reason: the last line this call wrote (after its "$ golf" header), if any
         lines = (root / f"{prefix}-compare.console.log").read_text(errors="replace").strip().splitlines()
-        note += f": {lines[-1]}" if lines else ""
-    print(f"golf compare: rc {rc} ({root / f'{prefix}-compare'}){note}", flush=True)
+        after = lines[max((i for i, line in enumerate(lines) if line.startswith("$ golf")), default=-1) + 1:]
+        reason = f": {after[-1]}" if after else ""
+    note = f"; arms with no finished run yet: {', '.join(waiting)}" if waiting else ""
+    print(f"golf compare: rc {rc} ({root / f'{prefix}-compare'}){reason}{note}", flush=True)
     return rc
 
 

@@ -287,7 +287,11 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
     atomic_write_text(out / "compare_runs.csv", runs.drop(columns=["path", "trained_bpb"]).to_csv(index=False))
     fig = plot(runs, names, stage, out)
-    require_report_libs(f"compare.csv, compare_runs.csv and compare.png are in {str(out)!r}")
+    try:
+        require_report_libs(f"compare.csv, compare_runs.csv and compare.png are in {str(out)!r}")
+    except GolfError:
+        (out / "compare.html").unlink(missing_ok=True)  # an earlier page beside these tables would contradict them
+        raise
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} studies against {names[0]}"
     cells = [_md(f"# Comparison: {title}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
                  "Differences are (study − baseline) in val BPB, lower is better; the 95% interval and the "

@@ -41,7 +41,8 @@ def require_report_libs(written: str = "") -> None:
     (a bare GPU host, say); ``written``: what was made before the report, so the line can say so."""
     missing = [m for m in ("nbformat", "nbconvert") if importlib.util.find_spec(m) is None]
     if missing:
-        raise GolfError(f"the HTML report needs {' and '.join(missing)} (environment.yml), not installed here"
+        raise GolfError(f"the HTML report needs {' and '.join(missing)}, not installed here (environment.yml; "
+                        f"pip install {' '.join(missing)})"
                         + (f"; {written}" if written else ""))
 
 
@@ -197,7 +198,6 @@ def build_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise GolfError(f"{str(run_dir)!r} is not a golf run folder (no config.yaml)")
-    require_report_libs()
     makers = []
     if (run_dir / "metrics.jsonl").is_file():
         makers += [plot_training, plot_schedule]
@@ -207,6 +207,7 @@ def build_run_report(run_dir: str | Path) -> Path:
         makers.append(plot_eval)
     for make in makers:
         plt.close(make(run_dir))
+    require_report_libs(f"the figures are in {str(run_dir / 'plots')!r}" if makers else "")
     return render_run_report(run_dir)
 
 

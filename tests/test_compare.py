@@ -97,9 +97,11 @@ def test_without_the_report_libraries_the_tables_are_kept_and_one_line_says_why(
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nbformat" else real(name, *a))
     base, abl = _study(tmp_path, "base", BASE), _study(tmp_path, "abl", ABLATION)
     out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.html").write_text("an earlier comparison's page")  # would contradict the new tables
     assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "needs nbformat (environment.yml)" in err[0] and str(out) in err[0]
+    assert len(err) == 1 and "needs nbformat, not installed here" in err[0] and str(out) in err[0]
     assert {p.name for p in out.iterdir()} == {"compare.csv", "compare_runs.csv", "compare.png"}
     assert len(pd.read_csv(out / "compare.csv")) == 2
 

@@ -11,7 +11,7 @@ from golf.model import (
     GPT, apply_partial_rope, bank_state_dict, build_model, count_params, exclusive_self_attention,
     load_checkpoint, model_info, save_checkpoint, unbank_state_dict,
 )
-from golf.runtime import GolfError
+from golf.runtime import GolfError, cpu_threads
 
 TINY = dict(vocab_size=96, model_dim=32, num_layers=4, num_heads=4, num_kv_heads=2, train_seq_len=32,
             eval_seq_len=32, loop_start=1, loop_end=2, num_loops=2, parallel_start_layer=2, xsa_last_n=4,
@@ -72,10 +72,19 @@ def test_initial_weights_do_not_depend_on_the_thread_count():
         for n in (1, 2):
             torch.set_num_threads(n)
             states.append(build_model(cfg).state_dict())
+            assert torch.get_num_threads() == n  # the draw gave the count back
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    assert torch.get_num_threads() == before  # cpu_threads gave the count back
+
+
+def test_cpu_threads_gives_the_count_back_after_an_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with cpu_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
 
 
 def test_a_model_built_to_be_loaded_skips_the_draw(tmp_path, monkeypatch):

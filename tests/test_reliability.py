@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from golf.cli import main as golf_main
@@ -281,6 +282,38 @@ def test_golf_report_draws_a_command_line_run(tmp_path, trained_run, capsys):
     assert "data:image/png;base64" in page and "Headline" in page
     assert golf_main(["report", "--run-dir", str(tmp_path)]) == 1
     assert "is not a golf run folder" in one_error_line(capsys)
+
+
+def test_evaluate_builds_its_model_without_drawing_initial_weights(tmp_path, trained_run, monkeypatch):
+    """quantize and evaluate load every tensor, so the seeded draw (44 QRs at record size) is skipped;
+    the results are those of the run's own evaluation."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+    def no_draw(*args, **kwargs):
+        raise AssertionError("initial weights drawn for a model that is loaded next")
+
+    monkeypatch.setattr(torch.nn.init, "orthogonal_", no_draw)
+    want = json.loads((run / "eval_plain.json").read_text())
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force"]) == 0  # the artifact
+    assert json.loads((run / "eval_plain.json").read_text())["val_loss"] == want["val_loss"]
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--source", "raw"]) == 0  # model.pt
+    assert golf_main(["quantize", "--run-dir", str(run), "--force"]) == 0
+
+
+def test_golf_report_without_nbformat_keeps_its_figures_and_says_what_is_missing(tmp_path, trained_run, capsys,
+                                                                                   monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nbconvert" else real(name, *a))
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    shutil.rmtree(run / "plots", ignore_errors=True)
+    (run / "report.html").unlink(missing_ok=True)
+    assert golf_main(["report", "--run-dir", str(run)]) == 1
+    line = one_error_line(capsys)
+    assert "needs nbconvert, not installed here" in line and "pip install nbconvert" in line and "plots" in line
+    assert {p.name for p in (run / "plots").glob("*.png")} >= {"training.png", "schedule.png"}
+    assert not (run / "report.html").exists()
 
 
 # --- 3. replacing the artifact takes what was made from it along ------------------------------

@@ -149,15 +149,22 @@ def test_a_study_part_way_through_compares_the_arms_it_has(tmp_path, monkeypatch
 def test_a_failed_compare_says_golfs_reason(tmp_path, monkeypatch, capsys):
     study = _study_module()
 
+    said = ["golf: error: the HTML report needs nbformat, not installed here"]
+
     def failing(args, gpu, console, cpus=None):
-        console.write_text("$ golf compare ...\ngolf: error: the HTML report needs nbformat (environment.yml)\n")
-        return 1, 0.0
+        with console.open("a") as f:
+            f.write("$ golf compare ...\n" + "".join(line + "\n" for line in said))
+        return (1 if said else -9), 0.0
 
     monkeypatch.setattr(study, "_golf", failing)
-    _fake_study(tmp_path)
+    _fake_study(tmp_path)  # arm b has no finished run
     assert study.compare_finished(tmp_path, "t", ["a", "b"], ["ttt"]) == 1
-    out = capsys.readouterr().out
-    assert "golf compare: rc 1" in out and out.strip().endswith("needs nbformat (environment.yml)")
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("needs nbformat, not installed here; arms with no finished run yet: b"), out
+    said.clear()  # killed before a word: no reason, and not the header nor the earlier call's line
+    assert study.compare_finished(tmp_path, "t", ["a", "b"], ["ttt"]) == -9
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("-compare); arms with no finished run yet: b"), out
 
 
 def _fake_golf(calls):
