@@ -248,9 +248,38 @@ def plot(runs: pd.DataFrame, names: list[str], stage: str, out_dir: Path):
     return fig
 
 
+def plot_differences(table: pd.DataFrame, stage: str, out_dir: Path):
+    """Each study's difference from the baseline with its 95% interval, one row a study in the table's
+    order: the ablation at a glance. The paired interval where the table has one (same trained weights),
+    else Welch's; red where the study is worse for sure (interval above 0), green where better."""
+    import matplotlib.pyplot as plt
+
+    rows = table.iloc[1:]
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.4))
+    ys = np.arange(len(rows))[::-1]
+    labels = []
+    for y, (_, r) in zip(ys, rows.iterrows()):
+        pairs = "paired_ci95_low" in r and pd.notna(r["paired_ci95_low"])
+        low, high = (r["paired_ci95_low"], r["paired_ci95_high"]) if pairs else (r["ci95_low"], r["ci95_high"])
+        color = "C3" if low > 0 else "C2" if high < 0 else "0.45"  # NaN (one run) compares False: grey
+        if pd.notna(low):
+            ax.hlines(y, low, high, color=color, lw=2.5)
+        ax.plot(r["diff_vs_baseline"], y, "o", color=color, ms=6)
+        labels.append(f"{r['study']} (n={r['n']}{', paired' if pairs else ''})")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ys, labels)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set(xlabel=f"{STAGE_LABELS.get(stage, stage)} val BPB − {table['study'].iloc[0]} (lower is better)",
+           title="difference from the baseline, 95% interval")
+    fig.tight_layout()
+    fig.savefig(out_dir / "compare_diff.png", dpi=110, bbox_inches="tight")
+    return fig
+
+
 def compare(folders: list[str | Path], names: list[str] | None = None, stage: str = "ttt",
             out_dir: str | Path | None = None) -> dict:
-    """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png`` and
+    """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png``,
+    ``compare_diff.png`` (with more than one study) and
     ``compare.html`` into ``out_dir`` (default ``outputs/compare/compare-NNN``) and returns the tables."""
     from golf.paths import outputs_root, resolve
     from golf.report import _figure, _md, _table, render, require_report_libs
@@ -287,8 +316,9 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
     atomic_write_text(out / "compare_runs.csv", runs.drop(columns=["path", "trained_bpb"]).to_csv(index=False))
     fig = plot(runs, names, stage, out)
+    diff_fig = plot_differences(table, stage, out) if len(names) > 1 else None
     try:
-        require_report_libs(f"compare.csv, compare_runs.csv and compare.png are in {str(out)!r}")
+        require_report_libs(f"the tables and figures (compare*.csv, compare*.png) are in {str(out)!r}")
     except GolfError:
         (out / "compare.html").unlink(missing_ok=True)  # an earlier page beside these tables would contradict them
         raise
@@ -300,10 +330,12 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
                     "baseline's seed by seed (a quantization-only arm), from the paired t-test."
                     if "paired_p" in table else ".")),
              *[_md(f"**Warning:** {w}") for w in warnings],
-             _table(readable(table)), _figure(out / "compare.png"),
+             _table(readable(table)), *([_figure(out / "compare_diff.png")] if diff_fig else []),
+             _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
              _md("## Every run"), _table(readable(runs.drop(columns=["path", "trained_bpb", *(
                  ["weights"] if (runs["weights"] == runs["run"]).all() else [])])))]
     render(cells, out / "compare.html", f"golf compare: {title}")
-    return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig, "warnings": warnings}
+    return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig, "diff_figure": diff_fig,
+            "warnings": warnings}

@@ -147,7 +147,7 @@ NOTEBOOK_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {  # name, "type = 
     "compare": [
         ("studies", "list = []", "study or run folders, the baseline first; empty: the two newest studies"),
         ("names", "list = []", "a label per study; empty: the folder names"),
-        ("stage", 'str = "ttt"', "stage compared: prequant, plain, sliding or ttt"),
+        ("stage", 'str = "ttt"', "stage compared: prequant, plain, sliding, ttt, lora_ttt or phased_ttt"),
         ("out_dir", 'str = ""', "where the comparison goes; empty: outputs/compare/compare-NNN"),
     ],
 }

@@ -5,6 +5,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,7 +60,7 @@ def test_golf_compare_writes_table_plot_and_html(tmp_path, capsys):
     assert row["welch_p"] == pytest.approx(sps.ttest_ind(ABLATION, BASE, equal_var=False).pvalue, rel=1e-9)
     assert row["mean_bpb"] == pytest.approx(np.mean(ABLATION))
     assert row["std_bpb"] == pytest.approx(np.std(ABLATION, ddof=1))
-    assert (out / "compare.png").stat().st_size > 10_000
+    assert (out / "compare.png").stat().st_size > 10_000 and (out / "compare_diff.png").stat().st_size > 5_000
     runs = pd.read_csv(out / "compare_runs.csv")
     assert len(runs) == 7 and runs["tokens_per_s"].notna().all() and runs["bytes_total"].notna().all()
 
@@ -77,7 +78,7 @@ def test_golf_compare_writes_table_plot_and_html(tmp_path, capsys):
     page.feed((out / "compare.html").read_text())
     text = "".join(page.text)
     assert "ema_decay" in text and "Welch" in text and "from golf" not in text
-    assert page.imgs and page.imgs[0].startswith("data:image/png;base64,")
+    assert len(page.imgs) == 2 and all(src.startswith("data:image/png;base64,") for src in page.imgs)
     assert "<script src=" not in (out / "compare.html").read_text()  # readable offline
 
 
@@ -102,7 +103,7 @@ def test_without_the_report_libraries_the_tables_are_kept_and_one_line_says_why(
     assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs nbformat, not installed here" in err[0] and str(out) in err[0]
-    assert {p.name for p in out.iterdir()} == {"compare.csv", "compare_runs.csv", "compare.png"}
+    assert {p.name for p in out.iterdir()} == {"compare.csv", "compare_runs.csv", "compare.png", "compare_diff.png"}
     assert len(pd.read_csv(out / "compare.csv")) == 2
 
 
@@ -245,6 +246,16 @@ def test_a_study_sharing_the_baselines_weights_gets_the_paired_test(tmp_path):
     assert pd.isna(table.loc["retrained", "paired_p"]), "trained on its own: no pairing claimed"
     assert out["runs"].set_index("run").loc["no-lqer/seed0", "weights"] == "frontier/seed0"
     assert "paired t-test" in (tmp_path / "c/compare.html").read_text()
+    # the differences figure: the paired interval (above 0: surely worse, red) where there is one, else Welch's
+    ax = out["diff_figure"].axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["no-lqer (n=4, paired)", "retrained (n=4)"]
+    bars = {round(float(seg[0][1])): (seg[0][0], seg[1][0]) for seg in
+            (s for c in ax.collections for s in c.get_segments())}  # y -> (low, high)
+    assert bars[1] == pytest.approx((table.loc["no-lqer", "paired_ci95_low"], table.loc["no-lqer", "paired_ci95_high"]))
+    assert bars[0] == pytest.approx((table.loc["retrained", "ci95_low"], table.loc["retrained", "ci95_high"]))
+    colors = {round(float(c.get_segments()[0][0][1])): c.get_colors()[0][:3] for c in ax.collections}
+    assert tuple(colors[1]) == pytest.approx(matplotlib.colors.to_rgb("C3"))  # worse for sure
+    assert tuple(colors[0]) == pytest.approx(matplotlib.colors.to_rgb("0.45"))  # the interval spans 0
 
 
 def test_an_evaluation_on_less_text_is_named_in_the_keys_and_warned_about(tmp_path, caplog):
