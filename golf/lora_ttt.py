@@ -232,11 +232,38 @@ def chunk_nll(model, adapters: DocAdapters, x: Tensor, y: Tensor, offsets: Tenso
     return torch.logsumexp(z, -1) - z.gather(-1, y.gather(1, cols)[..., None]).squeeze(-1)
 
 
-def compiled_chunk_nll(backend: str = "inductor") -> Callable:
+class CompiledChunkNll:
     """``chunk_nll`` compiled with dynamic shapes (``ttt_lora_compile``): a chunk's window length and width
     change from chunk to chunk, and its batch's document count at the last batch, without recompiling;
-    a new batch's adapters are inputs, not constants. Grad and no-grad calls compile once each."""
-    return torch.compile(chunk_nll, dynamic=True, backend=backend)
+    a new batch's adapters are inputs, not constants. Grad and no-grad calls compile once each.
+
+    Where inductor cannot compile a graph (torch 2.11 on an H100 fails an assertion in its fusion pass,
+    bench/RESULTS.md), the evaluation goes on eager, with one warning: the scores are the same function's.
+    ``fallback`` then holds the reason, for the result file."""
+
+    def __init__(self, backend: str = "inductor"):
+        self.compiled = torch.compile(chunk_nll, dynamic=True, backend=backend)
+        self.fallback: str | None = None
+
+    def __call__(self, *args):
+        if self.fallback is None:
+            from torch._dynamo.exc import BackendCompilerFailed
+            from torch._inductor.exc import InductorError
+
+            try:
+                return self.compiled(*args)
+            except (InductorError, BackendCompilerFailed) as err:
+                # the failure comes while compiling, before any of this call's work: nothing to undo
+                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                self.fallback = f"{type(err).__name__}: {first_line}"[:300]
+                log.warning("ttt_lora_compile: torch.compile failed on the adapted forward (%s); the rest of "
+                            "the evaluation runs eager", self.fallback)
+        return chunk_nll(*args)
+
+
+def compiled_chunk_nll(backend: str = "inductor") -> CompiledChunkNll:
+    """The adapted forward for ``ttt_lora_compile``: compiled, eager where compiling fails."""
+    return CompiledChunkNll(backend)
 
 
 # --- one document batch ------------------------------------------------------------------------

@@ -210,7 +210,10 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
                         "forward runs eager", cfg.compile, device.type)
         log.info("%s: adapted forward %s", mode, "compiled (ttt_lora_compile)" if lora_nll else "eager")
         result = getattr(lt, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg, nll_fn=lora_nll)
-        result["adapted_forward_compiled"] = lora_nll is not None
+        fallback = getattr(lora_nll, "fallback", None)
+        result["adapted_forward_compiled"] = lora_nll is not None and fallback is None
+        if fallback:
+            result["adapted_forward_compile_failed"] = fallback
     else:
         result = getattr(ev, EVAL_FUNCS[mode])(model, val_tokens, luts, cfg)
     in_effect = model.fused_kernels()

@@ -254,11 +254,20 @@ def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
         yield loader.next_batch(device)[0]
 
 
+def frontier_graph_switches(cfg: Config) -> list[str]:
+    """The frontier's switches that change the compiled graph's shape (spec section 8), as set in ``cfg``."""
+    return [name for name, on in (("smear_gate", cfg.smear_gate), ("attn_out_gate", cfg.attn_out_gate),
+                                  ("attention_mask=document", cfg.attention_mask == "document"),
+                                  ("parallel_mode=lanes_mix", cfg.parallel_mode == "lanes_mix")) if on]
+
+
 def apply_inductor_workarounds(cfg: Config) -> None:
-    """Inductor settings some switches need (torch 2.11, H100): with ``attn_out_gate`` the backward
-    graph fails an assertion while fusing reductions of two orders (``FusedMixOrderReductions``),
-    so that fusion is off then; the record's graphs keep the defaults (bench/compile_check.py)."""
-    if cfg.attn_out_gate:
+    """Inductor settings per graph (torch 2.11, H100). Inductor's fusion of reductions of two orders
+    (``triton.mix_order_reduction``) is off whenever a frontier graph switch is on: with
+    ``attn_out_gate`` the backward fails an assertion with it (bench/compile_check.py), and without
+    the gate the frontier's step ran 7-10% slower with it (bench/RESULTS.md). It also keeps one setting
+    across the frontier's ablation arms. The record's graphs keep the default, where it saves 2%."""
+    if frontier_graph_switches(cfg):
         import torch._inductor.config as inductor_config
 
         inductor_config.triton.mix_order_reduction = False

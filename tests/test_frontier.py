@@ -307,3 +307,17 @@ def test_frontier_demo_has_the_frontier_switches_on_the_demo_model():
         if key not in ("parallel_start_layer", "ema_decay", "gptq_calibration_batches", "gptq_reserve_seconds"):
             assert getattr(demo, key) == getattr(frontier, key), key
     assert demo.model_dim == load_config("params/demo.yaml").model_dim
+
+
+@pytest.mark.parametrize("switch", ["smear_gate=true", "attn_out_gate=true", "attention_mask=document",
+                                    "parallel_mode=lanes_mix"])
+def test_each_frontier_graph_switch_turns_the_mix_order_fusion_off_and_the_record_keeps_it(switch):
+    import torch._inductor.config as inductor_config
+
+    from golf.train import apply_inductor_workarounds
+
+    with inductor_config.patch({"triton.mix_order_reduction": True}):  # restored on exit
+        apply_inductor_workarounds(load_config("params/record.yaml"))
+        assert inductor_config.triton.mix_order_reduction is True
+        apply_inductor_workarounds(load_config("params/record.yaml", overrides=[switch]))
+        assert inductor_config.triton.mix_order_reduction is False

@@ -377,6 +377,36 @@ def test_golf_evaluate_wires_ttt_lora_compile(tmp_path, demo_data, monkeypatch, 
     assert made == ["inductor"] and result["adapted_forward_compiled"] is True
 
 
+def test_compiled_lora_forward_that_fails_to_compile_goes_on_eager_with_one_warning(caplog):
+    """Inductor failing on the adapted forward (torch 2.11, H100) must not end the evaluation: the failed
+    call and every later one run eager, the scores equal eager's, one warning names the failure, and
+    ``fallback`` keeps it for the result file."""
+    import logging
+    import sys
+
+    from torch._inductor.exc import InductorError
+
+    cfg, tokens = lora_cfg(), doc_tokens()
+    eager, eager_rec, _ = run(eval_lora_ttt, cfg, tokens)
+    compiled = lt.CompiledChunkNll(backend="eager")
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        raise InductorError(AssertionError("rnumel1 == 1"), sys._getframe())
+
+    compiled.compiled = failing
+    with caplog.at_level(logging.WARNING, logger="golf"):
+        model = tiny_model(cfg, 0)
+        rec = TTTRecord(tokens.numel() - 1)
+        res = eval_lora_ttt(model, tokens, tiny_luts(), cfg, record=rec, progress=False, nll_fn=compiled)
+    assert len(calls) == 1 and compiled.fallback.startswith("InductorError: AssertionError")
+    assert caplog.text.count("torch.compile failed on the adapted forward") == 1
+    assert res["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-6)
+    rec.check()
+    eager_rec.check()
+
+
 def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):
     import logging
 
