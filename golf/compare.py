@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 from scipy import stats as sps
 
+from golf.config import parameter_list
 from golf.plots import STAGE_LABELS, read_metrics, train_rows
 from golf.runtime import GolfError, atomic_write_text, read_json
 
@@ -287,7 +288,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
 
     if stage not in STAGE_LABELS:
         raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
-    folders = [resolve(f) for f in folders]
+    folders = [resolve(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
     if not folders:
         raise GolfError("give at least one study or run folder to compare")
     for f in folders:
@@ -296,7 +297,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     twice = sorted({str(f) for f in folders if folders.count(f) > 1})
     if twice:
         raise GolfError(f"{twice[0]!r} is given more than once: each folder is one study or run to compare")
-    names = list(names or []) or [f.name for f in folders]
+    names = parameter_list(names, "names") or [f.name for f in folders]
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)

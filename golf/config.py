@@ -254,6 +254,35 @@ def _coerce(key: str, value: Any, from_text: bool) -> Any:
     )
 
 
+def parameter_list(value: Any, name: str) -> list[str]:
+    """A notebook's list parameter as a list of strings. papermill's ``-p NAME VALUE`` passes text, which
+    Python would walk letter by letter: text in YAML list form (``[a, b]``) is that list, other text is
+    split as a shell splits it (``ema_decay=0 seed=7``, like ``--set``); ``None`` and ``""`` are empty."""
+    import shlex
+
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"parameter {name!r}: {value!r} is not a YAML list ({err.problem})", name) from None
+        else:
+            try:
+                return shlex.split(text)
+            except ValueError as err:
+                raise ConfigError(f"parameter {name!r}: cannot split {value!r} ({err})", name) from None
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        bad = [v for v in items if isinstance(v, (list, tuple, dict)) or v is None]
+        if bad:
+            raise ConfigError(f"parameter {name!r}: expected a list of strings, got the item {bad[0]!r}", name)
+        return [str(v) for v in items]
+    raise ConfigError(f"parameter {name!r}: expected a list of strings, got {type(value).__name__} {value!r}", name)
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     """Turn ``["k=v", ...]`` from ``--set`` into a dict of raw strings."""
     out: dict[str, str] = {}

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
+from golf.config import parameter_list
 from golf.paths import bundled, child_env, outputs_root, project_root, resolve, resolve_params_file
 from golf.plots import (  # noqa: F401  (the notebooks' plotting calls)
     eval_table, plot_eval, plot_quant_error, plot_schedule, plot_training, quant_tables, read_metrics,
@@ -244,7 +245,7 @@ def train(params_file: str, run_dir: str = "", seed: int | None = None, override
     from golf.config import load_config
 
     seeded = {**({"seed": seed} if seed is not None else {}), **(keys or {})}
-    extra = set_args(seeded, overrides)
+    extra = set_args(seeded, parameter_list(overrides, "overrides"))
     params_path = resolve_params_file(params_file)
     _preflight(load_config(params_path, extra[1:]), nproc)  # all checked before a folder is made
     run = resolve(run_dir) if run_dir else new_numbered_dir(outputs_root() / LAB_STUDY)
@@ -263,6 +264,7 @@ def quantize(run_dir: str = "", force: bool = False, overrides: list[str] | None
     if (run / "final_model.int6.ptz").exists() and not force:
         print(f"{run} is already quantized: showing its artifact (force=True quantizes again)")
         return run
+    overrides = parameter_list(overrides, "overrides")
     args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize"), *(["--force"] if force else [])]
     launch_golf(args, nproc, log_path=run / "console.log", echo=echo)
     return run
@@ -273,6 +275,7 @@ def evaluate(run_dir: str = "", modes: list[str] = ("plain", "sliding", "ttt"), 
              echo: bool = True) -> Path:
     """``golf evaluate`` of ``run_dir`` (default: the newest quantized run) in each mode; a mode with a
     result is skipped unless ``force``."""
+    modes, overrides = parameter_list(modes, "modes"), parameter_list(overrides, "overrides")
     run = pick_run(run_dir, "final_model.int6.ptz")
     extra = set_args(keys, overrides, "evaluate")
     for mode in modes:
@@ -313,6 +316,7 @@ def study_runs(study_dir: str | Path, stage: str = "ttt") -> list[Path]:
 
 def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt") -> list[Path]:
     """The given study folders, or the ``n`` newest under outputs/ with results for ``stage``."""
+    studies = parameter_list(studies, "studies")
     if studies:
         return [resolve(s) for s in studies]
     from golf.stats import STAGES
@@ -336,6 +340,7 @@ def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage:
     if stage not in STAGE_LABELS:
         raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
     study = pick_studies([study_dir] if study_dir else [], 1, stage)[0]
+    run_dirs = parameter_list(run_dirs, "run_dirs")
     runs = [resolve(d) for d in run_dirs] if run_dirs else study_runs(study, stage)
     if not runs:
         raise GolfError(f"study {str(study)!r} has no run with a {stage} result yet")

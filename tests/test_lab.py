@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -173,12 +174,39 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     second = lab_project / "outputs" / "lab" / "run-002"  # a fresh numbered folder each Run All
     assert json.loads((second / "train_summary.json").read_text())["steps"] == 4
     assert yaml.safe_load((second / "config.yaml").read_text())["iterations"] == 4
-    for name in NOTEBOOKS[1:]:  # the rest with their defaults: they pick the run just trained
-        res = _papermill(nb_dir / f"{name}.ipynb", elsewhere / f"{name}.ipynb", cwd=elsewhere, env_home=lab_project)
+    # the rest pick the run just trained; list parameters given as papermill -p text, in both forms
+    as_text = {"ttt_eval": {"modes": "plain ttt"},
+               "compare": {"studies": "[outputs/lab/run-001, outputs/lab/run-002]", "names": "first second"}}
+    for name in NOTEBOOKS[1:]:
+        res = _papermill(nb_dir / f"{name}.ipynb", elsewhere / f"{name}.ipynb", cwd=elsewhere, env_home=lab_project,
+                         **as_text.get(name, {}))
         assert res.returncode == 0, f"{name} from elsewhere: {res.stderr[-2000:]}"
     assert json.loads((second / "eval_ttt.json").read_text())["val_bpb"] > 0
+    assert not (second / "eval_sliding.json").exists()  # modes "plain ttt": two modes, not nine letters
+    newest = max((lab_project / "outputs" / "compare").glob("compare-*"), key=lambda p: p.stat().st_mtime)
+    assert list(pd.read_csv(newest / "compare.csv")["study"]) == ["first", "second"]
     assert (second / "report.html").is_file() and (second / "plots" / "eval_bpb.png").is_file()
     assert not (elsewhere / "outputs").exists()  # everything went under the project root
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("[outputs/a, 'outputs/b c']", ["outputs/a", "outputs/b c"]),  # YAML list text (papermill -p)
+    ("ema_decay=0 'x=a b'", ["ema_decay=0", "x=a b"]),  # split as a shell does, like --set
+    ("outputs/demo", ["outputs/demo"]), ("", []), (None, []), ("[]", []),
+    (["a", 2], ["a", "2"]), (("plain", "ttt"), ["plain", "ttt"]),
+])
+def test_list_parameters_accept_papermill_text(given, expected):
+    from golf.config import parameter_list
+
+    assert parameter_list(given, "studies") == expected
+
+
+@pytest.mark.parametrize("given", ["[a, [b]]", "[a, b", "'unclosed", 7, {"a": 1}])
+def test_a_list_parameter_that_is_no_list_is_one_error_naming_it(given):
+    from golf.config import ConfigError, parameter_list
+
+    with pytest.raises(ConfigError, match="parameter 'studies'"):
+        parameter_list(given, "studies")
 
 
 def test_an_unknown_notebook_key_is_an_error_naming_it(lab_project, tmp_path):
