@@ -11,10 +11,11 @@ then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job 
 interrupted study still holds whole seeds of every arm); each job runs alone on its GPU
 (``CUDA_VISIBLE_DEVICES``). Steps whose output exists are skipped, so running the command again
 resumes it, as long as each arm's params, overrides and modes are the ones it started with (kept in
-``OUTPUTS/PREFIX-plan.json``; seeds and new arms may be added). A training that was killed is not: golf train refuses its folder, so remove it first,
-or use ``golf run``, which retries in a fresh one. Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
+``OUTPUTS/PREFIX-plan.json``; seeds and new arms may be added). A training that was killed is moved
+aside to ``seedS.interrupted-N`` (kept) and trained again. Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
 failed step stops that job and the others go on. At the end ``golf compare`` of the arms (the
-first is the baseline) writes its tables and compare.html.
+first is the baseline) writes its tables and compare.html, and a summary names what is missing or
+failed; the exit status is 1 if a step or the compare failed.
 
 A study can move between machines that keep nothing (the device tool's): ``--archive FILE`` packs
 the finished runs (weights and artifacts left out), the plan, the log and the compare into one
@@ -82,9 +83,14 @@ def parse_arm(text: str) -> tuple[str, str, list[str]]:
     return name, params, sets
 
 
+FAILED: list[dict] = []  # this call's failed steps, for the summary and the exit status
+
+
 def _log_step(log: Path, lock: threading.Lock, **line) -> None:
     line["time"] = time.strftime("%H:%M:%S")
     with lock:
+        if line.get("rc"):
+            FAILED.append(line)
         with log.open("a") as f:
             f.write(json.dumps(line) + "\n")
         print(json.dumps(line), flush=True)
@@ -162,11 +168,43 @@ def quantization_only_keys(config: dict) -> set[str]:
     return keys - {"gptq_calibration_batches"} if config.get("fix_gptq_in_budget") else keys
 
 
+def interrupted_training(run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot be trained into: 'in use' (a live golf process holds it), 'interrupted'
+    (a training that did not finish: golf train refuses such a folder), or None (absent, or trained)."""
+    from golf.runtime import _pid_alive
+
+    if not run_dir.is_dir() or (run_dir / "model.pt").is_file():
+        return None
+    lock = run_dir / RUN_LOCK
+    text = lock.read_text().strip() if lock.is_file() else ""
+    if text.isdigit() and _pid_alive(int(text)):
+        return "in use"
+    return "interrupted" if any(run_dir.iterdir()) else None
+
+
+def move_aside(run_dir: Path) -> Path:
+    """Rename an interrupted run to ``seedS.interrupted-N`` beside it (kept, never trained into again)."""
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.interrupted-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)
+    return aside
+
+
 def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, training, cpus) -> None:
     quant_sets: list[str] = []
     if finished(run_dir, modes):  # maybe restored without its weights: nothing to redo
         training.ok = (run_dir / "model.pt").is_file()
         return
+    state = interrupted_training(run_dir)
+    if state == "in use":
+        _log_step(log, lock, arm=arm, seed=seed, step=f"train ({run_dir} is in use by another golf process)",
+                  seconds=0, rc=1, gpu=gpu)
+        return
+    if state == "interrupted":  # a killed training: kept beside, and this job starts it again
+        aside = move_aside(run_dir)
+        _log_step(log, lock, arm=arm, seed=seed, step=f"train (interrupted run moved to {aside.name}; training again)",
+                  seconds=0, rc=0, gpu=gpu)
     if twin is not None and not run_dir.exists():
         twin.training.done.wait()
         changes = quantization_changes(twin.run, params, sets, seed) if twin.training.ok else None
@@ -311,9 +349,16 @@ def check_arms(arms: list[tuple[str, str, list[str]]], sets: list[str], modes: l
     unknown = [m for m in modes if m not in EVAL_MODES]
     if unknown:
         return f"unknown --modes {unknown}; golf evaluate has {list(EVAL_MODES)}"
+    from golf.data import check_data_binding
+
+    checked: set[tuple] = set()
     for name, params, own in arms:
         try:
-            load_config(params, sets + own)
+            cfg = load_config(params, sets + own)
+            data = (cfg.data_dir, cfg.tokenizer_path, cfg.vocab_size)
+            if data not in checked:  # shards, tokenizer and vocab_size belong together, as golf train checks
+                check_data_binding(cfg, ("train", "val"))
+                checked.add(data)
         except (GolfError, ValueError, OSError) as exc:
             return f"arm {name!r}: {exc}"
     return None
@@ -372,10 +417,10 @@ def main() -> int:
         print(f"study.py: error: {problem}", file=sys.stderr)
         return 1
     twins = training_twins(arms, args.set)
-    for name, earlier in twins.items():
-        if earlier:
-            print(f"arm {name!r} trains as {', '.join(map(repr, earlier))} (no key training reads differs): it "
-                  "quantizes a copy of the first of their runs of each seed that has or is getting weights", flush=True)
+    groups = {tuple(n for n in twins if n == name or n in others) for name, others in twins.items() if others}
+    for group in sorted(groups):
+        print(f"arms {', '.join(map(repr, group))} differ only in keys training never reads: each seed is trained "
+              "once for them, the others quantize a copy of that run", flush=True)
     # seed-major, so a study cut short holds whole seeds; --lead-arms' jobs first
     order = sorted(((seed, arm) for seed in args.seeds for arm in arms), key=lambda job: job[1][0] not in args.lead_arms)
     trainings = {(name, seed): Training() for seed, (name, _, _) in order}
@@ -399,6 +444,10 @@ def main() -> int:
         study.mkdir(parents=True, exist_ok=True)
         pending.append((name, params, own, seed, study / f"seed{seed}"))
     lock = threading.Lock()
+    to_run = sum(not finished(job[-1], args.modes) for job in pending)
+    print(f"study {args.prefix}: {len(pending)} jobs ({len(arms)} arms x {len(args.seeds)} seeds), {to_run} to run, "
+          f"{len(pending) - to_run} finished earlier; on {', '.join(args.gpus)}", flush=True)
+    started = [0]  # jobs with work to do that a worker has taken, for "job k of N"
     every_arm = sorted(json.loads((root / f"{args.prefix}-plan.json").read_text()))  # earlier calls' arms too
 
     def archive() -> None:
@@ -419,6 +468,10 @@ def main() -> int:
                 name, params, own, seed, run_dir = pending.pop(k)
                 taken.add((name, seed))
                 twin = twin_of(name, seed)
+                if not finished(run_dir, args.modes):
+                    started[0] += 1
+                    print(f"job {started[0]} of {to_run}: {name} seed {seed} on {'CPU' if gpu == 'cpu' else 'GPU ' + gpu}",
+                          flush=True)
             run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
                     twin=twin, training=trainings[(name, seed)], cpus=cpus)
             if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
@@ -437,7 +490,23 @@ def main() -> int:
     rc = compare_finished(root, args.prefix, [n for n, _, _ in arms], args.modes, part_way=bool(not_started))
     if args.archive:
         archive()
-    return rc
+    print(summary(root, args.prefix, arms, args.seeds, args.modes, time.monotonic() - t_start), flush=True)
+    return 1 if FAILED or rc else 0
+
+
+def summary(root: Path, prefix: str, arms, seeds: list[int], modes: list[str], seconds: float) -> str:
+    """What the study holds now, per arm, this call's failures, and where the comparison is."""
+    lines = [f"study {prefix}: {seconds / 60:.1f} min; finished runs per arm (of {len(seeds)} seeds):"]
+    for name, _, _ in arms:
+        done = [s for s in seeds if finished(root / f"{prefix}-{name}" / f"seed{s}", modes)]
+        lines.append(f"  {name:<16} {len(done)}" + ("" if len(done) == len(seeds) else
+                                                     f"   missing seeds {[s for s in seeds if s not in done]}"))
+    for f in FAILED:
+        lines.append(f"  FAILED: {f['arm']} seed {f['seed']}: {f['step']} (rc {f['rc']}; "
+                     f"{root / (prefix + '-' + f['arm'])}/seed{f['seed']}.console.log)")
+    report = root / f"{prefix}-compare" / "compare.html"
+    lines.append(f"  comparison: {report}" if report.is_file() else f"  comparison: none ({report} was not written)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,25 @@ import threading
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def study(tmp_path, *arms, extra=()):
+@pytest.fixture(autouse=True)
+def _fake_golf_needs_no_data(monkeypatch):
+    """In-process studies here run a fake golf: the data check of study.py has no shards to read. (The
+    studies run as subprocesses, through ``study()``, check real demo data.)"""
+    import golf.data
+
+    monkeypatch.setattr(golf.data, "check_data_binding", lambda cfg, *a, **k: {})
+
+
+def study(tmp_path, data, *arms, extra=()):
+    """bench/study.py on CPU in GOLF_HOME=tmp_path, every arm on the demo data ``data``."""
     env = {"GOLF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    extra = ("--set", f"data_dir={data.data_dir}", f"tokenizer_path={data.tokenizer_path}",
+             f"vocab_size={data.vocab_size}", *extra)
     (tmp_path / "params").mkdir(exist_ok=True)
     (tmp_path / "notebooks").mkdir(exist_ok=True)
     return subprocess.run([sys.executable, str(ROOT / "bench/study.py"), "--gpus", "cpu", "--seeds", "1",
@@ -18,22 +32,22 @@ def study(tmp_path, *arms, extra=()):
                           timeout=120)
 
 
-def test_a_bad_arm_is_refused_before_any_job(tmp_path):
+def test_a_bad_arm_is_refused_before_any_job(tmp_path, demo_data):
     demo = str(ROOT / "params/demo.yaml")
-    out = study(tmp_path, f"a={demo}", f"b={demo} smear_gat=true")
+    out = study(tmp_path, demo_data, f"a={demo}", f"b={demo} smear_gat=true")
     assert out.returncode == 1
     assert "arm 'b'" in out.stderr and "smear_gat" in out.stderr
     assert not list((tmp_path / "outputs").glob("t-*")), "no study folder before the arms check"
-    out = study(tmp_path, f"a={demo}", extra=("--modes", "tt"))
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--modes", "tt"))
     assert out.returncode == 1 and "unknown --modes ['tt']" in out.stderr
 
 
-def test_set_given_twice_keeps_both(tmp_path):
+def test_set_given_twice_keeps_both(tmp_path, demo_data):
     demo = str(ROOT / "params/demo.yaml")
     # both --set values reach the arms check: the second one's bad value is named, so it was not dropped
-    out = study(tmp_path, f"a={demo}", extra=("--set", "iterations=3", "--set", "ema_decay=2"))
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--set", "iterations=3", "--set", "ema_decay=2"))
     assert out.returncode == 1 and "'ema_decay'" in out.stderr
-    out = study(tmp_path, f"a={demo}", extra=("--set", "ema_decay=2", "--set", "iterations=3"))
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--set", "ema_decay=2", "--set", "iterations=3"))
     assert out.returncode == 1 and "'ema_decay'" in out.stderr
 
 
@@ -116,15 +130,15 @@ def test_a_run_is_finished_when_every_mode_is_evaluated(tmp_path):
     assert not study.finished(tmp_path, ["sliding", "ttt"]), "sliding's evaluation is missing"
 
 
-def test_restore_of_a_missing_archive_is_one_line(tmp_path):
+def test_restore_of_a_missing_archive_is_one_line(tmp_path, demo_data):
     demo = str(ROOT / "params/demo.yaml")
-    out = study(tmp_path, f"a={demo}", extra=("--restore", str(tmp_path / "none.tgz")))
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--restore", str(tmp_path / "none.tgz")))
     assert out.returncode == 1 and "none.tgz: no such file" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_stop_taking_after_starts_no_job_past_its_time(tmp_path):
+def test_stop_taking_after_starts_no_job_past_its_time(tmp_path, demo_data):
     demo = str(ROOT / "params/demo.yaml")
-    out = study(tmp_path, f"a={demo}", extra=("--stop-taking-after", "1e-9", "--archive", str(tmp_path / "s.tgz")))
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--stop-taking-after", "1e-9", "--archive", str(tmp_path / "s.tgz")))
     assert "golf compare" in out.stdout, out.stderr
     assert not list((tmp_path / "outputs/t-a").iterdir()), "no job was started"
     assert "1 jobs not started" in out.stdout
@@ -279,9 +293,9 @@ def test_quantization_changes_are_none_when_a_training_key_differs(tmp_path):
     assert study.quantization_changes(tmp_path, demo, ["lqer_rank=2", "iterations=9"], 1) is None
 
 
-def test_an_unknown_lead_arm_is_refused_before_anything_is_written(tmp_path):
+def test_an_unknown_lead_arm_is_refused_before_anything_is_written(tmp_path, demo_data):
     demo = str(ROOT / "params/demo.yaml")
-    out = study(tmp_path, f"a={demo}", extra=("--lead-arms", "z"))
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--lead-arms", "z"))
     assert out.returncode == 1 and "--lead-arms ['z']" in out.stderr
     assert not (tmp_path / "outputs/t-plan.json").exists(), "refused before the plan is written"
 
@@ -404,3 +418,75 @@ def test_a_job_whose_twin_is_training_lets_the_next_job_go_first(tmp_path, monke
     assert result == [0], "the study hung"
     assert sorted(started[:2]) == [("train", "t-a"), ("train", "t-c")], started
     assert ("train", "t-b") not in started and ("quantize", "t-b") in started
+
+
+def test_missing_data_is_refused_before_any_folder(tmp_path, demo_data):
+    demo = str(ROOT / "params/demo.yaml")
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--set", f"data_dir={tmp_path / 'no_data'}"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "arm 'a'" in out.stderr and "no_data" in out.stderr and "does not exist" in out.stderr
+    assert not list((tmp_path / "outputs").glob("t-*")), "no study folder before the data check"
+
+
+def test_an_interrupted_training_is_kept_aside_and_trained_again(tmp_path, monkeypatch):
+    import threading
+
+    from golf.runtime import RUN_LOCK
+
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
+    run = tmp_path / "t-a/seed1"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')  # killed mid-training: no model.pt
+    (run / RUN_LOCK).write_text("999999999")  # its process is gone
+    log = tmp_path / "l.jsonl"
+    study.run_job("a", str(ROOT / "params/demo.yaml"), 1, run, [], ["ttt"], "cpu", log, threading.Lock())
+    assert [a[0] for a in calls] == ["train", "quantize", "evaluate"]
+    aside = tmp_path / "t-a/seed1.interrupted-1"
+    assert (aside / "metrics.jsonl").read_text() == '{"step": 1}\n', "the interrupted run is kept as it was"
+    assert (run / "model.pt").is_file() and study.finished(run, ["ttt"])
+    assert "interrupted run moved to seed1.interrupted-1" in log.read_text() and not study.FAILED
+
+
+def test_a_run_folder_in_use_is_left_alone_and_reported(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from golf.runtime import RUN_LOCK
+
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
+    run = tmp_path / "t-a/seed1"
+    run.mkdir(parents=True)
+    (run / RUN_LOCK).write_text(str(os.getpid()))  # a live process trains here
+    study.run_job("a", str(ROOT / "params/demo.yaml"), 1, run, [], ["ttt"], "cpu", tmp_path / "l.jsonl",
+                  threading.Lock())
+    assert calls == [] and list(run.iterdir()) == [run / RUN_LOCK]
+    assert len(study.FAILED) == 1 and "in use" in study.FAILED[0]["step"]
+
+
+def test_a_failed_job_makes_the_study_exit_1_and_the_summary_names_it(tmp_path, monkeypatch, capsys):
+    study = _study_module()
+    calls = []
+    fake = _fake_golf(calls)
+
+    def golf(args, gpu, console, cpus=None):
+        if args[0] == "quantize" and "t-b" in args[args.index("--run-dir") + 1]:
+            calls.append(args)
+            return 1, 0.0
+        return fake(args, gpu, console, cpus)
+
+    monkeypatch.setattr(study, "_golf", golf)
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    demo = str(ROOT / "params/demo.yaml")
+    monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "cpu", "--seeds", "1", "2", "--prefix", "t", "--arms",
+                                      f"a={demo}", f"b={demo} iterations=7"])
+    assert study.main() == 1
+    out = capsys.readouterr().out
+    assert "4 jobs (2 arms x 2 seeds), 4 to run" in out
+    assert "job 1 of 4: a seed 1 on CPU" in out and "job 4 of 4: b seed 2 on CPU" in out
+    assert "missing seeds [1, 2]" in out and out.count("FAILED: b seed") == 2
+    assert "t-b/seed1.console.log" in out
