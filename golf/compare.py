@@ -48,6 +48,12 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
         make = "its training" if stage == "prequant" else f"golf evaluate --run-dir {str(folder)!r} --mode {stage}"
         raise GolfError(f"run {str(folder)!r} has no {stage} result yet: run {make} first, or compare another --stage")
     if not runs:
+        from golf.stats import STAGES
+
+        has = [s for s, marker in STAGES.items() if list(folder.glob(f"*/{marker}"))]
+        if has:
+            raise GolfError(f"{str(folder)!r} holds no run with a {stage} result; its runs have "
+                            f"{', '.join(has)}: compare one of those (--stage {has[-1]}) or evaluate first")
         raise GolfError(f"{str(folder)!r} holds no run with a {stage} result: is it a golf study or run folder?")
     return runs
 
@@ -277,6 +283,17 @@ def plot_differences(table: pd.DataFrame, stage: str, out_dir: Path):
     return fig
 
 
+def default_names(folders: list[Path]) -> list[str]:
+    """Each folder's name, with its parent's where two names are the same (two studies' seed1 runs)."""
+    plain = [f.name for f in folders]
+    return [f"{f.parent.name}/{f.name}" if plain.count(f.name) > 1 else f.name for f in folders]
+
+
+DIFF_CAPTION = ("*Each line: a study's mean minus the baseline's, with its 95% interval: the paired t-test's where "
+                "the study shares the baseline's trained weights seed by seed, else Welch's. Red: surely worse (the "
+                "interval lies above 0); green: surely better (below 0); grey: the interval spans 0.*")
+
+
 def compare(folders: list[str | Path], names: list[str] | None = None, stage: str = "ttt",
             out_dir: str | Path | None = None) -> dict:
     """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png``,
@@ -297,7 +314,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     twice = sorted({str(f) for f in folders if folders.count(f) > 1})
     if twice:
         raise GolfError(f"{twice[0]!r} is given more than once: each folder is one study or run to compare")
-    names = parameter_list(names, "names") or [f.name for f in folders]
+    names = parameter_list(names, "names") or default_names(folders)
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
@@ -331,7 +348,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
                     "baseline's seed by seed (a quantization-only arm), from the paired t-test."
                     if "paired_p" in table else ".")),
              *[_md(f"**Warning:** {w}") for w in warnings],
-             _table(readable(table)), *([_figure(out / "compare_diff.png")] if diff_fig else []),
+             _table(readable(table)), *([_figure(out / "compare_diff.png"), _md(DIFF_CAPTION)] if diff_fig else []),
              _figure(out / "compare.png"),
              _md("## Params keys that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),

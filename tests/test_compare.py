@@ -300,3 +300,25 @@ def test_no_pairing_where_seeds_repeat_differ_or_the_weights_do_not_match(tmp_pa
     assert "paired_p" not in compare([base, fewer], out_dir=tmp_path / "c2")["summary"]
     (copies / "seed2/train_summary.json").write_text(json.dumps({"prequant_post_ema": {"val_loss": 3.0, "val_bpb": 9.9}}))
     assert "paired_p" not in compare([base, copies], out_dir=tmp_path / "c3")["summary"], "retrained: not the same weights"
+
+
+def test_a_study_without_the_stage_names_the_stages_it_has(tmp_path, capsys):
+    base = _study(tmp_path, "baseline", BASE)
+    assert golf_main(["compare", str(base), "--stage", "plain"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its runs have prequant, ttt" in err[0] and "--stage ttt" in err[0]
+
+
+def test_runs_of_the_same_name_are_labelled_with_their_study(tmp_path):
+    a, b = _study(tmp_path, "base", BASE[:2]), _study(tmp_path, "abl", ABLATION[:2])
+    result = compare([a / "seed1", b / "seed1"], out_dir=tmp_path / "cmp")
+    assert list(result["summary"]["study"]) == ["base/seed1", "abl/seed1"]
+    result = compare([a / "seed0", b / "seed1"], out_dir=tmp_path / "cmp")
+    assert list(result["summary"]["study"]) == ["seed0", "seed1"]
+
+
+def test_the_report_explains_the_difference_figure(tmp_path):
+    result = compare([_study(tmp_path, "base", BASE), _study(tmp_path, "abl", ABLATION)], out_dir=tmp_path / "cmp")
+    page = (result["out_dir"] / "compare.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2  # the difference figure and the per-seed one
+    assert "Red: surely worse" in page and "else Welch" in page
