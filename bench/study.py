@@ -11,8 +11,8 @@ then ``golf evaluate`` in each ``--modes``. A worker per GPU takes the next job 
 interrupted study still holds whole seeds of every arm); each job runs alone on its GPU
 (``CUDA_VISIBLE_DEVICES``). Steps whose output exists are skipped, so running the command again
 resumes it, as long as each arm's params, overrides and modes are the ones it started with (kept in
-``OUTPUTS/PREFIX-plan.json``; seeds and new arms may be added). A training that was killed is moved
-aside to ``seedS.interrupted-N`` (kept) and trained again. Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
+``OUTPUTS/PREFIX-plan.json``; seeds and new arms may be added). A training that was killed, or
+failed, is moved aside to ``seedS.interrupted-N`` (kept) and trained again. Each finished step appends a line (arm, seed, step, seconds, rc) to ``--log``; a
 failed step stops that job and the others go on. At the end ``golf compare`` of the arms (the
 first is the baseline) writes its tables and compare.html, and a summary names what is missing or
 failed; the exit status is 1 if a step or the compare failed.
@@ -179,6 +179,8 @@ def interrupted_training(run_dir: Path) -> str | None:
     text = lock.read_text().strip() if lock.is_file() else ""
     if text.isdigit() and _pid_alive(int(text)):
         return "in use"
+    if lock.is_file() and not text and time.time() - lock.stat().st_mtime < 60:
+        return "in use"  # just claimed: its pid is being written
     return "interrupted" if any(run_dir.iterdir()) else None
 
 
@@ -198,8 +200,8 @@ def _run_steps(arm, params, seed, run_dir, sets, modes, gpu, log, lock, twin, tr
         return
     state = interrupted_training(run_dir)
     if state == "in use":
-        _log_step(log, lock, arm=arm, seed=seed, step=f"train ({run_dir} is in use by another golf process)",
-                  seconds=0, rc=1, gpu=gpu)
+        _log_step(log, lock, arm=arm, seed=seed, step=f"train ({run_dir} is in use by another golf process; if "
+                  f"none runs, remove {run_dir / RUN_LOCK})", seconds=0, rc=1, gpu=gpu)
         return
     if state == "interrupted":  # a killed training: kept beside, and this job starts it again
         aside = move_aside(run_dir)
@@ -349,14 +351,30 @@ def check_arms(arms: list[tuple[str, str, list[str]]], sets: list[str], modes: l
     unknown = [m for m in modes if m not in EVAL_MODES]
     if unknown:
         return f"unknown --modes {unknown}; golf evaluate has {list(EVAL_MODES)}"
+    for name, params, own in arms:
+        try:
+            load_config(params, sets + own)
+        except (GolfError, ValueError, OSError) as exc:
+            return f"arm {name!r}: {exc}"
+    return None
+
+
+def check_data(arms: list[tuple[str, str, list[str]]], sets: list[str], todo: set[str]) -> str | None:
+    """A problem line if the data of an arm in ``todo`` (one with a seed left to run) is missing or does
+    not belong to its tokenizer, as golf train would find at its start: before any job, so the first
+    job's failure is not repeated by every other."""
+    from golf.config import load_config
     from golf.data import check_data_binding
+    from golf.runtime import GolfError
 
     checked: set[tuple] = set()
     for name, params, own in arms:
+        if name not in todo:
+            continue
         try:
             cfg = load_config(params, sets + own)
             data = (cfg.data_dir, cfg.tokenizer_path, cfg.vocab_size)
-            if data not in checked:  # shards, tokenizer and vocab_size belong together, as golf train checks
+            if data not in checked:
                 check_data_binding(cfg, ("train", "val"))
                 checked.add(data)
         except (GolfError, ValueError, OSError) as exc:
@@ -412,6 +430,9 @@ def main() -> int:
         archive = resolve(args.restore)
         problem = (restore_study(archive, root, args.prefix) if archive.is_file()
                    else f"--restore {archive}: no such file")
+    todo = {name for name, _, _ in arms for seed in args.seeds
+            if not finished(root / f"{args.prefix}-{name}" / f"seed{seed}", args.modes)}
+    problem = problem or check_data(arms, args.set, todo)
     problem = problem or check_plan(root / f"{args.prefix}-plan.json", arms, args.set, args.modes)
     if problem:
         print(f"study.py: error: {problem}", file=sys.stderr)
@@ -472,8 +493,12 @@ def main() -> int:
                     started[0] += 1
                     print(f"job {started[0]} of {to_run}: {name} seed {seed} on {'CPU' if gpu == 'cpu' else 'GPU ' + gpu}",
                           flush=True)
-            run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
-                    twin=twin, training=trainings[(name, seed)], cpus=cpus)
+            try:
+                run_job(name, params, seed, run_dir, args.set + own, args.modes, gpu, log, lock,
+                        twin=twin, training=trainings[(name, seed)], cpus=cpus)
+            except Exception as exc:  # a file system error, say: this job fails, the worker goes on
+                _log_step(log, lock, arm=name, seed=seed, step=f"job stopped: {type(exc).__name__}: {exc}",
+                          seconds=0, rc=1, gpu=gpu)
             if args.archive:  # after every job, so a call cut off by its time limit keeps what finished
                 with lock:
                     archive()

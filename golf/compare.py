@@ -285,8 +285,12 @@ def plot_differences(table: pd.DataFrame, stage: str, out_dir: Path):
 
 def default_names(folders: list[Path]) -> list[str]:
     """Each folder's name, with its parent's where two names are the same (two studies' seed1 runs)."""
-    plain = [f.name for f in folders]
-    return [f"{f.parent.name}/{f.name}" if plain.count(f.name) > 1 else f.name for f in folders]
+    names = [f.name for f in folders]
+    for depth in range(2, max(len(f.parts) for f in folders) + 1):
+        if len(set(names)) == len(names):
+            break
+        names = [str(Path(*f.parts[-depth:])) if names.count(n) > 1 else n for f, n in zip(folders, names)]
+    return names
 
 
 DIFF_CAPTION = ("*Each line: a study's mean minus the baseline's, with its 95% interval: the paired t-test's where "

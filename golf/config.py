@@ -274,6 +274,8 @@ def parameter_list(value: Any, name: str) -> list[str]:
                 return shlex.split(text)
             except ValueError as err:
                 raise ConfigError(f"parameter {name!r}: cannot split {value!r} ({err})", name) from None
+    if isinstance(value, (int, float)):  # papermill reads -p names 1 as a number
+        return [str(value)]
     if isinstance(value, (list, tuple)):
         items = list(value)
         bad = [v for v in items if isinstance(v, (list, tuple, dict)) or v is None]

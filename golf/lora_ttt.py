@@ -247,18 +247,26 @@ class CompiledChunkNll:
 
     def __call__(self, *args):
         if self.fallback is None:
-            from torch._dynamo.exc import BackendCompilerFailed
-            from torch._inductor.exc import InductorError
-
             try:
                 return self.compiled(*args)
-            except (InductorError, BackendCompilerFailed) as err:
-                # the failure comes while compiling, before any of this call's work: nothing to undo
-                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                self.fallback = f"{type(err).__name__}: {first_line}"[:300]
-                log.warning("ttt_lora_compile: torch.compile failed on the adapted forward (%s); the rest of "
-                            "the evaluation runs eager", self.fallback)
+            except compile_errors() as err:  # while compiling, before any of this call's work: nothing to undo
+                self.give_up(err, "forward")
         return chunk_nll(*args)
+
+    def give_up(self, err: Exception, where: str) -> None:
+        """Eager from now on; ``where``: the pass (forward or backward) whose graph failed to compile."""
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        self.fallback = f"{type(err).__name__} in the {where}: {first_line}"[:300]
+        log.warning("ttt_lora_compile: torch.compile failed on the adapted %s (%s); the rest of the evaluation "
+                    "runs eager", where, self.fallback)
+
+
+def compile_errors() -> tuple[type[Exception], ...]:
+    """What torch raises when a graph fails to compile (inductor's own, or any backend's)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+
+    return InductorError, BackendCompilerFailed
 
 
 def compiled_chunk_nll(backend: str = "inductor") -> CompiledChunkNll:
@@ -333,7 +341,17 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         mask = scored & torch.as_tensor(train, device=dev)[:, None]
         per_doc = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
         opt.zero_grad(set_to_none=True)
-        per_doc.sum().backward()
+        try:
+            per_doc.sum().backward()
+        except compile_errors() as err:  # the compiled backward's graph compiles lazily, here
+            if not isinstance(nll_fn, CompiledChunkNll):
+                raise
+            nll_fn.give_up(err, "backward")
+            # the adapters are as they were for the forward: the eager loss is the same function's
+            nll = chunk_nll(model, adapters, x, y, off, width)
+            per_doc = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+            opt.zero_grad(set_to_none=True)
+            per_doc.sum().backward()
         opt.step()
         steps += 1
         if record is not None:

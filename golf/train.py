@@ -264,9 +264,10 @@ def frontier_graph_switches(cfg: Config) -> list[str]:
 def apply_inductor_workarounds(cfg: Config) -> None:
     """Inductor settings per graph (torch 2.11, H100). Inductor's fusion of reductions of two orders
     (``triton.mix_order_reduction``) is off whenever a frontier graph switch is on: with
-    ``attn_out_gate`` the backward fails an assertion with it (bench/compile_check.py), and without
-    the gate the frontier's step ran 7-10% slower with it (bench/RESULTS.md). It also keeps one setting
-    across the frontier's ablation arms. The record's graphs keep the default, where it saves 2%."""
+    ``attn_out_gate`` the backward fails an assertion with it (bench/compile_check.py); the frontier
+    without the gate stepped 7.8% (plain) and 9.6% (looped) slower with it (bench/RESULTS.md; the other
+    switches alone were not measured); and one setting across the frontier's ablation arms keeps their
+    step times comparable. The record's graphs keep the default, where it saves 2%."""
     if frontier_graph_switches(cfg):
         import torch._inductor.config as inductor_config
 

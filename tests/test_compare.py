@@ -315,6 +315,9 @@ def test_runs_of_the_same_name_are_labelled_with_their_study(tmp_path):
     assert list(result["summary"]["study"]) == ["base/seed1", "abl/seed1"]
     result = compare([a / "seed0", b / "seed1"], out_dir=tmp_path / "cmp")
     assert list(result["summary"]["study"]) == ["seed0", "seed1"]
+    x, y = _study(tmp_path / "x", "base", BASE[:2]), _study(tmp_path / "y", "base", ABLATION[:2])
+    result = compare([x / "seed1", y / "seed1"], out_dir=tmp_path / "cmp")
+    assert list(result["summary"]["study"]) == ["x/base/seed1", "y/base/seed1"]
 
 
 def test_the_report_explains_the_difference_figure(tmp_path):

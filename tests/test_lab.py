@@ -193,7 +193,7 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     ("[outputs/a, 'outputs/b c']", ["outputs/a", "outputs/b c"]),  # YAML list text (papermill -p)
     ("ema_decay=0 'x=a b'", ["ema_decay=0", "x=a b"]),  # split as a shell does, like --set
     ("outputs/demo", ["outputs/demo"]), ("", []), (None, []), ("[]", []),
-    (["a", 2], ["a", "2"]), (("plain", "ttt"), ["plain", "ttt"]),
+    (["a", 2], ["a", "2"]), (("plain", "ttt"), ["plain", "ttt"]), (7, ["7"]),  # papermill: -p names 7
 ])
 def test_list_parameters_accept_papermill_text(given, expected):
     from golf.config import parameter_list
@@ -201,7 +201,7 @@ def test_list_parameters_accept_papermill_text(given, expected):
     assert parameter_list(given, "studies") == expected
 
 
-@pytest.mark.parametrize("given", ["[a, [b]]", "[a, b", "'unclosed", 7, {"a": 1}])
+@pytest.mark.parametrize("given", ["[a, [b]]", "[a, b", "'unclosed", {"a": 1}])
 def test_a_list_parameter_that_is_no_list_is_one_error_naming_it(given):
     from golf.config import ConfigError, parameter_list
 

@@ -400,11 +400,43 @@ def test_compiled_lora_forward_that_fails_to_compile_goes_on_eager_with_one_warn
         model = tiny_model(cfg, 0)
         rec = TTTRecord(tokens.numel() - 1)
         res = eval_lora_ttt(model, tokens, tiny_luts(), cfg, record=rec, progress=False, nll_fn=compiled)
-    assert len(calls) == 1 and compiled.fallback.startswith("InductorError: AssertionError")
+    assert len(calls) == 1 and compiled.fallback.startswith("InductorError in the forward: AssertionError")
     assert caplog.text.count("torch.compile failed on the adapted forward") == 1
     assert res["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-6)
     rec.check()
     eager_rec.check()
+
+
+def test_compiled_lora_backward_that_fails_to_compile_goes_on_eager(caplog):
+    """The compiled backward's graph compiles lazily, at ``backward()``, outside the forward call: a
+    failure there also turns the rest eager, the chunk's step still runs (on the eager loss of the same
+    adapters), and the scores and steps equal eager's."""
+    import logging
+    import sys
+
+    from torch._inductor.exc import InductorError
+
+    class FailsInBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, nll):
+            return nll.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise InductorError(AssertionError("rnumel1 == 1"), sys._getframe())
+
+    cfg, tokens = lora_cfg(), doc_tokens()
+    eager, _, _ = run(eval_lora_ttt, cfg, tokens)
+    compiled = lt.CompiledChunkNll(backend="eager")
+    compiled.compiled = lambda *args: FailsInBackward.apply(lt.chunk_nll(*args))
+    with caplog.at_level(logging.WARNING, logger="golf"):
+        rec = TTTRecord(tokens.numel() - 1)
+        res = eval_lora_ttt(tiny_model(cfg, 0), tokens, tiny_luts(), cfg, record=rec, progress=False, nll_fn=compiled)
+    assert compiled.fallback.startswith("InductorError in the backward")
+    assert caplog.text.count("torch.compile failed on the adapted backward") == 1
+    assert res["val_loss"] == pytest.approx(eager["val_loss"], abs=1e-6)
+    assert res["lora_steps"] == eager["lora_steps"] > 0
+    rec.check()
 
 
 def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):

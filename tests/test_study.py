@@ -490,3 +490,36 @@ def test_a_failed_job_makes_the_study_exit_1_and_the_summary_names_it(tmp_path, 
     assert "job 1 of 4: a seed 1 on CPU" in out and "job 4 of 4: b seed 2 on CPU" in out
     assert "missing seeds [1, 2]" in out and out.count("FAILED: b seed") == 2
     assert "t-b/seed1.console.log" in out
+
+
+def test_the_data_check_skips_arms_whose_seeds_are_all_finished(tmp_path, demo_data):
+    """Comparing or archiving a restored study needs no shards: only arms with a seed to run are checked."""
+    demo = str(ROOT / "params/demo.yaml")
+    done = tmp_path / "outputs/t-a/seed1"
+    done.mkdir(parents=True)
+    (done / "eval_ttt.json").write_text("{}")  # finished, as restored from an archive
+    out = study(tmp_path, demo_data, f"a={demo}", extra=("--set", f"data_dir={tmp_path / 'no_data'}"))
+    assert "no_data" not in out.stderr and "0 to run" in out.stdout, out.stderr
+
+
+def test_a_job_that_raises_is_one_failed_line_and_the_worker_goes_on(tmp_path, monkeypatch, capsys):
+    study = _study_module()
+    calls = []
+    monkeypatch.setattr(study, "_golf", _fake_golf(calls))
+    real_run_job = study.run_job
+
+    def run_job(arm, *args, **kw):
+        if arm == "a":
+            raise PermissionError("cannot rename")
+        return real_run_job(arm, *args, **kw)
+
+    monkeypatch.setattr(study, "run_job", run_job)
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    demo = str(ROOT / "params/demo.yaml")
+    monkeypatch.setattr(sys, "argv", ["study.py", "--gpus", "cpu", "--seeds", "1", "--prefix", "t", "--arms",
+                                      f"a={demo}", f"b={demo} iterations=7"])
+    assert study.main() == 1
+    out = capsys.readouterr().out
+    assert "FAILED: a seed 1: job stopped: PermissionError: cannot rename" in out
+    assert (tmp_path / "outputs/t-b/seed1/eval_ttt.json").is_file(), "the worker went on to b"
