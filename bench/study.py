@@ -171,16 +171,14 @@ def quantization_only_keys(config: dict) -> set[str]:
 def interrupted_training(run_dir: Path) -> str | None:
     """Why ``run_dir`` cannot be trained into: 'in use' (a live golf process holds it), 'interrupted'
     (a training that did not finish: golf train refuses such a folder), or None (absent, or trained)."""
-    from golf.runtime import _pid_alive
+    from golf.runtime import run_lock_owner
 
     if not run_dir.is_dir() or (run_dir / "model.pt").is_file():
         return None
+    pid, alive = run_lock_owner(run_dir)
     lock = run_dir / RUN_LOCK
-    text = lock.read_text().strip() if lock.is_file() else ""
-    if text.isdigit() and _pid_alive(int(text)):
-        return "in use"
-    if lock.is_file() and not text and time.time() - lock.stat().st_mtime < 60:
-        return "in use"  # just claimed: its pid is being written
+    if alive or (not pid and lock.is_file() and time.time() - lock.stat().st_mtime < 60):
+        return "in use"  # (no pid yet: just claimed, its pid is being written)
     return "interrupted" if any(run_dir.iterdir()) else None
 
 

@@ -339,19 +339,20 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         if not train.any():  # (2) one step on the chunk
             continue
         mask = scored & torch.as_tensor(train, device=dev)[:, None]
-        per_doc = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+        def step_loss(nll: Tensor) -> Tensor:  # the mean NLL of each document's chunk, summed
+            return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).sum()
+
         opt.zero_grad(set_to_none=True)
         try:
-            per_doc.sum().backward()
+            step_loss(nll).backward()
         except compile_errors() as err:  # the compiled backward's graph compiles lazily, here
             if not isinstance(nll_fn, CompiledChunkNll):
                 raise
             nll_fn.give_up(err, "backward")
             # the adapters are as they were for the forward: the eager loss is the same function's
-            nll = chunk_nll(model, adapters, x, y, off, width)
-            per_doc = (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
             opt.zero_grad(set_to_none=True)
-            per_doc.sum().backward()
+            step_loss(chunk_nll(model, adapters, x, y, off, width)).backward()
         opt.step()
         steps += 1
         if record is not None:

@@ -253,6 +253,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def run_lock_owner(run_dir: str | Path) -> tuple[int, bool]:
+    """The pid in ``run_dir``'s lock (0 where there is none, or it holds no pid yet) and whether that
+    process is alive: a live one is training there, a dead one left an interrupted run."""
+    lock = Path(run_dir) / RUN_LOCK
+    text = lock.read_text().strip() if lock.is_file() else ""
+    pid = int(text) if text.isdigit() else 0
+    return pid, bool(pid) and _pid_alive(pid)
+
+
 def claim_run_dir(run_dir: str | Path) -> Path:
     """Make ``run_dir`` this process's run folder, or refuse with one line saying why.
 
@@ -269,9 +278,8 @@ def claim_run_dir(run_dir: str | Path) -> Path:
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
-        text = lock.read_text().strip() if lock.is_file() else ""
-        pid = int(text) if text.isdigit() else 0
-        if pid and _pid_alive(pid):
+        pid, alive = run_lock_owner(run_dir)
+        if alive:
             raise GolfError(f"run folder {str(run_dir)!r} is in use by a running golf process (pid {pid})") from None
         raise GolfError(f"run folder {str(run_dir)!r} holds an interrupted run (its process {pid or '?'} is gone); "
                         "it is kept as it is: train into a new folder (omit --run-dir for a fresh one)") from None
