@@ -165,7 +165,12 @@ def cmd_train(args) -> int:
 
         atomic_write_json(run_dir / "run.json", {"params_file": args.params, "set": args.set or [],
                                                  "world_size": dist.world_size})
-    result = train(cfg, run_dir, dist, device)
+    try:
+        result = train(cfg, run_dir, dist, device)
+    except GolfError as exc:  # e.g. a diverged loss: the run's own log says why it ended
+        if dist.is_main:
+            _log_to_file(run_dir / "train.log", f"ERROR {exc}")
+        raise
     if dist.is_main:
         from golf.runtime import release_run_dir
 
@@ -173,6 +178,14 @@ def cmd_train(args) -> int:
         print(json.dumps({"run_dir": str(run_dir), **result.summary}, indent=2))
     _destroy()
     return 0
+
+
+def _log_to_file(path: Path, line: str) -> None:
+    """One line into a log file only (the console gets the error line from main)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path.absolute():
+            handler.stream.write(f"{line}\n")
+            handler.flush()
 
 
 def _log_device(dist, device) -> None:
@@ -336,9 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "bytes through the val byte sidecars fineweb_val_bytes_*.bin")
     prep.set_defaults(func=cmd_data_prepare)
     dl = _command(dsub, "download", "fetch the challenge's official shards and tokenizer (Hugging Face dataset)",
-                  "  golf data download --variant sp8192 --out data/datasets/fineweb10B_sp8192 --train-shards 10")
+                  "  golf data download --variant sp8192 --out data --train-shards 80   # where params/record.yaml "
+                  "reads\n  golf data download --variant sp8192 --out data --train-shards 1    # one shard, to try\n\n"
+                  "Each train shard is 100M tokens (200 MB); all 80 and the val shard are about 16.1 GB.")
     dl.add_argument("--variant", default="sp8192", help="tokenizer variant of the dataset (default sp8192)")
-    dl.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    dl.add_argument("--out", required=True, metavar="DIR",
+                    help="data root: the shards go to DIR/datasets/fineweb10B_sp8192/, the tokenizer to "
+                         "DIR/tokenizers/ (the shard folder itself is read as its root)")
     dl.add_argument("--train-shards", type=int, default=80, help="train shards to fetch (default 80, all)")
     dl.set_defaults(func=cmd_data_download)
     chk = _command(dsub, "check", "validate every shard (magic, version, size, ids < vocab) and print a table",

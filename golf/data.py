@@ -472,6 +472,8 @@ def _hub_fetch(repo_id: str, rel: str, out_dir: Path) -> Path:
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
+    # the Hub's logger has its own handler: without this, each of its warnings shows twice (ours too)
+    logging.getLogger("huggingface_hub").propagate = False
     try:
         got = huggingface_hub.hf_hub_download(repo_id=repo_id, filename=rel, repo_type="dataset",
                                               local_dir=str(out_dir))
@@ -518,6 +520,10 @@ def download_shards(variant: str, out_dir: str | Path, train_shards: int = 1,
     if not 0 <= train_shards <= v.train_shards:
         raise GolfError(f"--train-shards must be in [0, {v.train_shards}] for {variant}, got {train_shards}")
     out_dir = Path(out_dir)
+    tail = Path(v.dataset_dir).parts
+    if out_dir.parts[-len(tail):] == tail:  # the shard folder itself given: its root keeps the layout
+        out_dir = out_dir.parents[len(tail) - 1]
+        log.info("--out names the shard folder; downloading into its root %s", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     downloaded = 0

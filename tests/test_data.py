@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,37 @@ def test_a_small_max_val_tokens_is_named_as_the_limit(demo_data):
 
     with pytest.raises(GolfError, match=r"params key 'max_val_tokens' \(100\) keeps 100 tokens"):
         load_val_tokens(demo_data.data_dir, 128, max_tokens=100)
+
+
+@pytest.mark.parametrize("source", ["README.md", "help"])
+def test_download_example_lands_where_record_yaml_reads(fake_hub, tmp_path, monkeypatch, source, capsys):
+    """The 8-GPU download line of the README and of `golf data download --help` fills record.yaml's
+    data_dir and tokenizer_path; the shard folder given as --out lands there too."""
+    import re
+    import shlex
+
+    from golf import cli
+    from golf.config import load_config
+    from golf.paths import project_root
+
+    repo = project_root()
+    if source == "README.md":
+        text = (repo / "README.md").read_text()
+    else:
+        with pytest.raises(SystemExit):
+            cli.main(["data", "download", "--help"])
+        text = capsys.readouterr().out
+    line = re.search(r"golf data download [^\n#]*--train-shards 80", text).group(0)
+    root = tmp_path / "project"
+    shutil.copytree(repo / "params", root / "params")
+    (root / "notebooks").mkdir()
+    monkeypatch.setenv("GOLF_HOME", str(root))
+    for given in (line, line.replace("--out data", "--out data/datasets/fineweb10B_sp8192")):
+        shutil.rmtree(root / "data", ignore_errors=True)
+        args = cli.build_parser().parse_args(shlex.split(given)[1:])
+        cli._resolve_path_args(args)
+        download_shards(args.variant, args.out, train_shards=1)  # the stand-in Hub holds 2 train shards
+        cfg = load_config(root / "params" / "record.yaml")
+        assert sorted(p.name for p in list_shards(cfg.data_dir, "train")) == ["fineweb_train_000000.bin"]
+        assert list_shards(cfg.data_dir, "val") and Path(cfg.tokenizer_path).is_file()
+        assert not (root / "data" / "datasets" / "fineweb10B_sp8192" / "datasets").exists()
