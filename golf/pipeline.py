@@ -167,7 +167,30 @@ def _check_weights(run_dir: Path, source: str) -> Path:
     if not path.is_file():
         todo = "train it first (golf train)" if source == "raw" else "run golf quantize first"
         raise GolfError(f"run folder {str(run_dir)!r} has no {path.name}: {todo}")
+    if source == "raw":
+        _check_model_sha(path, run_dir / "train_summary.json")
     return path
+
+
+def _check_model_sha(path: Path, summary_path: Path) -> None:
+    """model.pt must be the file training saved: its sha256 is the one train_summary.json records."""
+    from golf.runtime import file_sha256, read_json
+
+    recorded = (read_json(summary_path) or {}).get("model_sha256")
+    if not recorded:  # a run trained before golf recorded it
+        return
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if _VERIFIED.get(key) != recorded:
+        found = file_sha256(path)
+        if found != recorded:
+            raise GolfError(f"{str(path)!r} has sha256 {found[:12]}, but {str(summary_path)!r} records "
+                            f"{recorded[:12]} for the model training saved: the file was changed or damaged "
+                            "since; train again (or restore it)")
+        _VERIFIED[key] = found
+
+
+_VERIFIED: dict[tuple, str] = {}  # files already hashed in this process (quantize checks, then loads)
 
 
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,

@@ -170,6 +170,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json_object(path: str | Path, fix: str = "") -> dict[str, Any]:
     """A JSON file that must hold an object; else one GolfError line naming it (``fix`` says what to do)."""
     path = Path(path)

@@ -290,6 +290,13 @@ def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.
     return torch.compile(model, dynamic=False, fullgraph=True)
 
 
+def check_finite(value: float, what: str, step: int, run_dir: Path) -> None:
+    """A NaN or infinite loss ends training with one error; no model.pt is saved after it."""
+    if not math.isfinite(value):
+        raise GolfError(f"training diverged: {what} is {value} at step {step}; no model.pt was saved, the run "
+                        f"folder {str(run_dir)!r} keeps its logs; lower the learning rates (or check the data)")
+
+
 def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
     """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
     from golf.bpb import eval_byte_counts
@@ -370,6 +377,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         log.info("step %d val_loss %.4f val_bpb %.4f", step, res["val_loss"], res["val_bpb"])
         metrics.write({"step": step, "val_loss": res["val_loss"], "val_bpb": res["val_bpb"],
                        "looping": model.looping, "train_ms": train_ms})
+        check_finite(res["val_loss"], "val_loss", step, run_dir)
 
     batches = train_batches(cfg, dist, device)  # made now, so its first micro-batches load during step 0's eval
     _sync(device)
@@ -417,6 +425,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                 metrics.write(record)
                 last_loss = f"{train_loss:.3f}"
                 log.info("step %d loss %.4f lr_mult %.3f step_ms %.1f", step, train_loss, mult, step_ms)
+                check_finite(train_loss, "train_loss", step, run_dir)
             # the loss shown is the last logged one, with its step (reading it every step would sync the GPU)
             bar.set_postfix_str(f"step={step}, loss@{logged_step}={last_loss}, looping={int(model.looping)}",
                                 refresh=False)
@@ -449,6 +458,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         log.info("Hessians collected inside the budget: training-data access ends at %.1f s", data_end_s)
     prequant = eval_plain(model, val_tokens, luts, cfg)
     log.info("pre-quantization post-ema val_loss %.5f val_bpb %.5f", prequant["val_loss"], prequant["val_bpb"])
+    check_finite(prequant["val_loss"], "the post-EMA val_loss", step, run_dir)
     summary = {"steps": step, "train_ms": train_ms, "warmup_s": warmup_s, "looping_at_step": looping_at,
                "peak_mem_mib": _peak_mem_mib(device), "world_size": dist.world_size,
                "training_data_end_s": data_end_s, "ema_init_share": init_share,
@@ -456,6 +466,9 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     metrics.write({"step": step, "stage": "pre-quantization post-ema", **prequant})
     metrics.close()
     if main:
+        from golf.runtime import file_sha256
+
         save_checkpoint(model, run_dir / "model.pt")
+        summary["model_sha256"] = file_sha256(run_dir / "model.pt")  # quantize and evaluate check it
         atomic_write_json(run_dir / "train_summary.json", summary)
     return TrainResult(step, train_ms, looping_at, prequant, summary)
