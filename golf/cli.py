@@ -222,12 +222,13 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from golf.pipeline import check_evaluate, evaluate_run
+    from golf.pipeline import check_eval_tokenizer, check_evaluate, evaluate_run
     from golf.runtime import init_distributed
 
     cfg = _run_config(args.run_dir, "evaluate", args.set)
     _preflight(cfg, ("val",))
     check_evaluate(Path(args.run_dir), args.mode, source=args.source, force=args.force)
+    check_eval_tokenizer(Path(args.run_dir), cfg, args.allow_other_tokenizer)
     if args.mode in ("lora_ttt", "phased_ttt"):
         from golf.lora_ttt import check_config
 
@@ -235,7 +236,8 @@ def cmd_evaluate(args) -> int:
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
     _log_device(dist, device)
-    result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force)
+    result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force,
+                          allow_other_tokenizer=args.allow_other_tokenizer)
     if dist.is_main:
         print(json.dumps(result, indent=2))
     _destroy()
@@ -407,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the quantized artifact (default) or the raw model.pt")
     ev.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override evaluation keys of the run's config")
     ev.add_argument("--force", action="store_true", help="replace an existing eval_<mode>.json")
+    ev.add_argument("--allow-other-tokenizer", action="store_true",
+                    help="evaluate with a tokenizer other than the training one (the result records it)")
     ev.set_defaults(func=cmd_evaluate)
 
     rn = _command(sub, "run", "a study: the notebooks through papermill for each seed, then the seed analysis",
@@ -468,9 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _resolve_path_args(args)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+        return code
     except (ConfigError, GolfError) as exc:
         print(f"golf: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `golf config | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:  # a file or folder the user named cannot be read or written
         print(f"golf: error: {exc}", file=sys.stderr)

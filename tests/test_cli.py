@@ -75,3 +75,10 @@ def test_fixed_batch_pads_the_short_last_batch():
     assert torch.equal(fwd(ids), ids.float() * 2)
     assert torch.equal(fwd(torch.arange(20).view(4, 5)), torch.arange(20).view(4, 5).float() * 2)
     assert shapes == [(4, 5), (4, 5)]
+
+
+def test_config_into_a_closed_pipe_says_nothing():
+    """`golf config | head -2`: no BrokenPipeError traceback when the reader leaves early."""
+    out = subprocess.run(f"{sys.executable} -m golf config | head -2", shell=True, capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert len(out.stdout.splitlines()) == 2 and out.stderr == ""
