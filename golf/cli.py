@@ -286,7 +286,8 @@ def cmd_config(args) -> int:
 def cmd_export(args) -> int:
     from golf.submission import export_submission
 
-    out = export_submission(Path(args.run_dir), Path(args.out))
+    out = export_submission(Path(args.run_dir), Path(args.out), allow_over_budget=args.allow_over_budget,
+                            allow_mixed_tokens=args.allow_mixed_tokens)
     print(out)
     return 0
 
@@ -442,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "submission.json, logs)", "  golf export-submission --run-dir outputs/demo/seed42 --out submission/")
     ex.add_argument("--run-dir", required=True, metavar="DIR", help="an evaluated run folder")
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
+    ex.add_argument("--allow-over-budget", action="store_true",
+                    help="export an artifact over the byte limit (submission.json says fits: false)")
+    ex.add_argument("--allow-mixed-tokens", action="store_true",
+                    help="export a headline scored on fewer val tokens than another stage (each count is given)")
     ex.set_defaults(func=cmd_export)
 
     rep = _command(sub, "report", "draw a run's figures and tables from its files and render its report.html "

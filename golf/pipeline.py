@@ -161,6 +161,26 @@ def check_evaluate(run_dir: Path, mode: str, source: str = "artifact", force: bo
     return name
 
 
+def check_eval_tokenizer(run_dir: Path, cfg: Config, allow_other: bool = False) -> dict[str, Any]:
+    """The tokenizer evaluated with must be the one the run trained with (environment.json's sha256),
+    unless ``allow_other`` (--allow-other-tokenizer); returns what the eval result records of it."""
+    from golf.data import tokenizer_fingerprint
+    from golf.runtime import read_json
+
+    used = tokenizer_fingerprint(cfg.tokenizer_path)
+    env_path = run_dir / "environment.json"
+    trained = (read_json(env_path) or {}).get("tokenizer_sha256")
+    record: dict[str, Any] = {"tokenizer_path": cfg.tokenizer_path, "tokenizer_sha256": used}
+    if trained and trained != used:
+        if not allow_other:
+            raise GolfError(f"tokenizer {cfg.tokenizer_path!r} (sha256 {used[:12]}) is not the one the run trained "
+                            f"with ({str(env_path)!r} records sha256 {trained[:12]}): its BPB would not be the "
+                            "model's; evaluate with the training tokenizer and its data, or pass "
+                            "--allow-other-tokenizer (the result then says so)")
+        record["tokenizer_differs_from_training"] = {"trained_sha256": trained}
+    return record
+
+
 def _check_weights(run_dir: Path, source: str) -> Path:
     """The run's weights file for ``source`` (raw: model.pt; artifact: the quantized one), which must exist."""
     path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
@@ -194,7 +214,7 @@ _VERIFIED: dict[tuple, str] = {}  # files already hashed in this process (quanti
 
 
 def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: torch.device,
-                 source: str = "artifact", force: bool = False) -> dict:
+                 source: str = "artifact", force: bool = False, allow_other_tokenizer: bool = False) -> dict:
     """Evaluate the run's artifact (or raw model) in one mode; writes ``eval_<mode>.json``."""
     import golf.evaluate as ev
     from golf.bpb import eval_byte_counts
@@ -202,6 +222,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     from golf.train import use_compile
 
     name = check_evaluate(run_dir, mode, source, force)
+    tokenizer = check_eval_tokenizer(run_dir, cfg, allow_other_tokenizer)
     made_from = {}
     if source == "artifact" and (run_dir / ARTIFACT_NAME).is_file():
         from golf.quant import artifact_sha256
@@ -242,7 +263,8 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     in_effect = model.fused_kernels()
     if mode == "lora_ttt":  # every weight is an adapted one there: the attention and MLP fusions stand aside
         in_effect.update(fused_mlp=False, fused_qkv=False)
-    result = {"mode": mode, "source": source, **result, **made_from, "config_changes": config_changes(run_dir, cfg),
+    result = {"mode": mode, "source": source, **result, **made_from, **tokenizer,
+              "config_changes": config_changes(run_dir, cfg),
               "kernels_in_effect": in_effect, **code_version()}
     if dist.is_main:
         atomic_write_json(run_dir / name, result)

@@ -40,3 +40,69 @@ def test_a_damaged_model_pt_is_refused_by_quantize_and_evaluate(tmp_path, traine
         line = one_error_line(capsys)
         assert str(run / "model.pt") in line and "train_summary.json" in line and "changed or damaged" in line
         assert snapshot(run) == before
+
+
+# --- 1. evaluate with the tokenizer the run trained with ------------------------------------------
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory, other_tokenizer):  # noqa: F811
+    """The demo plays tokenized with another 512-piece tokenizer: valid data, bound to that tokenizer."""
+    from golf.tokenizer import prepare_data
+
+    out = tmp_path_factory.mktemp("other") / "data"
+    prepare_data("shakespeare", out, val_docs=1, max_docs=4, shard_tokens=65_536, progress=False,
+                 tokenizer=other_tokenizer)
+    return out
+
+
+def test_evaluate_refuses_a_tokenizer_the_run_did_not_train_with(tmp_path, trained_run, other_data, capsys):  # noqa: F811
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    before = snapshot(run)
+    other = ["--set", f"data_dir={other_data}", f"tokenizer_path={other_data / 'tokenizer.model'}"]
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force", *other]) == 1
+    line = one_error_line(capsys)
+    assert str(other_data / "tokenizer.model") in line and str(run / "environment.json") in line
+    assert "--allow-other-tokenizer" in line and snapshot(run) == before
+    # opted in: the result and the export say so
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force", "--allow-other-tokenizer",
+                      *other]) == 0
+    made = json.loads((run / "eval_plain.json").read_text())
+    assert made["tokenizer_differs_from_training"]["trained_sha256"] != made["tokenizer_sha256"]
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(tmp_path / "sub")]) == 0
+    sub = json.loads((tmp_path / "sub" / "submission.json").read_text())
+    assert sub["results_by_stage"]["plain"]["tokenizer_differs_from_training"] is True
+    assert "tokenizer other than training's" in (tmp_path / "sub" / "README.md").read_text()
+    # the training tokenizer is recorded too, and passes
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force"]) == 0
+    assert "tokenizer_differs_from_training" not in json.loads((run / "eval_plain.json").read_text())
+
+
+# --- 7. export: the budget and the headline's val text --------------------------------------------
+
+def test_export_refuses_an_artifact_over_the_budget(tmp_path, trained_run, capsys):  # noqa: F811
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    budget = json.loads((run / "quant_budget.json").read_text())
+    (run / "quant_budget.json").write_text(json.dumps({**budget, "fits": False}))
+    out = tmp_path / "sub"
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    line = one_error_line(capsys)
+    assert "does not fit" in line and "fits: false" in line and "--allow-over-budget" in line
+    assert not out.exists()
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out), "--allow-over-budget"]) == 0
+    assert json.loads((out / "submission.json").read_text())["fits"] is False
+
+
+def test_export_refuses_a_headline_scored_on_less_text(tmp_path, trained_run, capsys):  # noqa: F811
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "sliding", "--set", "max_val_tokens=256"]) == 0
+    out = tmp_path / "sub"
+    capsys.readouterr()
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    line = one_error_line(capsys)
+    plain = json.loads((run / "eval_plain.json").read_text())["n_tokens"]
+    assert "eval_sliding.json" in line and f"{plain:,}" in line and "--allow-mixed-tokens" in line
+    assert not out.exists()
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out), "--allow-mixed-tokens"]) == 0
+    sub = json.loads((out / "submission.json").read_text())
+    assert sub["val_tokens"] < plain and sub["results_by_stage"]["plain"]["val_tokens"] == plain
+    assert f"| {plain:,} |" in (out / "README.md").read_text()
