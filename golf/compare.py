@@ -55,6 +55,10 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
             raise GolfError(f"{str(folder)!r} holds no run with a {stage} result; its runs have "
                             f"{', '.join(has)}: compare one of those (--stage {has[-1]}) or evaluate first")
         raise GolfError(f"{str(folder)!r} holds no run with a {stage} result: is it a golf study or run folder?")
+    if runs != [folder]:  # a study: the seeds of one config, each once
+        from golf.stats import check_one_study
+
+        check_one_study(folder, {run: _config(run, stage) for run in runs})
     return runs
 
 

@@ -156,7 +156,9 @@ NOTEBOOK_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {  # name, "type = 
 
 # --- child processes ---------------------------------------------------------------------------
 
-_ERROR_LINE = re.compile(r"^(golf: error: .*|\w*(Error|Exception)\b.*)$")
+# A child's error as it says it: golf's own line, argparse's ("golf train: error: ..."), or a traceback's
+# last line (torch._C._LinAlgError: ...); the last such line wins.
+_ERROR_LINE = re.compile(r"^(golf( [\w-]+)?: (error|interrupted): .*|[\w.]*(Error|Exception|Interrupt)\b.*)$")
 
 
 class _Progress:
@@ -164,6 +166,7 @@ class _Progress:
 
     def __init__(self, echo: bool):
         self.echo, self.handle, self.last = echo, None, 0.0
+        self.error: str | None = None  # the child's last error line
         try:
             from IPython import get_ipython
             self.in_kernel = get_ipython() is not None
@@ -194,11 +197,59 @@ class _Progress:
             self.handle, self.last = None, 0.0  # the next bar starts below this line
 
 
+# torchrun, made to die with its parent first (its ranks, golf processes, die with torchrun)
+_TORCHRUN = ("from golf.runtime import die_with_parent; die_with_parent(); "
+             "from torch.distributed.run import main; main()")
+
+
 def golf_command(args: list[str], nproc: int = 1) -> list[str]:
     if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "-m", "golf", *args]
+        return [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "golf", *args]
     return [sys.executable, "-m", "golf", *args]
+
+
+def _stop(proc: subprocess.Popen, first: int) -> None:
+    """Signal the child's process group (torchrun and its ranks too), then kill what is left after 30 s."""
+    import signal
+
+    for sig, wait in ((first, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _relay(proc: subprocess.Popen, log_fh, progress: "_Progress") -> None:
+    """Copy the child's output to its log and the console (bars on one line) until it ends; the last
+    error line it printed is kept in ``progress.error``."""
+    pending = ""
+    while data := proc.stdout.read1(4096):  # bytes: text mode would turn tqdm's \r into \n
+        chunk = data.decode(errors="replace")
+        if log_fh:
+            log_fh.write(chunk)
+            log_fh.flush()
+        # tqdm ends each update with \r; a log line ends with \n
+        parts = re.split(r"(\r|\n)", pending + chunk)
+        pending = parts[-1]
+        for text, sep in zip(parts[0:-1:2], parts[1::2]):
+            if sep == "\r":
+                progress.bar(text)
+            elif "\x1b" in text or re.search(r"\d+%( of budget)?\|", text):
+                progress.bar(text, final=True)
+            elif text.strip():
+                progress.line(text)
+                if _ERROR_LINE.match(text.strip()):
+                    progress.error = text.strip()
+    if pending.strip():
+        progress.line(pending)
+        if _ERROR_LINE.match(pending.strip()):
+            progress.error = pending.strip()
+    proc.wait()
 
 
 def launch_golf(args: list[str], nproc: int = 1, log_path: str | Path | None = None, echo: bool = True) -> None:
@@ -207,30 +258,29 @@ def launch_golf(args: list[str], nproc: int = 1, log_path: str | Path | None = N
     Log lines are shown as they come and the progress bar as one updating line; on failure the
     error is one line naming the log, not the child's traceback.
     """
+    import signal
+
+    from golf.runtime import PARENT_PID_ENV
+
     cmd = golf_command(args, nproc)
     progress = _Progress(echo)
-    error, pending = None, ""
     log_fh = open(log_path, "a") if log_path else None
+    env = {**child_env(), PARENT_PID_ENV: str(os.getpid())}  # the child dies with this process (die_with_parent)
     try:
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(),
-                              cwd=project_root()) as proc:
-            while data := proc.stdout.read1(4096):  # bytes: text mode would turn tqdm's \r into \n
-                chunk = data.decode(errors="replace")
-                if log_fh:
-                    log_fh.write(chunk)
-                    log_fh.flush()
-                # tqdm ends each update with \r; a log line ends with \n
-                parts = re.split(r"(\r|\n)", pending + chunk)
-                pending = parts[-1]
-                for text, sep in zip(parts[0:-1:2], parts[1::2]):
-                    if sep == "\r":
-                        progress.bar(text)
-                    elif "\x1b" in text or re.search(r"\d+%( of budget)?\|", text):
-                        progress.bar(text, final=True)
-                    elif text.strip():
-                        progress.line(text)
-                        if _ERROR_LINE.match(text.strip()):
-                            error = text.strip()
+        # its own process group: an interrupt or a kill reaches every process of the step, torchrun's ranks too
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                              cwd=project_root(), start_new_session=True) as proc:
+            try:
+                _relay(proc, log_fh, progress)
+            except KeyboardInterrupt:  # Ctrl-C or the kernel's interrupt: the step stops and says what it kept
+                _stop(proc, signal.SIGINT)
+                _relay(proc, log_fh, progress)
+                said = re.sub(r"^golf( [\w-]+)?: interrupted: ", "", progress.error or "")
+                raise GolfError(f"golf {args[0]} interrupted{': ' + said if said else ''}") from None
+            except BaseException:  # anything else that ends this process ends the step too
+                _stop(proc, signal.SIGTERM)
+                raise
+            error = progress.error
     finally:
         if log_fh:
             log_fh.close()
@@ -323,11 +373,28 @@ def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt") -> list[Pat
 
     marker = STAGES.get(stage, f"eval_{stage}.json")
     folders = {p.parent.parent: p.stat().st_mtime for p in outputs_root().glob(f"*/*/{marker}")}
-    newest = sorted(folders, key=folders.get)[-n:]
+    newest = [f for f in sorted(folders, key=folders.get, reverse=True) if f.name != LAB_STUDY and is_study(f, stage)]
     if not newest:
-        raise GolfError(f"no study under {str(outputs_root())!r} has {stage} results yet: run the run notebooks "
-                        "or golf run first")
-    return newest
+        raise GolfError(f"no study under {str(outputs_root())!r} has {stage} results yet (outputs/{LAB_STUDY}'s "
+                        "notebook runs are no study): golf run one, or give the folders")
+    return newest[:n][::-1]
+
+
+def is_study(folder: Path, stage: str = "ttt") -> bool:
+    """Whether ``folder``'s runs with a ``stage`` result are one study (the seeds of one config, each once)."""
+    try:
+        check_study(folder, study_runs(folder, stage), stage)
+    except Exception:  # noqa: BLE001 - a folder golf cannot read as one study is not offered by default
+        return False
+    return True
+
+
+def check_study(folder: Path, runs: list[Path], stage: str = "ttt") -> None:
+    """GolfError (one line) unless ``runs`` are the seeds of one config, each once."""
+    from golf.compare import _config
+    from golf.stats import check_one_study
+
+    check_one_study(folder, {run: _config(run, stage) for run in runs})
 
 
 def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage: str = "ttt"):
@@ -344,6 +411,7 @@ def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage:
     runs = [resolve(d) for d in run_dirs] if run_dirs else study_runs(study, stage)
     if not runs:
         raise GolfError(f"study {str(study)!r} has no run with a {stage} result yet")
+    check_study(study, runs, stage)
     from golf.report import tests_table
 
     table = collect_runs(runs, study / "seed_analysis.csv")

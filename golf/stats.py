@@ -47,6 +47,63 @@ def run_row(run_dir: Path) -> dict:
     return row
 
 
+def config_fingerprint(config: dict, run_dir: Path | None = None) -> str:
+    """12 hex digits of a run's resolved config without its seed: the runs of one study share it. Paths
+    stand for their content: the folder's name and the tokenizer's sha256 (environment.json), so a study
+    moved to another machine stays one."""
+    import hashlib
+    import json
+
+    from golf.config import PATH_KEYS
+
+    rest = {k: (Path(str(v)).name if k in PATH_KEYS else v) for k, v in config.items() if k != "seed"}
+    if run_dir is not None:
+        rest["tokenizer_sha256"] = (read_json(Path(run_dir) / "environment.json") or {}).get("tokenizer_sha256")
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def check_one_study(where: str | Path, configs: dict[Path, dict]) -> None:
+    """A study is a set of seeds of one config: refuse (GolfError, one line) runs of different configs, or
+    one seed run more than once. ``configs``: each run folder's resolved config."""
+    from golf.runtime import GolfError
+
+    groups: dict[str, list[Path]] = {}
+    for run, cfg in configs.items():
+        groups.setdefault(config_fingerprint(cfg, run), []).append(run)
+    if len(groups) > 1:
+        (a, *_), (b, *_) = list(groups.values())[:2]
+        keys = sorted(k for k in {*configs[a], *configs[b]} - {"seed"} if configs[a].get(k) != configs[b].get(k))
+        shown = ", ".join(f"{k}={configs[a].get(k)!r} vs {configs[b].get(k)!r}" for k in keys[:3])
+        raise GolfError(f"{str(where)!r} holds runs of {len(groups)} different configs ({a.name} and {b.name} "
+                        f"differ: {shown or 'in their data or tokenizer'}{' ...' if len(keys) > 3 else ''}); a study "
+                        "is the seeds of one config: give run folders one by one, or golf run one study per config")
+    seeds: dict = {}
+    for run, cfg in configs.items():
+        seeds.setdefault(cfg.get("seed"), []).append(run)
+    twice = {seed: runs for seed, runs in seeds.items() if len(runs) > 1}
+    if twice:
+        seed, runs = next(iter(twice.items()))
+        raise GolfError(f"{str(where)!r} holds seed {seed} in {len(runs)} runs ({', '.join(r.name for r in runs[:4])}"
+                        f"{' ...' if len(runs) > 4 else ''}): a study counts each seed once, so n would be "
+                        "wrong; give the run folders one by one, or move the extra runs aside")
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run's config.yaml as a dict; a missing or unreadable one is a GolfError naming it."""
+    import yaml
+
+    from golf.runtime import GolfError
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise GolfError(f"{str(path)!r} cannot be read as a run's config: {exc}".splitlines()[0]) from None
+    if not isinstance(cfg, dict):
+        raise GolfError(f"{str(path)!r} is not a run's config (a YAML mapping of params keys)")
+    return cfg
+
+
 def collect_runs(run_dirs: list[Path], out_csv: Path | None = None) -> pd.DataFrame:
     """One row per run folder; also written to ``out_csv`` (the study's seed_analysis.csv) if given."""
     df = pd.DataFrame([run_row(Path(d)) for d in run_dirs])

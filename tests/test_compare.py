@@ -15,6 +15,7 @@ from scipy import stats as sps
 from golf.cli import main as golf_main
 from golf.compare import compare, welch
 from golf.config import Config
+from golf.runtime import GolfError
 
 BASE = [1.2100, 1.2150, 1.2080, 1.2120]
 ABLATION = [1.1990, 1.2040, 1.2010]
@@ -150,8 +151,7 @@ def test_compare_names_a_run_without_the_stage_and_a_folder_given_twice(tmp_path
 
 def test_compare_never_writes_into_a_run_or_study_folder(tmp_path, capsys):
     base, abl = _study(tmp_path, "baseline", BASE), _study(tmp_path, "abl", ABLATION)
-    run = base / "seed0"
-    (run / "config.yaml").write_text("seed: 0\n")
+    run = base / "seed0"  # holds config.yaml: a run folder
     before = sorted(p.name for p in run.iterdir())
     assert golf_main(["compare", str(base), str(abl), "--out", str(run)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -291,7 +291,8 @@ def test_no_pairing_where_seeds_repeat_differ_or_the_weights_do_not_match(tmp_pa
     for run in twice.glob("seed*"):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": 1337}))
-    assert "paired_p" not in compare([twice, copies], out_dir=tmp_path / "c1")["summary"]
+    with pytest.raises(GolfError, match="holds seed 1337 in 3 runs"):  # no study at all, let alone pairs
+        compare([twice, copies], out_dir=tmp_path / "c1")
     fewer = tmp_path / "fewer"
     fewer.mkdir()
     for name in ("seed0", "seed1"):  # seeds {0, 1} against the baseline's {0, 1, 2}: means over other seeds
@@ -325,3 +326,29 @@ def test_the_report_explains_the_difference_figure(tmp_path):
     page = (result["out_dir"] / "compare.html").read_text()
     assert page.count("data:image/png;base64,") >= 2  # the difference figure and the per-seed one
     assert "Red: surely worse" in page and "else Welch" in page
+
+
+def test_a_lab_folder_of_mixed_runs_is_no_study(tmp_path, monkeypatch, capsys):
+    """outputs/lab's notebook runs are not a study: repeated seeds or mixed configs are refused in one
+    line by compare and the seed analysis, and the notebooks' default never picks that folder."""
+    from golf import notebooks
+
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir(), (tmp_path / "notebooks").mkdir()
+    base = _study(tmp_path / "outputs", "demo", BASE)
+    lab = _study(tmp_path / "outputs", "lab", [1.3, 1.3, 1.3])
+    for run in lab.iterdir():  # three Run Alls of the default: seed 42 each time
+        (run / "config.yaml").write_text(yaml.safe_dump({**Config().to_dict(), "seed": 42}))
+    assert golf_main(["compare", str(base), str(lab)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds seed 42 in 3 runs" in err and "counts each seed once" in err
+    other = _study(tmp_path / "outputs" / "x", "mixed", [1.2, 1.25])
+    cfg = yaml.safe_load((other / "seed1" / "config.yaml").read_text())
+    (other / "seed1" / "config.yaml").write_text(yaml.safe_dump({**cfg, "iterations": 5}))
+    with pytest.raises(GolfError, match=r"holds runs of 2 different configs \(seed0 and seed1 differ: iterations"):
+        compare([base, other])
+    with pytest.raises(GolfError, match="holds seed 42 in 3 runs"):
+        notebooks.seed_analysis(str(lab))
+    assert notebooks.pick_studies([], 2) == [base]  # the newest *studies*: lab is none
+    # one seed each, one config: a study, and a run given alone is never checked against others
+    assert golf_main(["compare", str(base), str(lab / "seed0")]) == 0
