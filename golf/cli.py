@@ -74,6 +74,7 @@ def cmd_data_prepare(args) -> int:
     from golf.tokenizer import prepare_data
 
     setup_logging()
+    KEPT["note"] = f"{args.out} is kept as it was (the dataset being built beside it is dropped)"
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
                            exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
                            shard_tokens=args.shard_tokens, tokenizer=args.tokenizer, caseops=args.caseops)
@@ -157,6 +158,8 @@ def cmd_train(args) -> int:
     _preflight(cfg)
     dist, device = init_distributed(cfg.device)
     run_dir = _shared_run_dir(args, dist)
+    KEPT["note"] = (f"run folder {run_dir} is kept as it is, an interrupted run (its metrics and logs so far); "
+                    "it is never trained into again: train into a new folder")
     setup_logging(run_dir / "train.log", dist.is_main)
     log.info("run folder %s, device %s (ready in %.1f s), world size %d", run_dir, device, dist.device_start_s,
              dist.world_size)
@@ -206,6 +209,8 @@ def cmd_quantize(args) -> int:
     cfg = _run_config(args.run_dir, "quantize", args.set)
     _preflight(cfg)
     check_quantize(Path(args.run_dir), force=args.force)  # before the device starts, as the checks above
+    KEPT["note"] = (f"run folder {args.run_dir} is kept as it was (no new artifact written"
+                    f"{'; its artifact and results stay in place' if args.force else ''})")
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
     _log_device(dist, device)
@@ -228,6 +233,7 @@ def cmd_evaluate(args) -> int:
     cfg = _run_config(args.run_dir, "evaluate", args.set)
     _preflight(cfg, ("val",))
     check_evaluate(Path(args.run_dir), args.mode, source=args.source, force=args.force)
+    KEPT["note"] = f"run folder {args.run_dir} is kept as it was (no eval_{args.mode}.json written)"
     check_eval_tokenizer(Path(args.run_dir), cfg, args.allow_other_tokenizer)
     if args.mode in ("lora_ttt", "phased_ttt"):
         from golf.lora_ttt import check_config
@@ -248,6 +254,9 @@ def cmd_run(args) -> int:
     from golf.notebooks import run_study
 
     setup_logging()
+    study = Path(args.outputs) / (args.study or Path(args.params).stem)
+    KEPT["note"] = (f"study {study} is kept: finished seeds stay, a seed under way is left as an interrupted run; "
+                    "the same command resumes the study")
     index, failures = run_study(args.params, args.seeds, study=args.study, overrides=args.set or [],
                                 outputs=args.outputs, kernel=args.kernel, nproc=args.nproc)
     for line in failures:
@@ -473,13 +482,38 @@ def _resolve_path_args(args) -> None:
         args.studies = [str(resolve(v)) for v in args.studies]
 
 
+# What an interrupted command leaves, said in its one line (a command updates it as it goes).
+KEPT = {"note": "nothing was changed"}
+
+
+def _on_sigterm(signum, _frame) -> None:
+    """SIGTERM ends a command as Ctrl-C does: its one line, its cleanup, exit status 143."""
+    KEPT["signal"] = signum
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from golf.runtime import die_with_parent
+
+    die_with_parent()  # a child of golf (notebook kernel, golf run) or a torchrun rank dies with its parent
     args = build_parser().parse_args(argv)
     _resolve_path_args(args)
+    KEPT.update(note="nothing was changed", signal=signal.SIGINT)
+    if argv is None:  # the process is ours (not a test calling main): SIGTERM unwinds like Ctrl-C
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
         return code
+    except KeyboardInterrupt:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):  # cleared now, not over the line below at exit
+            bar.close()
+        print(f"golf: interrupted: {KEPT['note']}", file=sys.stderr)
+        return 128 + int(KEPT["signal"])
     except (ConfigError, GolfError) as exc:
         print(f"golf: error: {exc}", file=sys.stderr)
         return 1

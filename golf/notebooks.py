@@ -559,6 +559,9 @@ def _kernels_quiet(log_path: Path):
             h.setStream(console)
         try:
             yield console
+        except BaseException:
+            console.write("\n")  # an interrupt: the progress bar's line ends here, before the one saying why
+            raise
         finally:
             sys.stderr = real_stderr
             for h in handlers:

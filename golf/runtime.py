@@ -52,6 +52,29 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+PARENT_PID_ENV = "GOLF_PARENT_PID"  # set by golf for a child it starts: the child dies with that parent
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies (PR_SET_PDEATHSIG), so a killed ``golf run``,
+    notebook kernel or torchrun leaves no training behind. A parent that is gone already ends it now."""
+    import signal
+
+    expected = os.environ.get(PARENT_PID_ENV, "")
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    if not sys.platform.startswith("linux") or not (expected or under_torchrun):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = os.getppid()
+    if parent == 1 or (expected.isdigit() and not under_torchrun and parent != int(expected)):
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before the line above
+
+
 def bar_interval(seconds: float = 0.1) -> float:
     """tqdm's ``mininterval`` for a bar: ``seconds`` on a terminal or in a Jupyter kernel, where a bar
     redraws in place, but 30 s when stderr goes to a file or pipe, which keeps every redraw."""

@@ -16,7 +16,9 @@ gets a byte sidecar ``fineweb_val_bytes_%06d.bin`` (same format): per token, the
 from __future__ import annotations
 
 import filecmp
+import glob
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -201,6 +203,17 @@ def _previous_dataset(out: Path, tokenizer: Path | None) -> list[Path]:
     return [out / PREPARE_META, *([tok] if tok.exists() else []), *shards]  # the done-marker goes first
 
 
+def _drop_stale_staging(out: Path) -> None:
+    """Remove the half-built datasets of earlier prepares into ``out`` whose process is gone (killed, -9)."""
+    from golf.runtime import _pid_alive
+
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.prepare-*"):
+        pid = folder.name[len(f".{out.name}.prepare-"):].split("-")[0]
+        if folder.is_dir() and (not pid.isdigit() or not _pid_alive(int(pid))):
+            logging.getLogger("golf").info("removing %s, the half-built dataset of a prepare that was killed", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _swap_in(staging: Path, out: Path, previous: list[Path]) -> None:
     """Move the finished dataset from ``staging`` into ``out``, the previous one out of the way.
 
@@ -279,7 +292,8 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
                         "least one for val and one for train")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.prepare-"))
+    _drop_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.prepare-{os.getpid()}-"))
     try:
         tok_path = staging / "tokenizer.model"
         if given is not None:

@@ -1,0 +1,190 @@
+"""Command-line journeys of issue 33 (orphans, tracebacks, late or unclear errors) and 35 items 3 and 7.
+
+Each test meets the defect where a user does: a command's exit status, its one ``golf: error:`` (or
+``golf: interrupted:``) line without a traceback, and the folders left as they were where nothing
+should change.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from golf.cli import main as golf_main
+from golf.runtime import RUN_LOCK, run_lock_owner
+from test_reliability import one_error_line, snapshot
+from test_train import tiny_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _golf(*args: str, cwd: Path | None = None, **popen) -> subprocess.Popen:
+    """``python -m golf ARGS`` as a user starts it, in its own session (a test kills it by group)."""
+    return subprocess.Popen([sys.executable, "-m", "golf", *args], cwd=cwd or REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+
+
+def _children() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(stat.parent.name)] = int(fields[1])
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    parents, found, todo = _children(), set(), [pid]
+    while todo:
+        p = todo.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _last_line(err: str) -> str:
+    """The last line a terminal shows (a cleared progress bar leaves its blanks and cursor-up before it)."""
+    return re.split(r"\x1b\[A|\r", err.strip().splitlines()[-1])[-1]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+# --- orphans --------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.slow
+def test_sigterm_to_golf_run_takes_every_child_down(tmp_path, demo_data):
+    """golf run -> papermill kernel -> golf train: SIGTERM to golf run ends all of them within seconds,
+    and the run's lock is held by no live process (the seed is an interrupted run, resumable)."""
+    params = tiny_params(tmp_path, demo_data, iterations=10**6, val_loss_every=0, train_log_every=100)
+    proc = _golf("run", "--params", str(params), "--seeds", "1", "--study", "s", "--outputs", str(tmp_path / "o"))
+    lock = tmp_path / "o" / "s" / "seed1" / RUN_LOCK
+    try:
+        _wait_for(lambda: lock.is_file() and run_lock_owner(lock.parent)[1], 240, "golf train to start")
+        time.sleep(1)
+        family = _descendants(proc.pid)
+        assert run_lock_owner(lock.parent)[0] in family and len(family) >= 2  # the kernel and golf train
+        os.kill(proc.pid, signal.SIGTERM)  # golf run alone, as `kill PID` does
+        rc = proc.wait(timeout=30)
+        _wait_for(lambda: not any(_alive(p) for p in family), 15, f"children {family} to end")
+        err = proc.stderr.read()
+    finally:
+        _kill_group(proc)
+    assert rc == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert _last_line(err).startswith("golf: interrupted: study "), err
+    assert not run_lock_owner(lock.parent)[1]  # no live process holds the seed's folder
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_golf_child_dies_with_its_parent(tmp_path):
+    """The backstop: a child golf started (GOLF_PARENT_PID) gets SIGTERM when its parent is killed -9."""
+    script = ("import os, subprocess, sys, time\n"
+              "env = {**os.environ, 'GOLF_PARENT_PID': str(os.getpid())}\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'from golf.runtime import die_with_parent; "
+              "die_with_parent(); import time; time.sleep(120)'], env=env)\n"
+              "print(child.pid, flush=True); time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(3)  # the child has imported golf and asked for the signal
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        _wait_for(lambda: not _alive(child), 10, "the child to end")
+    finally:
+        _kill_group(parent)
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------
+
+def test_ctrl_c_on_train_is_one_line_saying_what_was_kept(tmp_path, demo_data):
+    params = tiny_params(tmp_path, demo_data, iterations=10**6, val_loss_every=0, train_log_every=1)
+    run = tmp_path / "run"
+    proc = _golf("train", "--params", str(params), "--run-dir", str(run))
+    try:
+        _wait_for(lambda: (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").stat().st_size > 0, 120,
+                  "training steps")
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=60)
+        err = proc.stderr.read()
+    finally:
+        _kill_group(proc)
+    assert rc == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    last = _last_line(err)
+    assert last.startswith("golf: interrupted: run folder ") and str(run) in last and "kept" in last
+    assert (run / "metrics.jsonl").is_file() and not (run / "model.pt").exists()
+    assert run_lock_owner(run) == (proc.pid, False)  # the lock left behind marks an interrupted run
+
+
+# --- a failing child's own line -------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, line", [
+    ("import torch; raise torch._C._LinAlgError('linalg.cholesky: The factorization could not be completed')",
+     "torch._C._LinAlgError: linalg.cholesky: The factorization could not be completed"),
+    ("import argparse; p = argparse.ArgumentParser(prog='golf train'); p.parse_args(['--bogus'])",
+     "golf train: error: unrecognized arguments: --bogus"),
+])
+def test_a_failing_child_is_reported_by_its_last_error_line(tmp_path, monkeypatch, code, line):
+    import golf.notebooks as nb
+    from golf.runtime import GolfError
+
+    monkeypatch.setattr(nb, "golf_command", lambda args, nproc=1: [sys.executable, "-c", code])
+    with pytest.raises(GolfError) as err:
+        nb.launch_golf(["train"], log_path=tmp_path / "console.log", echo=False)
+    assert line in str(err.value) and "see its output" not in str(err.value)
+
+
+# --- data prepare's staging -----------------------------------------------------------------------
+
+def test_prepare_removes_the_half_built_dataset_of_a_killed_prepare(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"doc{i}.txt").write_text(f"Document {i}. " + "The quick brown fox jumps over the lazy dog. " * 40)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".data.prepare-{dead}-abc"  # what a prepare killed with -9 leaves
+    stale.mkdir()
+    (stale / "fineweb_val_000000.bin").write_bytes(b"x" * 100)
+    live = tmp_path / f".data.prepare-{os.getpid()}-def"  # a prepare under way in this process: left alone
+    live.mkdir()
+    assert golf_main(["data", "prepare", "--corpus", str(corpus), "--out", str(tmp_path / "data"),
+                      "--vocab-size", "64", "--val-docs", "1"]) == 0
+    assert not stale.exists() and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".data.prepare-" + live.name.split("-", 1)[1],
+                                                                 "corpus", "data"])
