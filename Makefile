@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.golf-installed
 DEMO_DATA := outputs/demo_data
@@ -18,7 +19,9 @@ LAB_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(if $(filter system,$(TORCH)),--system-site-packages,) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(if $(filter system,$(TORCH)),,$(BIN)/python -m pip install -q torch==$(TORCH))
+	# a torch already in the venv (e.g. a CUDA build installed first) is kept; else the CPU build
+	$(if $(filter system,$(TORCH)),,$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/python -m pip install -q torch==$(TORCH) --index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# the checkout on sys.path: from the folder above a clone named golf, `import golf` finds this package,
 	# not the clone as a namespace package (an editable install's finder comes after the current folder)
