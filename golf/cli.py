@@ -44,7 +44,7 @@ def _config(args):
     return load_config(args.params, args.set or [])
 
 
-def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> None:
+def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> dict:
     """Every check that needs no run folder, so that a bad value fails before one is made: the config
     for this world size, the tokenizer/data binding (and token ids), the attention kernel."""
     from golf.attention import check_backend_available
@@ -53,8 +53,9 @@ def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> None:
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
     validate_for_world(cfg, world)
-    check_data_binding(cfg, splits, rank, world)
+    binding = check_data_binding(cfg, splits, rank, world)
     check_backend_available(cfg.attention_backend)
+    return binding
 
 
 def _run_config(run_dir: Path, stage: str, overrides: list[str] | None = None):
@@ -78,7 +79,7 @@ def cmd_data_prepare(args) -> int:
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
                            exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
                            shard_tokens=args.shard_tokens, tokenizer=args.tokenizer, caseops=args.caseops)
-    print(json.dumps(summary, indent=2, default=str))
+    print(json.dumps({k: v for k, v in summary.items() if k != "shard_digests"}, indent=2, default=str))
     return 0
 
 
@@ -155,19 +156,22 @@ def cmd_train(args) -> int:
     from golf.train import train
 
     cfg = _config(args)
-    _preflight(cfg)
+    binding = _preflight(cfg)
     dist, device = init_distributed(cfg.device)
     run_dir = _shared_run_dir(args, dist)
     KEPT["note"] = (f"run folder {run_dir} is kept as it is, an interrupted run (its metrics and logs so far); "
                     "it is never trained into again: train into a new folder")
     setup_logging(run_dir / "train.log", dist.is_main)
+    for warning in binding["warnings"] if dist.is_main else []:  # said on the console already: the log keeps it
+        _log_to_file(run_dir / "train.log", f"WARNING {warning}")
     log.info("run folder %s, device %s (ready in %.1f s), world size %d", run_dir, device, dist.device_start_s,
              dist.world_size)
     if dist.is_main:
         from golf.runtime import atomic_write_json
 
         atomic_write_json(run_dir / "run.json", {"params_file": args.params, "set": args.set or [],
-                                                 "world_size": dist.world_size})
+                                                 "world_size": dist.world_size,
+                                                 "data_warnings": binding["warnings"]})
     try:
         result = train(cfg, run_dir, dist, device)
     except GolfError as exc:  # e.g. a diverged loss: the run's own log says why it ended
@@ -231,7 +235,7 @@ def cmd_evaluate(args) -> int:
     from golf.runtime import init_distributed
 
     cfg = _run_config(args.run_dir, "evaluate", args.set)
-    _preflight(cfg, ("val",))
+    binding = _preflight(cfg, ("val",))
     check_evaluate(Path(args.run_dir), args.mode, source=args.source, force=args.force)
     KEPT["note"] = f"run folder {args.run_dir} is kept as it was (no eval_{args.mode}.json written)"
     check_eval_tokenizer(Path(args.run_dir), cfg, args.allow_other_tokenizer)
@@ -241,6 +245,8 @@ def cmd_evaluate(args) -> int:
         check_config(cfg)
     dist, device = init_distributed(cfg.device)
     setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
+    for warning in binding["warnings"] if dist.is_main else []:
+        _log_to_file(Path(args.run_dir) / f"eval_{args.mode}.log", f"WARNING {warning}")
     _log_device(dist, device)
     result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force,
                           allow_other_tokenizer=args.allow_other_tokenizer)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from golf.runtime import GolfError, read_json_object, umask_file_mode
+from golf.runtime import GolfError, atomic_write_json, read_json_object, umask_file_mode
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -308,8 +308,9 @@ def find_tokenizer(data_dir: str | Path) -> Path | None:
     return None
 
 
-def check_listed_shards(data_dir: Path, meta: dict | None, present: dict[str, list[str]]) -> None:
-    """Where prepare.json lists a split's shards, the folder holds exactly those (none lost, none foreign)."""
+def check_listed_shards(data_dir: Path, meta: dict | None, present: dict[str, list[str]],
+                        meta_name: str = "prepare.json") -> None:
+    """Where prepare.json (or download.json) lists a split's shards, the folder holds exactly those."""
     listed = (meta or {}).get("shards") or {}
     for split, names in present.items():
         if split not in listed:
@@ -317,10 +318,10 @@ def check_listed_shards(data_dir: Path, meta: dict | None, present: dict[str, li
         missing = sorted(set(listed[split]) - set(names))
         extra = sorted(set(names) - set(listed[split]))
         if missing:
-            raise ShardError(f"{data_dir / missing[0]}: listed in prepare.json but missing"
+            raise ShardError(f"{data_dir / missing[0]}: listed in {meta_name} but missing"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         if extra:
-            raise ShardError(f"{data_dir / extra[0]}: not listed in prepare.json, so not made with this folder's "
+            raise ShardError(f"{data_dir / extra[0]}: not listed in {meta_name}, so not made with this folder's "
                              "tokenizer run; move it out of the folder")
 
 
@@ -345,9 +346,12 @@ def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[
         if not names:
             raise GolfError(f"no {split} shards (fineweb_{split}_*.bin) in {str(data_dir)!r}: training and "
                             "evaluation need both splits")
-    check_listed_shards(data_dir, read_prepare_meta(data_dir), present)
+    meta_path, meta = read_data_meta(data_dir)
+    check_listed_shards(data_dir, meta, present, meta_path.name)
     rows = [{"file": f.name, "split": s, "tokens": check_shard(f, vocab), "bytes": f.stat().st_size,
              "vocab_size": vocab} for s, f in files]
+    check_shard_contents([f for _, f in files] + sorted(data_dir.glob("fineweb_val_bytes_*.bin")), meta, meta_path,
+                         full=True)
     n_val = sum(r["tokens"] for r in rows if r["split"] == "val")
     if n_val and load_val_bytes(data_dir, n_val) is not None:  # CaseOps: one sidecar entry per val token
         rows += [{"file": f.name, "split": "val_bytes", "tokens": read_shard_header(f), "bytes": f.stat().st_size,
@@ -358,6 +362,63 @@ def check_data_dir(data_dir: str | Path, vocab_size: int | None = None) -> list[
 # --- the tokenizer and the data belong together ------------------------------------------------
 
 PREPARE_META = "prepare.json"  # written last by golf data prepare: the folder holds a finished dataset
+DOWNLOAD_META = "download.json"  # written by golf data download: binds the official shards to their tokenizer
+SAMPLE_BLOCKS, SAMPLE_BLOCK_BYTES = 64, 1 << 16  # a shard's sampled hash reads at most 4 MiB
+
+
+def sample_sha256(path: str | Path) -> str:
+    """sha256 of a shard's size, header and 64 blocks of 64 KiB spread evenly over it: cheap enough to
+    check at every start (a 200 MB shard is read for 4 MiB), and it changes when the text does."""
+    size = Path(path).stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(HEADER_BYTES))
+        span = max(size - SAMPLE_BLOCK_BYTES, 0)
+        for i in range(SAMPLE_BLOCKS):
+            fh.seek(span * i // (SAMPLE_BLOCKS - 1))
+            h.update(fh.read(SAMPLE_BLOCK_BYTES))
+    return h.hexdigest()
+
+
+def shard_digests(files: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """Per shard (by name): its token count, the sha256 of the whole file and the sampled one."""
+    from golf.runtime import file_sha256
+
+    return {Path(f).name: {"tokens": read_shard_header(f), "sha256": file_sha256(f), "sample_sha256": sample_sha256(f)}
+            for f in files}
+
+
+def read_data_meta(data_dir: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """The file binding a data folder's shards to their tokenizer (prepare.json, else download.json)
+    and its contents; None where the folder has neither."""
+    data_dir = Path(data_dir)
+    for name in (PREPARE_META, DOWNLOAD_META):
+        if (data_dir / name).is_file():
+            return data_dir / name, read_json_object(data_dir / name, "prepare or download the data again")
+    return data_dir / PREPARE_META, None
+
+
+def check_shard_contents(files: Sequence[Path], meta: dict[str, Any] | None, meta_path: Path,
+                         full: bool = False) -> None:
+    """Each shard is the one ``meta`` records: its token count, and its sampled (or, ``full``, its whole)
+    sha256. A ShardError naming the file otherwise."""
+    from golf.runtime import file_sha256
+
+    recorded = (meta or {}).get("shard_digests") or {}
+    for f in files:
+        want = recorded.get(Path(f).name)
+        if not want:
+            continue
+        n = read_shard_header(f)
+        if n != want["tokens"]:
+            raise ShardError(f"{f}: holds {n} tokens but {str(meta_path)!r} records {want['tokens']}: it is not the "
+                             "shard made for this folder (copied over?); put the original back or make the data again")
+        key = "sha256" if full else "sample_sha256"
+        found = (file_sha256 if full else sample_sha256)(f)
+        if found != want[key]:
+            raise ShardError(f"{f}: its content (sha256 {found[:12]}) is not the one {str(meta_path)!r} records "
+                             f"({want[key][:12]}): it is not the shard made for this folder (copied over, or "
+                             "damaged); put the original back or make the data again")
 
 
 def tokenizer_fingerprint(path: str | Path) -> str:
@@ -398,23 +459,37 @@ def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world
     """Check, before any work, that ``cfg``'s tokenizer, vocab_size and data folder belong together.
 
     - ``tokenizer_path`` is a SentencePiece model with exactly ``vocab_size`` pieces;
-    - the sha256 of ``tokenizer_path`` is the one ``DIR/prepare.json`` records (an older
-      prepare.json without it: the tokenizer file it names), and its vocab_size is ``vocab_size``.
-      A folder without prepare.json (the official download) is accepted with a logged warning;
+    - the sha256 of ``tokenizer_path`` is the one ``DIR/prepare.json`` (or ``download.json``) records
+      (an older prepare.json without it: the tokenizer file it names), and its vocab_size is ``vocab_size``.
+      A folder with neither: the tokenizer beside it (``find_tokenizer``), if any, must be this one, and
+      a warning is logged and returned;
     - every id of the ``splits`` shards is < vocab_size (for train, the shards of ``rank`` out of
-      ``world_size``, the ones its loader opens), and there is a train shard for every rank.
+      ``world_size``, the ones its loader opens), and there is a train shard for every rank; those
+      shards hold the token counts and sampled sha256 the meta file records (``check_shard_contents``).
 
-    Raises GolfError naming the files. Returns the binding, for the run's environment record.
+    Raises GolfError naming the files. Returns the binding (with its ``warnings``), for the run's record.
     """
     data_dir, tok = Path(cfg.data_dir), Path(cfg.tokenizer_path)
     files = {split: list_shards(data_dir, split) for split in splits}
     sp = load_tokenizer(tok)  # missing, or not a SentencePiece model: an error naming the file
     fingerprint = tokenizer_fingerprint(tok)
-    meta_path, meta = data_dir / PREPARE_META, read_prepare_meta(data_dir)
+    meta_path, meta = read_data_meta(data_dir)
+    warnings = []
     if meta is None:
-        log.warning("data folder %s has no %s (it was not made by golf data prepare): cannot check that "
-                    "tokenizer %s made its shards", data_dir, PREPARE_META, tok)
-    else:
+        beside = find_tokenizer(data_dir)  # DIR/tokenizer.model, or the official layout's
+        if beside is not None and tokenizer_fingerprint(beside) != fingerprint:
+            raise GolfError(f"tokenizer {str(tok)!r} (sha256 {fingerprint[:12]}) is not the tokenizer beside the "
+                            f"shards of {str(data_dir)!r}, {str(beside)!r} (sha256 "
+                            f"{tokenizer_fingerprint(beside)[:12]}); set tokenizer_path to that file")
+        warnings.append(f"data folder {data_dir} has no {PREPARE_META} or {DOWNLOAD_META} (made by neither golf data "
+                        f"prepare nor golf data download): nothing shows that tokenizer {tok} made its shards; "
+                        "golf data download (again: present files are kept) binds the official data")
+    elif not meta.get("shard_digests"):
+        warnings.append(f"{meta_path} records no shard digests (made by an older golf): the shards' content is not "
+                        "checked; make the data again to bind it")
+    for w in warnings:
+        log.warning("%s", w)
+    if meta is not None:
         made_with = meta.get("tokenizer_path")
         recorded = meta.get("tokenizer_sha256")
         if recorded is None and made_with and Path(made_with).is_file():  # prepared before golf recorded it
@@ -430,7 +505,8 @@ def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world
         if "vocab_size" in meta and int(meta["vocab_size"]) != cfg.vocab_size:
             raise GolfError(f"params key 'vocab_size' is {cfg.vocab_size} but the data in {str(data_dir)!r} was "
                             f"prepared with vocab_size {meta['vocab_size']} ({str(meta_path)!r})")
-    check_listed_shards(data_dir, meta, {split: [f.name for f in names] for split, names in files.items()})
+    check_listed_shards(data_dir, meta, {split: [f.name for f in names] for split, names in files.items()},
+                        meta_path.name)
     pieces = sp.get_piece_size()
     if pieces != cfg.vocab_size:
         raise GolfError(f"params key 'vocab_size' is {cfg.vocab_size} but tokenizer {str(tok)!r} has {pieces} "
@@ -439,10 +515,13 @@ def check_data_binding(cfg, splits: Sequence[str] = SPLITS, rank: int = 0, world
     if "train" in files and len(train) < world_size:
         raise GolfError(f"data folder {str(data_dir)!r} holds {len(train)} train shard(s) for {world_size} "
                         "processes; each reads its own: prepare smaller shards (--shard-tokens) or run fewer")
-    for f in [*files.get("val", []), *train[rank::world_size]]:
+    read = [*files.get("val", []), *train[rank::world_size]]
+    for f in read:
         _checked_tokens(f, cfg.vocab_size)
+    check_shard_contents(read, meta, meta_path)  # sampled: a few MiB a shard
     return {"tokenizer_path": str(tok), "tokenizer_sha256": fingerprint, "vocab_size": cfg.vocab_size,
-            "data_dir": str(data_dir), "prepare_json": str(meta_path) if meta is not None else None}
+            "data_dir": str(data_dir), "prepare_json": str(meta_path) if meta is not None else None,
+            "warnings": warnings}
 
 
 # --- golf data download ------------------------------------------------------------------------
@@ -536,6 +615,8 @@ def download_shards(variant: str, out_dir: str | Path, train_shards: int = 1,
     names = [shard_name("val", i) for i in range(v.val_shards)]
     names += [shard_name("train", i) for i in range(train_shards)]
     files = []
+    data_dir = out_dir / v.dataset_dir
+    earlier = (read_data_meta(data_dir)[1] or {}).get("shard_digests") or {} if (data_dir / DOWNLOAD_META).is_file() else {}
     for name in names:
         rel, local = f"{v.dataset_dir}/{name}", out_dir / v.dataset_dir / name
         fresh = not local.is_file()
@@ -544,6 +625,8 @@ def download_shards(variant: str, out_dir: str | Path, train_shards: int = 1,
             downloaded += 1
         try:
             check_shard(local, v.vocab_size)
+            if not fresh and name in earlier:  # changed since it was downloaded: fetch it again
+                check_shard_contents([local], {"shard_digests": earlier}, data_dir / DOWNLOAD_META)
         except ShardError as exc:
             if fresh:
                 raise ShardError(f"downloaded file is bad: {exc}") from None
@@ -553,5 +636,11 @@ def download_shards(variant: str, out_dir: str | Path, train_shards: int = 1,
             downloaded += 1
             check_shard(local, v.vocab_size)
         files.append(local)
+    # every official shard in the folder (an earlier call may have fetched more), bound to the tokenizer
+    present = {split: [f.name for f in sorted(data_dir.glob(_shard_glob(split)))] for split in SPLITS}
+    atomic_write_json(data_dir / DOWNLOAD_META, {
+        "source": f"huggingface dataset {repo_id}", "variant": variant, "tokenizer_path": str(tok_path),
+        "tokenizer_sha256": tokenizer_fingerprint(tok_path), "vocab_size": v.vocab_size, "shards": present,
+        "shard_digests": shard_digests([data_dir / n for split in SPLITS for n in present[split]])})
     return {"data_dir": str(out_dir / v.dataset_dir), "tokenizer_path": str(tok_path),
             "vocab_size": v.vocab_size, "files": [str(f) for f in files], "downloaded": downloaded}

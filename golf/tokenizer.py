@@ -35,7 +35,8 @@ from golf.bpb import build_byte_luts
 from golf.caseops import OPERATORS, encode as caseops_encode, original_bytes
 from golf.corpora import iter_documents
 from golf.data import (  # noqa: F401  (load_tokenizer: tokenizer users import it from here too)
-    PREPARE_META, byte_shard_name, load_tokenizer, read_prepare_meta, shard_name, tokenizer_fingerprint, write_shard,
+    PREPARE_META, byte_shard_name, load_tokenizer, read_prepare_meta, shard_digests, shard_name, tokenizer_fingerprint,
+    write_shard,
 )
 from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json, bar_interval
 
@@ -320,6 +321,8 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
             "shards": {"val": val["shards"], "train": train["shards"],
                        **({"val_bytes": val["byte_files"]} if caseops else {})},
             "shard_tokens": shard_tokens,
+            "shard_digests": shard_digests([staging / n for n in (*val["shards"], *train["shards"],
+                                                                  *val.get("byte_files", []))]),
             "tokenizer": {"train_docs": len(tok_docs), "exclude_val_from_tokenizer": exclude_val_from_tokenizer,
                           "settings": None if given is not None else
                           {**SPEC_TRAINER_SETTINGS, **({"user_defined_symbols": OPERATORS} if caseops else {})}},

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from golf.cli import main as golf_main
+from test_data import fake_hub  # noqa: F401
 from test_reliability import data_copy, one_error_line, other_tokenizer, snapshot, trained_run  # noqa: F401
 from test_train import tiny_params
 
@@ -106,3 +107,74 @@ def test_export_refuses_a_headline_scored_on_less_text(tmp_path, trained_run, ca
     sub = json.loads((out / "submission.json").read_text())
     assert sub["val_tokens"] < plain and sub["results_by_stage"]["plain"]["val_tokens"] == plain
     assert f"| {plain:,} |" in (out / "README.md").read_text()
+
+
+# --- 2, 3. shards bound to their tokenizer by content ---------------------------------------------
+
+def _swap_shard(target: Path, source: Path) -> None:
+    shutil.copy(source, target)
+
+
+def test_shards_copied_over_a_prepared_folder_are_refused(tmp_path, demo_data, data_copy, other_data, capsys):  # noqa: F811
+    from golf.data import read_shard, write_shard
+
+    meta = json.loads((data_copy / "prepare.json").read_text())
+    assert meta["shard_digests"]["fineweb_val_000000.bin"]["tokens"] > 0
+    _swap_shard(data_copy / "fineweb_train_000000.bin", other_data / "fineweb_train_000000.bin")
+    before = snapshot(data_copy)
+    assert golf_main(["data", "check", str(data_copy)]) == 1
+    line = one_error_line(capsys)
+    assert str(data_copy / "fineweb_train_000000.bin") in line and str(data_copy / "prepare.json") in line
+    params, run = tiny_params(tmp_path, demo_data, data_dir=str(data_copy)), tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 1
+    assert str(data_copy / "fineweb_train_000000.bin") in one_error_line(capsys)
+    assert not run.exists() and snapshot(data_copy) == before
+    # the same token count, other text: the hash tells
+    shutil.copy(demo_data.data_dir / "fineweb_train_000000.bin", data_copy / "fineweb_train_000000.bin")
+    val = data_copy / "fineweb_val_000001.bin"
+    write_shard(val, read_shard(val)[::-1].copy())
+    assert golf_main(["data", "check", str(data_copy)]) == 1
+    assert f"{val}: its content" in one_error_line(capsys)
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 1
+    assert f"{val}: its content" in one_error_line(capsys) and not run.exists()
+
+
+def test_unbound_data_with_another_tokenizer_beside_it_is_refused(tmp_path, demo_data, data_copy, other_tokenizer,  # noqa: F811
+                                                                  capsys):
+    (data_copy / "prepare.json").unlink()  # no binding, but the tokenizer that made it lies beside it
+    params, run = tiny_params(tmp_path, demo_data, data_dir=str(data_copy)), tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run), "--set",
+                      f"tokenizer_path={other_tokenizer}"]) == 1
+    line = one_error_line(capsys)
+    assert str(other_tokenizer) in line and str(data_copy / "tokenizer.model") in line and not run.exists()
+
+
+def test_unbound_data_is_a_warning_recorded_in_the_run(tmp_path, demo_data, data_copy):  # noqa: F811
+    (data_copy / "prepare.json").unlink()
+    (data_copy / "tokenizer.model").unlink()
+    params, run = tiny_params(tmp_path, demo_data, data_dir=str(data_copy), iterations=1, val_loss_every=0,
+                              max_val_tokens=2048), tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    assert f"WARNING data folder {data_copy} has no prepare.json or download.json" in (run / "train.log").read_text()
+    assert "nothing shows that tokenizer" in json.loads((run / "run.json").read_text())["data_warnings"][0]
+
+
+def test_downloaded_data_is_bound_by_download_json(fake_hub, tmp_path, demo_data, other_data, capsys):  # noqa: F811
+    from golf.data import download_shards
+
+    got = download_shards("sp8192", tmp_path / "dl", train_shards=2)
+    ddir = Path(got["data_dir"])
+    meta = json.loads((ddir / "download.json").read_text())
+    assert sorted(meta["shard_digests"]) == sorted(p.name for p in ddir.glob("fineweb_*.bin"))
+    assert golf_main(["data", "check", str(ddir)]) == 0
+    capsys.readouterr()
+    _swap_shard(ddir / "fineweb_train_000001.bin", other_data / "fineweb_train_000001.bin")
+    assert golf_main(["data", "check", str(ddir)]) == 1
+    line = one_error_line(capsys)
+    assert str(ddir / "fineweb_train_000001.bin") in line and "download.json" in line
+    assert download_shards("sp8192", tmp_path / "dl", train_shards=2)["downloaded"] == 1  # fetched again
+    assert golf_main(["data", "check", str(ddir)]) == 0
+    params = tiny_params(tmp_path, demo_data, data_dir=str(ddir), tokenizer_path=str(other_data / "tokenizer.model"))
+    capsys.readouterr()
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(tmp_path / "run")]) == 1
+    assert "download.json" in one_error_line(capsys) and not (tmp_path / "run").exists()
