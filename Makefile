@@ -40,11 +40,15 @@ demo: $(DEMO_DATA)/prepare.json
 	$(BIN)/golf data check $(DEMO_DATA)
 	$(BIN)/golf run --params params/demo.yaml --seeds $(SEEDS) --study demo
 
-# JupyterLab on notebooks/ with the golf kernel; headless: open the printed URL from another machine
-# (e.g. make lab LAB_IP=0.0.0.0 LAB_PORT=8890, or an ssh tunnel to 127.0.0.1:8888).
+# JupyterLab with the golf kernel, its file browser at the project root (outputs/ reports open from it),
+# opened on notebooks/; the tracked notebooks are saved without outputs (golf.lab), so the checkout stays
+# clean. Headless: open the printed URL from another machine (make lab LAB_IP=0.0.0.0 LAB_PORT=8890, or
+# an ssh tunnel to 127.0.0.1:8888).
 lab: $(STAMP)
 	GOLF_HOME=$(CURDIR) $(BIN)/jupyter lab --no-browser --ip=$(LAB_IP) --port=$(LAB_PORT) \
-		--ServerApp.root_dir=$(CURDIR)/notebooks $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+		--ServerApp.root_dir=$(CURDIR) --ServerApp.default_url=/lab/tree/notebooks \
+		--FileContentsManager.pre_save_hook=golf.lab.strip_on_save \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

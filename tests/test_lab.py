@@ -83,7 +83,10 @@ def test_make_lab_serves_jupyterlab_with_the_golf_kernel():
         assert "golf" in specs["kernelspecs"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=5) as r:
             listed = {item["name"] for item in json.loads(r.read())["content"]}
-        assert {f"{n}.ipynb" for n in NOTEBOOKS} <= listed  # JupyterLab opens on notebooks/
+        assert {"notebooks", "outputs", "params"} <= listed  # the file browser at the project root: reports open
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/notebooks?token={token}", timeout=5) as r:
+            listed = {item["name"] for item in json.loads(r.read())["content"]}
+        assert {f"{n}.ipynb" for n in NOTEBOOKS} <= listed
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
