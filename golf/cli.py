@@ -49,11 +49,15 @@ def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> dict:
     for this world size, the tokenizer/data binding (and token ids), the attention kernel."""
     from golf.attention import check_backend_available
     from golf.config import validate_for_world
-    from golf.data import check_data_binding
+    from golf.data import check_data_binding, check_val_length
+    from golf.runtime import check_model_fits
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
     validate_for_world(cfg, world)
     binding = check_data_binding(cfg, splits, rank, world)
+    if "val" in splits:
+        check_val_length(cfg)
+    check_model_fits(cfg, training="train" in splits)
     check_backend_available(cfg.attention_backend)
     return binding
 
@@ -126,7 +130,11 @@ def cmd_data_check(args) -> int:
 def cmd_model_info(args) -> int:
     from golf.model import model_info
 
-    print(json.dumps(model_info(_config(args)), indent=2))
+    from golf.runtime import check_model_fits
+
+    cfg = _config(args)
+    check_model_fits(cfg, training=False)
+    print(json.dumps(model_info(cfg), indent=2))
     return 0
 
 

@@ -347,6 +347,7 @@ def load_config(
             except ConfigError as exc:  # name the file: the same key may also come from --set
                 raise ConfigError(f"params file {str(path)!r}: {exc}", key) from None
         from_file = set(loaded)
+    file_values = dict(values)
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)
@@ -361,9 +362,20 @@ def load_config(
         validate(cfg)
     except ConfigError as exc:  # a value that came from the file: name the file too
         if path is not None and exc.key in from_file:
+            if overrides and _valid(file_values):  # the file alone is fine: the overrides broke a rule with it
+                given = " ".join(f"{k}={v}" for k, v in overrides.items())
+                raise ConfigError(f"overrides {given} with params file {str(path)!r}: {exc}", exc.key) from None
             raise ConfigError(f"params file {str(path)!r}: {exc}", exc.key) from None
         raise
     return cfg
+
+
+def _valid(values: dict[str, Any]) -> bool:
+    try:
+        validate(Config(**values))
+    except ConfigError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -165,12 +165,23 @@ def load_val_tokens(data_dir: str | Path, seq_len: int, max_tokens: int = 0,
             break
     stream = parts[0] if len(parts) == 1 else np.concatenate(parts)
     usable = (len(stream) - 1) // seq_len * seq_len
-    if usable <= 0:
-        held = (f"params key 'max_val_tokens' ({max_tokens}) keeps {len(stream)} tokens of the val split of "
-                f"{str(data_dir)!r}" if 0 < max_tokens <= len(stream) else
-                f"val split of {str(data_dir)!r} holds {len(stream)} tokens")
-        raise GolfError(f"{held}; eval_seq_len {seq_len} needs at least {seq_len + 1}")
+    _check_val_length(data_dir, seq_len, max_tokens, len(stream))
     return torch.from_numpy(stream[: usable + 1])
+
+
+def _check_val_length(data_dir: str | Path, seq_len: int, max_tokens: int, kept: int) -> None:
+    if (kept - 1) // seq_len <= 0:
+        held = (f"params key 'max_val_tokens' ({max_tokens}) keeps {kept} tokens of the val split of "
+                f"{str(data_dir)!r}" if 0 < max_tokens <= kept else
+                f"val split of {str(data_dir)!r} holds {kept} tokens")
+        raise GolfError(f"{held}; eval_seq_len {seq_len} needs at least {seq_len + 1}")
+
+
+def check_val_length(cfg) -> None:
+    """``load_val_tokens``'s length rule from the shard headers alone: before a run folder is claimed."""
+    total = sum(read_shard_header(f) for f in list_shards(cfg.data_dir, "val"))
+    kept = min(total, cfg.max_val_tokens) if cfg.max_val_tokens > 0 else total
+    _check_val_length(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens, kept)
 
 
 def is_caseops(data_dir: str | Path) -> bool:

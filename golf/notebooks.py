@@ -60,16 +60,40 @@ _short_errors_in_kernel()
 
 # --- parameters --------------------------------------------------------------------------------
 
+# Names a run notebook's kernel holds that are no parameters: IPython's own, and what the notebooks'
+# cells assign (present when Run All runs again in the same kernel).
+_NOT_PARAMETERS = {"In", "Out", "exit", "quit", "get_ipython", "open", "nb", "run", "fig", "budget", "tensors",
+                   "result", "study", "runs", "tests"}
+
+
 def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The params keys a notebook was given by name (papermill ``-p KEY VALUE``); None = not given."""
+    """The params keys a notebook was given by name (papermill ``-p KEY VALUE``); None = not given.
+
+    A name given that is no parameter (``-p ema_decai 0.5``, or a typo in Lab's parameters cell) stops
+    here with one line and the nearest parameter, rather than running with the file's value."""
+    import difflib
+
     from golf.config import config_keys
 
-    return {k: namespace[k] for k in config_keys() if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
+    keys = config_keys()
+    known = {*keys, *COMMON_PARAMETERS, *(n for own in NOTEBOOK_PARAMETERS.values() for n, _, _ in own)}
+    unknown = [name for name, value in namespace.items()
+               if not name.startswith("_") and name not in known and name not in _NOT_PARAMETERS
+               and isinstance(value, (bool, int, float, str, list, tuple, type(None)))]
+    if unknown:
+        guesses = [g for name in unknown for g in difflib.get_close_matches(name, sorted(known), n=1)]
+        hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
+        raise GolfError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}{hint} (golf config lists "
+                        "the params keys; papermill --help-notebook this notebook's parameters)")
+    return {k: namespace[k] for k in keys if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
+
+
 
 
 def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None,
-             stage: str | None = None) -> list[str]:
-    """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child;
+             stage: str | None = None, base: str | Path | None = None) -> list[str]:
+    """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child,
+    against ``base`` (the params file, or the run's config.yaml) as the child will apply them;
     ``stage`` ('quantize', 'evaluate') also refuses the keys fixed by training."""
     from golf.config import ConfigError, check_stage_overrides, load_config, parse_overrides
 
@@ -80,7 +104,7 @@ def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None 
     try:
         if stage:
             check_stage_overrides(stage, parse_overrides(items))
-        load_config(None, parse_overrides(items))  # unknown keys and bad values fail here, by name
+        load_config(base, items)  # unknown keys and bad values fail here, by name
     except ConfigError as exc:
         raise GolfError(str(exc)) from None
     return ["--set", *items] if items else []
@@ -295,10 +319,17 @@ def train(params_file: str, run_dir: str = "", seed: int | None = None, override
     from golf.config import load_config
 
     seeded = {**({"seed": seed} if seed is not None else {}), **(keys or {})}
-    extra = set_args(seeded, parameter_list(overrides, "overrides"))
     params_path = resolve_params_file(params_file)
+    extra = set_args(seeded, parameter_list(overrides, "overrides"), base=params_path)
     _preflight(load_config(params_path, extra[1:]), nproc)  # all checked before a folder is made
-    run = resolve(run_dir) if run_dir else new_numbered_dir(outputs_root() / LAB_STUDY)
+    if run_dir:
+        from golf.runtime import check_run_dir_free
+
+        run = resolve(run_dir)
+        check_run_dir_free(run)  # before its console.log is written there
+        run.mkdir(parents=True, exist_ok=True)
+    else:
+        run = new_numbered_dir(outputs_root() / LAB_STUDY)
     if echo:
         print(f"run folder: {run}")
     launch_golf(["train", "--params", str(params_path), "--run-dir", str(run), *extra], nproc,
@@ -315,7 +346,8 @@ def quantize(run_dir: str = "", force: bool = False, overrides: list[str] | None
         print(f"{run} is already quantized: showing its artifact (force=True quantizes again)")
         return run
     overrides = parameter_list(overrides, "overrides")
-    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize"), *(["--force"] if force else [])]
+    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize", run / "config.yaml"),
+            *(["--force"] if force else [])]
     launch_golf(args, nproc, log_path=run / "console.log", echo=echo)
     return run
 
@@ -327,7 +359,7 @@ def evaluate(run_dir: str = "", modes: list[str] = ("plain", "sliding", "ttt"), 
     result is skipped unless ``force``."""
     modes, overrides = parameter_list(modes, "modes"), parameter_list(overrides, "overrides")
     run = pick_run(run_dir, "final_model.int6.ptz")
-    extra = set_args(keys, overrides, "evaluate")
+    extra = set_args(keys, overrides, "evaluate", run / "config.yaml")
     for mode in modes:
         if (run / f"eval_{mode}.json").exists() and not force:
             print(f"{mode}: already evaluated (force=True evaluates again)")
@@ -490,6 +522,11 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     overrides = list(overrides or [])
     if len(set(seeds)) != len(seeds):
         raise GolfError(f"--seeds names a seed twice ({' '.join(map(str, seeds))}): each seed is one run")
+    from golf.config import RANGES
+
+    bad = [s for s in seeds if s not in RANGES["seed"]]
+    if bad:
+        raise GolfError(f"--seeds: {bad[0]} is not a seed; expected whole numbers in {RANGES['seed']}")
     params_path = resolve_params_file(params_file)
     given = parse_overrides(overrides)
     if "seed" in given:
@@ -574,17 +611,22 @@ def _kernels_quiet(log_path: Path):
 def _preflight(cfg, nproc: int) -> None:
     """Everything golf can check before a run or study starts: world-size splits and data binding."""
     from golf.config import ConfigError, validate_for_world
-    from golf.data import check_data_binding
+    from golf.data import check_data_binding, check_val_length
+    from golf.runtime import check_model_fits
 
     try:
         validate_for_world(cfg, nproc)
     except ConfigError as exc:
         raise GolfError(str(exc)) from None
     check_data_binding(cfg)
+    check_val_length(cfg)
+    check_model_fits(cfg)
 
 
 def _claim_study(study_dir: Path, plan: dict, seeds: list[int]) -> None:
-    """A new study, or the resumption of one started with the same params and overrides."""
+    """A new study, or the resumption of one started with the same params and overrides (in any order)."""
+    from golf.config import parse_overrides
+
     record = study_dir / "study.json"
     if study_dir.exists():
         if not record.is_file():
@@ -592,7 +634,8 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int]) -> None:
                 raise GolfError(f"folder {str(study_dir)!r} exists and is not a golf study: pick another --study")
         else:
             old = json.loads(record.read_text())
-            if {k: old.get(k) for k in plan} != plan:
+            as_set = lambda p: {**p, "overrides": parse_overrides(p.get("overrides") or [])}  # noqa: E731  (order-free)
+            if as_set({k: old.get(k) for k in plan}) != as_set(plan):
                 raise GolfError(f"study {str(study_dir)!r} was run with other settings "
                                 f"({json.dumps({k: old.get(k) for k in plan})}): pick another --study")
             log.info("resuming study %s", study_dir)

@@ -151,6 +151,50 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
+def estimated_params(cfg) -> int:
+    """The model's parameter count from the config alone (the banks and the embedding: within 1%)."""
+    d = cfg.model_dim
+    return cfg.num_layers * (2 * d * d + 2 * d * cfg.kv_dim + 2 * d * cfg.mlp_hidden) + cfg.vocab_size * d
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory free for a new allocation (Linux: MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients, EMA and optimizer state: the least training holds
+
+
+def check_model_fits(cfg, training: bool = True) -> None:
+    """Refuse, before anything is allocated, a model whose weights cannot fit: the model is built in host
+    memory (fp32) first, and training holds about four copies of it (on the GPU when it runs there)."""
+    n = estimated_params(cfg)
+    need = TRAIN_BYTES_PER_PARAM * n if training else 4 * n
+    host = available_memory()
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        rank = min(int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count() - 1)
+        gpu = torch.cuda.get_device_properties(rank).total_memory if rank >= 0 else None
+        checks = [("host memory, where the model is built first,", 4 * n, host), ("the GPU", need, gpu)]
+    else:
+        checks = [("host memory", need, host)]
+    for where, want, free in checks:
+        if free is not None and want > free:
+            raise GolfError(f"the model of these params keys (num_layers {cfg.num_layers}, model_dim "
+                            f"{cfg.model_dim}, mlp_mult {cfg.mlp_mult}, vocab_size {cfg.vocab_size}) has about "
+                            f"{n:,} parameters, which need about {want / 2**30:,.1f} GiB"
+                            f"{' to train' if want == need and training else ''}; {where} has "
+                            f"{free / 2**30:,.1f} GiB: make the model smaller")
+
+
 # --- files -----------------------------------------------------------------------------------
 
 def umask_file_mode() -> int:
@@ -294,6 +338,31 @@ def run_lock_owner(run_dir: str | Path) -> tuple[int, bool]:
     return pid, bool(pid) and _pid_alive(pid)
 
 
+def check_run_dir_free(run_dir: str | Path) -> None:
+    """Refuse, in one line, a folder that cannot become a new run folder: a file, a study folder, a
+    folder in use or holding a run (finished or interrupted). Claims nothing (:func:`claim_run_dir` does)."""
+    run_dir = Path(run_dir)
+    fresh = "train into a new folder (omit --run-dir for a fresh one)"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GolfError(f"run folder {str(run_dir)!r} is a file; expected a folder (or a path that does not exist)")
+    runs = sorted(p.parent.name for p in run_dir.glob("*/config.yaml")) if run_dir.is_dir() else []
+    if (run_dir / "study.json").is_file() or runs:
+        held = f"runs ({', '.join(runs[:3])})" if runs else "study.json"
+        raise GolfError(f"run folder {str(run_dir)!r} is a study folder (it holds {held}): a run goes into a "
+                        f"folder of its own, e.g. {str(run_dir / 'run-new')!r}")
+    if (run_dir / RUN_LOCK).exists():
+        pid, alive = run_lock_owner(run_dir)
+        if alive:
+            raise GolfError(f"run folder {str(run_dir)!r} is in use by a running golf process (pid {pid})")
+        raise GolfError(f"run folder {str(run_dir)!r} holds an interrupted run (its process {pid or '?'} is gone); "
+                        f"it is kept as it is: {fresh}")
+    found = run_files(run_dir) if run_dir.is_dir() else []
+    if found:
+        what = "a finished run" if "model.pt" in found else "an interrupted run"
+        raise GolfError(f"run folder {str(run_dir)!r} holds {what} ({', '.join(found[:3])}); a run folder is "
+                        f"never trained into twice: {fresh}")
+
+
 def claim_run_dir(run_dir: str | Path) -> Path:
     """Make ``run_dir`` this process's run folder, or refuse with one line saying why.
 
@@ -303,18 +372,14 @@ def claim_run_dir(run_dir: str | Path) -> Path:
     removes the lock when training ends; a lock left behind marks an interrupted run.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GolfError(f"run folder {str(run_dir)!r} is a file; expected a folder (or a path that does not exist)")
+    check_run_dir_free(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / RUN_LOCK
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    except FileExistsError:
-        pid, alive = run_lock_owner(run_dir)
-        if alive:
-            raise GolfError(f"run folder {str(run_dir)!r} is in use by a running golf process (pid {pid})") from None
-        raise GolfError(f"run folder {str(run_dir)!r} holds an interrupted run (its process {pid or '?'} is gone); "
-                        "it is kept as it is: train into a new folder (omit --run-dir for a fresh one)") from None
+    except FileExistsError:  # another process claimed it since the check
+        check_run_dir_free(run_dir)
+        raise GolfError(f"run folder {str(run_dir)!r} is in use by another golf process") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(str(os.getpid()))
     found = run_files(run_dir)

@@ -184,7 +184,110 @@ def test_prepare_removes_the_half_built_dataset_of_a_killed_prepare(tmp_path, ca
     live = tmp_path / f".data.prepare-{os.getpid()}-def"  # a prepare under way in this process: left alone
     live.mkdir()
     assert golf_main(["data", "prepare", "--corpus", str(corpus), "--out", str(tmp_path / "data"),
-                      "--vocab-size", "64", "--val-docs", "1"]) == 0
+                      "--vocab-size", "300", "--val-docs", "1"]) == 0
     assert not stale.exists() and live.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".data.prepare-" + live.name.split("-", 1)[1],
                                                                  "corpus", "data"])
+
+
+# --- checked at the door, against the params file, before any folder -------------------------------
+
+def test_notebook_overrides_are_checked_against_the_params_file_not_the_record(tmp_path, demo_data):
+    """num_layers=3 and train_batch_tokens=4096 break the record's loop span and batch split, not the tiny
+    params file's: the train notebook's call passes them at the door and trains."""
+    import golf.notebooks as nb
+
+    params = tiny_params(tmp_path, demo_data, iterations=2, val_loss_every=0, max_val_tokens=1024)
+    run = nb.train(str(params), str(tmp_path / "run"), overrides=["num_layers=3", "train_batch_tokens=4096"],
+                   echo=False)
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and (run / "console.log").is_file()
+    with pytest.raises(nb.GolfError, match="num_layers=2 with params file"):  # the overrides are named, not the file
+        nb.set_args(None, ["num_layers=2"], base=params)
+
+
+def test_train_notebook_into_a_new_run_dir_under_a_new_folder(tmp_path, demo_data):
+    """papermill's -p run_dir with a folder that does not exist yet: its console.log is opened after the folder
+    is made; a run_dir holding a run is refused before anything is written into it."""
+    import golf.notebooks as nb
+
+    params = tiny_params(tmp_path, demo_data, iterations=1, val_loss_every=0, max_val_tokens=1024)
+    run = nb.train(str(params), str(tmp_path / "new" / "deeper" / "run"), echo=False)
+    assert (run / "model.pt").is_file() and (run / "console.log").is_file()
+    before = snapshot(run)
+    with pytest.raises(nb.GolfError, match="holds a finished run"):
+        nb.train(str(params), str(run), echo=False)
+    assert snapshot(run) == before
+
+
+def test_a_study_folder_is_refused_as_a_run_folder(tmp_path, demo_data, capsys):
+    params = tiny_params(tmp_path, demo_data, iterations=1)
+    study = tmp_path / "study"
+    (study / "seed1").mkdir(parents=True)
+    (study / "seed1" / "config.yaml").write_text("seed: 1\n")
+    (study / "study.json").write_text("{}")
+    before = snapshot(study)
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(study)]) == 1
+    assert "is a study folder" in one_error_line(capsys)
+    assert snapshot(study) == before and sorted(p.name for p in study.iterdir()) == ["seed1", "study.json"]
+
+
+@pytest.mark.parametrize("over, what", [(["max_val_tokens=10"], "params key 'max_val_tokens' (10) keeps 10 tokens"),
+                                        (["eval_seq_len=1000000", "max_val_tokens=0"], "needs at least 1000001")])
+def test_a_val_text_too_short_is_refused_before_the_run_folder(tmp_path, demo_data, capsys, over, what):
+    params = tiny_params(tmp_path, demo_data, iterations=1)
+    run = tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run), "--set", *over]) == 1
+    assert what in one_error_line(capsys) and not run.exists()
+    assert golf_main(["run", "--params", str(params), "--seeds", "1", "--outputs", str(tmp_path / "o"),
+                      "--set", *over]) == 1
+    assert what in one_error_line(capsys) and not (tmp_path / "o").exists()
+
+
+def test_golf_run_refuses_a_negative_seed_before_the_study_folder(tmp_path, demo_data, capsys):
+    params = tiny_params(tmp_path, demo_data, iterations=1)
+    assert golf_main(["run", "--params", str(params), "--seeds", "1", "-1", "--outputs", str(tmp_path / "o")]) == 1
+    assert "--seeds: -1 is not a seed" in one_error_line(capsys) and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("over", [["model_dim=100000000"], ["num_layers=100000000"]])
+def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path, demo_data, capsys, over):
+    params = tiny_params(tmp_path, demo_data, iterations=1, num_heads=1, num_kv_heads=1)
+    run = tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run), "--set", *over]) == 1
+    line = one_error_line(capsys)
+    assert "parameters, which need about" in line and "host memory has" in line and not run.exists()
+    assert golf_main(["model-info", "--params", str(params), "--set", *over]) == 1
+    assert "make the model smaller" in one_error_line(capsys)
+
+
+def test_a_resumed_study_takes_its_overrides_in_any_order(tmp_path, demo_data, capsys):
+    from golf.notebooks import _claim_study
+
+    study = tmp_path / "s"
+    plan = {"params_file": "p.yaml", "overrides": ["ema_decay=0.5", "iterations=3"], "nproc": 1}
+    _claim_study(study, plan, [1])
+    _claim_study(study, {**plan, "overrides": ["iterations=3", "ema_decay=0.5"]}, [1])  # resumes
+    with pytest.raises(Exception, match="other settings"):
+        _claim_study(study, {**plan, "overrides": ["iterations=4", "ema_decay=0.5"]}, [1])
+
+
+def test_a_set_value_that_breaks_a_rule_with_the_file_blames_the_set(tmp_path, demo_data, capsys):
+    params = tiny_params(tmp_path, demo_data, iterations=1)  # loop_end 2
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(tmp_path / "r"), "--set", "num_layers=2"]) == 1
+    line = one_error_line(capsys)
+    assert line.startswith("golf: error: overrides num_layers=2 with params file ") and "loop_start" in line
+    params.write_text(params.read_text().replace("loop_end: 2", "loop_end: 9"))
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(tmp_path / "r"), "--set", "iterations=2"]) == 1
+    assert one_error_line(capsys).startswith(f"golf: error: params file '{params}': ")  # the file's own fault
+
+
+def test_a_misspelt_notebook_parameter_stops_with_a_suggestion():
+    import golf.notebooks as nb
+
+    namespace = {"nb": nb, "In": [""], "_i1": "x", "params_file": "params/demo.yaml", "iterations": None,
+                 "run": Path("."), "ema_decai": 0.5}
+    with pytest.raises(nb.GolfError, match=r"unknown notebook parameter\(s\) 'ema_decai'; did you mean 'ema_decay'"):
+        nb.given_keys(namespace)
+    del namespace["ema_decai"]
+    assert nb.given_keys({**namespace, "iterations": 5}) == {"iterations": 5}
