@@ -55,11 +55,38 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
             raise GolfError(f"{str(folder)!r} holds no run with a {stage} result; its runs have "
                             f"{', '.join(has)}: compare one of those (--stage {has[-1]}) or evaluate first")
         raise GolfError(f"{str(folder)!r} holds no run with a {stage} result: is it a golf study or run folder?")
+    runs = _one_run_per_seed(runs)
     if runs != [folder]:  # a study: the seeds of one config, each once
         from golf.stats import check_one_study
 
         check_one_study(folder, {run: _config(run, stage) for run in runs})
     return runs
+
+
+def _one_run_per_seed(runs: list[Path]) -> list[Path]:
+    """A seed killed part-way and retried (``golf run``'s ``seedN-2``) counts once, from the run that got
+    furthest (more stage results); runs of one seed that got as far are all kept (the study check
+    then refuses them)."""
+    from golf.stats import STAGES, read_config
+
+    def reached(run: Path) -> int:
+        return sum((run / marker).is_file() for marker in STAGES.values()) + (run / "report.html").is_file()
+
+    by_seed: dict = {}
+    for run in runs:
+        try:
+            by_seed.setdefault(read_config(run).get("seed"), []).append(run)
+        except GolfError:
+            by_seed.setdefault(run, []).append(run)  # unreadable: its own group, refused later by name
+    kept = []
+    for seed, group in by_seed.items():
+        best = max(map(reached, group))
+        top = [r for r in group if reached(r) == best]
+        if len(top) == 1 and len(group) > 1:
+            log.info("seed %s counted once, from %s: %s got less far (killed, then retried)", seed, top[0].name,
+                     ", ".join(r.name for r in group if r is not top[0]))
+        kept += top
+    return [r for r in runs if r in kept]
 
 
 def _config(run: Path, stage: str = "prequant") -> dict:
@@ -119,6 +146,15 @@ def text_mismatch(runs: pd.DataFrame) -> str | None:
         return None
     return ("the runs scored different amounts of val text, so their BPBs differ by the text too: "
             + "; ".join(f"{int(n):,} tokens in {', '.join(r[:3])}{' ...' if len(r) > 3 else ''}" for n, r in counts.items()))
+
+
+def data_mismatch(keys: pd.DataFrame) -> str | None:
+    """A warning when the runs were trained or scored with other data or tokenizers."""
+    differ = [k for k in ("tokenizer_sha256", "data_sha256") if k in set(keys.get("key", []))]
+    if not differ:
+        return None
+    return (f"the runs used different {' and '.join('tokenizers' if k.startswith('tok') else 'data' for k in differ)}"
+            " (see the keys that differ): their BPBs are not measured on the same text")
 
 
 def _trained_weights(run: Path) -> str:
@@ -199,15 +235,36 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
-    """The params keys (seed and paths aside) whose values differ between the studies."""
-    from golf.config import PATH_KEYS
+def _measured_on(run: Path, stage: str) -> dict:
+    """What a stage's number was measured with besides the params: the tokenizer's sha256 (the stage's
+    own record, else the training's) and the training data's (``data_manifest_sha256``)."""
+    from golf.stats import STAGES
 
-    first_runs = {name: _runs_of(folder, stage)[0] for folder, name in zip(folders, names)}
-    configs = {name: _config(run, stage) for name, run in first_runs.items()}
-    keys = sorted({k for c in configs.values() for k in c} - {"seed", *PATH_KEYS})
-    rows = [{"key": k, **{name: c.get(k) for name, c in configs.items()}} for k in keys
-            if len({repr(c.get(k)) for c in configs.values()}) > 1]
+    env = read_json(run / "environment.json") or {}
+    result = (read_json(run / STAGES[stage]) or {}) if stage != "prequant" else {}
+    tok = result.get("tokenizer_sha256") or env.get("tokenizer_sha256")
+    return {"tokenizer_sha256": tok[:12] if tok else None, "data_sha256": env.get("data_manifest_sha256")}
+
+
+def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
+    """The params keys (seed aside), data and tokenizer whose values differ between the studies, read
+    from every run: a study whose runs disagree shows ``mixed: a / b``."""
+    all_runs = {name: _runs_of(folder, stage) for folder, name in zip(folders, names)}
+    first_runs = {name: runs[0] for name, runs in all_runs.items()}
+    configs = {name: [{**_config(run, stage), **_measured_on(run, stage)} for run in runs]
+               for name, runs in all_runs.items()}
+    keys = sorted({k for cs in configs.values() for c in cs for k in c} - {"seed", "compile_cache_dir"})
+
+    def shown(cs: list[dict], key: str):
+        values = list(dict.fromkeys(repr(c.get(key)) for c in cs))
+        return cs[0].get(key) if len(values) == 1 else "mixed: " + " / ".join(values)
+
+    rows = []
+    for k in keys:
+        row = {"key": k, **{name: shown(cs, k) for name, cs in configs.items()}}
+        values = [row[name] for name in configs]
+        if len({repr(v) for v in values}) > 1 or any(str(v).startswith("mixed: ") for v in values):
+            rows.append(row)
     for row in rows:  # a fusion switch asked for that did nothing (no CUDA, or not in this stage): say so
         for name, run in first_runs.items():
             if row[name] is not True:
@@ -326,14 +383,14 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
-    warnings = [w for w in (text_mismatch(runs),) if w]
+    keys = differing_keys(folders, names, stage)
+    warnings = [w for w in (text_mismatch(runs), data_mismatch(keys)) if w]
     for w in warnings:
         log.warning("%s", w)
     # a run too short for a timed step has no tok/s, a run without an artifact no size: NaN, not an error
     runs["tokens_per_s"] = pd.to_numeric(runs["tokens_per_s"], errors="coerce").round().astype("Int64")
     runs["bytes_total"] = pd.to_numeric(runs["bytes_total"], errors="coerce").astype("Int64")
     table = summary(runs, names)
-    keys = differing_keys(folders, names, stage)
     out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")
     for marker, what in (("config.yaml", "a run"), ("study.json", "a study")):
         if (out / marker).exists():  # a comparison is redrawn in place, a run or study is never written into
@@ -358,7 +415,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
              *[_md(f"**Warning:** {w}") for w in warnings],
              _table(readable(table)), *([_figure(out / "compare_diff.png"), _md(DIFF_CAPTION)] if diff_fig else []),
              _figure(out / "compare.png"),
-             _md("## Params keys that differ"),
+             _md("## Params keys, data and tokenizer that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
              _md("## Every run"), _table(readable(runs.drop(columns=["path", "trained_bpb", *(
                  ["weights"] if (runs["weights"] == runs["run"]).all() else [])])))]

@@ -536,8 +536,9 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     _preflight(cfg, nproc)
     check_kernel(kernel)
     study_dir = resolve(outputs) / (study or params_path.stem)
-    plan = {"params_file": str(params_path), "overrides": overrides, "nproc": nproc}
-    _claim_study(study_dir, plan, seeds)
+    plan = {"params_file": str(params_path), "overrides": overrides, "nproc": nproc,
+            "config_sha256": config_sha256(cfg.to_dict())}
+    _claim_study(study_dir, plan, seeds, cfg.to_dict())
     log.info("study folder %s", study_dir)
     with _kernels_quiet(study_dir / "kernels.log") as console:
         failures, run_dirs = _run_seeds(study_dir, params_path, seeds, overrides, nproc, kernel, console)
@@ -623,7 +624,30 @@ def _preflight(cfg, nproc: int) -> None:
     check_model_fits(cfg)
 
 
-def _claim_study(study_dir: Path, plan: dict, seeds: list[int]) -> None:
+def config_sha256(config: dict) -> str:
+    """A study's identity beside its command: the sha256 of its resolved config, seed aside."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def _config_drift(study_dir: Path, config: dict) -> str | None:
+    """Where a run of the study trained with other values than ``config`` (seed aside): what differs."""
+    from golf.config import ConfigError, load_config
+
+    for path in sorted(study_dir.glob("seed*/config.yaml")):
+        try:
+            ran = load_config(path).to_dict()
+        except ConfigError:
+            continue
+        diff = [k for k in config if k != "seed" and ran.get(k) != config[k]]
+        if diff:
+            return f"{path} has " + ", ".join(f"{k}={ran.get(k)!r} (now {config[k]!r})" for k in diff[:3])
+    return None
+
+
+def _claim_study(study_dir: Path, plan: dict, seeds: list[int], config: dict | None = None) -> None:
     """A new study, or the resumption of one started with the same params and overrides (in any order)."""
     from golf.config import parse_overrides
 
@@ -634,6 +658,13 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int]) -> None:
                 raise GolfError(f"folder {str(study_dir)!r} exists and is not a golf study: pick another --study")
         else:
             old = json.loads(record.read_text())
+            if config is not None:  # the params file's content, not only its name (an edit since is refused)
+                drift = _config_drift(study_dir, config)
+                if drift or old.get("config_sha256", plan["config_sha256"]) != plan["config_sha256"]:
+                    raise GolfError(f"study {str(study_dir)!r} was run with other settings: {plan['params_file']} "
+                                    f"resolves to another config now ({drift or 'config_sha256 differs'}); "
+                                    "pick another --study, or undo the edit")
+                old.setdefault("config_sha256", plan["config_sha256"])  # a study made before golf recorded it
             as_set = lambda p: {**p, "overrides": parse_overrides(p.get("overrides") or [])}  # noqa: E731  (order-free)
             if as_set({k: old.get(k) for k in plan}) != as_set(plan):
                 raise GolfError(f"study {str(study_dir)!r} was run with other settings "

@@ -178,3 +178,89 @@ def test_downloaded_data_is_bound_by_download_json(fake_hub, tmp_path, demo_data
     capsys.readouterr()
     assert golf_main(["train", "--params", str(params), "--run-dir", str(tmp_path / "run")]) == 1
     assert "download.json" in one_error_line(capsys) and not (tmp_path / "run").exists()
+
+
+# --- 4. a study is its params file's content, not its path -----------------------------------------
+
+def test_golf_run_refuses_a_study_whose_params_file_was_edited(tmp_path, demo_data, capsys):
+    import yaml
+
+    from golf.config import load_config, save_config
+    from golf.notebooks import _claim_study, config_sha256
+
+    params = tiny_params(tmp_path, demo_data, iterations=2)
+    cfg = load_config(params)
+    study = tmp_path / "out" / "s"
+    (study / "seed1").mkdir(parents=True)
+    save_config(cfg.replace(seed=1), study / "seed1" / "config.yaml")
+    plan = {"params_file": str(params), "overrides": [], "nproc": 1}
+    (study / "study.json").write_text(json.dumps({**plan, "seeds": [1]}))  # made before golf kept the config's sha
+    _claim_study(study, {**plan, "config_sha256": config_sha256(cfg.to_dict())}, [1], cfg.to_dict())  # resumes
+    params.write_text(yaml.safe_dump({**yaml.safe_load(params.read_text()), "iterations": 3}))  # the edit
+    before = snapshot(study)
+    run = ["run", "--params", str(params), "--seeds", "1", "2", "--study", "s", "--outputs", str(tmp_path / "out")]
+    assert golf_main(run) == 1
+    line = one_error_line(capsys)
+    assert "other settings" in line and "iterations=2 (now 3)" in line and str(params) in line
+    assert snapshot(study) == before
+    shutil.rmtree(study / "seed1")  # no run left to tell: the recorded sha does
+    assert golf_main(run) == 1
+    assert "config_sha256 differs" in one_error_line(capsys)
+
+
+# --- 5, 6. compare counts each seed once, and says when data or tokenizers differ --------------------
+
+def _fake_run(run: Path, seed: int, bpb: float | None, **env) -> Path:
+    import yaml
+
+    from golf.config import Config
+
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({**Config().to_dict(), "seed": seed}))
+    (run / "train_summary.json").write_text(json.dumps({"steps": 7, "prequant_post_ema":
+                                                        {"val_loss": 3.0, "val_bpb": 1.3 + seed / 100}}))
+    if bpb is not None:
+        (run / "eval_plain.json").write_text(json.dumps({"val_loss": bpb * 2.5, "val_bpb": bpb, "seconds": 1.0}))
+        (run / "eval_ttt.json").write_text(json.dumps({"val_loss": bpb * 2.5, "val_bpb": bpb, "seconds": 1.0}))
+    (run / "environment.json").write_text(json.dumps({"tokenizer_sha256": "a" * 64, "data_manifest_sha256": "d1",
+                                                      **env}))
+    return run
+
+
+def test_compare_counts_a_killed_and_retried_seed_once(tmp_path, capsys):
+    import pandas as pd
+
+    study = tmp_path / "study"
+    for seed in (1, 2):
+        _fake_run(study / f"seed{seed}", seed, 1.2 + seed / 100)
+    _fake_run(study / "seed3", 3, None)  # killed after training: golf run retried it in seed3-2
+    _fake_run(study / "seed3-2", 3, 1.23)
+    for stage in ("prequant", "plain", "ttt"):
+        out = tmp_path / f"c-{stage}"
+        assert golf_main(["compare", str(study), "--stage", stage, "--out", str(out)]) == 0
+        runs = pd.read_csv(out / "compare_runs.csv")
+        assert sorted(runs["seed"]) == [1, 2, 3] and "study/seed3" not in set(runs["run"]), stage
+        assert list(pd.read_csv(out / "compare.csv")["n"]) == [3]
+    # two runs of one seed that both finished (two golf run at once): refused in one line, not counted twice
+    _fake_run(study / "seed2-2", 2, 1.25)
+    capsys.readouterr()
+    assert golf_main(["compare", str(study), "--stage", "plain", "--out", str(tmp_path / "c2")]) == 1
+    assert "holds seed 2 in 2 runs" in one_error_line(capsys)
+
+
+def test_compare_says_when_runs_used_other_data_or_tokenizers(tmp_path, capsys):
+    base, other = tmp_path / "base", tmp_path / "other"
+    for seed in (1, 2):
+        _fake_run(base / f"seed{seed}", seed, 1.2)
+        _fake_run(other / f"seed{seed}", seed, 1.2, tokenizer_sha256="b" * 64, data_manifest_sha256="d2")
+    out = tmp_path / "c"
+    assert golf_main(["compare", str(base), str(other), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "tokenizer_sha256" in captured.out and "data_sha256" in captured.out and "bbbbbbbbbbbb" in captured.out
+    assert "the runs used different tokenizers and data" in captured.err
+    page = (out / "compare.html").read_text()
+    assert "the runs used different tokenizers and data" in page and "None: the studies ran the same" not in page
+    # a study whose own runs disagree is shown as mixed: every run is read, not only the first
+    _fake_run(other / "seed3", 3, 1.2, tokenizer_sha256="b" * 64, data_manifest_sha256="d3")
+    assert golf_main(["compare", str(base), str(other), "--out", str(out)]) == 0
+    assert "mixed: 'd2' / 'd3'" in capsys.readouterr().out
