@@ -285,6 +285,11 @@ def cmd_compare(args) -> int:
     setup_logging()
     result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
     print(readable(result["summary"]).to_string(index=False, na_rep="–"))  # as compare.html shows it
+    if len(result["summary"]) > 1:
+        paired = "paired_p" in result["summary"]
+        print("test: Welch's t-test over seeds" + (", and the paired t-test (paired_ columns) where a study shares "
+              "the baseline's trained weights seed by seed" if paired else " (no study shares the baseline's trained "
+              "weights seed by seed, which a paired test needs)") + "; see compare.html")
     if len(result["keys"]):
         print("\nkeys that differ:\n" + result["keys"].to_string(index=False))
     print(result["out_dir"] / "compare.html")

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats as sps
 
 from golf.config import parameter_list
-from golf.plots import STAGE_LABELS, read_metrics, train_rows
+from golf.plots import STAGE_LABELS, read_metrics, read_run_config, train_rows
 from golf.runtime import GolfError, atomic_write_text, read_json
 
 log = logging.getLogger("golf")
@@ -98,7 +97,7 @@ def _config(run: Path, stage: str = "prequant") -> dict:
 
     made_by = run / QUANTIZE_CONFIG
     path = made_by if stage != "prequant" and made_by.is_file() else run / "config.yaml"
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_run_config(run, path.name)
     if stage != "prequant":  # and the keys golf evaluate --set changed for this stage's result
         config.update((read_json(run / STAGES[stage]) or {}).get("config_changes") or {})
     return config
@@ -146,6 +145,19 @@ def text_mismatch(runs: pd.DataFrame) -> str | None:
         return None
     return ("the runs scored different amounts of val text, so their BPBs differ by the text too: "
             + "; ".join(f"{int(n):,} tokens in {', '.join(r[:3])}{' ...' if len(r) > 3 else ''}" for n, r in counts.items()))
+
+
+def not_finite(runs: pd.DataFrame, stage: str) -> str | None:
+    """A warning for runs whose result is NaN or infinite (a diverged training, a damaged file): shown
+    as missing, not a number to compare."""
+    from golf.stats import run_row
+
+    values = {r: run_row(Path(p)).get(f"{stage}_bpb") for r, p in zip(runs.get("run", []), runs.get("path", []))}
+    bad = [r for r, v in values.items() if isinstance(v, float) and not np.isfinite(v)]
+    if not bad:
+        return None
+    return (f"val_bpb is not a finite number in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} (a diverged "
+            "training or a damaged result file): shown as missing, left out of the means and tests")
 
 
 def data_mismatch(keys: pd.DataFrame) -> str | None:
@@ -200,7 +212,7 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     for name in names:
         vals = runs.loc[runs["study"] == name, "val_bpb"].to_numpy(float)
         sub = runs[runs["study"] == name]
-        tps, size = sub["tokens_per_s"].median(), sub["bytes_total"].median()
+        tps, size = (col.median() if col.notna().any() else pd.NA for col in (sub["tokens_per_s"], sub["bytes_total"]))
         row = {"study": name, "n": len(vals), "mean_bpb": vals.mean(),
                "std_bpb": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
                "tokens_per_s": round(tps) if pd.notna(tps) else pd.NA,
@@ -274,7 +286,7 @@ def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.Data
                 row[name] = "True (not in effect: no CUDA/Triton)"
             elif _stage_kernels(Path(run), stage).get(row["key"]) is False:
                 row[name] = f"True (not in effect in {stage})"
-    return pd.DataFrame(rows, columns=["key", *names])
+    return pd.DataFrame(rows, columns=["key", *names], dtype=object)  # 300 stays 300 beside 0.997
 
 
 def _stage_kernels(run: Path, stage: str) -> dict:
@@ -359,6 +371,44 @@ DIFF_CAPTION = ("*Each line: a study's mean minus the baseline's, with its 95% i
                 "interval lies above 0); green: surely better (below 0); grey: the interval spans 0.*")
 
 
+TEST_NOTE = ("The 95% interval and the two-sided p-value come from Welch's t-test over seeds (unequal variances): "
+             "two trainings of one seed share their initialisation and data order but not their result, so a seed "
+             "shared between studies is no pair by itself. Where a study's runs share the baseline's *trained "
+             "weights* seed by seed (a quantization-only arm), the seeds' spread cancels exactly, and the paired "
+             "t-test over seeds is used.")
+
+
+def throughput_note(runs: pd.DataFrame) -> str:
+    """tokens/s is measured where and while each run trained: say so, and name the machines if they differ."""
+    def machine(path: str) -> str:
+        env = read_json(Path(path) / "environment.json") or {}
+        gpus = env.get("gpus") or []
+        return f"{len(gpus)}x {gpus[0]}" if gpus else f"CPU ({env.get('platform', 'unknown')})"
+
+    machines = sorted({machine(p) for p in runs["path"]})
+    note = ("tokens/s is each run's median over its timed steps, as measured on its machine under whatever else "
+            "ran there (runs side by side share the CPUs and GPUs): compare it only between runs made alike.")
+    if len(machines) > 1:
+        note += f" These runs trained on {len(machines)} different machines: {'; '.join(machines)}."
+    return note
+
+
+def _linked_runs(runs: pd.DataFrame, out: Path):
+    """The every-run table, each run linked to its report.html (relative to the comparison's folder)."""
+    import html
+    import os
+
+    from golf.report import _output_cell
+
+    shown = readable(runs.drop(columns=["path", "trained_bpb", *(
+        ["weights"] if (runs["weights"] == runs["run"]).all() else [])]))
+    shown = shown.apply(lambda col: col.map(lambda v: html.escape(v) if isinstance(v, str) else v))
+    shown["report"] = [f'<a href="{html.escape(os.path.relpath(Path(p) / "report.html", out))}">report</a>'
+                       if (Path(p) / "report.html").is_file() else "–" for p in runs["path"]]
+    return _output_cell({"text/html": shown.to_html(index=False, escape=False, border=0, classes="dataframe",
+                                                    na_rep="–")})
+
+
 def compare(folders: list[str | Path], names: list[str] | None = None, stage: str = "ttt",
             out_dir: str | Path | None = None) -> dict:
     """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png``,
@@ -384,7 +434,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)
     keys = differing_keys(folders, names, stage)
-    warnings = [w for w in (text_mismatch(runs), data_mismatch(keys)) if w]
+    warnings = [w for w in (text_mismatch(runs), data_mismatch(keys), not_finite(runs, stage)) if w]
     for w in warnings:
         log.warning("%s", w)
     # a run too short for a timed step has no tok/s, a run without an artifact no size: NaN, not an error
@@ -407,18 +457,15 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
         raise
     title = " vs ".join(names) if len(names) <= 3 else f"{len(names)} studies against {names[0]}"
     cells = [_md(f"# Comparison: {title}\n\nStage: {STAGE_LABELS[stage]}. Baseline: **{names[0]}**. "
-                 "Differences are (study − baseline) in val BPB, lower is better; the 95% interval and the "
-                 "two-sided p-value come from Welch's t-test over seeds"
-                 + ("; the paired_ columns, for a study whose runs share their trained weights with the "
-                    "baseline's seed by seed (a quantization-only arm), from the paired t-test."
-                    if "paired_p" in table else ".")),
+                 "Differences are (study − baseline) in val BPB, lower is better. " + TEST_NOTE
+                 + (" Here the paired_ columns give it." if "paired_p" in table else "")),
              *[_md(f"**Warning:** {w}") for w in warnings],
+             _md("*" + throughput_note(runs) + "*"),
              _table(readable(table)), *([_figure(out / "compare_diff.png"), _md(DIFF_CAPTION)] if diff_fig else []),
              _figure(out / "compare.png"),
              _md("## Params keys, data and tokenizer that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
-             _md("## Every run"), _table(readable(runs.drop(columns=["path", "trained_bpb", *(
-                 ["weights"] if (runs["weights"] == runs["run"]).all() else [])])))]
+             _md("## Every run"), _linked_runs(runs, out)]
     render(cells, out / "compare.html", f"golf compare: {title}")
     return {"summary": table, "runs": runs, "keys": keys, "out_dir": out, "figure": fig, "diff_figure": diff_fig,
             "warnings": warnings}

@@ -88,8 +88,6 @@ def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return {k: namespace[k] for k in keys if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
 
 
-
-
 def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None,
              stage: str | None = None, base: str | Path | None = None) -> list[str]:
     """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child,
@@ -186,16 +184,33 @@ _ERROR_LINE = re.compile(r"^(golf( [\w-]+)?: (error|interrupted): .*|[\w.]*(Erro
 
 
 class _Progress:
-    """Shows a child's tqdm bar as one line that updates in place, apart from its log lines."""
+    """Shows a child's output: in a kernel, its log lines in one block and its tqdm bar as one line below
+    it, both updated in place (no frozen bar lines); on a console, lines as they come and the bar on one
+    line redrawn with \\r."""
 
     def __init__(self, echo: bool):
-        self.echo, self.handle, self.last = echo, None, 0.0
+        self.echo, self.last = echo, 0.0
         self.error: str | None = None  # the child's last error line
+        self.lines: list[str] = []
+        self.log_handle = self.bar_handle = None
         try:
             from IPython import get_ipython
             self.in_kernel = get_ipython() is not None
         except ImportError:
             self.in_kernel = False
+
+    def _show(self, bar: str | None = None) -> None:
+        """In a kernel: the log block and the bar line, each one display updated in place."""
+        from IPython.display import display
+
+        logs = {"text/plain": "\n".join(self.lines)}
+        if self.log_handle is None:  # the log block first, the bar always below it
+            self.log_handle = display(logs, raw=True, display_id=True)
+            self.bar_handle = display({"text/plain": bar or ""}, raw=True, display_id=True)
+        elif bar is None:
+            self.log_handle.update(logs, raw=True)
+        else:
+            self.bar_handle.update({"text/plain": bar}, raw=True)
 
     def bar(self, text: str, final: bool = False) -> None:
         if not self.echo or not text.strip():
@@ -205,20 +220,21 @@ class _Progress:
             return
         self.last = now
         if self.in_kernel:
-            from IPython.display import display
-            if self.handle is None:
-                self.handle = display({"text/plain": text.strip()}, raw=True, display_id=True)
-            else:
-                self.handle.update({"text/plain": text.strip()}, raw=True)
+            self._show(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip())
         else:
             print("\r" + text.strip(), end="", file=sys.stderr, flush=True)
 
     def line(self, text: str) -> None:
-        if self.echo:
-            if not self.in_kernel and self.last:
-                print(file=sys.stderr)
-            print(text, flush=True)
-            self.handle, self.last = None, 0.0  # the next bar starts below this line
+        if not self.echo:
+            return
+        if self.in_kernel:
+            self.lines.append(text.rstrip())
+            self._show()
+            return
+        if self.last:
+            print(file=sys.stderr)
+        print(text, flush=True)
+        self.last = 0.0  # the next bar starts below this line
 
 
 # torchrun, made to die with its parent first (its ranks, golf processes, die with torchrun)
@@ -396,8 +412,9 @@ def study_runs(study_dir: str | Path, stage: str = "ttt") -> list[Path]:
     return sorted((p.parent for p in study.glob(f"*/{marker}")), key=lambda p: p.stat().st_mtime)
 
 
-def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt") -> list[Path]:
-    """The given study folders, or the ``n`` newest under outputs/ with results for ``stage``."""
+def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt", lab_runs: bool = True) -> list[Path]:
+    """The given study folders, or the ``n`` newest studies under outputs/ with results for ``stage``
+    (never outputs/lab); with none yet, the ``n`` newest notebook runs of outputs/lab, each on its own."""
     studies = parameter_list(studies, "studies")
     if studies:
         return [resolve(s) for s in studies]
@@ -406,16 +423,36 @@ def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt") -> list[Pat
     marker = STAGES.get(stage, f"eval_{stage}.json")
     folders = {p.parent.parent: p.stat().st_mtime for p in outputs_root().glob(f"*/*/{marker}")}
     newest = [f for f in sorted(folders, key=folders.get, reverse=True) if f.name != LAB_STUDY and is_study(f, stage)]
-    if not newest:
-        raise GolfError(f"no study under {str(outputs_root())!r} has {stage} results yet (outputs/{LAB_STUDY}'s "
-                        "notebook runs are no study): golf run one, or give the folders")
-    return newest[:n][::-1]
+    if newest:
+        return newest[:n][::-1]
+    lab = study_runs(outputs_root() / LAB_STUDY, stage)[-n:] if lab_runs else []
+    if lab:
+        print(f"no study with {stage} results yet (golf run makes one): taking the newest notebook "
+              f"run{'s' if len(lab) > 1 else ''} of outputs/{LAB_STUDY}, each on its own: "
+              f"{', '.join(r.name for r in lab)}")
+        return lab
+    raise GolfError(f"no study under {str(outputs_root())!r} has {stage} results yet (outputs/{LAB_STUDY}'s "
+                    "notebook runs are no study): golf run one, or give the folders")
+
+
+def newest_config_runs(runs: list[Path], stage: str = "ttt") -> list[Path]:
+    """From a folder of mixed runs (outputs/lab): the runs of the newest run's config, the newest run of
+    each seed, oldest first: the one study the folder can offer."""
+    from golf.compare import _config
+    from golf.stats import config_fingerprint
+
+    runs = sorted(runs, key=lambda p: p.stat().st_mtime)
+    prints = {run: config_fingerprint(cfg, run) for run, cfg in ((r, _config(r, stage)) for r in runs)}
+    by_seed = {_config(r, stage).get("seed"): r for r in runs if prints[r] == prints[runs[-1]]}
+    return sorted(by_seed.values(), key=lambda p: p.stat().st_mtime)
 
 
 def is_study(folder: Path, stage: str = "ttt") -> bool:
     """Whether ``folder``'s runs with a ``stage`` result are one study (the seeds of one config, each once)."""
     try:
-        check_study(folder, study_runs(folder, stage), stage)
+        from golf.compare import _one_run_per_seed
+
+        check_study(folder, _one_run_per_seed(study_runs(folder, stage)), stage)
     except Exception:  # noqa: BLE001 - a folder golf cannot read as one study is not offered by default
         return False
     return True
@@ -438,9 +475,22 @@ def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage:
 
     if stage not in STAGE_LABELS:
         raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
-    study = pick_studies([study_dir] if study_dir else [], 1, stage)[0]
     run_dirs = parameter_list(run_dirs, "run_dirs")
-    runs = [resolve(d) for d in run_dirs] if run_dirs else study_runs(study, stage)
+    try:
+        study = pick_studies([study_dir] if study_dir else [], 1, stage, lab_runs=False)[0]
+        if run_dirs:
+            runs = [resolve(d) for d in run_dirs]
+        else:  # a seed killed and retried counts once, as in golf compare
+            from golf.compare import _one_run_per_seed
+
+            runs = _one_run_per_seed(study_runs(study, stage))
+    except GolfError:
+        lab = study_runs(outputs_root() / LAB_STUDY, stage)
+        if study_dir or run_dirs or not lab:
+            raise
+        study, runs = outputs_root() / LAB_STUDY, newest_config_runs(lab, stage)  # no study yet: the lab's newest
+        print(f"no study with {stage} results yet (golf run makes one): analysing the notebook runs of "
+              f"outputs/{LAB_STUDY} with the newest run's config, one per seed: {', '.join(r.name for r in runs)}")
     if not runs:
         raise GolfError(f"study {str(study)!r} has no run with a {stage} result yet")
     check_study(study, runs, stage)
@@ -497,15 +547,82 @@ def seed_finished(run_dir: Path) -> bool:
     return (run_dir / "eval_ttt.json").is_file() and (run_dir / "report.html").is_file()
 
 
+class _SeedStatus:
+    """golf run's one updating console line while a notebook runs: the seed, the notebook and the step's
+    progress, read once a second from the run's console.log (where the kernel copies its child's output).
+    On a console that is no terminal, a line only when the stage changes."""
+
+    def __init__(self, console, prefix: str, log_path: Path):
+        import threading
+
+        self.console, self.prefix, self.path = console, prefix, log_path
+        self.offset = log_path.stat().st_size if log_path.is_file() else 0  # this notebook's output only
+        self.tty = bool(getattr(console, "isatty", lambda: False)())
+        self.shown, self.stage, self.pending = "", None, ""
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(timeout=5)
+        if self.tty and self.shown:
+            self.console.write("\r" + " " * len(self.shown) + "\r")  # the log line that follows starts clean
+            self.console.flush()
+
+    def _loop(self) -> None:
+        while not self.done.wait(1.0):
+            try:
+                self._poll()
+            except (OSError, ValueError):  # the log not there yet, or the console closed: try again
+                pass
+
+    def _poll(self) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        self.offset += len(data)
+        pieces = [p.strip() for p in re.split(r"[\r\n]", self.pending + data.decode(errors="replace"))]
+        self.pending = ""
+        last = next((re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", p) for p in reversed(pieces) if p), None)
+        if last is None:
+            return
+        last = re.sub(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", "", last)  # the log's time stamp
+        import shutil
+
+        width = shutil.get_terminal_size((120, 20)).columns - 1
+        text = f"{self.prefix} · {last}"[:width]
+        if self.tty:
+            self.console.write("\r" + text.ljust(len(self.shown)))
+            self.shown = text
+        else:
+            stage = re.split(r"[\s:]", last, maxsplit=1)[0]
+            if stage == self.stage:
+                return
+            self.stage = stage
+            self.console.write(text + "\n")
+        self.console.flush()
+
+
 def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], nproc: int = 1,
-             kernel: str | None = None) -> Path:
-    """Train, quantize and evaluate one seed through the notebooks into ``run_dir``."""
+             kernel: str | None = None, console=None, label: str = "") -> Path:
+    """Train, quantize and evaluate one seed through the notebooks into ``run_dir``; with ``console``,
+    the stage and its progress on one updating line there."""
     for name in RUN_NOTEBOOKS:
         log.info("seed %d: %s notebook (%s)", seed, name, run_dir / "console.log")
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
         if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))
-        execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
+        if console is None:
+            execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
+            continue
+        with _SeedStatus(console, f"seed {seed}{label} · {name}", run_dir / "console.log"):
+            execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
     return run_dir
 
 
@@ -555,29 +672,24 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
 
 def _run_seeds(study_dir: Path, params_path: Path, seeds: list[int], overrides: list[str], nproc: int,
                kernel: str | None, console) -> tuple[list[str], list[Path]]:
-    from tqdm.auto import tqdm
-
     failures, run_dirs = [], []
-    steps = tqdm(total=len(seeds), desc="seeds", unit="seed", leave=True, file=console)
-    for seed in seeds:
+    for k, seed in enumerate(seeds, 1):
         done = [d for d in _seed_dirs(study_dir, seed) if seed_finished(d)]
         if done:
             log.info("seed %d: finished in %s, kept", seed, done[-1].name)
             run_dirs.append(done[-1])
-            steps.update(1)
             continue
         run_dir = _fresh_seed_dir(study_dir, seed)
         t0 = time.perf_counter()
         try:
-            run_seed(str(params_path), seed, run_dir, overrides, nproc, kernel)
+            run_seed(str(params_path), seed, run_dir, overrides, nproc, kernel, console=console,
+                     label=f" ({k} of {len(seeds)})")
         except GolfError as exc:
             failures.append(f"seed {seed} failed: {exc}")
             log.error("seed %d failed: %s", seed, exc)
         else:
             run_dirs.append(run_dir)
             log.info("seed %d: done in %.0f s (%s)", seed, time.perf_counter() - t0, run_dir / "report.html")
-        steps.update(1)
-    steps.close()
     return failures, run_dirs
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from golf.config import EVAL_MODES, differences_from_record
-from golf.plots import STAGE_LABELS, eval_table, train_rows
+from golf.plots import STAGE_LABELS, eval_table, read_metrics, read_run_config, train_rows
 from golf.runtime import GolfError, atomic_write_text, read_json
 
 RUN_FIGURES = [  # (file under plots/, caption)
@@ -110,8 +109,8 @@ def headline(run_dir: Path) -> pd.DataFrame:
         if summary.get("looping_at_step") is not None:
             rows.append(("depth recurrence from step", f"{summary['looping_at_step']:,}"))
     try:
-        train = train_rows(pd.read_json(run_dir / "metrics.jsonl", lines=True))
-    except (ValueError, FileNotFoundError):
+        train = train_rows(read_metrics(run_dir))
+    except GolfError:
         train = pd.DataFrame()
     for looping, phase in ((False, "plain"), (True, "looped")):
         tps = _phase_throughput(train, looping)
@@ -135,7 +134,7 @@ def run_header(run_dir: Path) -> str:
     """Markdown: run id, date, commit, machine, world size, params file, keys that differ from the record."""
     env = read_json(run_dir / "environment.json") or {}
     run_info = read_json(run_dir / "run.json") or {}
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    cfg = read_run_config(run_dir)
     def described(made: dict) -> str:
         return (made.get("git_commit") or "no commit") + (" (with uncommitted changes)" if made.get("git_dirty") else "")
 
@@ -198,6 +197,7 @@ def build_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise GolfError(f"{str(run_dir)!r} is not a golf run folder (no config.yaml)")
+    read_run_config(run_dir)  # a damaged one: one line, before any figure is drawn
     makers = []
     if (run_dir / "metrics.jsonl").is_file():
         makers += [plot_training, plot_schedule]
@@ -231,9 +231,14 @@ def tests_table(summary: dict) -> pd.DataFrame:
 
 def corpus_of(run_dir: Path) -> str:
     """The corpus a run trained on, from its data folder's prepare.json (official shards: FineWeb)."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    cfg = read_run_config(run_dir)
     prep = read_json(Path(cfg.get("data_dir", "")) / "prepare.json") if cfg.get("data_dir") else None
     return str(prep.get("corpus")) if prep and prep.get("corpus") else "fineweb"
+
+
+INDEX_COLUMNS = {"steps": "steps", "prequant_bpb": "val BPB, pre-quant", "plain_bpb": "quantized",
+                 "sliding_bpb": "quantized, sliding", "ttt_bpb": "quantized, TTT", "ttt_loss": "TTT loss (nats)",
+                 "bytes_total": "bytes", "report": "report"}
 
 
 def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
@@ -253,18 +258,33 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
         cells.append(_md("No run has trained yet."))
         return render(cells, study_dir / "index.html", f"golf study {study_dir.name}")
     df = collect_runs(runs)
-    df["report"] = [f'<a href="{r}/report.html">{r}/report.html</a>' if (study_dir / r / "report.html").exists()
+    df = df.assign(_seed=pd.to_numeric(df["seed"], errors="coerce")).sort_values(["_seed", "run"]).drop(columns="_seed")
+    df["report"] = [f'<a href="{r}/report.html">report</a>' if (study_dir / r / "report.html").exists()
                     else "–" for r in df["run"]]
     cols = [c for c in ["run", "seed", "steps", "prequant_bpb", "plain_bpb", "sliding_bpb", "ttt_bpb",
                         "ttt_loss", "bytes_total", "report"] if c in df]
-    cells += [_md("## Runs"), _output_cell({"text/html": df[cols].to_html(index=False, escape=False, border=0,
-                                                                          na_rep="–")})]
+    shown = df[cols].rename(columns=INDEX_COLUMNS)
+    if "seed" in df:
+        shown["seed"] = [str(int(v)) if pd.notna(v) else "–" for v in df["seed"]]
+    cells += [_md("## Runs"), _output_cell({"text/html": shown.to_html(index=False, escape=False, border=0,
+                                                                       na_rep="–", float_format="{:.5f}".format)})]
+    from golf.notebooks import check_study, newest_config_runs, study_runs
+
+    scored = study_runs(study_dir, stage)
+    try:
+        check_study(study_dir, scored, stage)
+    except GolfError as exc:  # a folder of mixed runs (outputs/lab): test the newest run's config only
+        scored = newest_config_runs(scored, stage)
+        cells.append(_md(f"**Not one study:** {html.escape(str(exc).split('; a study')[0])}. The tests below take the "
+                         f"runs of the newest run's config, one per seed: {', '.join(r.name for r in scored)}."))
+        df = df[df["run"].isin([r.name for r in scored])]
     corpus = sorted({corpus_of(r) for r in runs})
     on_fineweb = corpus == ["fineweb"]
     ref = pd.DataFrame({"seed": [42, 314, 999, 1337, 7], "ttt_bpb": PR1533_TTT_BPB, "ttt_loss": PR1533_TTT_LOSS})
     note = "" if on_fineweb else (f"\n\n**These are FineWeb figures; this study ran on {', '.join(corpus)}, so "
                                   "the tests below only show the format, not a result.**")
-    cells += [_md("## The record's logged seeds (#1533, 8xH100, FineWeb)" + note), _table(ref)]
+    cells += [_md("## The record's logged seeds (#1533, 8xH100, FineWeb)" + note),
+              _table(ref.rename(columns=INDEX_COLUMNS))]
     summary = summarize(df, stage)
     if summary.get("n", 0):
         cells.append(_md(f"## Tests on the {STAGE_LABELS.get(stage, stage)} losses (n = {summary['n']})\n\n"

@@ -83,8 +83,9 @@ def bar_interval(seconds: float = 0.1) -> float:
 
 
 def progress_bar(total: float, desc: str, enabled: bool, unit: str = "it", **kwargs):
-    """A tqdm bar on the main rank only, gone when done, redrawing at ``bar_interval()``."""
-    from tqdm.auto import tqdm
+    """A tqdm bar on the main rank only, gone when done, redrawing at ``bar_interval()``. The console bar
+    even in a Jupyter kernel: it redraws in place there too, and needs no ipywidgets (no IProgress warning)."""
+    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not (enabled and dist_info().is_main),
                 mininterval=bar_interval(), **kwargs)

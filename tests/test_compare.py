@@ -352,3 +352,41 @@ def test_a_lab_folder_of_mixed_runs_is_no_study(tmp_path, monkeypatch, capsys):
     assert notebooks.pick_studies([], 2) == [base]  # the newest *studies*: lab is none
     # one seed each, one config: a study, and a run given alone is never checked against others
     assert golf_main(["compare", str(base), str(lab / "seed0")]) == 0
+
+
+def test_compare_of_two_runs_prints_integers_and_links_the_reports(tmp_path, capsys):
+    """golf compare RUN RUN: integer keys as integers, no numpy warning, the test named, each run's report
+    linked from compare.html, and the tokens/s caveat."""
+    import warnings
+
+    a, b = _study(tmp_path, "a", BASE[:1], iterations=300), _study(tmp_path, "b", ABLATION[:1], iterations=500,
+                                                                       ema_decay=0.9)
+    (a / "seed0" / "report.html").write_text("<html></html>")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert golf_main(["compare", str(a / "seed0"), str(b / "seed0"), "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    assert "300.000" not in printed and " 300 " in printed + " " and "test: Welch's t-test" in printed
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert 'href="../a/seed0/report.html"' in page and "tokens/s is each run" in page and "no pair by itself" in page
+
+
+def test_study_index_sorts_seeds_and_a_lab_folder_tests_one_config(tmp_path, monkeypatch, capsys):
+    import os
+    import time
+
+    from golf import notebooks
+    from golf.report import render_study_index
+
+    monkeypatch.setenv("GOLF_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir(), (tmp_path / "notebooks").mkdir()
+    lab = _study(tmp_path / "outputs", "lab", [1.30, 1.31, 1.32])
+    for i, (run, seed, iters) in enumerate(zip(sorted(lab.iterdir()), [314, 42, 42], [None, None, 5])):
+        cfg = {**yaml.safe_load((run / "config.yaml").read_text()), "seed": seed, **({"iterations": iters} if iters else {})}
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        os.utime(run / "eval_ttt.json", (time.time() + i, time.time() + i))  # seed0 oldest, seed2 newest
+    page = render_study_index(lab).read_text()
+    assert page.index(">42<") < page.index(">314<") and "quantized, TTT" in page and "ttt_bpb" not in page
+    assert "Not one study" in page and "one per seed: seed2" in page
+    study, table, _, _ = notebooks.seed_analysis()  # no study yet: the newest config's lab runs, one per seed
+    assert study == lab and list(table["run"]) == ["seed2"] and "no study with ttt results yet" in capsys.readouterr().out

@@ -81,3 +81,34 @@ def test_golf_run_refuses_a_seed_named_twice_and_suggests_a_misspelt_key(tmp_pat
                       "--outputs", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'ema_decy'" in err[0] and "did you mean 'ema_decay'" in err[0]
+
+
+def test_golf_run_shows_the_stage_and_its_progress_on_one_line(tmp_path):
+    """golf run's status line within a seed: read from the run's console.log, redrawn with \\r on a
+    terminal, one line a stage elsewhere."""
+    import io
+    import time
+
+    from golf.notebooks import _SeedStatus
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    log = tmp_path / "console.log"
+    log.write_text("old output\n")
+    for console in (Tty(), io.StringIO()):
+        with _SeedStatus(console, "seed 42 (1 of 2) · train", log):
+            with open(log, "a") as fh:
+                fh.write("2026-01-01 10:00:00,000 INFO step 1/6 loss 6.9\ntrain  50%|#####     | 50/100\r")
+                fh.flush()
+                time.sleep(1.6)
+                fh.write("train  90%|######### | 90/100\r")
+                fh.flush()
+                time.sleep(1.6)
+        out = console.getvalue()
+        if isinstance(console, Tty):
+            assert "\rseed 42 (1 of 2) · train · train  90%|" in out and "\n" not in out and "old output" not in out
+            assert out.endswith("\r")  # cleared for the log line that follows
+        else:
+            assert out.splitlines() == ["seed 42 (1 of 2) · train · train  50%|#####     | 50/100"]
