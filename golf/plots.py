@@ -20,11 +20,52 @@ STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
 }
 
 
+_WARNED: set = set()  # metrics files already warned about in this process
+
+
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """The run's metrics rows; a line that is not JSON (the half-written last line of a killed run) is
+    left out with one warning naming the file and its lines."""
+    import json
+    import logging
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise GolfError(f"{str(path)!r} does not exist: has the run trained?")
-    return pd.read_json(path, lines=True)
+    rows, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            row = None
+            bad.append(number)
+        if isinstance(row, dict):
+            rows.append(row)
+        elif row is not None:
+            bad.append(number)
+    if bad and (str(path), len(bad)) not in _WARNED:
+        _WARNED.add((str(path), len(bad)))
+        logging.getLogger("golf").warning("%s: line(s) %s are not JSON objects (cut short by a killed run?): "
+                                          "left out", path, ", ".join(map(str, bad[:5])))
+    return pd.DataFrame(rows)
+
+
+def read_run_config(run_dir: str | Path, name: str = "config.yaml") -> dict:
+    """A run's config.yaml (or ``name``) as a mapping ({} where there is none); a damaged one is one
+    GolfError naming it."""
+    import yaml
+
+    path = Path(run_dir) / name
+    if not path.is_file():
+        return {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise GolfError(f"{str(path)!r} is not valid YAML ({type(exc).__name__}): the run folder is damaged "
+                        f"(golf wrote {name} as YAML key: value lines)") from None
+    if not isinstance(values, dict):
+        raise GolfError(f"{str(path)!r} is not a mapping of key: value: the run folder is damaged")
+    return values
 
 
 TRAIN_COLUMNS = ["step", "train_loss", "lr_mult", "tokens_per_s", "step_ms", "looping", "peak_mem_mib", "train_ms"]
@@ -103,14 +144,13 @@ def plot_training(run_dir: str | Path):
 def plot_schedule(run_dir: str | Path):
     """Learning-rate multiplier and Muon momentum, tokens/s and peak memory against step."""
     import matplotlib.pyplot as plt
-    import yaml
 
     from golf.config import Config
     from golf.train import muon_momentum_at
 
     run_dir = Path(run_dir)
     train = train_rows(read_metrics(run_dir))
-    cfg_values = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    cfg_values = read_run_config(run_dir)
     cfg = Config(**{k: v for k, v in cfg_values.items() if k in Config.__dataclass_fields__})
     loop_at = looping_step(run_dir)
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -190,12 +230,17 @@ def plot_eval(run_dir: str | Path):
     import matplotlib.pyplot as plt
 
     df = eval_table(run_dir)
+    bpb = pd.to_numeric(df["val_bpb"], errors="coerce")
+    finite = bpb.where(bpb.abs() < float("inf"))  # NaN or inf: no bar, a note instead
     fig, ax = plt.subplots(figsize=(8, 0.6 * max(len(df), 1) + 1.2))
-    bars = ax.barh(df["stage"], df["val_bpb"], color="C2")
-    ax.bar_label(bars, labels=[f"{v:.4f}" for v in df["val_bpb"]], padding=3, fontsize=9)
+    bars = ax.barh(df["stage"], finite.fillna(0), color="C2")
+    ax.bar_label(bars, labels=[f"{v:.4f}" if v == f else f"{v} (not plotted)" for v, f in zip(bpb, finite)],
+                 padding=3, fontsize=9)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(df["val_bpb"].max() * 1.18, 0.1) if len(df) else 1)
-    ax.set(xlabel="val BPB (lower is better)", title="BPB by stage")
+    ax.set_xlim(0, max(finite.max() * 1.18, 0.1) if finite.notna().any() else 1)
+    missing = int(finite.isna().sum())
+    ax.set(xlabel="val BPB (lower is better)", title="BPB by stage" + (f" ({missing} not a finite number: "
+                                                                       "not plotted)" if missing else ""))
     fig.tight_layout()
     save_figure(fig, Path(run_dir), "eval_bpb.png")
     return fig

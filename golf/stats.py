@@ -30,9 +30,9 @@ STAGES = {  # column prefix -> file in the run folder
 
 def run_row(run_dir: Path) -> dict:
     """One row per run: seed, steps, and val_loss / val_bpb of every stage that has a result."""
-    import yaml
+    from golf.plots import read_run_config
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    cfg = read_run_config(run_dir)
     row: dict = {"run": run_dir.name, "seed": cfg.get("seed")}
     summary = read_json(run_dir / "train_summary.json") or {}
     row["steps"] = summary.get("steps")

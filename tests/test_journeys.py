@@ -291,3 +291,57 @@ def test_a_misspelt_notebook_parameter_stops_with_a_suggestion():
         nb.given_keys(namespace)
     del namespace["ema_decai"]
     assert nb.given_keys({**namespace, "iterations": 5}) == {"iterations": 5}
+
+
+# --- reports and comparisons of damaged runs --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, demo_data):
+    tmp = tmp_path_factory.mktemp("evaluated")
+    params = tiny_params(tmp, demo_data, iterations=4, val_loss_every=2, train_log_every=1, max_val_tokens=2048,
+                         gptq_calibration_batches=1)
+    run = tmp / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
+    assert golf_main(["quantize", "--run-dir", str(run)]) == 0
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 0
+    return run
+
+
+def _copy(run: Path, to: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, to, ignore=shutil.ignore_patterns("plots", "report.html", "tables")))
+
+
+def test_report_and_compare_leave_out_a_half_written_metrics_line(tmp_path, evaluated_run, capsys, caplog):
+    run = _copy(evaluated_run, tmp_path / "cut")
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text[:-15])  # killed while writing its last line
+    assert golf_main(["report", "--run-dir", str(run)]) == 0
+    assert (run / "report.html").is_file() and (run / "plots" / "training.png").is_file()
+    assert "are not JSON objects (cut short by a killed run?): left out" in caplog.text
+    assert golf_main(["compare", str(evaluated_run), str(run), "--stage", "plain", "--out", str(tmp_path / "c")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_report_and_compare_of_a_damaged_config_are_one_line(tmp_path, evaluated_run, capsys):
+    run = _copy(evaluated_run, tmp_path / "bad")
+    (run / "config.yaml").write_text("seed: [1\n")
+    before = snapshot(run)
+    assert golf_main(["report", "--run-dir", str(run)]) == 1
+    assert "config.yaml' is not valid YAML" in one_error_line(capsys) and snapshot(run) == before
+    assert golf_main(["compare", str(evaluated_run), str(run), "--stage", "plain", "--out", str(tmp_path / "c")]) == 1
+    assert "config.yaml' is not valid YAML" in one_error_line(capsys) and not (tmp_path / "c").exists()
+
+
+def test_nan_results_are_drawn_as_missing_with_a_note(tmp_path, evaluated_run, capsys):
+    run = _copy(evaluated_run, tmp_path / "nan")
+    for name in ("eval_plain.json", "train_summary.json"):
+        text = (run / name).read_text()
+        (run / name).write_text(re.sub(r'("val_(bpb|loss)": )[-0-9.e]+', r"\1NaN", text))
+    assert golf_main(["report", "--run-dir", str(run)]) == 0
+    assert (run / "plots" / "eval_bpb.png").is_file() and (run / "report.html").is_file()
+    assert golf_main(["compare", str(evaluated_run), str(run), "--stage", "plain", "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING val_bpb is not a finite number in " in err and "Traceback" not in err
+    assert "not a finite number" in (tmp_path / "c" / "compare.html").read_text()
