@@ -77,6 +77,15 @@ def load_run_model(run_dir: Path, cfg: Config, device: torch.device, source: str
     return model
 
 
+def check_finite_weights(model: torch.nn.Module, path: Path) -> None:
+    """Weights that are NaN or infinite (a diverged training, a damaged file) are one line, not a
+    linear-algebra traceback later."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise GolfError(f"{str(path)!r} holds NaN or infinite weights ({len(bad)} tensor(s): {', '.join(bad[:3])}): "
+                        "the training diverged or the file is damaged; nothing to quantize: train again")
+
+
 def check_quantize(run_dir: Path, force: bool = False) -> None:
     """What ``quantize_run`` would refuse, before any device is set up."""
     if (run_dir / ARTIFACT_NAME).exists() and not force:
@@ -102,6 +111,7 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     t_start = time.perf_counter()
     log.info("quantize %s: loading model.pt on %s", run_dir, device)
     model = load_run_model(run_dir, cfg, device, source="raw")
+    check_finite_weights(model, run_dir / "model.pt")  # before the Hessian pass, which would fail on them
     hessians = None
     if hessian_path(run_dir, dist.rank).is_file():
         hessians = {k: v.to(device) for k, v in
@@ -119,12 +129,16 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
 
         budget = {**budget, "artifact_sha256": artifact_sha256(blob), "config_changes": config_changes(run_dir, cfg),
                   "kernels_in_effect": model.fused_kernels(), **code_version()}
-        supersede_artifact(run_dir)
-        atomic_write_bytes(out, blob)
-        save_config(cfg, run_dir / QUANTIZE_CONFIG)
-        (run_dir / "tables").mkdir(exist_ok=True)
-        atomic_write_text(run_dir / "tables" / "quant_tensors.csv", report["tensors"].to_csv(index=False))
-        atomic_write_json(run_dir / "quant_budget.json", budget)
+        moved = supersede_artifact(run_dir)
+        try:
+            atomic_write_bytes(out, blob)
+            save_config(cfg, run_dir / QUANTIZE_CONFIG)
+            (run_dir / "tables").mkdir(exist_ok=True)
+            atomic_write_text(run_dir / "tables" / "quant_tensors.csv", report["tensors"].to_csv(index=False))
+            atomic_write_json(run_dir / "quant_budget.json", budget)
+        except OSError as exc:  # a full disk: say where the replaced results are
+            kept = f"; the artifact and results it replaces are kept in {str(moved)!r}" if moved else ""
+            raise GolfError(f"could not write the new artifact's files into {str(run_dir)!r} ({exc}){kept}") from None
         log.info("wrote %s", out)
     barrier()
     return budget

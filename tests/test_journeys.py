@@ -345,3 +345,80 @@ def test_nan_results_are_drawn_as_missing_with_a_note(tmp_path, evaluated_run, c
     err = capsys.readouterr().err
     assert "WARNING val_bpb is not a finite number in " in err and "Traceback" not in err
     assert "not a finite number" in (tmp_path / "c" / "compare.html").read_text()
+
+
+# --- quantize and export of damaged inputs ----------------------------------------------------------
+
+def _trained_copy(evaluated_run: Path, to: Path) -> Path:
+    """The training files of the run only (no artifact), as a run after golf train."""
+    import shutil
+
+    to.mkdir()
+    for name in ("config.yaml", "model.pt", "train_summary.json", "environment.json", "metrics.jsonl", "run.json"):
+        shutil.copy2(evaluated_run / name, to / name)
+    return to
+
+
+def test_quantize_of_nan_weights_is_one_line_before_the_hessians(tmp_path, evaluated_run, capsys):
+    import torch
+
+    run = _trained_copy(evaluated_run, tmp_path / "nan")
+    state = torch.load(run / "model.pt", weights_only=True)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1000)
+    state[name][0] = float("nan")
+    torch.save(state, run / "model.pt")
+    summary = json.loads((run / "train_summary.json").read_text())
+    summary.pop("model_sha256", None)  # a run trained before golf recorded model.pt's sha256
+    (run / "train_summary.json").write_text(json.dumps(summary))
+    before = snapshot(run)
+    assert golf_main(["quantize", "--run-dir", str(run)]) == 1
+    line = one_error_line(capsys)
+    assert "holds NaN or infinite weights" in line and name in line and "LinAlgError" not in line
+    assert {k: v for k, v in snapshot(run).items() if not k.endswith("quantize.log")} == before
+
+
+def test_quantize_force_on_a_full_disk_says_where_the_old_artifact_went(tmp_path, evaluated_run, capsys,
+                                                                        monkeypatch):
+    import errno
+
+    import golf.runtime
+
+    run = _copy(evaluated_run, tmp_path / "full")
+    old = (run / "final_model.int6.ptz").read_bytes()
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(golf.runtime, "atomic_write_bytes", full)
+    assert golf_main(["quantize", "--run-dir", str(run), "--force"]) == 1
+    line = one_error_line(capsys)
+    kept = run / "superseded" / "001"
+    assert "No space left on device" in line and f"kept in '{kept}'" in line
+    assert (kept / "final_model.int6.ptz").read_bytes() == old and (kept / "eval_plain.json").is_file()
+
+
+def test_export_of_an_eval_result_missing_a_field_is_one_line_and_writes_nothing(tmp_path, evaluated_run, capsys):
+    run = _copy(evaluated_run, tmp_path / "run")
+    result = json.loads((run / "eval_plain.json").read_text())
+    del result["val_bpb"]
+    (run / "eval_plain.json").write_text(json.dumps(result))
+    out = tmp_path / "submission"
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    assert "eval_plain.json' has no number for 'val_bpb'" in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_export_that_fails_half_way_leaves_no_out_folder(tmp_path, evaluated_run, capsys, monkeypatch):
+    import golf.submission
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(golf.submission.shutil, "copy2", broken)
+    out = tmp_path / "submission"
+    assert golf_main(["export-submission", "--run-dir", str(evaluated_run), "--out", str(out)]) == 1
+    assert "No space left on device" in one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging: the retry is not blocked
+    monkeypatch.undo()
+    assert golf_main(["export-submission", "--run-dir", str(evaluated_run), "--out", str(out)]) == 0
+    assert {"train_gpt.py", "submission.json", "README.md", "config.yaml"} <= {p.name for p in out.iterdir()}
