@@ -489,16 +489,23 @@ PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer")
 
 
 def _resolve_path_args(args) -> None:
-    from golf.paths import resolve, resolve_params_file
+    from golf.paths import resolve_typed
 
     args.given_paths = {}  # as typed, for error messages (golf.paths.relative_hint)
+    notes = []
     for name in PATH_ARGS:
         value = getattr(args, name, None)
         if isinstance(value, str) and value:
             args.given_paths[name] = value
-            setattr(args, name, str(resolve_params_file(value) if name == "params" else resolve(value)))
+            path, note = resolve_typed(value, params=name == "params")
+            setattr(args, name, str(path))
+            notes.append(note)
     if isinstance(getattr(args, "studies", None), list):
-        args.studies = [str(resolve(v)) for v in args.studies]
+        typed = [resolve_typed(v) for v in args.studies]
+        args.studies = [str(path) for path, _ in typed]
+        notes += [note for _, note in typed]
+    for note in filter(None, notes):  # which of two files of one name is read
+        print(f"golf: note: {note}", file=sys.stderr)
 
 
 # What an interrupted command leaves, said in its one line (a command updates it as it goes).

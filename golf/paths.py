@@ -10,6 +10,9 @@ starts, whatever the current directory:
 4. else the current folder (a wheel install used outside any checkout: the bundled notebooks
    and params are then read from the installed copies, see :func:`bundled`).
 
+On the command line, a path written from the current folder (``./x``, ``../x``) means that file, as
+in a shell (:func:`resolve_typed`).
+
 Usage::
 
     resolve("params/demo.yaml")        # -> /path/to/project/params/demo.yaml, from any folder
@@ -70,6 +73,20 @@ def resolve_params_file(path: str | os.PathLike) -> Path:
     if not p.exists() and not rel.is_absolute() and rel.parts[:1] == ("params",) and len(rel.parts) == 2:
         return bundled("params", rel.name)
     return p
+
+
+def resolve_typed(path: str, params: bool = False) -> tuple[Path, str | None]:
+    """A path typed on the command line: one that starts with ``./`` or ``../`` names a file from the
+    current folder, as a shell reads it; any other relative path follows the one rule. Returns the path
+    and, where the current folder holds another file of that name, a note saying which one is read."""
+    if path.startswith(("./", "../")) or path in (".", ".."):
+        return Path(os.path.abspath(path)), None
+    chosen = resolve_params_file(path) if params else resolve(path)
+    here = Path(path).expanduser()
+    if not here.is_absolute() and here.exists() and os.path.abspath(here) != os.path.abspath(chosen):
+        return chosen, (f"{path} is read from the project root ({chosen}), not from the current folder: "
+                        f"give ./{path} for the one here")
+    return chosen, None
 
 
 def outputs_root() -> Path:

@@ -422,3 +422,23 @@ def test_an_export_that_fails_half_way_leaves_no_out_folder(tmp_path, evaluated_
     monkeypatch.undo()
     assert golf_main(["export-submission", "--run-dir", str(evaluated_run), "--out", str(out)]) == 0
     assert {"train_gpt.py", "submission.json", "README.md", "config.yaml"} <= {p.name for p in out.iterdir()}
+
+
+# --- which file a path names ---------------------------------------------------------------------------
+
+def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path, monkeypatch, capsys):
+    """From a folder with its own params/demo.yaml but no notebooks/ (not a project): ./params/demo.yaml is
+    that file; params/demo.yaml is the project's, with a note naming both."""
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "demo.yaml").write_text((REPO / "params" / "demo.yaml").read_text()
+                                                  + "\nwarmup_steps: 7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GOLF_HOME", str(REPO))
+    assert golf_main(["config", "--params", "./params/demo.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert "warmup_steps = 7 " in out and "note" not in err
+    assert golf_main(["config", "--params", "params/demo.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert "warmup_steps = 7 " not in out
+    assert err.strip() == (f"golf: note: params/demo.yaml is read from the project root ({REPO}/params/demo.yaml), "
+                           "not from the current folder: give ./params/demo.yaml for the one here")
