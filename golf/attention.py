@@ -60,10 +60,17 @@ def _sdpa_cuda_attention(native_gqa_scoring: bool = True) -> Callable:
     return attn
 
 
-def document_ids(ids: Tensor, bos_id: int) -> Tensor:
-    """(B, T) document index of each position: +1 at every BOS, so a row's documents are 0, 1, 2, ...
-    (0 is the document the row starts inside)."""
-    return (ids == bos_id).cumsum(1)
+def document_ids(ids: Tensor, bos_id: int, max_len: int = 0) -> Tensor:
+    """(B, T) segment index of each position: a segment starts at the row's start, at every BOS and,
+    with ``max_len``, every ``max_len`` tokens into a document, as #1855's cu_seqlens cut a packed row
+    (documents longer than the training length are attended in pieces)."""
+    bos = ids == bos_id
+    if max_len <= 0:
+        return bos.cumsum(1)
+    pos = torch.arange(ids.size(1), device=ids.device).expand_as(ids)
+    doc_start = torch.where(bos, pos, torch.zeros_like(pos)).cummax(1).values
+    into = pos - doc_start
+    return (bos | ((into % max_len == 0) & (into > 0))).cumsum(1)
 
 
 def _dense_document_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor) -> Tensor:

@@ -71,6 +71,7 @@ class Config:
     logit_softcap: float = 30.0  # tanh soft cap on the logits
     rope_base: float = 10_000.0  # RoPE frequency base
     rope_dims: int = 16  # head dimensions that get RoPE (partial RoPE)
+    rope_yarn: bool = True  # rescale the RoPE base for rows longer than train_seq_len (#1855 runs without)
     ln_scale: bool = True  # scale each block's RMSNorm output by 1/sqrt(layer+1)
     qk_gain_init: float = 5.0  # initial per-head gain after QK RMSNorm
     xsa_last_n: int = 11  # the last N layers use XSA (self-value removed from attention output)
@@ -80,7 +81,8 @@ class Config:
     loop_end: int = 5  # last layer of the looped span
     enable_looping_at: float = 0.35  # fraction of the training budget after which depth recurrence switches on
     parallel_start_layer: int = 7  # first layer of the parallel residual lanes
-    parallel_mode: str = "lanes"  # lanes (#1477/#1533) | lanes_mix (#1529/#1530: learned 2x2 cross-lane mix, mean merge) | single_stream (#1493) | none
+    parallel_mode: str = "lanes"  # lanes (#1477/#1533) | lanes_mix (#1530/#1855: learned 2x2 cross-lane mix, mean merge) | single_stream (#1493) | none
+    init_mlp_banks_last: bool = False  # draw the MLP up banks after every attention bank (#1626 on, #1855)
     attention_mask: str = "causal"  # causal (record) | document: attention stays inside each BOS-started document (#1530)
     smear_gate: bool = False  # SmearGate (#1667): each embedding takes a gated share of the previous one, never across BOS (#1851)
     attn_out_gate: bool = False  # sparse attention output gate (#1787): per head, sigmoid of the input's first gate_dims dims
@@ -125,7 +127,7 @@ class Config:
     quant_passthrough_numel: int = 65_536  # tensors this small (or smaller) stay fp16 (spec §5.4); lower it for tiny models
     lqer_rank: int = 0  # rank of the LQER corrections of the largest GPTQ errors (0: off; #1797 uses 4)
     lqer_top_k: int = 3  # matrices with the largest quantization error that get an LQER correction (#1797: 3)
-    gate_int8: bool = True  # attention-gate and SmearGate weights stored int8 per row (#1736, #1787); false keeps fp16
+    gate_int8: bool = True  # attention-gate weights stored int8 per row (#1736, #1855); false keeps fp16 (the SmearGate is fp16 either way, as in #1855)
 
     # --- evaluation (spec §6) -------------------------------------------------------------
     sliding_window_enabled: bool = True  # kept from the record; golf evaluate --mode chooses the evaluation

@@ -5,7 +5,7 @@
 - Depth recurrence (#1493): layers loop_start..loop_end run num_loops+1 times once looping is on.
 - U-net skips with sigmoid gates indexed by decoder position.
 - Parallel residual lanes (#1477/#1533, GPT-J style two streams) from ``parallel_start_layer``;
-  ``lanes_mix``: #1529/#1530's learned 2x2 cross-lane mix and mean merge.
+  ``lanes_mix``: #1530/#1855's learned 2x2 cross-lane mix and mean merge (docs/record.md §8.2).
 - Attention: QK RMSNorm, partial RoPE (16 of 64 dims), learnable per-head q-gain, causal GQA, and
   XSA (Exclusive Self-Attention, arXiv 2603.09078) removing the token's own value direction.
 """
@@ -26,7 +26,7 @@ from golf.runtime import GolfError, cpu_threads
 
 log = logging.getLogger("golf")
 BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
-LANE_RESID_INIT = 1.1  # lanes_mix: each lane's residual multiplier at start (#1529/#1530)
+LANE_RESID_INIT = 1.1  # lanes_mix: each lane's residual multiplier at start (#1530), bf16-rounded at init
 BOS_ID = 1  # every document starts with BOS (spec §1.2; golf.tokenizer writes it)
 FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
 
@@ -52,17 +52,6 @@ def encoder_decoder(cfg: Config, looping: bool) -> tuple[list[int], list[int]]:
     return layers[:half], layers[half:]
 
 
-def lane_layers(cfg: Config) -> set[int]:
-    """Physical layers that run as two lanes in either phase: every decoder layer from the first one at
-    or past ``parallel_start_layer`` on (a looped layer below it can follow the split)."""
-    out: set[int] = set()
-    for looping in (False, True):
-        dec = encoder_decoder(cfg, looping)[1]
-        first = next((i for i, layer in enumerate(dec) if layer >= cfg.parallel_start_layer), len(dec))
-        out.update(dec[first:])
-    return out
-
-
 def num_skip_weights(cfg: Config) -> int:
     # Sized for the deeper (looped) plan; the shallow phase uses the first few (spec §2.7).
     enc, dec = encoder_decoder(cfg, looping=cfg.num_loops > 0)
@@ -79,10 +68,11 @@ def skip_pairings(cfg: Config, looping: bool) -> list[dict]:
     return rows
 
 
-def apply_partial_rope(x: Tensor, rope_dims: int, base: float, train_seq_len: int) -> Tensor:
-    """Half-split RoPE on the first ``rope_dims`` dims of each head. x: (B, T, H, hd)."""
+def apply_partial_rope(x: Tensor, rope_dims: int, base: float, train_seq_len: int, yarn: bool = True) -> Tensor:
+    """Half-split RoPE on the first ``rope_dims`` dims of each head. x: (B, T, H, hd).
+    ``yarn``: rescale the base beyond ``train_seq_len`` (#1533); #1855 runs without (ROPE_YARN=0)."""
     T = x.size(1)
-    if T > train_seq_len:  # NTK-aware base scaling beyond the training length
+    if yarn and T > train_seq_len:  # NTK-aware base scaling beyond the training length
         base = base * (T / train_seq_len) ** (rope_dims / (rope_dims - 2))
     half = rope_dims // 2
     inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) * 2 / rope_dims)
@@ -148,10 +138,11 @@ class Attention(nn.Module):
         self.layer = layer
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.rope_dims, self.rope_base, self.train_seq_len = cfg.rope_dims, cfg.rope_base, cfg.train_seq_len
+        self.rope_yarn = cfg.rope_yarn
         self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
         # Sparse output gate (#1787): zero weights, so every head starts at half its output (σ(0) = 0.5).
-        self.gate_w = nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_dims)) if cfg.attn_out_gate else None
+        self.attn_gate_w = nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_dims)) if cfg.attn_out_gate else None
         self.gate_scale, self.gate_dims = cfg.attn_gate_scale, cfg.gate_dims
         self.fused_qkv = False  # set by GPT.set_fused_kernels
 
@@ -171,8 +162,8 @@ class Attention(nn.Module):
         k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         q, k = rms_norm(q), rms_norm(k)  # QK-norm before RoPE
-        q = apply_partial_rope(q, self.rope_dims, self.rope_base, self.train_seq_len)
-        k = apply_partial_rope(k, self.rope_dims, self.rope_base, self.train_seq_len)
+        q = apply_partial_rope(q, self.rope_dims, self.rope_base, self.train_seq_len, self.rope_yarn)
+        k = apply_partial_rope(k, self.rope_dims, self.rope_base, self.train_seq_len, self.rope_yarn)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         if q_start:
             q, v_own = q[:, q_start:], v[:, q_start:]
@@ -182,8 +173,8 @@ class Attention(nn.Module):
             y = attn(q, k, v)  # (B, T, H, hd), causal GQA
         if self.use_xsa:
             y = exclusive_self_attention(y, v_own)
-        if self.gate_w is not None:  # per head: y_h · σ(s · W_g · h[:gate_dims])
-            g = torch.sigmoid(self.gate_scale * F.linear(h[:, q_start:, :self.gate_dims], self.gate_w.to(h.dtype)))
+        if self.attn_gate_w is not None:  # per head: y_h · σ(s · W_g · h[:gate_dims])
+            g = torch.sigmoid(self.gate_scale * F.linear(h[:, q_start:, :self.gate_dims], self.attn_gate_w.to(h.dtype)))
             y = y * g.unsqueeze(-1)
         y = y.reshape(B, T - q_start, self.num_heads * self.head_dim)
         if capture is not None:
@@ -217,9 +208,6 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
         self.attn = Attention(cfg, layer)
-        if cfg.parallel_mode == "lanes_mix" and layer in lane_layers(cfg):  # #1529/#1530
-            self.lane_mix = nn.Parameter(torch.eye(2))  # [to lane][from output]: attention, MLP
-            self.lane_resid = nn.Parameter(torch.full((2,), LANE_RESID_INIT))
 
     def mix(self, x: Tensor, x0: Tensor) -> Tensor:
         m = self.resid_mix.to(x.dtype)
@@ -238,13 +226,6 @@ class Block(nn.Module):
         x_in = self.mix(x, x0)
         x = x_in[:, q_start:] + self.attn_out(x_in, w, attn, capture, q_start)
         return x + self.mlp_out(x, w, capture)
-
-    def cross_mix(self, a: Tensor, m: Tensor, a_out: Tensor, m_out: Tensor) -> tuple[Tensor, Tensor]:
-        """#1529's 2x2 "post" mix of the two lanes: each lane keeps λ times itself and takes a learned
-        share of both outputs (identity at start: the attention lane gets attention, the MLP lane its MLP)."""
-        lam, mix = self.lane_resid.to(a.dtype), self.lane_mix.to(a.dtype)
-        return (lam[0] * a + mix[0, 0] * a_out + mix[0, 1] * m_out,
-                lam[1] * m + mix[1, 0] * a_out + mix[1, 1] * m_out)
 
     def forward_single_stream(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture,
                               q_start: int = 0) -> Tensor:
@@ -267,10 +248,14 @@ class GPT(nn.Module):
         n_skip = num_skip_weights(cfg)
         self.skip_weights = nn.Parameter(torch.ones(n_skip, D))
         self.skip_gates = nn.Parameter(torch.zeros(n_skip, D))
-        self.lane_merge = nn.Parameter(torch.tensor(0.5))
-        if cfg.smear_gate:  # identity at start: both zero (#1667)
-            self.smear_w = nn.Parameter(torch.zeros(1, cfg.gate_dims))
-            self.smear_lambda = nn.Parameter(torch.zeros(()))
+        if cfg.parallel_mode == "lanes_mix":  # #1530: per layer, [from output][to lane] and each lane's λ
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(L, 2, 2))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((L, 2), LANE_RESID_INIT))
+        else:
+            self.lane_merge = nn.Parameter(torch.tensor(0.5))
+        if cfg.smear_gate:  # identity at start: both zero (#1667); the record's names and shapes
+            self.smear_gate = nn.Linear(cfg.gate_dims, 1, bias=False)
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.looping = False
         self.capture: Callable | None = None  # (name, input) hook for GPTQ Hessians
@@ -295,16 +280,23 @@ class GPT(nn.Module):
         try:
             with cpu_threads(1):
                 self.tok_emb.weight.normal_(0.0, 1.0)  # nn.Embedding's own default fill comes first
+                if cfg.smear_gate:  # then the record's SmearGate nn.Linear draws its default fill (zeroed below)
+                    nn.init.kaiming_uniform_(self.smear_gate.weight, a=math.sqrt(5))
                 self.tok_emb.weight.normal_(0.0, cfg.tied_embed_init_std)
                 for i in range(L):
                     nn.init.orthogonal_(self.qo_bank[i])
                     nn.init.orthogonal_(self.kv_bank[i])
                     nn.init.orthogonal_(self.kv_bank[L + i])
+                    if not cfg.init_mlp_banks_last:
+                        nn.init.orthogonal_(self.mlp_up_bank[i])
+                for i in range(L if cfg.init_mlp_banks_last else 0):
                     nn.init.orthogonal_(self.mlp_up_bank[i])
             self.qo_bank[L:].zero_()  # W_o and W_down start at zero (the 1/sqrt(2L) scale is a no-op, §9.12)
             self.mlp_down_bank.zero_()
-            for bank in (self.qo_bank, self.kv_bank, self.mlp_up_bank):
-                bank.copy_(bank.bfloat16().float())  # the record casts to bf16 before restoring fp32
+            if cfg.smear_gate:
+                self.smear_gate.weight.zero_()
+            for p in self.parameters():  # the record casts the model to bf16 before restoring fp32 (λ 1.1 rounds)
+                p.copy_(p.bfloat16().float())
         finally:
             torch.random.set_rng_state(gen_state)
         self.use_embedding_dtype()
@@ -350,7 +342,7 @@ class GPT(nn.Module):
         (#1851: else a document's first token would read the previous document's last one)."""
         prev = F.pad(e[:, :-1], (0, 0, 1, 0))  # e_{t-1}; zeros before the row's first token
         gate = self.smear_lambda.to(e.dtype) * torch.sigmoid(F.linear(e[..., :self.cfg.gate_dims],
-                                                                       self.smear_w.to(e.dtype)))  # (B, T, 1)
+                                                                       self.smear_gate.weight.to(e.dtype)))  # (B, T, 1)
         return e + gate * (ids != BOS_ID).unsqueeze(-1).to(e.dtype) * prev
 
     def hidden(self, ids: Tensor, start: int = 0) -> Tensor:
@@ -366,7 +358,7 @@ class GPT(nn.Module):
         """
         cfg, capture, attn = self.cfg, self.capture, self._attn
         if cfg.attention_mask == "document":
-            attn = document_attention(document_ids(ids, BOS_ID))
+            attn = document_attention(document_ids(ids, BOS_ID, cfg.train_seq_len))
         e = self.tok_emb(ids).to(self.compute_dtype)
         x = rms_norm(self.smear(e, ids) if cfg.smear_gate else e)
         x0 = x
@@ -377,9 +369,13 @@ class GPT(nn.Module):
             skips.append(x)
         n_skip = self.skip_weights.size(0)
         lane1 = None  # the MLP lane once lanes are split; x is then the attention lane
+        mixed_lanes = cfg.parallel_mode == "lanes_mix"
         for pos, layer in enumerate(dec):
             block = self.blocks[layer]
             tail = start if pos == len(dec) - 1 else 0  # the last layer returns positions start.. only
+            parallel = layer >= cfg.parallel_start_layer
+            if mixed_lanes and parallel and lane1 is None:
+                lane1 = x  # #1530: the lanes split before this layer's skip, which joins the attention lane only
             if pos < n_skip and skips:
                 s = self.skip_weights[pos].to(x.dtype) * skips.pop()
                 if cfg.skip_gates_enabled:
@@ -387,25 +383,19 @@ class GPT(nn.Module):
                 else:
                     x = x + s
             w = self.slot_weights(len(enc) + pos, layer)
-            parallel = layer >= cfg.parallel_start_layer
             if cfg.parallel_mode == "lanes" and (parallel or lane1 is not None):
                 if lane1 is None:
                     lane1 = x[:, start:].clone()  # position-wise from here on
                 x_in = block.mix(x, x0)
                 x = x_in[:, tail:] + block.attn_out(x_in, w, attn, capture, tail)
                 lane1 = lane1 + block.mlp_out(lane1, w, capture)
-            elif cfg.parallel_mode == "lanes_mix" and (parallel or lane1 is not None):
-                if lane1 is None:
-                    lane1 = x.clone()  # every position: the MLP lane takes attention outputs here
-                x_in = block.mix(x, x0)
-                m = lane1[:, tail:]
-                x, lane1 = block.cross_mix(x_in[:, tail:], m, block.attn_out(x_in, w, attn, capture, tail),
-                                           block.mlp_out(m, w, capture))
+            elif mixed_lanes and lane1 is not None:
+                x, lane1 = self.mixed_lanes_step(block, x, lane1, x0, w, attn, capture, tail)
             elif cfg.parallel_mode == "single_stream" and parallel:
                 x = block.forward_single_stream(x, x0, w, attn, capture, tail)
             else:
                 x = block(x, x0, w, attn, capture, tail)
-        if lane1 is not None and cfg.parallel_mode == "lanes_mix":
+        if lane1 is not None and mixed_lanes:
             x = 0.5 * (x + lane1)  # #1530's mean merge
         elif lane1 is not None:
             lam = self.lane_merge.to(x.dtype)
@@ -414,6 +404,19 @@ class GPT(nn.Module):
         if capture is not None:
             capture("tok_emb", x)
         return x
+
+    def mixed_lanes_step(self, block: Block, a: Tensor, m: Tensor, x0: Tensor, w: tuple, attn: Callable, capture,
+                         tail: int = 0) -> tuple[Tensor, Tensor]:
+        """One #1530 layer on the two lanes: attention reads the resid-mixed attention lane, the MLP the
+        MLP lane; each lane keeps λ times its *raw* self and takes a learned share of both outputs
+        (``parallel_post_lambdas[layer]`` is [from output][to lane], all ones at start)."""
+        a_out = block.attn_out(block.mix(a, x0), w, attn, capture, tail)
+        a, m = a[:, tail:], m[:, tail:]
+        m_out = block.mlp_out(m, w, capture)
+        lam = self.parallel_resid_lambdas[block.layer].to(a.dtype)
+        post = self.parallel_post_lambdas[block.layer].to(a.dtype)
+        return (lam[0] * a + post[0, 0] * a_out + post[1, 0] * m_out,
+                lam[1] * m + post[0, 1] * a_out + post[1, 1] * m_out)
 
     def forward_logits(self, ids: Tensor) -> Tensor:
         """Softcapped fp32 logits (B, T, V)."""

@@ -87,13 +87,14 @@ def muon_update(grad: torch.Tensor, momentum_buf: torch.Tensor, momentum: float,
     """One Muon direction for a stack of matrices [..., rows, cols]; updates `momentum_buf` in place.
 
     buf ← μ·buf + g (buf keeps its dtype, bf16 in the record); Nesterov U = g + μ·buf; MuonEq-R divides each
-    row (one output neuron, over the input dim) by its fp32 L2 norm clamped at 1e-7; then Newton–Schulz.
+    row (one output neuron, over the input dim) by its fp32 L2 norm clamped at 1e-7 and cast to the update's
+    dtype (bf16 in the records); then Newton–Schulz.
     Returns the orthogonalized update in `ns_dtype`, not yet scaled by lr or shape_scale.
     """
     momentum_buf.mul_(momentum).add_(grad)
     update = grad.add(momentum_buf.to(grad.dtype), alpha=momentum)  # [..., rows, cols]
-    if row_normalize:
-        update = update / update.float().norm(dim=-1, keepdim=True).clamp_min(1e-7)
+    if row_normalize:  # the fp32 norm rounded to the update's dtype first, as #1533 and #1855 divide
+        update = update / update.float().norm(dim=-1, keepdim=True).clamp_min(1e-7).to(update.dtype)
     return zeropower(update, steps=ns_steps, coefficients=coefficients, dtype=ns_dtype)
 
 
@@ -141,7 +142,7 @@ class BankMuon(torch.optim.Optimizer):
     Applied update: p ← p·(1 − lr·wd), then p ← p − lr·shape_scale(rows, cols)·U. The trainer sets
     group["lr"] (schedule) and group["momentum"] (warmup) before each step.
 
-    One process: `step()` reads p.grad, momentum in self.state[p]["momentum_buffer"] (bf16).
+    One process: `step()` reads p.grad in bf16, momentum in self.state[p]["momentum_buffer"] (bf16).
     Distributed (spec §3.2): call `launch_reduce_scatters()` after backward (and clipping), do the replicated
     parameters' work, then `step()`. The shard momentum is the plain attribute `shard_mom` (as in the record),
     so `load_state_dict` does not reset it (§9.7); `reset_shard_momentum()` is the fix.
@@ -226,7 +227,8 @@ class BankMuon(torch.optim.Optimizer):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p, dtype=torch.bfloat16)
-                self._apply(p, self._update(p.grad, state["momentum_buffer"], group), group)
+                grad = p.grad.to(state["momentum_buffer"].dtype)  # the records' one-GPU step reads the grad in bf16
+                self._apply(p, self._update(grad, state["momentum_buffer"], group), group)
             return loss
 
         if not self._pending:

@@ -186,7 +186,7 @@ def _tensor_plan(name: str, t: Tensor, cfg) -> tuple[int, float] | None:
     return None
 
 
-GATE_SUFFIXES = ("attn.gate_w", "smear_w")  # the sparse attention gate (#1787) and SmearGate (#1667) weights
+GATE_SUFFIXES = (".attn_gate_w",)  # the sparse attention gate (#1787); #1855 keeps the SmearGate fp16
 
 
 def absmax_int8(W: Tensor) -> tuple[Tensor, Tensor]:
@@ -214,7 +214,7 @@ def quantize_state_dict(unbanked_sd: dict[str, Tensor], hessians: dict[str, Tens
     bar = progress_bar(sum(_tensor_plan(n, t, cfg) is not None for n, t in unbanked_sd.items()), "GPTQ", progress, "matrix")
     for name, t in unbanked_sd.items():
         plan = _tensor_plan(name, t, cfg)
-        if plan is None and cfg.gate_int8 and name.endswith(GATE_SUFFIXES) and t.ndim == 2:
+        if plan is None and cfg.gate_int8 and name.endswith(GATE_SUFFIXES) and t.ndim == 2 and 32 <= t.numel() <= 8192:
             quantized[name + ".q"], quantized[name + ".scale"] = absmax_int8(t.detach().cpu())
             meta[name] = {"type": "int8", "bits": 8, "rounding": "absmax"}
             continue
@@ -289,57 +289,65 @@ def _scaled_round(x: Tensor, scale: Tensor, lo: int, hi: int) -> Tensor:
 
 
 def lqer_quantize(A: Tensor, B: Tensor, group: int = LQER_GROUP) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """#1797's "asymmetric" packing of the factors of E ≈ A·B, A (rows, r) and B (r, cols).
+    """#1797's packing of the factors of E ≈ A·B, A (rows, r) and B (r, cols).
 
-    A: INT2, q_A = clamp(round(A/s_A), -2, 1) with one scale s_A = max|A|/1.5 (fp16).
-    B: INT4 in groups of ``group`` entries of its row-major flattening (the last group may be
-    short), q_B = clamp(round(B/s_g), -8, 7) with s_g = max_g|B|/7.5 (fp16) per group.
-    The scales put ±max at ±1.5 and ±7.5 steps, so the largest positive entries clip to +1 and +7
-    steps (the record's rule, kept). Returns q_A int8 (rows, r), s_A fp16 (1,), q_B int8 (r, cols),
-    s_B fp16 (ceil(r·cols/group),).
+    ``group`` > 0, "asymmetric": A INT2, q_A = clamp(round(A/s_A), -2, 1), one scale s_A = max|A|/1.5;
+    B INT4 in groups of ``group`` entries of its row-major flattening (r·cols a multiple of it),
+    q_B = clamp(round(B/s_g), -8, 7), s_g = max_g|B|/7.5. ``group`` 0, #1855's fallback where r·cols is
+    no multiple of the group: A and B symmetric INT4 per row, s = max|row|/7, q in [-7, 7].
+    Scales fp16. Returns q_A int8 (rows, r), s_A, q_B int8 (r, cols), s_B.
     """
     A, B = A.float(), B.float()
+    if not group:
+        sA, sB = ((t.abs().amax(dim=1) / 7).to(torch.float16) for t in (A, B))
+        return _scaled_round(A, sA[:, None], -7, 7), sA, _scaled_round(B, sB[:, None], -7, 7), sB
     sA = (A.abs().max() / 1.5).reshape(1).to(torch.float16)
     qA = _scaled_round(A, sA, -2, 1)
-    flat = B.reshape(-1)
-    groups = torch.cat((flat, flat.new_zeros(-flat.numel() % group))).view(-1, group)  # (G, group)
+    groups = B.reshape(-1, group)  # (G, group)
     sB = (groups.abs().amax(dim=1) / 7.5).to(torch.float16)
-    qB = _scaled_round(groups, sB[:, None], -8, 7).reshape(-1)[:flat.numel()].reshape(B.shape)
+    qB = _scaled_round(groups, sB[:, None], -8, 7).reshape(B.shape)
     return qA, sA, qB, sB
+
+
+def lqer_group(r: int, cols: int, group: int = LQER_GROUP) -> int:
+    """The B group size #1855 uses for a rank-r correction of a matrix with ``cols`` columns (0: symmetric)."""
+    return group if (r * cols) % group == 0 else 0
 
 
 def lqer_dequantize(qA: Tensor, sA: Tensor, qB: Tensor, sB: Tensor, group: int = LQER_GROUP) -> Tensor:
     """A_deq·B_deq (fp32, (rows, cols)) from lqer_quantize's integers and scales."""
-    per_entry = sB.float().repeat_interleave(group)[:qB.numel()]
+    if not group:
+        return (qA.float() * sA.float()[:, None]) @ (qB.float() * sB.float()[:, None])
+    per_entry = sB.float().repeat_interleave(group)
     return (qA.float() * sA.float()) @ (qB.reshape(-1).float() * per_entry).reshape(qB.shape)
 
 
-def lqer_pack(name: str, qA: Tensor, sA: Tensor, qB: Tensor, sB: Tensor) -> dict[str, Tensor]:
-    """The artifact's tensors of one correction: A at 2 bits, B at 4 bits (uint8), the fp16 scales."""
-    return dict(zip((name + s for s in LQER_SUFFIXES), (pack_bits(qA, 2), sA, pack_bits(qB, 4), sB)))
+def lqer_pack(name: str, qA: Tensor, sA: Tensor, qB: Tensor, sB: Tensor, group: int) -> dict[str, Tensor]:
+    """The artifact's tensors of one correction: A at 2 bits (4 symmetric), B at 4 bits (uint8), fp16 scales."""
+    return dict(zip((name + s for s in LQER_SUFFIXES), (pack_bits(qA, 2 if group else 4), sA, pack_bits(qB, 4), sB)))
 
 
 def lqer_unpack(quantized: dict[str, Tensor], name: str, m: dict[str, Any], rows: int, cols: int) -> Tensor:
     """The correction A·B (fp32, (rows, cols)) stored for ``name``; meta gives its rank and group."""
     r, group = int(m["lqer_rank"]), int(m["lqer_group"])
     a, sA, b, sB = (quantized[name + s] for s in LQER_SUFFIXES)
-    if sA.numel() != 1 or sB.numel() != -(-r * cols // group):
+    want = (rows, r) if not group else (1, r * cols // group)
+    if (sA.numel(), sB.numel()) != want:
         raise ArtifactError(f"artifact is corrupt: the LQER scales of {name!r} do not match rank {r}")
-    qA = unpack_bits(a, 2, rows * r).reshape(rows, r)
+    qA = unpack_bits(a, 4 if not group else 2, rows * r).reshape(rows, r)
     qB = unpack_bits(b, 4, r * cols).reshape(r, cols)
     return lqer_dequantize(qA, sA, qB, sB, group)
 
 
 def lqer_correct(sd: dict[str, Tensor], quantized: dict[str, Tensor], meta: dict[str, Any], rank: int,
                  top_k: int, group: int = LQER_GROUP) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, dict]]:
-    """Add rank-``rank`` corrections of the ``top_k`` largest GPTQ errors (#1797).
+    """Add rank-``rank`` corrections of the ``top_k`` largest GPTQ errors, as #1797/#1855 do.
 
-    E = W - Q(W) for every GPTQ matrix (int6 and int8 alike); the ``top_k`` largest by ‖E‖_F get
-    E ≈ A·B from the SVD E = U S Vᵀ, A = U_r S_r (rows, r), B = V_rᵀ (r, cols), packed by
-    ``lqer_quantize``. A correction that would not lower ‖E‖_F after its own rounding is dropped
-    (a warning): it would cost bytes and add error. Returns new (quantized, meta), where a
-    corrected tensor's meta gains ``lqer_rank`` and ``lqer_group``, and {name: {"err_before",
-    "err_after"}} (‖E‖_F before and after, with the rounded factors) for each corrected tensor.
+    E = W - Q(W) for every GPTQ matrix; the ``top_k`` largest by ‖E‖_F get E ≈ A·B from the SVD
+    E = U S Vᵀ, A = U_r S_r, B = V_rᵀ, packed by ``lqer_quantize`` (the symmetric fallback where
+    r·cols is no multiple of ``group``). Like the record, a correction is kept even when its rounding
+    makes it no help (a warning says so). Returns new (quantized, meta), a corrected tensor's meta
+    gaining ``lqer_rank`` and ``lqer_group``, and {name: {"err_before", "err_after"}} (‖E‖_F).
     """
     quantized, meta, records = dict(quantized), dict(meta), {}
     mats = [n for n, m in meta.items() if "clip_sigmas" in m]  # the GPTQ matrices, not the gates
@@ -353,14 +361,14 @@ def lqer_correct(sd: dict[str, Tensor], quantized: dict[str, Tensor], meta: dict
         with cpu_threads(1):  # the same factors on every host; no contention between processes
             U, S, Vh = torch.linalg.svd(E, full_matrices=False)
         r = min(rank, S.numel())
-        factors = lqer_quantize(U[:, :r] * S[:r], Vh[:r], group)
-        after = float((E - lqer_dequantize(*factors, group)).norm())
+        g = lqer_group(r, E.size(1), group)
+        factors = lqer_quantize(U[:, :r] * S[:r], Vh[:r], g)
+        after = float((E - lqer_dequantize(*factors, g)).norm())
         if not after < norms[name]:
-            log.warning("LQER %s: the rounded correction does not help (‖E‖_F %.4g → %.4g); skipped",
+            log.warning("LQER %s: the rounded correction does not help (‖E‖_F %.4g → %.4g); kept, as the record keeps it",
                         name, norms[name], after)
-            continue
-        quantized.update(lqer_pack(name, *factors))
-        meta[name] = {**meta[name], "lqer_rank": r, "lqer_group": group}
+        quantized.update(lqer_pack(name, *factors, g))
+        meta[name] = {**meta[name], "lqer_rank": r, "lqer_group": g}
         records[name] = {"err_before": norms[name], "err_after": after}
         log.info("LQER %s: ‖E‖_F %.4g → %.4g (rank %d)", name, norms[name], after, r)
     return quantized, meta, records

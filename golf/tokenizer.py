@@ -103,21 +103,16 @@ def default_val_docs(n_docs: int) -> int:
 def _caseops_token_bytes(text: str, offsets: list[tuple[int, int]]) -> np.ndarray:
     """``[BOS] + ids``'s original UTF-8 bytes for one caseops-encoded document ``text``.
 
-    ``offsets``: SentencePiece's (begin, end) character span of each token in ``text``. Token k
-    gets the characters from the previous token's end to its own (the first from 0, the last to
-    the end), so characters the normalizer dropped (extra spaces) are charged too and the sum is
-    the original document's length. An operator's bytes are 0; a letter it raised belongs to the
-    token holding the letter. BOS gets 0, unless the document has no token at all (only spaces):
-    then its bytes go on the BOS, so that every byte is charged once.
+    ``offsets``: SentencePiece's (begin, end) character span of each token in ``text``. As the
+    record's sidecar (#1729, #1855): a token is charged the original bytes of its own span, an
+    operator 0 and BOS 0; characters the normalizer dropped (leading or trailing spaces) are charged
+    to no token, as the record does not charge them.
     """
     cum = np.concatenate(([0], np.cumsum(original_bytes(text), dtype=np.int64)))
     counts = np.zeros(len(offsets) + 1, dtype=np.int64)
     if offsets:
-        ends = np.maximum.accumulate(np.array([end for _, end in offsets], dtype=np.int64))
-        ends[-1] = len(text)
-        counts[1:] = np.diff(cum[ends], prepend=0)
-    else:
-        counts[0] = cum[-1]
+        spans = np.array(offsets, dtype=np.int64)
+        counts[1:] = cum[spans[:, 1]] - cum[spans[:, 0]]
     if counts.max() >= 2**16:
         raise GolfError(f"a token accounts for {int(counts.max())} bytes, more than a uint16 byte sidecar holds")
     return counts

@@ -76,17 +76,20 @@ def test_round_trip_fuzz_and_every_cased_character():
 
 
 def test_encodings():
+    """The record's rules (tests/test_oracle.py holds them against #1855's own outputs)."""
     assert caseops.encode("Hello World") == f"{TITLE}hello {TITLE}world"
     assert caseops.encode("NASA's") == f"{ALLCAPS}nasa's"
-    assert caseops.encode("McDonald") == f"{CAPNEXT}mc{CAPNEXT}donald"
+    assert caseops.encode("McDonald") == f"{TITLE}mc{CAPNEXT}donald"
+    assert caseops.encode("CPUs") == f"{TITLE}c{CAPNEXT}p{CAPNEXT}us"
     assert caseops.encode("iPhone") == f"i{CAPNEXT}phone"
-    assert caseops.encode("ÉCOLE") == f"{ALLCAPS}école"
-    assert caseops.encode("GROß") == f"{ALLCAPS}groß"  # 'ß' has no upper letter of its own: kept, still all caps
-    for kept in ("ß", "İ", "ǅ", "\u212a", "123 ok"):  # no 1:1 case mapping (\u212a: Kelvin), or nothing to lower
+    assert caseops.encode("A I") == f"{TITLE}a {TITLE}i"
+    assert caseops.encode("ÉCOLE") == f"É{ALLCAPS}cole"  # only ASCII letters are cased
+    assert caseops.encode("GROß") == f"{ALLCAPS}groß"
+    for kept in ("ß", "İ", "ǅ", "\u212a", "123 ok", "Ⱥ", "ΣΟΦΙΑ"):
         assert caseops.encode(kept) == kept
     assert caseops.encode(TITLE + "x") == ESC + TITLE + "x"
-    lowered = caseops.encode("Ⱥ")  # 2 bytes, its lower case 'ⱥ' 3: charged as the original 2
-    assert lowered == TITLE + "ⱥ" and caseops.original_bytes(lowered) == [0, 2]
+    assert caseops.encode("\ue000") == "\ue000"  # not an operator of caseops_v1
+    assert OPERATORS == ("\ue001", "\ue002", "\ue003", "\ue004")  # the shipped tokenizer's ids 4-7
 
 
 @pytest.mark.parametrize("bad", [TITLE, ESC, CAPNEXT + "1", TITLE + " a", ALLCAPS, ALLCAPS + " ", "a" + CAPNEXT])
@@ -101,8 +104,8 @@ VAL_DOCS = [
     "Hello World. The NASA team met McDonald at the iPhone launch in Paris.",
     "ÉCOLE normale, Straße, İstanbul and ΣΟΦΙΑ σοφός. Ⱥ is two bytes, ⱥ three.",
     "Numbers 2024 and 3.14 stay; the emoji 😀 too. Private \ue000 use \ue003 chars are escaped.",
-    "  Leading spaces,  Double  SPACES\nand a newline.  ",  # not kept by the normalizer: bytes still add up
-    "   ",  # no token at all: its bytes go on its BOS
+    "  Leading spaces,  Double  SPACES\nand a newline.  ",  # the normalizer drops the ends: not charged
+    "   ",  # no token at all: nothing charged
 ]
 CLEAN = 3  # the first three decode back exactly (nothing the nmt_nfkc normalizer changes)
 TRAIN_DOCS = [f"Document {i}: The Quick Brown Fox jumps over the LAZY dog; Alice and Bob say HELLO to McKay."
@@ -143,8 +146,10 @@ def test_prepare_caseops_shards_tokenizer_and_sidecars(caseops_data, capsys):
     docs = _docs(tokens)
     assert len(docs) == len(VAL_DOCS)
     for k, (doc, idx) in enumerate(zip(VAL_DOCS, docs)):
-        assert nbytes[idx].sum() == len(doc.encode("utf-8")), k  # BPB's bytes are the original ones
-        if k < CLEAN:
+        if k >= CLEAN:  # the normalizer drops leading/trailing spaces, which the record charges to no token
+            assert 0 <= nbytes[idx].sum() < len(doc.encode("utf-8")), k
+        else:  # BPB's bytes are the original ones (tests/test_oracle.py: equal to the record's sidecar)
+            assert nbytes[idx].sum() == len(doc.encode("utf-8")), k
             assert caseops.decode(sp.decode(tokens[idx[1:]].tolist())) == doc
             assert nbytes[idx[0]] == 0  # BOS
             t, b = tokens[idx], nbytes[idx]
@@ -152,7 +157,7 @@ def test_prepare_caseops_shards_tokenizer_and_sidecars(caseops_data, capsys):
             for j in range(1, len(t)):
                 escaped[j] = t[j - 1] == 7 and not escaped[j - 1]
             assert (b[np.isin(t, [4, 5, 6, 7]) & ~escaped] == 0).all() and (b[escaped] == 3).all()
-    assert len(docs[-1]) == 1 and nbytes[docs[-1][0]] == 3  # "   ": a lone BOS carries its bytes
+    assert len(docs[-1]) == 1 and nbytes[docs[-1][0]] == 0  # "   ": a lone BOS, no byte charged (as the record)
 
     train = np.concatenate([read_shard(f) for f in list_shards(out, "train")]).astype(np.int64)
     first = _docs(train)[0]
@@ -244,7 +249,7 @@ def test_prepare_again_replaces_the_sidecars_and_a_given_tokenizer_needs_the_ope
     prepare_data(str(corpus), again, vocab_size=400, val_docs=len(VAL_DOCS), progress=False)  # without CaseOps
     assert not list(again.glob("fineweb_val_bytes_*"))
     assert "caseops" not in json.loads((again / "prepare.json").read_text())
-    with pytest.raises(GolfError, match="no piece for the CaseOps operator.*U\\+E000, U\\+E001, U\\+E002, U\\+E003"):
+    with pytest.raises(GolfError, match="no piece for the CaseOps operator.*U\\+E001, U\\+E002, U\\+E003, U\\+E004"):
         prepare_data(str(corpus), tmp_path / "other", val_docs=2, progress=False, caseops=True,
                      tokenizer=demo_data.tokenizer_path)
     made = prepare_data(str(corpus), tmp_path / "given", val_docs=2, progress=False, caseops=True,

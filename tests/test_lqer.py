@@ -10,7 +10,7 @@ from golf.config import ConfigError, load_config
 from golf.model import build_model, unbank_state_dict
 from golf.quant import (
     LQER_SUFFIXES, collect_hessians, deserialize, dequantize_matrix, dequantize_state_dict, gptq_quantize,
-    load_artifact, lqer_correct, lqer_dequantize, lqer_quantize, quantize_model, quantize_state_dict, serialize,
+    load_artifact, lqer_correct, lqer_dequantize, lqer_group, lqer_quantize, quantize_model, quantize_state_dict, serialize,
 )
 from golf.runtime import GolfError
 
@@ -42,20 +42,24 @@ def test_pack_bits_layout_and_range():
 
 def test_lqer_quantize_follows_the_stated_rules():
     g = torch.Generator().manual_seed(1)
-    A, B = torch.randn(10, 4, generator=g), torch.randn(4, 40, generator=g)  # B: 160 entries, groups 64, 64, 32
+    A, B = torch.randn(10, 4, generator=g), torch.randn(4, 48, generator=g)  # B: 192 entries, 3 groups of 64
+    assert lqer_group(4, 48) == 64 and lqer_group(4, 40) == 0  # 160 entries: #1855's symmetric fallback
     qA, sA, qB, sB = lqer_quantize(A, B, group=64)
     assert sA.dtype == sB.dtype == torch.float16 and sA.shape == (1,) and sB.shape == (3,)
     assert sA.item() == torch.tensor(A.abs().max().item() / 1.5).half().item()
     assert torch.equal(qA, torch.round(A / sA.float()).clamp(-2, 1).to(torch.int8))
     flat = B.reshape(-1)
-    for k, part in enumerate((flat[:64], flat[64:128], flat[128:])):
+    for k in range(3):
+        part = flat[64 * k:64 * (k + 1)]
         assert sB[k].item() == torch.tensor(part.abs().max().item() / 7.5).half().item()
-        assert torch.equal(qB.reshape(-1)[64 * k:64 * k + part.numel()],
-                           torch.round(part / sB[k].float()).clamp(-8, 7).to(torch.int8))
+        assert torch.equal(qB.reshape(-1)[64 * k:64 * (k + 1)], torch.round(part / sB[k].float()).clamp(-8, 7).to(torch.int8))
     assert int(qA.min()) >= -2 and int(qA.max()) <= 1 and int(qB.min()) >= -8 and int(qB.max()) <= 7
-    want = (qA.float() * sA.float()) @ (qB.reshape(-1).float() * sB.float().repeat_interleave(64)[:160]).reshape(4, 40)
+    want = (qA.float() * sA.float()) @ (qB.reshape(-1).float() * sB.float().repeat_interleave(64)).reshape(4, 48)
     assert torch.equal(lqer_dequantize(qA, sA, qB, sB, 64), want)
-    zero = lqer_quantize(torch.zeros(3, 2), torch.zeros(2, 5))  # no NaN from a zero scale
+    sym = lqer_quantize(A, B[:, :40], group=0)  # per row, [-7, 7], scale max|row|/7
+    assert sym[1].shape == (10,) and sym[3].shape == (4,)
+    assert torch.equal(sym[0], torch.round(A / (A.abs().amax(1) / 7).half().float()[:, None]).clamp(-7, 7).to(torch.int8))
+    zero = lqer_quantize(torch.zeros(3, 2), torch.zeros(2, 32))  # no NaN from a zero scale
     assert all(int(t.abs().sum()) == 0 for t in zero) and not lqer_dequantize(*zero).isnan().any()
 
 
@@ -109,7 +113,7 @@ def test_only_the_top_k_errors_get_corrections():
 
 
 
-def test_a_correction_that_does_not_help_is_dropped(monkeypatch, caplog):
+def test_a_correction_that_does_not_help_is_kept_as_the_record_keeps_it(monkeypatch, caplog):
     import golf.quant as quant
 
     W, q, s = gptq_matrix(0)
@@ -117,7 +121,8 @@ def test_a_correction_that_does_not_help_is_dropped(monkeypatch, caplog):
     real = quant.lqer_quantize
     monkeypatch.setattr(quant, "lqer_quantize", lambda A, B, group: real(-3 * A, B, group))  # points the wrong way
     out, out_meta, rec = lqer_correct({"w": W}, quantized, meta, rank=4, top_k=1)
-    assert rec == {} and out == quantized and out_meta == meta and "does not help" in caplog.text
+    assert rec["w"]["err_after"] > rec["w"]["err_before"] and out_meta["w"]["lqer_rank"] == 4
+    assert "does not help" in caplog.text
 
 # --- in the artifact ----------------------------------------------------------------------------
 

@@ -23,15 +23,17 @@ def ref_newtonschulz(M, per_step, dtype):
 
 
 def ref_muon(p0, grads, lrs, momenta, wd, per_step, dtype):
-    """Per-matrix MuonEq-R: bf16 momentum, Nesterov, row norm, NS, shape scale, decoupled decay."""
+    """Per-matrix MuonEq-R as the records step on one GPU: the grad and momentum in bf16, Nesterov, each
+    row divided by its fp32 norm rounded to bf16, Newton–Schulz in ``dtype``, shape scale, decay."""
     p = p0.clone()
     B, rows, cols = p.shape
     bufs = [torch.zeros(rows, cols, dtype=torch.bfloat16) for _ in range(B)]
     for g, lr, mu in zip(grads, lrs, momenta):
         for i in range(B):
-            bufs[i].mul_(mu).add_(g[i])
-            u = g[i] + mu * bufs[i].float()
-            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-7)
+            gi = g[i].bfloat16()
+            bufs[i].mul_(mu).add_(gi)
+            u = gi.add(bufs[i], alpha=mu)  # one rounding, as the record's g.add(buf, alpha=momentum)
+            u = u / u.float().norm(dim=1, keepdim=True).clamp_min(1e-7).bfloat16()
             o = ref_newtonschulz(u, per_step, dtype).float()
             p[i] = p[i] * (1 - lr * wd) - lr * math.sqrt(max(1, rows / cols)) * o
     return p
@@ -99,7 +101,7 @@ def _run_bank_muon(p0, grads, lrs, momenta, wd, coeffs, dtype):
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 8), (2, 8, 16)])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-3)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-3)])  # bf16: batched vs per-matrix rounding; tests/test_oracle.py holds the exact record step
 def test_bank_muon_matches_per_matrix_reference(shape, dtype, tol):
     p0 = _randn(*shape, seed=3) * 0.1
     grads = [_randn(*shape, seed=10 + k) for k in range(3)]
@@ -121,8 +123,8 @@ def test_momentum_is_read_from_the_group_each_step():
     grads = [_randn(*shape, seed=20 + k) for k in range(2)]
     # momentum 0 at step 2: the update must ignore step 1's buffer
     got, _ = _run_bank_muon(p0, grads, [0.0, 1.0], [0.9, 0.0], 0.0, RECORD_COEFFS, torch.float32)
-    g = grads[1]
-    expected = -zeropower_via_newtonschulz(g / g.norm(dim=-1, keepdim=True), dtype=torch.float32)
+    g = grads[1].bfloat16()
+    expected = -zeropower_via_newtonschulz(g / g.float().norm(dim=-1, keepdim=True).bfloat16(), dtype=torch.float32)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # and the warmup momenta change the result as the reference says
     lrs, momenta = [0.02] * 2, [0.5, 0.99]
