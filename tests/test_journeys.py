@@ -19,6 +19,7 @@ import pytest
 
 from golf.cli import main as golf_main
 from golf.runtime import RUN_LOCK, run_lock_owner
+from test_lab import _papermill, lab_project  # noqa: F401  (a fixture)
 from test_reliability import one_error_line, snapshot
 from test_train import tiny_params
 
@@ -87,9 +88,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.slow
-def test_sigterm_to_golf_run_takes_every_child_down(tmp_path, demo_data):
-    """golf run -> papermill kernel -> golf train: SIGTERM to golf run ends all of them within seconds,
-    and the run's lock is held by no live process (the seed is an interrupted run, resumable)."""
+@pytest.mark.parametrize("how", ["kill", "ctrl-c"])
+def test_sigterm_to_golf_run_takes_every_child_down(tmp_path, demo_data, how):
+    """golf run -> papermill kernel -> golf train: SIGTERM to golf run (kill PID), or Ctrl-C in its terminal
+    (SIGINT to its process group, as in make demo), ends all of them within seconds, with one line; the
+    run's lock is held by no live process (the seed is an interrupted run, resumable)."""
     params = tiny_params(tmp_path, demo_data, iterations=10**6, val_loss_every=0, train_log_every=100)
     proc = _golf("run", "--params", str(params), "--seeds", "1", "--study", "s", "--outputs", str(tmp_path / "o"))
     lock = tmp_path / "o" / "s" / "seed1" / RUN_LOCK
@@ -98,13 +101,16 @@ def test_sigterm_to_golf_run_takes_every_child_down(tmp_path, demo_data):
         time.sleep(1)
         family = _descendants(proc.pid)
         assert run_lock_owner(lock.parent)[0] in family and len(family) >= 2  # the kernel and golf train
-        os.kill(proc.pid, signal.SIGTERM)  # golf run alone, as `kill PID` does
+        if how == "kill":
+            os.kill(proc.pid, signal.SIGTERM)  # golf run alone, as `kill PID` does
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # the terminal's foreground group
         rc = proc.wait(timeout=30)
         _wait_for(lambda: not any(_alive(p) for p in family), 15, f"children {family} to end")
         err = proc.stderr.read()
     finally:
         _kill_group(proc)
-    assert rc == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert rc == 128 + (signal.SIGTERM if how == "kill" else signal.SIGINT) and "Traceback" not in err, err
     assert _last_line(err).startswith("golf: interrupted: study "), err
     assert not run_lock_owner(lock.parent)[1]  # no live process holds the seed's folder
 
@@ -442,3 +448,42 @@ def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path
     assert "warmup_steps = 7 " not in out
     assert err.strip() == (f"golf: note: params/demo.yaml is read from the project root ({REPO}/params/demo.yaml), "
                            "not from the current folder: give ./params/demo.yaml for the one here")
+
+
+# --- the README's demo table ---------------------------------------------------------------------------
+
+def test_the_readme_demo_table_is_generated_from_a_run_at_a_real_commit(tmp_path):
+    """bench/readme_demo_table.py writes the table from a study's files; the README's block is its output,
+    naming the commit it was made at and what the numbers depend on."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import readme_demo_table as gen
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    study = tmp_path / "demo"
+    for seed, shift in ((42, 0.0), (314, 0.01)):
+        run = study / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text('{"step": 0, "val_loss": 6.9, "val_bpb": 3.9081}\n{"step": 10, '
+                                           '"train_loss": 5.0}\n')
+        (run / "train_summary.json").write_text(json.dumps({"train_ms": 61000, "prequant_post_ema":
+                                                            {"val_bpb": 2.05 + shift}}))
+        (run / "quant_budget.json").write_text(json.dumps({"quantize_s": 9.0}))
+        (run / "environment.json").write_text(json.dumps({"git_commit": "abcdef1234567", "git_dirty": False,
+                                                          "torch": "2.13.0+cpu", "platform": "Linux-x86_64"}))
+        for mode, bpb in (("plain", 2.06), ("sliding", 2.04), ("ttt", 1.99)):
+            (run / f"eval_{mode}.json").write_text(json.dumps({"val_bpb": bpb + shift, "seconds": 10.0}))
+    block = gen.demo_table(study, wall_s=600)
+    assert "| step 0 (uniform) | 3.908 | 3.908 |" in block and "| quantized, score-first TTT | 1.9900 | 2.0000 |" in block
+    assert "commit abcdef1234, torch 2.13.0+cpu" in block and "training 61 s, quantization 9 s, evaluation 30 s" in block
+    assert "took 10 minutes" in block
+
+    readme = (REPO / "README.md").read_text()
+    assert gen.START in readme and gen.END in readme, "README's demo table is not in its generated block"
+    shown = readme.split(gen.START, 1)[1].split(gen.END, 1)[0]
+    assert "the numbers depend on the commit" in shown  # what the figures depend on, generated or not
+    commit = re.search(r"from a `make demo` at commit ([0-9a-f]{10})", shown)
+    if commit:  # a generated table names a commit that exists, and the wall time of make demo
+        assert subprocess.run(["git", "cat-file", "-e", f"{commit.group(1)}^{{commit}}"], cwd=REPO).returncode == 0
+        assert re.search(r"`make demo` took \d+ minutes", shown)
+    assert gen.replace_block(readme, shown.strip()) == readme  # the block is the script's to rewrite
