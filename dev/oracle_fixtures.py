@@ -164,6 +164,37 @@ def quant_packings(mod) -> dict:
             "gate": gate, "gate_int8": mod._quantize_gate_int8_row(gate)}
 
 
+def packed_batches(mod, where: Path) -> dict:
+    """The record's DocumentPackingLoader on two small shards: 2 ranks x 6 steps of 96-token rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from golf.data import write_shard
+
+    g = torch.Generator().manual_seed(8)
+    shards = []
+    for i, n in enumerate((700, 500)):
+        tokens = torch.randint(2, 64, (n,), generator=g)
+        tokens[torch.randint(0, n, (n // 25,), generator=g)] = 1
+        tokens[:3] = torch.tensor([5, 6, 1])  # the first BOS is not at 0: the loader starts there
+        write_shard(where / f"fineweb_train_{i:06d}.bin", tokens.numpy().astype("uint16"))
+        shards.append(tokens)
+    empty = torch.empty
+    torch.empty = lambda *a, pin_memory=False, **k: empty(*a, **k)  # no pinned memory without CUDA
+    torch.Tensor.pin_memory = lambda self, *a, **k: self
+    out = {"shards": shards, "tokens_per_row": 96, "train_seq_len": 32, "ranks": []}
+    for rank in range(2):
+        h = types.SimpleNamespace(rank=rank, world_size=2, train_seq_len=32,
+                                  train_files=str(where / "fineweb_train_*.bin"))
+        loader = mod.DocumentPackingLoader(h, torch.device("cpu"))
+        steps = []
+        for _ in range(6):
+            x, y, cu, max_len = loader.next_batch(96 * 2 * 8, 8)  # global tokens, accumulation: 96 a row
+            cu = cu.tolist()
+            steps.append({"x": x, "y": y, "cu_seqlens": cu[:cu.index(96) + 1]})
+        out["ranks"].append(steps)
+    torch.empty = empty
+    return out
+
+
 def lr_schedule(mod, h) -> dict:
     fracs = [i / 20 for i in range(21)]
     h2 = types.SimpleNamespace(warmdown_frac=0.85, min_lr=0.1)
@@ -227,7 +258,7 @@ def main() -> None:
         mod = load_record(where)
         h = mod.Hyperparameters()
         oracle = {"env": SMALL, **model_outputs(mod, h), "muon": muon_run(mod), "quant": quant_packings(mod),
-                  "lr": lr_schedule(mod, h)}
+                  "lr": lr_schedule(mod, h), "packed": packed_batches(mod, where)}
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(oracle, args.out / "pr1855_oracle.pt")
         (args.out / "pr1855_caseops.json").write_text(json.dumps(caseops(where), indent=1) + "\n")

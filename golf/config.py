@@ -84,6 +84,7 @@ class Config:
     parallel_mode: str = "lanes"  # lanes (#1477/#1533) | lanes_mix (#1530/#1855: learned 2x2 cross-lane mix, mean merge) | single_stream (#1493) | none
     init_mlp_banks_last: bool = False  # draw the MLP up banks after every attention bank (#1626 on, #1855)
     attention_mask: str = "causal"  # causal (record) | document: attention stays inside each BOS-started document (#1530)
+    pack_documents: bool = False  # #1855: train on documents in stream order, a micro-batch one row, and score plain eval batches as rows (needs attention_mask: document)
     smear_gate: bool = False  # SmearGate (#1667): each embedding takes a gated share of the previous one, never across BOS (#1851)
     attn_out_gate: bool = False  # sparse attention output gate (#1787): per head, sigmoid of the input's first gate_dims dims
     attn_gate_scale: float = 1.0  # the sparse gate's input scale s (#1855: 0.5)
@@ -464,6 +465,8 @@ def _cross_key_problems(cfg: Config) -> Iterable[tuple[str, str]]:
         yield "gate_dims", f"({cfg.gate_dims}) must be at most model_dim ({cfg.model_dim})"
     if cfg.lqer_rank and not cfg.lqer_top_k:
         yield "lqer_top_k", f"(0) gives no matrix the rank-{cfg.lqer_rank} LQER correction: 1 or more, or lqer_rank 0"
+    if cfg.pack_documents and cfg.attention_mask != "document":
+        yield "pack_documents", "(true) packs documents into one row, which needs attention_mask: document"
     if cfg.eval_stride > cfg.eval_seq_len:
         yield "eval_stride", f"({cfg.eval_stride}) must be in 1..eval_seq_len ({cfg.eval_seq_len})"
     if cfg.ttt_freeze_blocks > cfg.num_layers:

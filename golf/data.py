@@ -288,6 +288,48 @@ class ShuffledSequenceLoader:
                 y.contiguous().to(device, non_blocking=non_blocking))
 
 
+class PackedDocumentLoader:
+    """#1855's document packing (docs/record.md §8.3): the stream in order, a micro-batch one row.
+
+    All ranks read every shard, in name order, starting at each shard's first BOS. A step of the
+    ``world_size`` ranks takes the next ``world_size·(n+1)`` tokens; rank r's row is its slice of
+    n + 1 (x its first n, y its last n), so the rows overlap by nothing and skip one token each.
+    A shard too short for the next step is left for the next one (after the last: the first again).
+    Attention segments come from the ids (``golf.attention.document_ids``).
+    """
+
+    def __init__(self, files: Sequence[str | Path], rank: int, world_size: int, tokens_per_row: int,
+                 bos_id: int = 1, vocab_size: int | None = None):
+        self.files = [Path(f) for f in files]
+        self.rank, self.world, self.span, self.bos_id = rank, world_size, tokens_per_row + 1, bos_id
+        self.vocab_size = vocab_size
+        if not self.files:
+            raise GolfError("PackedDocumentLoader got no shard files")
+        if all(read_shard_header(f) < self.span * world_size for f in self.files):
+            raise GolfError(f"every training shard holds fewer than {self.span * world_size} tokens, one packed step "
+                            f"of {world_size} rank(s) x {tokens_per_row} tokens")
+        self._open(0)
+
+    def _open(self, index: int) -> None:
+        self.index = index % len(self.files)
+        path = self.files[self.index]
+        self.tokens = read_shard(path) if self.vocab_size is None else _checked_tokens(path, self.vocab_size)
+        bos = np.flatnonzero(self.tokens == self.bos_id)
+        if not len(bos):
+            raise GolfError(f"training shard {path} holds no BOS ({self.bos_id}): packed documents start at one")
+        self.cursor = int(bos[0])
+
+    def next_batch(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        while self.cursor + self.span * self.world > len(self.tokens):
+            self._open(self.index + 1)
+        start = self.cursor + self.rank * self.span
+        row = torch.from_numpy(self.tokens[start:start + self.span].astype(np.int64))
+        self.cursor += self.span * self.world
+        non_blocking = torch.device(device).type == "cuda"
+        return (row[None, :-1].contiguous().to(device, non_blocking=non_blocking),
+                row[None, 1:].contiguous().to(device, non_blocking=non_blocking))
+
+
 # --- golf data check ---------------------------------------------------------------------------
 
 def infer_vocab_size(data_dir: str | Path) -> int | None:

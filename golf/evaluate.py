@@ -337,7 +337,10 @@ def compiled_ttt_loss(model, backend: str = "inductor") -> Callable:
 def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = True) -> dict:
     """Non-overlapping eval_seq_len sequences; rank r scores sequences [n·r/W, n·(r+1)/W).
 
-    Each target sees only its in-sequence prefix. The caller sets ``model.looping``.
+    Each target sees only its in-sequence prefix; under ``pack_documents`` a batch of
+    val_batch_tokens / grad_accum_total tokens is one row, each target seeing its document
+    (docs/record.md §8.3).
+    The caller sets ``model.looping``.
     """
     t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
     L, T = cfg.eval_seq_len, val_tokens.numel() - 1
@@ -346,14 +349,17 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
     n_seqs = T // L
     lo, hi = _share(n_seqs, info.rank, info.world_size)
     acc = _accumulator(device)
+    # packed: #1855's batch, val_batch_tokens over grad_accum_total (32 sequences of 2048 at its settings)
+    batch = max(1, cfg.val_batch_tokens // (cfg.grad_accum_total * L)) if cfg.pack_documents else cfg.eval_batch_seqs
     log.info("eval plain: %d sequences of %d, %d on this rank", n_seqs, L, hi - lo)
     bar = progress_bar(hi - lo, "eval plain", progress, "seq")
     with torch.no_grad():
-        for b in range(lo, hi, cfg.eval_batch_seqs):
-            e = min(b + cfg.eval_batch_seqs, hi)
+        for b in range(lo, hi, batch):
+            e = min(b + batch, hi)
             chunk = val_tokens[b * L: e * L + 1].to(device=device, dtype=torch.int64)
-            x, y = chunk[:-1].view(-1, L), chunk[1:].view(-1, L)
-            pos = torch.arange(b * L + 1, e * L + 1, device=device).view(-1, L)  # y's indices in val_tokens
+            rows = 1 if cfg.pack_documents else e - b  # #1855 scores a batch as one row of documents
+            x, y = chunk[:-1].view(rows, -1), chunk[1:].view(rows, -1)
+            pos = torch.arange(b * L + 1, e * L + 1, device=device).view(rows, -1)  # y's indices in val_tokens
             acc.add(model(x, y, reduction="none"), x, y, luts, pos)
             bar.update(e - b)
     bar.close()

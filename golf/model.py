@@ -264,6 +264,8 @@ class GPT(nn.Module):
         self.fused_ce = False  # set_fused_kernels
         self.attention_backend = "math"
         self._attn = attention_fn("math")
+        # attention_mask: document; GPTQ calibration turns it off, as #1855 calibrates on causal rows
+        self.document_mask = cfg.attention_mask == "document"
 
     # --- set-up ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -357,7 +359,7 @@ class GPT(nn.Module):
         for the other 1984. ``start`` = 0 is the full forward, unchanged.
         """
         cfg, capture, attn = self.cfg, self.capture, self._attn
-        if cfg.attention_mask == "document":
+        if self.document_mask:
             attn = document_attention(document_ids(ids, BOS_ID, cfg.train_seq_len))
         e = self.tok_emb(ids).to(self.compute_dtype)
         x = rms_norm(self.smear(e, ids) if cfg.smear_gate else e)

@@ -66,7 +66,7 @@ def collect_hessians(model, batches_iter: Any, n_batches: int, device: torch.dev
     """H = Σ XᵀX (fp32) per unbanked weight name, averaged over ``n_batches`` (spec §5.2).
 
     Eval mode, no grad, looping on (the looped layers add one XᵀX per pass), plain
-    ``forward_logits``. ``all_reduce=True`` also averages over ranks: the fix for spec §9.9
+    ``forward_logits`` with causal attention (also under ``attention_mask: document``, as #1855). ``all_reduce=True`` also averages over ranks: the fix for spec §9.9
     (the record quantizes with each rank's own Hessians). Returns {weight name: H [in, in]};
     c_q, c_k and c_v share one tensor. ``progress`` shows a bar over the batches.
     """
@@ -82,9 +82,10 @@ def collect_hessians(model, batches_iter: Any, n_batches: int, device: torch.dev
 
     if not hasattr(batches_iter, "next_batch"):
         batches_iter = iter(batches_iter)
-    was_training, was_looping = model.training, model.looping
+    was_training, was_looping, was_masked = model.training, model.looping, model.document_mask
     model.eval()
     model.set_looping(True)
+    model.document_mask = False  # #1855 calibrates with causal attention over whole rows
     model.capture = capture
     try:
         with progress_bar(n_batches, "Hessians", progress, "batch") as bar:
@@ -93,6 +94,7 @@ def collect_hessians(model, batches_iter: Any, n_batches: int, device: torch.dev
                 bar.update()
     finally:
         model.capture = None
+        model.document_mask = was_masked
         model.set_looping(was_looping)
         model.train(was_training)
     hessians: dict[str, Tensor] = {}

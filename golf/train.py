@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from golf.config import (EMA_INIT_SHARE_WARN, Config, differences_from_record, ema_init_share, inert_settings,
                          save_config)
-from golf.model import GPT, build_model, save_checkpoint
+from golf.model import BOS_ID, GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
 from golf.runtime import (
@@ -202,13 +202,23 @@ def set_fast_matmul(device: torch.device) -> None:
         torch.set_float32_matmul_precision("high")
 
 
-def make_train_loader(cfg: Config, dist: DistInfo):
-    """The rank's shuffled training loader (spec §1.5); GPTQ calibration replays it from the start (§5.2)."""
+def shuffled_loader(cfg: Config, dist: DistInfo):
+    """The rank's shuffled loader of train_seq_len windows (spec §1.5)."""
     from golf.data import ShuffledSequenceLoader, list_shards
 
     return ShuffledSequenceLoader(list_shards(cfg.data_dir, "train"), dist.rank, dist.world_size, cfg.train_seq_len,
                                   micro_batch_seqs(cfg, dist.world_size),
                                   seed=cfg.seed if cfg.fix_seed_data_order else None)
+
+
+def make_train_loader(cfg: Config, dist: DistInfo):
+    """The rank's training loader: shuffled windows (#1533), or #1855's packed documents (``pack_documents``)."""
+    from golf.data import PackedDocumentLoader, list_shards
+
+    if not cfg.pack_documents:
+        return shuffled_loader(cfg, dist)
+    tokens = micro_batch_seqs(cfg, dist.world_size) * cfg.train_seq_len
+    return PackedDocumentLoader(list_shards(cfg.data_dir, "train"), dist.rank, dist.world_size, tokens, BOS_ID)
 
 
 def train_batches(cfg: Config, dist: DistInfo, device: torch.device) -> PrefetchLoader:
@@ -248,8 +258,9 @@ def hessian_path(run_dir: Path, rank: int) -> Path:
 
 
 def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
-    """A fresh training loader: the record replays the start of training's data order (spec §5.2, §9.8)."""
-    loader = make_train_loader(cfg, dist)
+    """A fresh shuffled loader: the records replay the start of its order (spec §5.2, §9.8); #1855 too,
+    though it trains on packed documents."""
+    loader = shuffled_loader(cfg, dist)
     while True:
         yield loader.next_batch(device)[0]
 

@@ -164,12 +164,13 @@ def test_muon_weight_decay_taper():
 
 
 def test_frontier_switches_train_quantize_and_evaluate_end_to_end(tmp_path, demo_data):
-    """All model switches on: train, quantize (the new small tensors go into the artifact) and every
-    evaluation, TTT's legality checks included."""
+    """All model switches on, packed documents too: train, quantize (the new small tensors go into the
+    artifact) and every evaluation, TTT's legality checks included."""
     from tests.test_train import tiny_params
 
     params = tiny_params(tmp_path, demo_data, iterations=6, val_loss_every=0, attention_mask="document",
-                         smear_gate=True, attn_out_gate=True, muon_wd_taper_at=0.5, parallel_mode="lanes_mix")
+                         pack_documents=True, smear_gate=True, attn_out_gate=True, muon_wd_taper_at=0.5,
+                         parallel_mode="lanes_mix", rope_yarn=False, init_mlp_banks_last=True, lqer_rank=2)
     run = tmp_path / "run"
     assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
     assert golf_main(["quantize", "--run-dir", str(run)]) == 0

@@ -236,3 +236,23 @@ def test_frontier_structure_is_the_logged_runs():
 
 def test_frontier_model_has_the_records_parameter_count():
     assert count_params(GPT(load_config("params/frontier.yaml"))) == RUN["model_params"]  # 35,945,671
+
+
+def test_packed_loader_and_segments_equal_the_records(oracle, tmp_path):
+    """#1855's DocumentPackingLoader (2 ranks, 6 steps) and its cu_seqlens, against golf's loader and
+    ``document_ids`` on the same shards."""
+    from golf.attention import document_ids
+    from golf.data import PackedDocumentLoader, write_shard
+
+    packed = oracle["packed"]
+    files = []
+    for i, tokens in enumerate(packed["shards"]):
+        files.append(write_shard(tmp_path / f"fineweb_train_{i:06d}.bin", tokens.numpy().astype("uint16")))
+    for rank, steps in enumerate(packed["ranks"]):
+        loader = PackedDocumentLoader(files, rank, 2, packed["tokens_per_row"])
+        for step in steps:
+            x, y = loader.next_batch()
+            assert torch.equal(x, step["x"]) and torch.equal(y, step["y"])
+            seg = document_ids(x, 1, packed["train_seq_len"])[0]
+            bounds = [0] + (torch.nonzero(seg[1:] != seg[:-1]).flatten() + 1).tolist() + [x.size(1)]
+            assert bounds == step["cu_seqlens"]
