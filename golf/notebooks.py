@@ -213,7 +213,11 @@ class _Progress:
             self.bar_handle.update({"text/plain": bar}, raw=True)
 
     def bar(self, text: str, final: bool = False) -> None:
-        if not self.echo or not text.strip():
+        if not self.echo:
+            return
+        if not text.strip():  # tqdm clearing a finished bar (leave=False): no stale bar line stays
+            if self.in_kernel and self.bar_handle is not None:
+                self.bar_handle.update({"text/plain": ""}, raw=True)
             return
         now = time.monotonic()
         if not final and now - self.last < 1.0:
