@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from golf.paths import outputs_root, resolve
-from golf.runtime import RUN_LOCK
+from golf.runs import LOCK as RUN_LOCK
 
 
 def _golf(args: list[str], gpu: str, console: Path, cpus: list[int] | None = None) -> tuple[int, float]:
@@ -171,7 +171,8 @@ def quantization_only_keys(config: dict) -> set[str]:
 def interrupted_training(run_dir: Path) -> str | None:
     """Why ``run_dir`` cannot be trained into: 'in use' (a live golf process holds it), 'interrupted'
     (a training that did not finish: golf train refuses such a folder), or None (absent, or trained)."""
-    from golf.runtime import run_lock_owner
+    from golf.runs import RunDir
+    run_lock_owner = lambda d: RunDir(d).lock_owner()  # noqa: E731
 
     if not run_dir.is_dir() or (run_dir / "model.pt").is_file():
         return None

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from golf.config import EVAL_MODES, ConfigError, load_config
+from golf.runs import ARTIFACT, MODEL, QUANT_BUDGET, REPORT, RunDir, eval_name
 from golf.runtime import GolfError
 
 log = logging.getLogger("golf")
@@ -66,9 +67,11 @@ def _run_config(run_dir: Path, stage: str, overrides: list[str] | None = None):
     """A trained run's config with the overrides ``golf <stage>`` may apply to it."""
     from golf.config import check_stage_overrides, parse_overrides
 
-    path = Path(run_dir) / "config.yaml"
+    from golf.runs import CONFIG
+
+    path = RunDir(run_dir).config_file
     if not path.is_file():
-        raise GolfError(f"run folder {str(run_dir)!r} has no config.yaml: is it a golf run folder?")
+        raise GolfError(f"run folder {str(run_dir)!r} has no {CONFIG}: is it a golf run folder?")
     check_stage_overrides(stage, parse_overrides(overrides or []))  # before the cross-key rules it would trip
     return load_config(path, overrides or [])
 
@@ -143,12 +146,12 @@ def _shared_run_dir(args, dist) -> Path:
     import torch.distributed as tdist
 
     from golf.paths import resolve
-    from golf.runtime import claim_run_dir, new_run_dir
+    from golf.runs import new_run_dir
 
     chosen: list = [None]
     if dist.is_main:
         try:
-            chosen = [claim_run_dir(resolve(args.run_dir)) if args.run_dir else new_run_dir(resolve(args.outputs),
+            chosen = [RunDir(resolve(args.run_dir)).claim().path if args.run_dir else new_run_dir(resolve(args.outputs),
                                                                                             args.study)]
         except GolfError as exc:
             chosen = [exc]  # the other ranks must hear of it too, or they wait in the broadcast forever
@@ -169,27 +172,26 @@ def cmd_train(args) -> int:
     run_dir = _shared_run_dir(args, dist)
     KEPT["note"] = (f"run folder {run_dir} is kept as it is, an interrupted run (its metrics and logs so far); "
                     "it is never trained into again: train into a new folder")
-    setup_logging(run_dir / "train.log", dist.is_main)
+    run = RunDir(run_dir)
+    setup_logging(run.train_log, dist.is_main)
     for warning in binding["warnings"] if dist.is_main else []:  # said on the console already: the log keeps it
-        _log_to_file(run_dir / "train.log", f"WARNING {warning}")
+        _log_to_file(run.train_log, f"WARNING {warning}")
     log.info("run folder %s, device %s (ready in %.1f s), world size %d", run_dir, device, dist.device_start_s,
              dist.world_size)
     if dist.is_main:
         from golf.runtime import atomic_write_json
 
-        atomic_write_json(run_dir / "run.json", {"params_file": args.params, "set": args.set or [],
+        atomic_write_json(run.run_info, {"params_file": args.params, "set": args.set or [],
                                                  "world_size": dist.world_size,
                                                  "data_warnings": binding["warnings"]})
     try:
         result = train(cfg, run_dir, dist, device)
     except GolfError as exc:  # e.g. a diverged loss: the run's own log says why it ended
         if dist.is_main:
-            _log_to_file(run_dir / "train.log", f"ERROR {exc}")
+            _log_to_file(run.train_log, f"ERROR {exc}")
         raise
     if dist.is_main:
-        from golf.runtime import release_run_dir
-
-        release_run_dir(run_dir)
+        run.release()
         print(json.dumps({"run_dir": str(run_dir), **result.summary}, indent=2))
     _destroy()
     return 0
@@ -224,14 +226,14 @@ def cmd_quantize(args) -> int:
     KEPT["note"] = (f"run folder {args.run_dir} is kept as it was (no new artifact written"
                     f"{'; its artifact and results stay in place' if args.force else ''})")
     dist, device = init_distributed(cfg.device)
-    setup_logging(Path(args.run_dir) / "quantize.log", dist.is_main)
+    setup_logging(RunDir(args.run_dir).quantize_log, dist.is_main)
     _log_device(dist, device)
     budget = quantize_run(Path(args.run_dir), cfg, dist, device, force=args.force)
     if dist.is_main:
         width = max(len(k) for k in budget)
         for key, value in budget.items():
             if isinstance(value, (dict, list)):  # e.g. LQER's per-tensor errors: in quant_budget.json
-                value = f"{len(value)} entries (quant_budget.json)"
+                value = f"{len(value)} entries ({QUANT_BUDGET})"
             print(f"{key:<{width}}  {value:>14,}" if isinstance(value, int) and not isinstance(value, bool)
                   else f"{key:<{width}}  {value!s:>14}")
     _destroy()
@@ -245,16 +247,16 @@ def cmd_evaluate(args) -> int:
     cfg = _run_config(args.run_dir, "evaluate", args.set)
     binding = _preflight(cfg, ("val",))
     check_evaluate(Path(args.run_dir), args.mode, source=args.source, force=args.force)
-    KEPT["note"] = f"run folder {args.run_dir} is kept as it was (no eval_{args.mode}.json written)"
+    KEPT["note"] = f"run folder {args.run_dir} is kept as it was (no {eval_name(args.mode)} written)"
     check_eval_tokenizer(Path(args.run_dir), cfg, args.allow_other_tokenizer)
     if args.mode in ("lora_ttt", "phased_ttt"):
         from golf.lora_ttt import check_config
 
         check_config(cfg)
     dist, device = init_distributed(cfg.device)
-    setup_logging(Path(args.run_dir) / f"eval_{args.mode}.log", dist.is_main)
+    setup_logging(RunDir(args.run_dir).eval_log(args.mode), dist.is_main)
     for warning in binding["warnings"] if dist.is_main else []:
-        _log_to_file(Path(args.run_dir) / f"eval_{args.mode}.log", f"WARNING {warning}")
+        _log_to_file(RunDir(args.run_dir).eval_log(args.mode), f"WARNING {warning}")
     _log_device(dist, device)
     result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force,
                           allow_other_tokenizer=args.allow_other_tokenizer)
@@ -417,15 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs root (default outputs/)")
     tr.set_defaults(func=cmd_train)
 
-    q = _command(sub, "quantize", "GPTQ + Brotli artifact final_model.int6.ptz of a trained run, within the budget",
+    q = _command(sub, "quantize", f"GPTQ + Brotli artifact {ARTIFACT} of a trained run, within the budget",
                  "  golf quantize --run-dir outputs/default/run-001\n"
                  "  golf quantize --run-dir outputs/default/run-001 --force --set matrix_clip_sigmas=12")
-    q.add_argument("--run-dir", required=True, metavar="DIR", help="a trained run folder (holding model.pt)")
+    q.add_argument("--run-dir", required=True, metavar="DIR", help=f"a trained run folder (holding {MODEL})")
     q.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override quantization keys of the run's config")
     q.add_argument("--force", action="store_true", help="replace an existing artifact")
     q.set_defaults(func=cmd_quantize)
 
-    ev = _command(sub, "evaluate", "evaluate the artifact; writes eval_<mode>.json",
+    ev = _command(sub, "evaluate", f"evaluate the artifact; writes {eval_name('<mode>')}",
                   "  golf evaluate --run-dir outputs/default/run-001 --mode sliding\n"
                   "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force\n"
                   "  golf evaluate --run-dir outputs/default/run-001 --mode lora_ttt --set max_val_tokens=262144"
@@ -435,9 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plain (non-overlapping), sliding (stride eval_stride), ttt (score-first test-time "
                          "training), lora_ttt (per-document LoRA TTT) or phased_ttt (LoRA TTT with global SGD phases)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
-                    help="the quantized artifact (default) or the raw model.pt")
+                    help=f"the quantized artifact (default) or the raw {MODEL}")
     ev.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override evaluation keys of the run's config")
-    ev.add_argument("--force", action="store_true", help="replace an existing eval_<mode>.json")
+    ev.add_argument("--force", action="store_true", help=f"replace an existing {eval_name('<mode>')}")
     ev.add_argument("--allow-other-tokenizer", action="store_true",
                     help="evaluate with a tokenizer other than the training one (the result records it)")
     ev.set_defaults(func=cmd_evaluate)
@@ -477,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="export a headline scored on fewer val tokens than another stage (each count is given)")
     ex.set_defaults(func=cmd_export)
 
-    rep = _command(sub, "report", "draw a run's figures and tables from its files and render its report.html "
+    rep = _command(sub, "report", f"draw a run's figures and tables from its files and render its {REPORT} "
                    "(the notebooks do this after each step)", "  golf report --run-dir outputs/default/run-001")
     rep.add_argument("--run-dir", required=True, metavar="DIR", help="a run folder, at any stage")
     rep.set_defaults(func=cmd_report)

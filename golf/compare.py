@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from golf.config import parameter_list
 from golf.plots import STAGE_LABELS, read_metrics, read_run_config, train_rows
+from golf.runs import CONFIG, STUDY_PLAN, RunDir
 from golf.runtime import GolfError, atomic_write_text, read_json
 
 log = logging.getLogger("golf")
@@ -43,7 +44,7 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
     from golf.notebooks import study_runs
 
     runs = study_runs(folder, stage)
-    if not runs and (folder / "config.yaml").is_file():  # a run, not evaluated in this mode yet
+    if not runs and RunDir(folder).config_file.is_file():  # a run, not evaluated in this mode yet
         make = "its training" if stage == "prequant" else f"golf evaluate --run-dir {str(folder)!r} --mode {stage}"
         raise GolfError(f"run {str(folder)!r} has no {stage} result yet: run {make} first, or compare another --stage")
     if not runs:
@@ -69,7 +70,7 @@ def _one_run_per_seed(runs: list[Path]) -> list[Path]:
     from golf.stats import STAGES, read_config
 
     def reached(run: Path) -> int:
-        return sum((run / marker).is_file() for marker in STAGES.values()) + (run / "report.html").is_file()
+        return sum((run / marker).is_file() for marker in STAGES.values()) + RunDir(run).report.is_file()
 
     by_seed: dict = {}
     for run in runs:
@@ -92,11 +93,10 @@ def _config(run: Path, stage: str = "prequant") -> dict:
     """The settings that made the stage's result: an artifact's are quantize_config.yaml's, which holds
     the keys ``golf quantize --set`` changed since training (config.yaml keeps the training's), with
     the keys its evaluation changed (the result's ``config_changes``)."""
-    from golf.pipeline import QUANTIZE_CONFIG
     from golf.stats import STAGES
 
-    made_by = run / QUANTIZE_CONFIG
-    path = made_by if stage != "prequant" and made_by.is_file() else run / "config.yaml"
+    made_by = RunDir(run).quantize_config
+    path = made_by if stage != "prequant" and made_by.is_file() else RunDir(run).config_file
     config = read_run_config(run, path.name)
     if stage != "prequant":  # and the keys golf evaluate --set changed for this stage's result
         config.update((read_json(run / STAGES[stage]) or {}).get("config_changes") or {})
@@ -172,7 +172,7 @@ def data_mismatch(keys: pd.DataFrame) -> str | None:
 def _trained_weights(run: Path) -> str:
     """Which training made the run's weights: its own (``STUDY/RUN``) or, for a copy of another run's
     (``copied_from.json``), that run's, named the same way wherever the folders now lie."""
-    source = read_json(run / "copied_from.json") or {}
+    source = read_json(RunDir(run).copied_from) or {}
     trained = Path(source["run"]) if "run" in source else run
     return f"{trained.parent.name}/{trained.name}"
 
@@ -252,7 +252,7 @@ def _measured_on(run: Path, stage: str) -> dict:
     own record, else the training's) and the training data's (``data_manifest_sha256``)."""
     from golf.stats import STAGES
 
-    env = read_json(run / "environment.json") or {}
+    env = read_json(RunDir(run).environment) or {}
     result = (read_json(run / STAGES[stage]) or {}) if stage != "prequant" else {}
     tok = result.get("tokenizer_sha256") or env.get("tokenizer_sha256")
     return {"tokenizer_sha256": tok[:12] if tok else None, "data_sha256": env.get("data_manifest_sha256")}
@@ -281,7 +281,7 @@ def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.Data
         for name, run in first_runs.items():
             if row[name] is not True:
                 continue
-            trained = (read_json(Path(run) / "environment.json") or {}).get("kernels_in_effect", {})
+            trained = (read_json(RunDir(run).environment) or {}).get("kernels_in_effect", {})
             if trained.get(row["key"]) is False:
                 row[name] = "True (not in effect: no CUDA/Triton)"
             elif _stage_kernels(Path(run), stage).get(row["key"]) is False:
@@ -381,7 +381,7 @@ TEST_NOTE = ("The 95% interval and the two-sided p-value come from Welch's t-tes
 def throughput_note(runs: pd.DataFrame) -> str:
     """tokens/s is measured where and while each run trained: say so, and name the machines if they differ."""
     def machine(path: str) -> str:
-        env = read_json(Path(path) / "environment.json") or {}
+        env = read_json(RunDir(path).environment) or {}
         gpus = env.get("gpus") or []
         return f"{len(gpus)}x {gpus[0]}" if gpus else f"CPU ({env.get('platform', 'unknown')})"
 
@@ -403,8 +403,8 @@ def _linked_runs(runs: pd.DataFrame, out: Path):
     shown = readable(runs.drop(columns=["path", "trained_bpb", *(
         ["weights"] if (runs["weights"] == runs["run"]).all() else [])]))
     shown = shown.apply(lambda col: col.map(lambda v: html.escape(v) if isinstance(v, str) else v))
-    shown["report"] = [f'<a href="{html.escape(os.path.relpath(Path(p) / "report.html", out))}">report</a>'
-                       if (Path(p) / "report.html").is_file() else "–" for p in runs["path"]]
+    shown["report"] = [f'<a href="{html.escape(os.path.relpath(RunDir(p).report, out))}">report</a>'
+                       if RunDir(p).report.is_file() else "–" for p in runs["path"]]
     return _output_cell({"text/html": shown.to_html(index=False, escape=False, border=0, classes="dataframe",
                                                     na_rep="–")})
 
@@ -416,7 +416,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     ``compare.html`` into ``out_dir`` (default ``outputs/compare/compare-NNN``) and returns the tables."""
     from golf.paths import outputs_root, resolve
     from golf.report import _figure, _md, _table, render, require_report_libs
-    from golf.runtime import new_numbered_dir
+    from golf.runs import new_numbered_dir
 
     if stage not in STAGE_LABELS:
         raise GolfError(f"stage must be one of {sorted(STAGE_LABELS)}, got {stage!r}")
@@ -442,7 +442,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     runs["bytes_total"] = pd.to_numeric(runs["bytes_total"], errors="coerce").astype("Int64")
     table = summary(runs, names)
     out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")
-    for marker, what in (("config.yaml", "a run"), ("study.json", "a study")):
+    for marker, what in ((CONFIG, "a run"), (STUDY_PLAN, "a study")):
         if (out / marker).exists():  # a comparison is redrawn in place, a run or study is never written into
             raise GolfError(f"--out {str(out)!r} is {what} folder; give golf compare a folder of its own")
     out.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,12 @@ from golf.plots import (  # noqa: F401  (the notebooks' plotting calls)
     eval_table, plot_eval, plot_quant_error, plot_schedule, plot_training, quant_tables, read_metrics,
 )
 from golf.report import headline, render_run_report, render_study_index  # noqa: F401  (notebook calls)
-from golf.runtime import GolfError, atomic_write_json, new_numbered_dir
+from golf.runs import (ARTIFACT, CONFIG, MODEL, RUN_NOTEBOOKS, STAGE_FILES, STUDY_PLAN, RunDir, eval_name,
+                       fresh_seed_dir, new_numbered_dir, seed_dirs)
+from golf.runtime import GolfError, atomic_write_json
 
 log = logging.getLogger("golf")
 
-RUN_NOTEBOOKS = ("train", "quantize", "ttt_eval")
 NOTEBOOK_STAGES = {"quantize": "quantize", "ttt_eval": "evaluate"}  # whose keys a post-training notebook takes
 LAB_STUDY = "lab"  # where interactive runs with an empty run_dir go: outputs/lab/run-NNN
 # The parameters every notebook may take besides the params keys (INTERFACE.md).
@@ -343,17 +344,15 @@ def train(params_file: str, run_dir: str = "", seed: int | None = None, override
     extra = set_args(seeded, parameter_list(overrides, "overrides"), base=params_path)
     _preflight(load_config(params_path, extra[1:]), nproc)  # all checked before a folder is made
     if run_dir:
-        from golf.runtime import check_run_dir_free
-
         run = resolve(run_dir)
-        check_run_dir_free(run)  # before its console.log is written there
+        RunDir(run).check_free()  # before its console.log is written there
         run.mkdir(parents=True, exist_ok=True)
     else:
         run = new_numbered_dir(outputs_root() / LAB_STUDY)
     if echo:
         print(f"run folder: {run}")
     launch_golf(["train", "--params", str(params_path), "--run-dir", str(run), *extra], nproc,
-                log_path=run / "console.log", echo=echo)
+                log_path=RunDir(run).console, echo=echo)
     return run
 
 
@@ -361,14 +360,14 @@ def quantize(run_dir: str = "", force: bool = False, overrides: list[str] | None
              keys: Mapping[str, Any] | None = None, nproc: int = 1, echo: bool = True) -> Path:
     """``golf quantize`` of ``run_dir`` (default: the newest trained run); an existing artifact is kept
     unless ``force``."""
-    run = pick_run(run_dir, "model.pt")
-    if (run / "final_model.int6.ptz").exists() and not force:
+    run = pick_run(run_dir, "trained")
+    if RunDir(run).artifact.exists() and not force:
         print(f"{run} is already quantized: showing its artifact (force=True quantizes again)")
         return run
     overrides = parameter_list(overrides, "overrides")
-    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize", run / "config.yaml"),
+    args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize", RunDir(run).config_file),
             *(["--force"] if force else [])]
-    launch_golf(args, nproc, log_path=run / "console.log", echo=echo)
+    launch_golf(args, nproc, log_path=RunDir(run).console, echo=echo)
     return run
 
 
@@ -378,21 +377,23 @@ def evaluate(run_dir: str = "", modes: list[str] = ("plain", "sliding", "ttt"), 
     """``golf evaluate`` of ``run_dir`` (default: the newest quantized run) in each mode; a mode with a
     result is skipped unless ``force``."""
     modes, overrides = parameter_list(modes, "modes"), parameter_list(overrides, "overrides")
-    run = pick_run(run_dir, "final_model.int6.ptz")
-    extra = set_args(keys, overrides, "evaluate", run / "config.yaml")
+    run = pick_run(run_dir, "quantized")
+    extra = set_args(keys, overrides, "evaluate", RunDir(run).config_file)
     for mode in modes:
-        if (run / f"eval_{mode}.json").exists() and not force:
+        if RunDir(run).eval_result(mode).exists() and not force:
             print(f"{mode}: already evaluated (force=True evaluates again)")
             continue
         launch_golf(["evaluate", "--run-dir", str(run), "--mode", mode, *extra, *(["--force"] if force else [])],
-                    nproc, log_path=run / "console.log", echo=echo)
+                    nproc, log_path=RunDir(run).console, echo=echo)
     return run
 
 
 # --- finding runs and studies ------------------------------------------------------------------
 
-def pick_run(run_dir: str, needs: str) -> Path:
-    """``run_dir`` resolved, or the newest run folder under outputs/ holding ``needs``."""
+def pick_run(run_dir: str, stage: str) -> Path:
+    """``run_dir`` resolved, or the newest run folder under outputs/ that is ``stage`` ('trained' or
+    'quantized': holding the model, or the artifact)."""
+    needs = MODEL if stage == "trained" else ARTIFACT
     if run_dir:
         run = resolve(run_dir)
         if not (run / needs).exists():
@@ -407,10 +408,8 @@ def pick_run(run_dir: str, needs: str) -> Path:
 
 def study_runs(study_dir: str | Path, stage: str = "ttt") -> list[Path]:
     """The run folders of a study (or the run itself) with a result for ``stage``, oldest first."""
-    from golf.stats import STAGES
-
     study = Path(study_dir)
-    marker = STAGES.get(stage, f"eval_{stage}.json")
+    marker = STAGE_FILES.get(stage, eval_name(stage))
     if (study / marker).exists():
         return [study]
     return sorted((p.parent for p in study.glob(f"*/{marker}")), key=lambda p: p.stat().st_mtime)
@@ -422,9 +421,7 @@ def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt", lab_runs: b
     studies = parameter_list(studies, "studies")
     if studies:
         return [resolve(s) for s in studies]
-    from golf.stats import STAGES
-
-    marker = STAGES.get(stage, f"eval_{stage}.json")
+    marker = STAGE_FILES.get(stage, eval_name(stage))
     folders = {p.parent.parent: p.stat().st_mtime for p in outputs_root().glob(f"*/*/{marker}")}
     newest = [f for f in sorted(folders, key=folders.get, reverse=True) if f.name != LAB_STUDY and is_study(f, stage)]
     if newest:
@@ -548,7 +545,7 @@ def check_kernel(kernel: str | None) -> None:
 
 
 def seed_finished(run_dir: Path) -> bool:
-    return (run_dir / "eval_ttt.json").is_file() and (run_dir / "report.html").is_file()
+    return RunDir(run_dir).eval_result("ttt").is_file() and RunDir(run_dir).report.is_file()
 
 
 class _SeedStatus:
@@ -618,15 +615,15 @@ def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], n
     """Train, quantize and evaluate one seed through the notebooks into ``run_dir``; with ``console``,
     the stage and its progress on one updating line there."""
     for name in RUN_NOTEBOOKS:
-        log.info("seed %d: %s notebook (%s)", seed, name, run_dir / "console.log")
+        log.info("seed %d: %s notebook (%s)", seed, name, RunDir(run_dir).console)
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
         if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))
         if console is None:
-            execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
+            execute_notebook(name, RunDir(run_dir).notebook(name), params, kernel)
             continue
-        with _SeedStatus(console, f"seed {seed}{label} · {name}", run_dir / "console.log"):
-            execute_notebook(name, run_dir / f"{name}.ipynb", params, kernel)
+        with _SeedStatus(console, f"seed {seed}{label} · {name}", RunDir(run_dir).console):
+            execute_notebook(name, RunDir(run_dir).notebook(name), params, kernel)
     return run_dir
 
 
@@ -663,7 +660,7 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     log.info("study folder %s", study_dir)
     with _kernels_quiet(study_dir / "kernels.log") as console:
         failures, run_dirs = _run_seeds(study_dir, params_path, seeds, overrides, nproc, kernel, console)
-        atomic_write_json(study_dir / "study.json", {**plan, "seeds": seeds, "failures": failures})
+        atomic_write_json(study_dir / STUDY_PLAN, {**plan, "seeds": seeds, "failures": failures})
         if run_dirs:
             out = study_dir / "seed_analysis.ipynb"
             try:
@@ -678,12 +675,12 @@ def _run_seeds(study_dir: Path, params_path: Path, seeds: list[int], overrides: 
                kernel: str | None, console) -> tuple[list[str], list[Path]]:
     failures, run_dirs = [], []
     for k, seed in enumerate(seeds, 1):
-        done = [d for d in _seed_dirs(study_dir, seed) if seed_finished(d)]
+        done = [d for d in seed_dirs(study_dir, seed) if seed_finished(d)]
         if done:
             log.info("seed %d: finished in %s, kept", seed, done[-1].name)
             run_dirs.append(done[-1])
             continue
-        run_dir = _fresh_seed_dir(study_dir, seed)
+        run_dir = fresh_seed_dir(study_dir, seed)
         t0 = time.perf_counter()
         try:
             run_seed(str(params_path), seed, run_dir, overrides, nproc, kernel, console=console,
@@ -693,7 +690,7 @@ def _run_seeds(study_dir: Path, params_path: Path, seeds: list[int], overrides: 
             log.error("seed %d failed: %s", seed, exc)
         else:
             run_dirs.append(run_dir)
-            log.info("seed %d: done in %.0f s (%s)", seed, time.perf_counter() - t0, run_dir / "report.html")
+            log.info("seed %d: done in %.0f s (%s)", seed, time.perf_counter() - t0, RunDir(run_dir).report)
     return failures, run_dirs
 
 
@@ -752,7 +749,7 @@ def _config_drift(study_dir: Path, config: dict) -> str | None:
     """Where a run of the study trained with other values than ``config`` (seed aside): what differs."""
     from golf.config import ConfigError, load_config
 
-    for path in sorted(study_dir.glob("seed*/config.yaml")):
+    for path in sorted(study_dir.glob(f"seed*/{CONFIG}")):
         try:
             ran = load_config(path).to_dict()
         except ConfigError:
@@ -767,7 +764,7 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int], config: dict | N
     """A new study, or the resumption of one started with the same params and overrides (in any order)."""
     from golf.config import parse_overrides
 
-    record = study_dir / "study.json"
+    record = study_dir / STUDY_PLAN
     if study_dir.exists():
         if not record.is_file():
             if any(study_dir.iterdir()):
@@ -788,23 +785,6 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int], config: dict | N
             log.info("resuming study %s", study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, {**plan, "seeds": seeds})
-
-
-def _seed_dirs(study_dir: Path, seed: int) -> list[Path]:
-    pat = re.compile(rf"seed{seed}(-\d+)?$")
-    dirs = [p for p in study_dir.iterdir() if p.is_dir() and pat.match(p.name)]
-    return sorted(dirs, key=lambda p: int(p.name.rsplit("-", 1)[1]) if "-" in p.name else 1)
-
-
-def _fresh_seed_dir(study_dir: Path, seed: int) -> Path:
-    n = len(_seed_dirs(study_dir, seed)) + 1
-    while True:
-        path = study_dir / (f"seed{seed}" if n == 1 else f"seed{seed}-{n}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
 
 
 def sync_parameters_cells(folder: str | Path | None = None) -> list[Path]:

@@ -14,23 +14,23 @@ import yaml
 
 from golf.config import EVAL_MODES, Config, save_config
 from golf.model import GPT, build_model, load_checkpoint
+from golf.runs import (ARTIFACT, DERIVED_FROM_ARTIFACT, MODEL, QUANTIZE_CONFIG,  # noqa: F401  (API)
+                       RunDir, eval_name)
 from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier, code_version
 from golf.train import calibration_batches, hessian_path  # noqa: F401  (also golf.pipeline's API)
 
 log = logging.getLogger("golf")
 
-ARTIFACT_NAME = "final_model.int6.ptz"
-QUANTIZE_CONFIG = "quantize_config.yaml"  # the resolved settings that made the artifact
-# Files made from the artifact: they leave with it when it is replaced, so an old BPB never sits
-# beside a new artifact (eval_<mode>_raw.json scores model.pt and stays).
-DERIVED_FROM_ARTIFACT = ("quant_budget.json", QUANTIZE_CONFIG, "tables/quant_tensors.csv",
-                         *(f"eval_{mode}.json" for mode in EVAL_MODES))
+ARTIFACT_NAME = ARTIFACT
+# The files made from the artifact (golf.runs.DERIVED_FROM_ARTIFACT) leave with it when it is replaced,
+# so an old BPB never sits beside a new artifact (eval_<mode>_raw.json scores model.pt and stays).
 SUPERSEDED_DIR = "superseded"
 
 
 def config_changes(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """The keys where ``cfg`` differs from the run's training config (``--set`` after training)."""
-    trained = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    config_file = RunDir(run_dir).config_file
+    trained = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
     return {k: v for k, v in cfg.to_dict().items() if k in trained and trained[k] != v}
 
 
@@ -109,9 +109,9 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     check_quantize(run_dir, force)
     out = run_dir / ARTIFACT_NAME
     t_start = time.perf_counter()
-    log.info("quantize %s: loading model.pt on %s", run_dir, device)
+    log.info("quantize %s: loading %s on %s", run_dir, MODEL, device)
     model = load_run_model(run_dir, cfg, device, source="raw")
-    check_finite_weights(model, run_dir / "model.pt")  # before the Hessian pass, which would fail on them
+    check_finite_weights(model, RunDir(run_dir).model)  # before the Hessian pass, which would fail on them
     hessians = None
     if hessian_path(run_dir, dist.rank).is_file():
         hessians = {k: v.to(device) for k, v in
@@ -133,9 +133,8 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
         try:
             atomic_write_bytes(out, blob)
             save_config(cfg, run_dir / QUANTIZE_CONFIG)
-            (run_dir / "tables").mkdir(exist_ok=True)
-            atomic_write_text(run_dir / "tables" / "quant_tensors.csv", report["tensors"].to_csv(index=False))
-            atomic_write_json(run_dir / "quant_budget.json", budget)
+            atomic_write_text(RunDir(run_dir).table("quant_tensors.csv"), report["tensors"].to_csv(index=False))
+            atomic_write_json(RunDir(run_dir).quant_budget, budget)
         except OSError as exc:  # a full disk: say where the replaced results are
             kept = f"; the artifact and results it replaces are kept in {str(moved)!r}" if moved else ""
             raise GolfError(f"could not write the new artifact's files into {str(run_dir)!r} ({exc}){kept}") from None
@@ -168,7 +167,7 @@ def check_evaluate(run_dir: Path, mode: str, source: str = "artifact", force: bo
     """What ``evaluate_run`` would refuse, before any device is set up; returns the result's file name."""
     if mode not in EVAL_FUNCS:
         raise GolfError(f"evaluation mode must be one of {sorted(EVAL_FUNCS)}, got {mode!r}")
-    name = f"eval_{mode}.json" if source == "artifact" else f"eval_{mode}_raw.json"
+    name = eval_name(mode, raw=source != "artifact")
     if (run_dir / name).exists() and not force:
         raise GolfError(f"{str(run_dir / name)!r} exists; pass --force to evaluate again")
     _check_weights(run_dir, source)
@@ -182,7 +181,7 @@ def check_eval_tokenizer(run_dir: Path, cfg: Config, allow_other: bool = False) 
     from golf.runtime import read_json
 
     used = tokenizer_fingerprint(cfg.tokenizer_path)
-    env_path = run_dir / "environment.json"
+    env_path = RunDir(run_dir).environment
     trained = (read_json(env_path) or {}).get("tokenizer_sha256")
     record: dict[str, Any] = {"tokenizer_path": cfg.tokenizer_path, "tokenizer_sha256": used}
     if trained and trained != used:
@@ -197,12 +196,12 @@ def check_eval_tokenizer(run_dir: Path, cfg: Config, allow_other: bool = False) 
 
 def _check_weights(run_dir: Path, source: str) -> Path:
     """The run's weights file for ``source`` (raw: model.pt; artifact: the quantized one), which must exist."""
-    path = run_dir / ("model.pt" if source == "raw" else ARTIFACT_NAME)
+    path = RunDir(run_dir).model if source == "raw" else RunDir(run_dir).artifact
     if not path.is_file():
         todo = "train it first (golf train)" if source == "raw" else "run golf quantize first"
         raise GolfError(f"run folder {str(run_dir)!r} has no {path.name}: {todo}")
     if source == "raw":
-        _check_model_sha(path, run_dir / "train_summary.json")
+        _check_model_sha(path, RunDir(run_dir).summary)
     return path
 
 

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from golf.config import EVAL_MODES
+from golf.runs import CONFIG, STAGE_LABELS, RunDir  # noqa: F401  (STAGE_LABELS: the challenge logs' stage names)
 from golf.runtime import GolfError, atomic_write_text, read_json
-
-STAGE_LABELS = {  # the challenge logs' stage names (openai/parameter-golf)
-    "prequant": "pre-quantization post-ema",
-    "plain": "quantized",
-    "sliding": "quantized_sliding_window",
-    **{mode: f"quantized_{mode}" for mode in EVAL_MODES if mode not in ("plain", "sliding")},  # ttt, ...
-}
 
 
 _WARNED: set = set()  # metrics files already warned about in this process
@@ -29,7 +22,7 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     import json
     import logging
 
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         raise GolfError(f"{str(path)!r} does not exist: has the run trained?")
     rows, bad = [], []
@@ -50,22 +43,9 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_run_config(run_dir: str | Path, name: str = "config.yaml") -> dict:
-    """A run's config.yaml (or ``name``) as a mapping ({} where there is none); a damaged one is one
-    GolfError naming it."""
-    import yaml
-
-    path = Path(run_dir) / name
-    if not path.is_file():
-        return {}
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise GolfError(f"{str(path)!r} is not valid YAML ({type(exc).__name__}): the run folder is damaged "
-                        f"(golf wrote {name} as YAML key: value lines)") from None
-    if not isinstance(values, dict):
-        raise GolfError(f"{str(path)!r} is not a mapping of key: value: the run folder is damaged")
-    return values
+def read_run_config(run_dir: str | Path, name: str = CONFIG) -> dict:
+    """A run's config.yaml (or ``name``) as a mapping ({} where there is none): :meth:`RunDir.config`."""
+    return RunDir(run_dir).config(name)
 
 
 TRAIN_COLUMNS = ["step", "train_loss", "lr_mult", "tokens_per_s", "step_ms", "looping", "peak_mem_mib", "train_ms"]
@@ -90,19 +70,19 @@ def live_val_rows(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def looping_step(run_dir: Path) -> int | None:
     """The step where depth recurrence switched on, from the run's own summary."""
-    summary = read_json(Path(run_dir) / "train_summary.json") or {}
+    summary = read_json(RunDir(run_dir).summary) or {}
     return summary.get("looping_at_step")
 
 
 def save_figure(fig, run_dir: str | Path, name: str) -> Path:
-    out = Path(run_dir) / "plots" / name
+    out = RunDir(run_dir).plot(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     return out
 
 
 def save_table(df: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
-    out = Path(run_dir) / "tables" / name
+    out = RunDir(run_dir).table(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, df.to_csv(index=False))
     return out
@@ -175,10 +155,10 @@ def plot_schedule(run_dir: str | Path):
 def quant_tables(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The budget as a labelled table (bytes with thousands separators) and the per-tensor errors."""
     run_dir = Path(run_dir)
-    budget = read_json(run_dir / "quant_budget.json")
+    budget = read_json(RunDir(run_dir).quant_budget)
     if budget is None:
-        raise GolfError(f"{str(run_dir / 'quant_budget.json')!r} does not exist: has the run been quantized?")
-    tensors = pd.read_csv(run_dir / "tables" / "quant_tensors.csv")
+        raise GolfError(f"{str(RunDir(run_dir).quant_budget)!r} does not exist: has the run been quantized?")
+    tensors = pd.read_csv(RunDir(run_dir).table("quant_tensors.csv"))
     limit, total = budget.get("limit"), budget.get("total")
     rows = [("compressed model", f"{budget.get('model_bytes', 0):,} bytes"),
             ("code", f"{budget.get('code_bytes', 0):,} bytes"),
@@ -214,9 +194,9 @@ def eval_table(run_dir: str | Path) -> pd.DataFrame:
     """One row per stage that has a result: loss, BPB and seconds, labelled as the challenge logs."""
     run_dir = Path(run_dir)
     rows = []
-    prequant = (read_json(run_dir / "train_summary.json") or {}).get("prequant_post_ema")
+    prequant = (read_json(RunDir(run_dir).summary) or {}).get("prequant_post_ema")
     for stage, label in STAGE_LABELS.items():
-        res = prequant if stage == "prequant" else read_json(run_dir / f"eval_{stage}.json")
+        res = prequant if stage == "prequant" else read_json(RunDir(run_dir).result(stage))
         if res:
             rows.append({"stage": label, "val_loss": res["val_loss"], "val_bpb": res["val_bpb"],
                          "seconds": res.get("seconds")})

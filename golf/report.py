@@ -19,6 +19,7 @@ import pandas as pd
 
 from golf.config import EVAL_MODES, differences_from_record
 from golf.plots import STAGE_LABELS, eval_table, read_metrics, read_run_config, train_rows
+from golf.runs import CONFIG, LINKED_FILES, PLOTS, REPORT, STUDY_PLAN, RunDir
 from golf.runtime import GolfError, atomic_write_text, read_json
 
 RUN_FIGURES = [  # (file under plots/, caption)
@@ -29,8 +30,6 @@ RUN_FIGURES = [  # (file under plots/, caption)
                      "score-first TTT, per-document LoRA TTT, phased TTT."),
     ("quant_error.png", "Relative GPTQ reconstruction error of each quantized tensor."),
 ]
-LINKED_FILES = ["train.log", "quantize.log", "eval_plain.log", "eval_sliding.log", "eval_ttt.log", "console.log",
-                "config.yaml", "environment.json", "metrics.jsonl", "train.ipynb", "quantize.ipynb", "ttt_eval.ipynb"]
 
 
 # --- notebook pieces ---------------------------------------------------------------------------
@@ -101,7 +100,7 @@ def _phase_throughput(train: pd.DataFrame, looping: bool) -> float | None:
 
 def headline(run_dir: Path) -> pd.DataFrame:
     """The run in one table: training, every stage's result, the artifact against the limit."""
-    summary = read_json(run_dir / "train_summary.json") or {}
+    summary = read_json(RunDir(run_dir).summary) or {}
     rows: list[tuple[str, str]] = []
     if summary:
         rows.append(("steps", f"{summary.get('steps'):,}"))
@@ -121,7 +120,7 @@ def headline(run_dir: Path) -> pd.DataFrame:
     for _, r in eval_table(run_dir).iterrows():
         secs = f", {r['seconds']:.1f} s" if pd.notna(r["seconds"]) else ""
         rows.append((f"{r['stage']}", f"val_bpb {r['val_bpb']:.5f} · val_loss {r['val_loss']:.5f}{secs}"))
-    budget = read_json(run_dir / "quant_budget.json")
+    budget = read_json(RunDir(run_dir).quant_budget)
     if budget:
         limit, total = budget["limit"], budget["total"]
         rows.append(("artifact + code", f"{total:,} of {limit:,} bytes · headroom {limit - total:,} bytes "
@@ -132,15 +131,16 @@ def headline(run_dir: Path) -> pd.DataFrame:
 
 def run_header(run_dir: Path) -> str:
     """Markdown: run id, date, commit, machine, world size, params file, keys that differ from the record."""
-    env = read_json(run_dir / "environment.json") or {}
-    run_info = read_json(run_dir / "run.json") or {}
+    run = RunDir(run_dir)
+    env = read_json(run.environment) or {}
+    run_info = read_json(run.run_info) or {}
     cfg = read_run_config(run_dir)
     def described(made: dict) -> str:
         return (made.get("git_commit") or "no commit") + (" (with uncommitted changes)" if made.get("git_dirty") else "")
 
     commit = described(env)
-    stages = {stage: read_json(run_dir / f"{stage}.json") or {}
-              for stage in ("quant_budget", *(f"eval_{m}" for m in EVAL_MODES))}
+    stages = {stage: read_json(path) or {} for stage, path in
+              (("quant_budget", run.quant_budget), *((f"eval_{m}", run.eval_result(m)) for m in EVAL_MODES))}
     later = {stage: described(made) for stage, made in stages.items()
              if made.get("git_commit") is not None and described(made) != commit}
     if later:  # a stage that ran on other code than training: say which
@@ -178,13 +178,13 @@ def render_run_report(run_dir: str | Path) -> Path:
     require_report_libs()
     cells = [_md(run_header(run_dir)), _md("## Headline"), _table(headline(run_dir))]
     for name, caption in RUN_FIGURES:
-        if (run_dir / "plots" / name).is_file():
-            cells += [_figure(run_dir / "plots" / name), _md(f"*{caption}*")]
-    quant = run_dir / "tables" / "quant_budget.csv"
+        if RunDir(run_dir).plot(name).is_file():
+            cells += [_figure(RunDir(run_dir).plot(name)), _md(f"*{caption}*")]
+    quant = RunDir(run_dir).table("quant_budget.csv")
     if quant.is_file():
         cells += [_md("## Artifact budget"), _table(pd.read_csv(quant))]
     cells.append(_md("## Files\n" + _links(run_dir, LINKED_FILES)))
-    return render(cells, run_dir / "report.html", f"golf run {run_dir.name}")
+    return render(cells, RunDir(run_dir).report, f"golf run {run_dir.name}")
 
 
 def build_run_report(run_dir: str | Path) -> Path:
@@ -195,19 +195,20 @@ def build_run_report(run_dir: str | Path) -> Path:
     from golf.plots import plot_eval, plot_quant_error, plot_schedule, plot_training
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise GolfError(f"{str(run_dir)!r} is not a golf run folder (no config.yaml)")
+    run = RunDir(run_dir)
+    if not run.config_file.is_file():
+        raise GolfError(f"{str(run_dir)!r} is not a golf run folder (no {CONFIG})")
     read_run_config(run_dir)  # a damaged one: one line, before any figure is drawn
     makers = []
-    if (run_dir / "metrics.jsonl").is_file():
+    if run.metrics.is_file():
         makers += [plot_training, plot_schedule]
-    if (run_dir / "quant_budget.json").is_file() and (run_dir / "tables" / "quant_tensors.csv").is_file():
+    if run.quant_budget.is_file() and run.table("quant_tensors.csv").is_file():
         makers.append(plot_quant_error)
     if not eval_table(run_dir).empty:
         makers.append(plot_eval)
     for make in makers:
         plt.close(make(run_dir))
-    require_report_libs(f"the figures are in {str(run_dir / 'plots')!r}" if makers else "")
+    require_report_libs(f"the figures are in {str(run_dir / PLOTS)!r}" if makers else "")
     return render_run_report(run_dir)
 
 
@@ -247,8 +248,8 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
 
     study_dir = Path(study_dir)
     require_report_libs()
-    runs = sorted((p.parent for p in study_dir.glob("*/config.yaml")), key=lambda p: p.name)
-    record = read_json(study_dir / "study.json") or {}
+    runs = sorted((p.parent for p in study_dir.glob(f"*/{CONFIG}")), key=lambda p: p.name)
+    record = read_json(study_dir / STUDY_PLAN) or {}
     cells = [_md(f"# Study `{study_dir.name}`\n\nparams `{record.get('params_file', '–')}` · overrides "
                  f"`{' '.join(record.get('overrides', [])) or 'none'}` · seeds {record.get('seeds', '–')} · "
                  f"rendered {_dt.datetime.now().isoformat(timespec='seconds')}")]
@@ -259,7 +260,7 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
         return render(cells, study_dir / "index.html", f"golf study {study_dir.name}")
     df = collect_runs(runs)
     df = df.assign(_seed=pd.to_numeric(df["seed"], errors="coerce")).sort_values(["_seed", "run"]).drop(columns="_seed")
-    df["report"] = [f'<a href="{r}/report.html">report</a>' if (study_dir / r / "report.html").exists()
+    df["report"] = [f'<a href="{r}/{REPORT}">report</a>' if RunDir(study_dir / r).report.exists()
                     else "–" for r in df["run"]]
     cols = [c for c in ["run", "seed", "steps", "prequant_bpb", "plain_bpb", "sliding_bpb", "ttt_bpb",
                         "ttt_loss", "bytes_total", "report"] if c in df]
@@ -296,7 +297,7 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
                          "seeds no test is possible (nan)."))
     if (study_dir / "seed_analysis.png").is_file():
         cells.append(_figure(study_dir / "seed_analysis.png"))
-    cells.append(_md("## Files\n" + _links(study_dir, ["seed_analysis.csv", "seed_analysis.ipynb", "study.json"])))
+    cells.append(_md("## Files\n" + _links(study_dir, ["seed_analysis.csv", "seed_analysis.ipynb", STUDY_PLAN])))
     return render(cells, study_dir / "index.html", f"golf study {study_dir.name}")
 
 

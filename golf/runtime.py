@@ -287,39 +287,6 @@ class JsonlWriter:
             self._fh = None
 
 
-RUN_LOCK = ".golf.lock"
-# Files that make a folder a golf run: a folder holding any of them is never trained into again.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "train.log", "environment.json", "train_summary.json", "model.pt",
-             "final_model.int6.ptz", "quant_budget.json")
-
-
-def new_numbered_dir(base: str | Path, prefix: str = "run") -> Path:
-    """Create and return ``base/prefix-NNN``, one past the highest number there (race-free mkdir)."""
-    base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name.rsplit("-", 1)[1]) for p in base.glob(f"{prefix}-*") if p.name.rsplit("-", 1)[1].isdigit()]
-    n = max(taken, default=0) + 1
-    while True:
-        path = base / f"{prefix}-{n:03d}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-
-
-def new_run_dir(root: str | Path, study: str = "default") -> Path:
-    """Create and claim a fresh numbered run folder ``root/study/run-NNN``."""
-    return claim_run_dir(new_numbered_dir(Path(root) / study))
-
-
-def run_files(run_dir: str | Path) -> list[str]:
-    """The golf files a folder holds (empty for a fresh folder)."""
-    run_dir = Path(run_dir)
-    found = [n for n in RUN_FILES if (run_dir / n).exists()]
-    return found + sorted(p.name for p in run_dir.glob("eval_*.json"))
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -330,71 +297,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def run_lock_owner(run_dir: str | Path) -> tuple[int, bool]:
-    """The pid in ``run_dir``'s lock (0 where there is none, or it holds no pid yet) and whether that
-    process is alive: a live one is training there, a dead one left an interrupted run."""
-    lock = Path(run_dir) / RUN_LOCK
-    text = lock.read_text().strip() if lock.is_file() else ""
-    pid = int(text) if text.isdigit() else 0
-    return pid, bool(pid) and _pid_alive(pid)
-
-
-def check_run_dir_free(run_dir: str | Path) -> None:
-    """Refuse, in one line, a folder that cannot become a new run folder: a file, a study folder, a
-    folder in use or holding a run (finished or interrupted). Claims nothing (:func:`claim_run_dir` does)."""
-    run_dir = Path(run_dir)
-    fresh = "train into a new folder (omit --run-dir for a fresh one)"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GolfError(f"run folder {str(run_dir)!r} is a file; expected a folder (or a path that does not exist)")
-    runs = sorted(p.parent.name for p in run_dir.glob("*/config.yaml")) if run_dir.is_dir() else []
-    if (run_dir / "study.json").is_file() or runs:
-        held = f"runs ({', '.join(runs[:3])})" if runs else "study.json"
-        raise GolfError(f"run folder {str(run_dir)!r} is a study folder (it holds {held}): a run goes into a "
-                        f"folder of its own, e.g. {str(run_dir / 'run-new')!r}")
-    if (run_dir / RUN_LOCK).exists():
-        pid, alive = run_lock_owner(run_dir)
-        if alive:
-            raise GolfError(f"run folder {str(run_dir)!r} is in use by a running golf process (pid {pid})")
-        raise GolfError(f"run folder {str(run_dir)!r} holds an interrupted run (its process {pid or '?'} is gone); "
-                        f"it is kept as it is: {fresh}")
-    found = run_files(run_dir) if run_dir.is_dir() else []
-    if found:
-        what = "a finished run" if "model.pt" in found else "an interrupted run"
-        raise GolfError(f"run folder {str(run_dir)!r} holds {what} ({', '.join(found[:3])}); a run folder is "
-                        f"never trained into twice: {fresh}")
-
-
-def claim_run_dir(run_dir: str | Path) -> Path:
-    """Make ``run_dir`` this process's run folder, or refuse with one line saying why.
-
-    A lock file (O_EXCL, holding our pid) keeps two trainings out of one folder; a folder that
-    already holds golf files (a finished run, or one that was interrupted) is never trained into
-    again, so its config, metrics and model always belong together. :func:`release_run_dir`
-    removes the lock when training ends; a lock left behind marks an interrupted run.
-    """
-    run_dir = Path(run_dir)
-    check_run_dir_free(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / RUN_LOCK
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    except FileExistsError:  # another process claimed it since the check
-        check_run_dir_free(run_dir)
-        raise GolfError(f"run folder {str(run_dir)!r} is in use by another golf process") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
-    found = run_files(run_dir)
-    if found:
-        lock.unlink()
-        what = "a finished run" if "model.pt" in found else "an interrupted run"
-        raise GolfError(f"run folder {str(run_dir)!r} holds {what} ({', '.join(found[:3])}); a run folder is "
-                        "never trained into twice: train into a new folder (omit --run-dir for a fresh one)")
-    return run_dir
-
-
-def release_run_dir(run_dir: str | Path) -> None:
-    """Training finished: drop the lock, the folder is now a finished run."""
-    (Path(run_dir) / RUN_LOCK).unlink(missing_ok=True)
+# The run folder's files, lock and numbered folders: golf.runs.
 
 
 def _git(*args: str) -> str:

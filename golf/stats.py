@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from golf.config import EVAL_MODES
+from golf.runs import STAGE_FILES, RunDir
 from golf.runtime import read_json
 
 RECORD_MARGIN_NATS = 0.005
@@ -22,10 +22,7 @@ PR1533_TTT_LOSS = [2.78656915, 2.78684843, 2.78842354, 2.78666083, 2.78799360]
 PR1533_TTT_BPB = [1.07876776, 1.07887587, 1.07948565, 1.07880325, 1.07931921]
 PR1493_MEAN_LOSS = 2.79234  # the baseline #1533 claims to beat, spec §7.5
 
-STAGES = {  # column prefix -> file in the run folder
-    "prequant": "train_summary.json",
-    **{mode: f"eval_{mode}.json" for mode in EVAL_MODES},
-}
+STAGES = STAGE_FILES  # column prefix -> file in the run folder (golf.runs' stage table)
 
 
 def run_row(run_dir: Path) -> dict:
@@ -34,15 +31,16 @@ def run_row(run_dir: Path) -> dict:
 
     cfg = read_run_config(run_dir)
     row: dict = {"run": run_dir.name, "seed": cfg.get("seed")}
-    summary = read_json(run_dir / "train_summary.json") or {}
+    run = RunDir(run_dir)
+    summary = read_json(run.summary) or {}
     row["steps"] = summary.get("steps")
-    for stage, fname in STAGES.items():
-        res = read_json(run_dir / fname)
+    for stage in STAGES:
+        res = read_json(run.result(stage))
         if stage == "prequant" and res is not None:
             res = res.get("prequant_post_ema")
         if res:
             row[f"{stage}_loss"], row[f"{stage}_bpb"] = res["val_loss"], res["val_bpb"]
-    budget = read_json(run_dir / "quant_budget.json") or {}
+    budget = read_json(run.quant_budget) or {}
     row["bytes_total"] = budget.get("total")
     return row
 
@@ -58,7 +56,7 @@ def config_fingerprint(config: dict, run_dir: Path | None = None) -> str:
 
     rest = {k: (Path(str(v)).name if k in PATH_KEYS else v) for k, v in config.items() if k != "seed"}
     if run_dir is not None:
-        rest["tokenizer_sha256"] = (read_json(Path(run_dir) / "environment.json") or {}).get("tokenizer_sha256")
+        rest["tokenizer_sha256"] = (read_json(RunDir(run_dir).environment) or {}).get("tokenizer_sha256")
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -94,7 +92,7 @@ def read_config(run_dir: Path) -> dict:
 
     from golf.runtime import GolfError
 
-    path = Path(run_dir) / "config.yaml"
+    path = RunDir(run_dir).config_file
     try:
         cfg = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from golf.config import EVAL_MODES
+from golf.runs import ARTIFACT, CONFIG, ENVIRONMENT, METRICS, QUANT_BUDGET, QUANTIZE_CONFIG, QUANTIZE_LOG, TRAIN_LOG, \
+    RunDir, eval_name
 from golf.runtime import GolfError, atomic_write_text, read_json_object
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -82,7 +84,7 @@ def _made_from_artifact(path: Path, record: dict, sha: str, redo: str) -> None:
     recorded = record.get("artifact_sha256")
     if recorded != sha:
         what = f"artifact sha256 {recorded[:12]}" if recorded else "no artifact (made before golf recorded it)"
-        raise GolfError(f"{str(path)!r} names {what}, but the run's final_model.int6.ptz is sha256 {sha[:12]}: "
+        raise GolfError(f"{str(path)!r} names {what}, but the run's {ARTIFACT} is sha256 {sha[:12]}: "
                         f"it describes another artifact and would ship beside this one; {redo}")
 
 
@@ -98,8 +100,8 @@ def _check_headline(results: dict, run_dir: Path, allow_mixed_tokens: bool) -> N
     head = next(m for m in reversed(EVAL_MODES) if m in results)
     most = max(counts, key=counts.get)
     if head in counts and counts[head] < counts[most]:
-        raise GolfError(f"{str(run_dir / f'eval_{head}.json')!r}, the headline, scored {counts[head]:,} val tokens "
-                        f"but eval_{most}.json scored {counts[most]:,}: its BPB is not comparable with the others; "
+        raise GolfError(f"{str(RunDir(run_dir).eval_result(head))!r}, the headline, scored {counts[head]:,} val "
+                        f"tokens but {eval_name(most)} scored {counts[most]:,}: its BPB is not comparable with the others; "
                         f"evaluate {head} on the same text (--force, max_val_tokens as for {most}), or pass "
                         "--allow-mixed-tokens (submission.json and README.md then give each stage's count)")
 
@@ -114,9 +116,10 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
     """
     from golf.quant import artifact_sha256
 
-    artifact = run_dir / "final_model.int6.ptz"
+    run = RunDir(run_dir)
+    artifact = run.artifact
     if not artifact.is_file():
-        raise GolfError(f"run folder {str(run_dir)!r} has no final_model.int6.ptz: run golf quantize first")
+        raise GolfError(f"run folder {str(run_dir)!r} has no {ARTIFACT}: run golf quantize first")
     if out_dir.exists() and not out_dir.is_dir():
         raise GolfError(f"output folder {str(out_dir)!r} is a file; expected a folder (or a path that does not exist)")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -124,7 +127,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
     sha = artifact_sha256(artifact)
     results = {}
     for mode in EVAL_MODES:
-        path = run_dir / f"eval_{mode}.json"
+        path = run.eval_result(mode)
         if path.is_file():
             results[mode] = _read_json(path)
             missing = [k for k in ("val_bpb", "val_loss", "seconds")
@@ -136,9 +139,9 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
             _made_from_artifact(path, results[mode], sha,
                                 f"run golf evaluate --run-dir {run_dir} --mode {mode} --force")
     budget = {}
-    if (run_dir / "quant_budget.json").is_file():
-        budget = _read_json(run_dir / "quant_budget.json")
-        _made_from_artifact(run_dir / "quant_budget.json", budget, sha,
+    if run.quant_budget.is_file():
+        budget = _read_json(run.quant_budget)
+        _made_from_artifact(run.quant_budget, budget, sha,
                             f"run golf quantize --run-dir {run_dir} --force")
     model_bytes = artifact.stat().st_size
     limit = int(budget.get("limit", 16_000_000))
@@ -146,7 +149,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
     if (total > limit or budget.get("fits") is False) and not allow_over_budget:
         raise GolfError(f"{str(artifact)!r} does not fit: artifact {model_bytes:,} + code {code_bytes():,} = "
                         f"{total:,} bytes against the limit of {limit:,}"
-                        + (" (quant_budget.json says fits: false)" if budget.get("fits") is False else "")
+                        + (f" ({QUANT_BUDGET} says fits: false)" if budget.get("fits") is False else "")
                         + "; quantize smaller, or pass --allow-over-budget to export it anyway")
     _check_headline(results, run_dir, allow_mixed_tokens)
     final = out_dir  # written in a folder beside it, renamed in at the end: never half a record
@@ -183,8 +186,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         lines += ["", f"Artifact {model_bytes:,} bytes + code {code_bytes():,} bytes = {total:,} bytes"
                   + ("." if total <= limit else f", OVER the limit of {limit:,} bytes.")]
         atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
-        for name in ("train.log", "metrics.jsonl", "config.yaml", "environment.json", "quantize.log",
-                     "quantize_config.yaml"):
+        for name in (TRAIN_LOG, METRICS, CONFIG, ENVIRONMENT, QUANTIZE_LOG, QUANTIZE_CONFIG):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, out_dir / name)
         os.replace(out_dir, final)  # replaces only an empty folder (checked above)

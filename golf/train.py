@@ -28,6 +28,7 @@ from golf.config import (EMA_INIT_SHARE_WARN, Config, differences_from_record, e
 from golf.model import BOS_ID, GPT, build_model, save_checkpoint
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
+from golf.runs import MODEL, RunDir
 from golf.runtime import (
     DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, bar_interval, environment_record,
 )
@@ -254,7 +255,7 @@ def enable_compile_cache(cfg: Config) -> Path | None:
 
 def hessian_path(run_dir: Path, rank: int) -> Path:
     """Hessians that training collected itself (``fix_gptq_in_budget``), one file per rank (§9.9)."""
-    return Path(run_dir) / f"hessians_rank{rank}.pt"
+    return RunDir(run_dir).hessians(rank)
 
 
 def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
@@ -304,7 +305,7 @@ def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.
 def check_finite(value: float, what: str, step: int, run_dir: Path) -> None:
     """A NaN or infinite loss ends training with one error; no model.pt is saved after it."""
     if not math.isfinite(value):
-        raise GolfError(f"training diverged: {what} is {value} at step {step}; no model.pt was saved, the run "
+        raise GolfError(f"training diverged: {what} is {value} at step {step}; no {MODEL} was saved, the run "
                         f"folder {str(run_dir)!r} keeps its logs; lower the learning rates (or check the data)")
 
 
@@ -332,8 +333,8 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     trainer = Trainer(model, cfg, dist)
     forward = compiled_forward(model, trainer, cfg, device)
     if main:
-        save_config(cfg, run_dir / "config.yaml")
-        atomic_write_json(run_dir / "environment.json",
+        save_config(cfg, RunDir(run_dir).config_file)
+        atomic_write_json(RunDir(run_dir).environment,
                           {**environment_record(dist.world_size, train_files + val_files),
                            "attention_backend": model.attention_backend, "compile": forward is not model,
                            "kernels_in_effect": model.fused_kernels(),
@@ -365,7 +366,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
         del initial, opt_states
 
     ema = EMA(model, cfg.ema_decay)
-    metrics = JsonlWriter(run_dir / "metrics.jsonl", enabled=main)
+    metrics = JsonlWriter(RunDir(run_dir).metrics, enabled=main)
     cap_ms = (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds) * 1000 if cfg.max_wallclock_seconds > 0 else 0.0
     tokens_per_step = cfg.train_batch_tokens
     step, train_ms, looping_at = 0, 0.0, None
@@ -479,7 +480,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     if main:
         from golf.runtime import file_sha256
 
-        save_checkpoint(model, run_dir / "model.pt")
-        summary["model_sha256"] = file_sha256(run_dir / "model.pt")  # quantize and evaluate check it
-        atomic_write_json(run_dir / "train_summary.json", summary)
+        save_checkpoint(model, RunDir(run_dir).model)
+        summary["model_sha256"] = file_sha256(RunDir(run_dir).model)  # quantize and evaluate check it
+        atomic_write_json(RunDir(run_dir).summary, summary)
     return TrainResult(step, train_ms, looping_at, prequant, summary)

@@ -18,7 +18,11 @@ from pathlib import Path
 import pytest
 
 from golf.cli import main as golf_main
-from golf.runtime import RUN_LOCK, run_lock_owner
+from golf.runs import LOCK as RUN_LOCK, RunDir
+
+
+def run_lock_owner(path):
+    return RunDir(path).lock_owner()
 from test_lab import _papermill, lab_project  # noqa: F401  (a fixture)
 from test_reliability import one_error_line, snapshot
 from test_train import tiny_params

@@ -7,7 +7,7 @@ import pytest
 
 from golf.cli import main as golf_main
 from golf.notebooks import run_study
-from golf.runtime import RUN_LOCK
+from golf.runs import LOCK as RUN_LOCK
 from test_train import tiny_params
 
 

@@ -10,7 +10,13 @@ import pytest
 from golf.cli import PATH_ARGS, _resolve_path_args, build_parser
 from golf.cli import main as golf_main
 from golf.paths import project_root, resolve
-from golf.runtime import RUN_LOCK, claim_run_dir, new_run_dir
+from golf.runs import LOCK as RUN_LOCK, new_run_dir
+from golf.runs import RunDir
+
+
+def claim_run_dir(path):
+    return RunDir(path).claim()
+
 
 REPO = Path(__file__).resolve().parent.parent
 

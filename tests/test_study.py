@@ -431,7 +431,7 @@ def test_missing_data_is_refused_before_any_folder(tmp_path, demo_data):
 def test_an_interrupted_training_is_kept_aside_and_trained_again(tmp_path, monkeypatch):
     import threading
 
-    from golf.runtime import RUN_LOCK
+    from golf.runs import LOCK as RUN_LOCK
 
     study = _study_module()
     calls = []
@@ -453,7 +453,7 @@ def test_a_run_folder_in_use_is_left_alone_and_reported(tmp_path, monkeypatch):
     import os
     import threading
 
-    from golf.runtime import RUN_LOCK
+    from golf.runs import LOCK as RUN_LOCK
 
     study = _study_module()
     calls = []
