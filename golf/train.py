@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the console bar: in a kernel (plots import this module) no IProgress warning
 
 from golf.config import (EMA_INIT_SHARE_WARN, Config, differences_from_record, ema_init_share, inert_settings,
                          save_config)
