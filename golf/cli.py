@@ -267,7 +267,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from golf.notebooks import run_study
+    from golf.study import run_study
 
     setup_logging()
     study = Path(args.outputs) / (args.study or Path(args.params).stem)
@@ -278,6 +278,30 @@ def cmd_run(args) -> int:
     for line in failures:
         print(f"golf: error: {line}", file=sys.stderr)
     print(index)
+    return 1 if failures else 0
+
+
+def cmd_study(args) -> int:
+    from golf.paths import resolve
+    from golf.study import LocalExecutor, RayExecutor, Study, parse_arm, run_arms
+
+    setup_logging()
+    arms = [parse_arm(a) for a in args.arms]
+    folder = resolve(args.outputs) / args.study
+    KEPT["note"] = (f"study {folder} is kept: finished runs stay, a run under way is left as an interrupted run; "
+                    "the same command resumes the study")
+    st = Study(folder, arms, args.seeds, args.set or [], args.modes, args.nproc, args.kernel,
+               notebooks=not args.without_notebooks, lead_arms=args.lead_arms)
+    if args.ray:
+        executor_for = lambda: RayExecutor(args.ray, args.nproc, gpus=args.gpus != ["cpu"])  # noqa: E731
+    else:
+        executor_for = lambda: LocalExecutor(args.gpus, args.nproc)  # noqa: E731
+    page, failures = run_arms(st, executor_for, archive=resolve(args.archive) if args.archive else None,
+                              restore=resolve(args.restore) if args.restore else None,
+                              stop_taking_after=args.stop_taking_after)
+    for line in failures:
+        print(f"golf: error: {line}", file=sys.stderr)
+    print(page or f"{folder} (no comparison yet)")
     return 1 if failures else 0
 
 
@@ -458,6 +482,41 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run; torchrun when more than 1")
     rn.set_defaults(func=cmd_run)
 
+    st = _command(sub, "study", "arms x seeds: each run through the notebooks, on this machine's GPUs or a Ray "
+                  "cluster, then golf compare of the arms",
+                  '  golf study --study abl --seeds 42 314 --arms base=params/demo.yaml "no-ema=params/demo.yaml '
+                  'ema_decay=0"\n'
+                  "  golf study ... --gpus 0 1 2 3            # one run per GPU at a time\n"
+                  "  golf study ... --nproc 8 --ray HOST:6379  # each run a Ray task on 8 GPUs of a cluster\n\n"
+                  "Each arm's runs go to OUTPUTS/STUDY/ARM/seedS, the comparison (the first arm the baseline) to\n"
+                  "OUTPUTS/STUDY/compare. Running the same command again resumes the study: finished runs are\n"
+                  "kept, a killed or failed run is kept and its seed runs again in a fresh folder (seedS-2).\n"
+                  "Arms that differ only in quantization keys train once a seed; the others quantize a copy.")
+    st.add_argument("--arms", nargs="+", required=True, metavar='"NAME=PARAMS [KEY=VALUE ...]"',
+                    help="each arm: a name, its params file and its own overrides; the first is the baseline")
+    st.add_argument("--seeds", nargs="+", type=int, required=True, help="one run per arm and seed")
+    st.add_argument("--study", required=True, help="study folder name under OUTPUTS")
+    st.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                    help="overrides for every arm (an arm's own come after)")
+    st.add_argument("--modes", nargs="+", default=["ttt"], help="evaluation modes (the first is compared)")
+    st.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs root (default outputs/)")
+    st.add_argument("--kernel", default=None, help="Jupyter kernel (default: golf if installed, else python3)")
+    st.add_argument("--nproc", type=int, default=1, help="GPUs per run; torchrun when more than 1")
+    st.add_argument("--gpus", nargs="+", default=None, metavar="INDEX",
+                    help="this machine's GPUs, a worker per --nproc of them ('cpu': CPU runs; default: one worker "
+                         "that sees what golf sees)")
+    st.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="run each (arm, seed) as a task on this Ray cluster ('local': start one here); needs golf[ray]")
+    st.add_argument("--lead-arms", nargs="+", default=[], metavar="ARM", help="these arms' runs (every seed) first")
+    st.add_argument("--archive", metavar="FILE", help="after every run and at the end, pack the finished runs (no "
+                    "weights or artifacts), the plan and the comparison into this .tar.gz")
+    st.add_argument("--restore", metavar="FILE", help="first unpack such an archive into OUTPUTS")
+    st.add_argument("--stop-taking-after", type=float, default=0, metavar="SECONDS",
+                    help="start no new run after this many seconds (0: no limit)")
+    st.add_argument("--without-notebooks", action="store_true",
+                    help="run golf train, quantize and evaluate directly (a machine without Jupyter; no reports)")
+    st.set_defaults(func=cmd_study)
+
     cp = _command(sub, "compare", "ablations side by side: val_bpb per seed, mean, std, difference with 95%% CI "
                   "and Welch's t-test, differing keys; writes compare.html",
                   "  golf compare outputs/demo outputs/demo-no-ema\n"
@@ -487,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options naming files or folders: resolved once, here, by the one rule of golf.paths.
-PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer")
+PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer", "archive", "restore")
 
 
 def _resolve_path_args(args) -> None:

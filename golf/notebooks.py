@@ -25,7 +25,7 @@ from golf.plots import (  # noqa: F401  (the notebooks' plotting calls)
 )
 from golf.report import headline, render_run_report, render_study_index  # noqa: F401  (notebook calls)
 from golf.runs import (ARTIFACT, CONFIG, MODEL, RUN_NOTEBOOKS, STAGE_FILES, STUDY_PLAN, RunDir, eval_name,
-                       fresh_seed_dir, new_numbered_dir, seed_dirs)
+                       new_numbered_dir)
 from golf.runtime import GolfError, atomic_write_json
 
 log = logging.getLogger("golf")
@@ -544,10 +544,6 @@ def check_kernel(kernel: str | None) -> None:
                         "make install adds the golf kernel")
 
 
-def seed_finished(run_dir: Path) -> bool:
-    return RunDir(run_dir).eval_result("ttt").is_file() and RunDir(run_dir).report.is_file()
-
-
 class _SeedStatus:
     """golf run's one updating console line while a notebook runs: the seed, the notebook and the step's
     progress, read once a second from the run's console.log (where the kernel copies its child's output).
@@ -611,87 +607,23 @@ class _SeedStatus:
 
 
 def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], nproc: int = 1,
-             kernel: str | None = None, console=None, label: str = "") -> Path:
-    """Train, quantize and evaluate one seed through the notebooks into ``run_dir``; with ``console``,
-    the stage and its progress on one updating line there."""
+             kernel: str | None = None, console=None, label: str = "", modes: list[str] | None = None) -> Path:
+    """Train, quantize and evaluate one seed through the notebooks into ``run_dir`` (``modes``: the
+    ttt_eval notebook's, None for its own); with ``console``, the stage and its progress on one updating
+    line there."""
     for name in RUN_NOTEBOOKS:
         log.info("seed %d: %s notebook (%s)", seed, name, RunDir(run_dir).console)
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
         if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))
+        if name == "ttt_eval" and modes:
+            params["modes"] = list(modes)
         if console is None:
             execute_notebook(name, RunDir(run_dir).notebook(name), params, kernel)
             continue
         with _SeedStatus(console, f"seed {seed}{label} · {name}", RunDir(run_dir).console):
             execute_notebook(name, RunDir(run_dir).notebook(name), params, kernel)
     return run_dir
-
-
-def run_study(params_file: str, seeds: list[int], study: str | None = None, overrides: list[str] | None = None,
-              outputs: str = "outputs", kernel: str | None = None, nproc: int = 1) -> tuple[Path, list[str]]:
-    """``golf run``: every seed through the run notebooks, then the seed analysis and the study index.
-
-    A study folder that exists is resumed when it was started with the same params and overrides:
-    finished seeds are kept, a killed or failed seed is retried in a fresh folder. A failing seed
-    is reported in one line and the others go on. Returns the index page and the failure lines.
-    """
-    from golf.config import load_config, parse_overrides
-
-    overrides = list(overrides or [])
-    if len(set(seeds)) != len(seeds):
-        raise GolfError(f"--seeds names a seed twice ({' '.join(map(str, seeds))}): each seed is one run")
-    from golf.config import RANGES
-
-    bad = [s for s in seeds if s not in RANGES["seed"]]
-    if bad:
-        raise GolfError(f"--seeds: {bad[0]} is not a seed; expected whole numbers in {RANGES['seed']}")
-    params_path = resolve_params_file(params_file)
-    given = parse_overrides(overrides)
-    if "seed" in given:
-        raise GolfError("params key 'seed' is set by --seeds in golf run, not by --set: "
-                        "give the seeds as --seeds 42 314 ...")
-    cfg = load_config(params_path, overrides)  # fail on a bad key before any work
-    _preflight(cfg, nproc)
-    check_kernel(kernel)
-    study_dir = resolve(outputs) / (study or params_path.stem)
-    plan = {"params_file": str(params_path), "overrides": overrides, "nproc": nproc,
-            "config_sha256": config_sha256(cfg.to_dict())}
-    _claim_study(study_dir, plan, seeds, cfg.to_dict())
-    log.info("study folder %s", study_dir)
-    with _kernels_quiet(study_dir / "kernels.log") as console:
-        failures, run_dirs = _run_seeds(study_dir, params_path, seeds, overrides, nproc, kernel, console)
-        atomic_write_json(study_dir / STUDY_PLAN, {**plan, "seeds": seeds, "failures": failures})
-        if run_dirs:
-            out = study_dir / "seed_analysis.ipynb"
-            try:
-                execute_notebook("seed_analysis", out, {"study_dir": str(study_dir),
-                                                        "run_dirs": [str(d) for d in run_dirs]}, kernel)
-            except GolfError as exc:
-                failures.append(f"seed analysis failed: {exc}")
-        return render_study_index(study_dir), failures
-
-
-def _run_seeds(study_dir: Path, params_path: Path, seeds: list[int], overrides: list[str], nproc: int,
-               kernel: str | None, console) -> tuple[list[str], list[Path]]:
-    failures, run_dirs = [], []
-    for k, seed in enumerate(seeds, 1):
-        done = [d for d in seed_dirs(study_dir, seed) if seed_finished(d)]
-        if done:
-            log.info("seed %d: finished in %s, kept", seed, done[-1].name)
-            run_dirs.append(done[-1])
-            continue
-        run_dir = fresh_seed_dir(study_dir, seed)
-        t0 = time.perf_counter()
-        try:
-            run_seed(str(params_path), seed, run_dir, overrides, nproc, kernel, console=console,
-                     label=f" ({k} of {len(seeds)})")
-        except GolfError as exc:
-            failures.append(f"seed {seed} failed: {exc}")
-            log.error("seed %d failed: %s", seed, exc)
-        else:
-            run_dirs.append(run_dir)
-            log.info("seed %d: done in %.0f s (%s)", seed, time.perf_counter() - t0, RunDir(run_dir).report)
-    return failures, run_dirs
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from golf.runtime import GolfError, atomic_write_text, read_json_object
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are not part
 # of the scored code; every other module is, so a module that training starts to import is never missed.
-NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "stats", "submission")
+NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "stats", "study", "submission")
 
 # The zip lives in a temporary folder for the run (zipimport reads it lazily) and goes at exit.
 WRAPPER = '''import atexit,base64,lzma,os,shutil,sys,tempfile

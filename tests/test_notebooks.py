@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from golf.cli import main as golf_main
-from golf.notebooks import run_study
+from golf.study import run_study
 from golf.runs import LOCK as RUN_LOCK
 from test_train import tiny_params
 

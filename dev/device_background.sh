@@ -5,13 +5,13 @@
 # copies the job's results into $OUT every 20 s until SECONDS have passed or the job has ended, so a
 # call cut off by its limit still returns the latest. Call again within the machine's idle release (30 s) to keep it.
 #
-#   bash bench/device_background.sh start SECONDS "COMMAND" FILE...   # first call
-#   bash bench/device_background.sh watch SECONDS FILE...             # later calls
+#   bash dev/device_background.sh start SECONDS "COMMAND" FILE...   # first call
+#   bash dev/device_background.sh watch SECONDS FILE...             # later calls
 #
 # COMMAND runs in the repository root with PYTHONPATH set to the carried wheels (.whl, installed by
 # start), stdout and stderr to /tmp/bg/job.log. FILE: what to return (besides job.log), e.g.
 # /tmp/bg/ablr.tgz; at most 6 (the tool returns 8 files). Example, the record-size ablation:
-#   bash bench/device_background.sh start 580 "bash bench/ablation.sh record '42 314 1337' --gpus 0 1 2 3 \
+#   bash dev/device_background.sh start 580 "bash bench/ablation.sh record '42 314 1337' --gpus 0 1 2 3 \
 #     --stop-taking-after 1300 --archive /tmp/bg/ablr.tgz" /tmp/bg/ablr.tgz
 set -uo pipefail
 : "${OUT:?device_background.sh: OUT, the folder the device tool returns, is not set}"

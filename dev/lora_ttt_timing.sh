@@ -2,7 +2,7 @@
 # LoRA TTT's adapted forward eager against `ttt_lora_compile`, on one trained and quantized run, side by
 # side on GPUs 0 and 1, each on its own copy of the run (the result file is per mode) and cut at SECONDS:
 #
-#   bash bench/lora_ttt_timing.sh RUN_DIR OUT_DIR [SECONDS=480] [MAX_VAL_TOKENS=262144]
+#   bash dev/lora_ttt_timing.sh RUN_DIR OUT_DIR [SECONDS=480] [MAX_VAL_TOKENS=262144]
 #
 # LORA_VARIANTS (default "eager compiled") picks which run, LORA_GPUS (default "0 1") their GPUs, in order:
 # LORA_VARIANTS=compiled LORA_GPUS=3 times the compiled one alone on GPU 3.

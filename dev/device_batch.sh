@@ -3,9 +3,9 @@
 # packed into ONE archive before the first command and after every one ($OUT/res.tgz): the device
 # tool returns at most 8 files from $OUT, and what is in $OUT when a call is cut off still comes back.
 #
-#   bash bench/device_batch.sh NAME "COMMAND" [NAME "COMMAND" ...]
+#   bash dev/device_batch.sh NAME "COMMAND" [NAME "COMMAND" ...]
 #
-# e.g. bash bench/device_batch.sh tests "python3 -m pytest -q -m gpu tests/test_model.py" \
+# e.g. bash dev/device_batch.sh tests "python3 -m pytest -q -m gpu tests/test_model.py" \
 #          slide "python3 bench/eval_full.py --skip-old --ttt-chunks 0 --sliding-windows 16384 --json \$R/slide.json"
 # Each COMMAND runs in the repository root under bash with R (this call's fresh results folder)
 # exported: write \$R, escaped, so that the COMMAND's shell expands it. Its stdout and stderr go to
