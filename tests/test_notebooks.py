@@ -28,7 +28,7 @@ def test_golf_run_resumes_a_study_and_retries_a_killed_seed(tmp_path, demo_data)
     # seed 2 was killed mid-training: its folder holds a config and a lock whose process is gone
     killed = study / "seed2"
     killed.mkdir()
-    (killed / "config.yaml").write_text("seed: 2\n")
+    (killed / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 1\n", "seed: 2\n", 1))
     (killed / RUN_LOCK).write_text("999999999")
     before = sorted(p.name for p in killed.iterdir())
 
