@@ -288,7 +288,8 @@ def test_frontier_demo_has_the_frontier_switches_on_the_demo_model():
     demo, frontier = load_config("params/frontier_demo.yaml"), load_config("params/frontier.yaml")
     for key in yaml.safe_load(open("params/frontier.yaml")):
         sized_for_the_record = ("seed", "data_dir", "tokenizer_path", "parallel_start_layer", "ema_decay", "fused_ce",
-                                "gptq_calibration_batches", "gptq_reserve_seconds", "val_loss_every", "ttt_phase_docs")
+                                "gptq_calibration_batches", "gptq_reserve_seconds", "val_loss_every", "ttt_phase_docs",
+                                "pack_documents")  # the demo corpus is in order: see its comment
         if key not in sized_for_the_record:
             assert getattr(demo, key) == getattr(frontier, key), key
     assert demo.model_dim == load_config("params/demo.yaml").model_dim
