@@ -67,7 +67,7 @@ def test_initial_weights_equal_the_records(oracle):
 def test_logits_and_loss_equal_the_records(oracle, mask, phase):
     """Rows with BOS mid-row; ``document``: the record's cu_seqlens per packed row, segments cut at BOS
     and every train_seq_len tokens (the rows are longer than it)."""
-    cfg = small_cfg(f"attention_mask={mask}")
+    cfg = small_cfg(f"attention_mask={mask}", f"pack_documents={mask == 'document'}")
     model = record_model(oracle, cfg)
     model.set_looping(phase == "looped")
     ids, targets = oracle["ids"], oracle["targets"]
