@@ -1,32 +1,9 @@
 """The artifact's bytes (spec §5.4): golf's header, independent pieces, and their codecs.
 
-Format 1 (golf before issue 14; still read, and written by ``serialize_v1``): an 18-byte header
-``<4sBBQI>`` (magic GOLF, 1, compressor id, payload length, crc32) and one stream,
-Brotli-11(byte_shuffle(torch.save({'w': tensors, 'm': meta}))), the record's. Brotli 11 runs at
-under 1 MB/s on one core: ~90 s for the record's 36 MB.
-
-Format 2 cuts the same tensors into pieces that compress independently, on threads (Brotli and
-lzma release the GIL), and checks each piece on its own, so that a damaged file names the damage:
-
-    header  <4sBBHI>  magic GOLF, 2, compressor id, piece count, crc32 of the piece table
-    table   <BHIII>   per piece: kind, tensor index, compressed length, raw length, crc32
-    pieces            in table order
-
-Kinds: LAYOUT (JSON: each tensor's name, dtype, shape, and the meta), VALUES (one int8 matrix's
-integers, column-major because a column is one input feature, whose spread the row scales do not
-normalize; cut into chunks of ≤ 1 MiB so that big matrices spread over threads), REST (every other
-tensor, i.e. row scales, fp16 passthrough and any bit-packed LQER factors (``pack_bits``),
-concatenated and byte-shuffled with stride 2).
-Keeping the int8 values apart from the fp16 bytes, in column order, compresses a little better
-than the record's one interleaved stream (bench/compress.py).
-
-Compressors: ``brotli`` (quality 11), ``lzma`` (preset 6), ``rans``: each matrix entropy-coded
-with ANS (the ``constriction`` library) under categorical tables fitted to its own integers, one
-table per group of columns of similar spread (1, 2, 4 or 8 groups, whichever is smallest with the
-tables counted), a VALUES_RANS piece; LAYOUT and REST still use Brotli. ANS reaches the order-0
-entropy, which beats Brotli on near-Gaussian integers, but it misses what Brotli's LZ77 finds, such
-as near-identical embedding rows of tokens training never saw. ``best`` codes each matrix both ways
-and keeps the smaller: as fast as ``brotli``, never bigger than either.
+Format 1 is the record's one Brotli stream behind an 18-byte header (still read; ``serialize_v1``).
+Format 2 cuts the tensors into pieces that compress in parallel on threads and carry their own crc32,
+so a damaged file names the damage; compressors ``brotli``, ``lzma``, ``rans`` (ANS per matrix) and
+``best`` (the smaller of brotli and rans, per matrix). The layouts and why: §10.3.
 """
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ class Config:
     ttt_lora_wd: float = 0.5  # AdamW decoupled weight decay of the LoRA adapters (#1787: 1.0)
     ttt_lora_chunk: int = 32  # tokens per LoRA TTT chunk of a document: scored, then one AdamW step
     ttt_lora_batch_docs: int = 64  # documents adapted side by side, sorted by length
-    ttt_lora_compile: bool = False  # lora_ttt / phased_ttt: compile the adapted forward and backward (dynamic shapes) where compile is on; on an H100 under torch 2.11 inductor fails on it after ~5 min, and golf goes on eager (bench/RESULTS.md)
+    ttt_lora_compile: bool = False  # lora_ttt / phased_ttt: compile the adapted forward and backward (dynamic shapes) where compile is on; falls back to eager if inductor fails
     ttt_lora_keep_a: bool = False  # each batch's adapters start from the previous batch's trained A, B zero (#1787); results then depend on the rank count
     ttt_phase_docs: int = 2000  # phased_ttt: documents scored before the last global SGD phase (#1855: 2500)
     ttt_phases: int = 1  # phased_ttt: global SGD phases, cumulative over the first ttt_phase_docs documents (#1626: 3)

@@ -4,32 +4,12 @@ Conventions. ``val_tokens`` holds N = T + 1 tokens (spec §1.4); *target positio
 token p + 1 predicted from tokens 0..p. Every mode splits its work contiguously over the ranks of
 ``golf.runtime.dist_info()`` and sums float64 NLL/token/byte totals with ``BPBAccumulator`` (§1.7).
 
-Score-first TTT (§6.3, credited to PR #461 / #549) is legal under the four conditions of Issue #1017:
-C1 causality (p_t depends on the artifact and x_<t only), C2 a full normalized softmax, C3 every
-token scored under no_grad before any update that trains on it, C4 each token scored exactly once.
-C2 holds by construction (softmax CE over all V: ``softcap_nll`` is logsumexp minus the target
-logit, the same function as ``F.cross_entropy``); C1, C3 and C4 are checked, not asserted in prose:
-``eval_ttt(record=TTTRecord(T))`` logs, per target position, when it was scored and by weights
-trained through which chunk, and ``TTTRecord.check()`` raises on the first violation (STYLE rule 7).
+Score-first TTT (§6.3, credited to PR #461 / #549) is checked, not asserted: ``TTTRecord`` logs when
+each target was scored and trained, and ``check()`` raises on a breach of Issue #1017's C1, C3 or C4
+(§10.1). Sliding windows score only their new positions through ``GPT.nll_at`` (§10.2).
 
-The record's last-target question (§6.3 "the last target is token (ci+1)·C"): chunk ci trains on
-targets p in [ci·C, ci·C + k·L) with k = chunk_len // L; token (ci+1)·C is target p = (ci+1)·C − 1,
-the chunk's own last scored position. Every window whose first scored position lies in chunk ci
-is scored during chunk ci, and windows scoring earlier positions belong to earlier chunks, so all
-of chunk ci's training targets are scored by the end of its scoring phase: the record respects C3.
-
-Scoring speed (issue 14). A window after the first scores only its last ``eval_stride`` positions,
-so ``WindowScorer`` asks the model for those alone (``GPT.nll_at``): no (B, L, V) fp32 logits, and
-the work the scored positions do not depend on is skipped (see ``GPT.hidden``). The loop keeps
-the device busy: window starts live on the device and sums are masked, never a host sync per batch.
-The old full-logits path stays callable (``forward_logits=``) and is tested equal to 1e-5.
-
-Bytes. ``luts`` is ``golf.bpb.ByteLUTs``, or for CaseOps data ``golf.bpb.SidecarBytes`` (the original
-bytes per val token, charged by each target's index in ``val_tokens``): ``golf.bpb.eval_byte_counts``
-builds the one that fits the data folder, and every mode refuses the tables on CaseOps data.
-
-Per-document LoRA TTT and phased TTT (spec §8) live in ``golf.lora_ttt``, on the same ``TTTRecord``,
-masked sums and accumulator.
+``luts`` is ``golf.bpb.ByteLUTs`` or, on CaseOps data, ``golf.bpb.SidecarBytes`` (``eval_byte_counts``
+builds the one that fits the data folder). LoRA and phased TTT live in ``golf.lora_ttt`` (§8.6-8.7).
 """
 from __future__ import annotations
 
@@ -91,7 +71,7 @@ def _share(n: int, rank: int, world: int) -> tuple[int, int]:
     return n * rank // world, n * (rank + 1) // world
 
 
-# --- the legality record (Issue #1017 C1, C3, C4; STYLE rule 7) ---------------------------------
+# --- the legality record (Issue #1017 C1, C3, C4; §10.1) ------------------------------------------
 
 @dataclass
 class TTTRecord:
@@ -101,12 +81,8 @@ class TTTRecord:
     last chunk the weights had been trained on at that moment (-1 none); ``trained_in_chunk``: the
     first chunk whose TTT step used p as a target (-1 never); ``score_count``; ``scored_with_grad``: 1 if
     autograd was on while scoring; ``nll``: the scored NLL (nan if unscored). After ``eval_*`` under
-    torchrun every rank holds the merged record.
-
-    Chunk ids are one total order of training steps: weights "trained through c" may hold any step
-    ≤ c, so a mode whose steps are independent (``golf.lora_ttt``: one id per document chunk, one per
-    global phase) can claim more than its weights hold, never less. A position trained more than once
-    (phased TTT's cumulative phases) keeps its first step: the one the checks need.
+    torchrun every rank holds the merged record. Chunk ids are one total order of training steps
+    (§10.1): a position trained more than once keeps its first step, the one the checks need.
     """
     total_tokens: int
     scored_at_chunk: np.ndarray = field(init=False)

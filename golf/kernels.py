@@ -1,21 +1,8 @@
 """Fused Triton kernels for CUDA, each behind a params switch; the unfused PyTorch path is the reference.
 
-``fused_mlp``: the MLP with its LeakyReLU(0.5)² fused into the GEMMs around it. Unfused, the
-(rows, 4·D) pre-activation makes extra round trips through memory: the up-projection writes it, an
-elementwise kernel reads it and writes the activation; in the backward the down projection's input
-gradient is written, then read again with the pre-activation to make its gradient. Here one Triton
-GEMM writes the activation from its accumulator (and the pre-activation, which the backward needs),
-and the backward GEMM applies the activation's derivative before it stores. The other three GEMMs
-stay on cuBLAS. The math is the unfused path's: the pre-activation is rounded to the compute dtype
-before the activation, as a stored GEMM output is, and the gradient is formed in fp32 and rounded
-once, as inductor's fused kernel does; only the GEMMs' summation order may differ (on the H100 the
-results were bit-equal, bench/RESULTS.md).
-
-``fused_ce``: the softcapped cross-entropy of the tied head with its gradient made in the forward
-pass. Unfused, the backward recomputes tanh and exp over the (rows, V) logits; here one kernel reads
-each row of logits once, writes the NLL and the logits' gradient for a unit upstream gradient, and
-the backward scales the two head GEMMs' results by each row's upstream gradient. That gradient is
-rounded to bf16 before the scale rather than after it: bf16 rounding noise, not bit-equal.
+``fused_mlp`` fuses the MLP's LeakyReLU(0.5)² into the GEMMs around it (same maths, bit-equal up to
+summation order); ``fused_ce`` makes the softcapped cross-entropy's gradient in the forward pass
+(bf16 rounding noise, not bit-equal). What each saves and why the rounding differs: §10.5.
 """
 from __future__ import annotations
 

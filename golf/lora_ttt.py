@@ -1,49 +1,10 @@
 """Per-document LoRA TTT (#1530; retuned in #1767/#1787/#1855) and phased global TTT (#1610/#1626), spec §8.
 
-Documents. The val stream is cut at every BOS (``golf.model.BOS_ID``): document d owns the target
-positions [s_d, e_d), where s_d is its BOS (or 0 for a stream that does not start with one) and e_d
-the next BOS (or T). Its inputs are its own tokens and its last target is the next document's BOS,
-as #1530 counts them, so the documents tile [0, T): every target is scored exactly once and the
-totals compare with the other modes. A document's context is only itself: chunk [c0, c1) of a
-document is scored from its tokens [max(0, c1 − eval_seq_len), c1), one document per row, so a
-document's scores never depend on another's.
-
-Adapters (``DocAdapters``). Per document and per virtual-layer slot (looping runs the same physical
-layer at several depths, each with its own set), rank-r LoRAs scale·(x Aᵀ)Bᵀ, A uniform ±1/√in and
-B zero, so the model is unchanged until the first step. As in #1530: on Q, K and V (fed from the
-normalised attention input h), "parallel" adapters on the attention output and the MLP output (fed
-from h and from the normalised MLP input, added to the output projections, before attn_scale /
-mlp_scale), and on the LM head before the softcap. They enter through the model's ``weight_hook``
-(set by ``adapted_hidden`` for one call of ``GPT.hidden``), which gets each virtual layer's bank
-slices and returns them wrapped in ``_AdaptedWeight``, a tensor-like whose ``F.linear`` adds the
-adapter (any other use raises, so a change of golf/model.py cannot silently bypass it).
-
-The loop (``eval_lora_ttt``). Documents sorted by length (longest first, ties by position) make
-batches of ``ttt_lora_batch_docs``; rank r takes batches b ≡ r (mod W), a static split (the record's
-queue is dynamic). A batch gets fresh adapters (seeded by the batch index, so any world size draws
-the same) and a fresh AdamW (lr ``ttt_lora_lr``, betas (0, ``ttt_lora_beta2``), eps 1e-10, decoupled
-decay ``ttt_lora_wd``). For chunk ci = 0, 1, ... of ``ttt_lora_chunk`` targets, every document still
-running is first scored, then, unless it was its last chunk, one step on the sum over documents of
-each one's mean chunk NLL, from the same forward (the scores are taken before the step): AdamW is
-elementwise and each document owns its rows of A and B, so the documents adapt independently. The
-base model is never changed.
-
-Phased TTT (``eval_phased_ttt``). After the batch that completes the first ⌊ttt_phase_docs·g/P⌋
-documents of the queue (g = 1..P, P = ``ttt_phases``), all ranks pause and run global SGD on the
-base model over exactly those documents, already scored (#1626's cumulative phases): fresh SGD
-(``ttt_global_lr``, cosine over chunks of ``ttt_global_chunk_tokens`` targets, momentum
-``ttt_global_momentum``, clip ``ttt_grad_clip``, ``ttt_global_epochs`` passes), rows of at most
-eval_seq_len targets cut inside documents, each chunk's rows shared over ranks in steps of
-``ttt_batch_seqs`` rows a rank with all-reduced gradients, as in ``eval_ttt``. Every chunk trains,
-the last one too: all of them are already scored. Phase points sit between batches, so the result
-does not depend on the world size (as long as a chunk fits one step a rank, as at the defaults).
-Order: the queue, not the stream. A phase trains on the longest documents, wherever they lie in the
-stream, and shorter ones are then scored by that model, as in #1610/#1626; ``TTTRecord`` checks
-score-before-train in processing order. Plain LoRA TTT is causal in stream order as well.
-
-Legality (Issue #1017 C1, C3, C4; STYLE rule 7) goes through ``TTTRecord``: every document chunk
-and every global phase is one step id, in processing order; each scored target notes the last id its
-weights may hold, each training step the targets it used, and ``check()`` runs on the merged record.
+Each document is scored in chunks from its own tokens only, with fresh per-document LoRA adapters
+that take one AdamW step after each chunk is scored (§8.6); phased TTT pauses after growing
+prefixes of the length-sorted queue to train the base model on the documents already scored
+(§8.7). The base model is reached only through ``GPT.hidden``'s ``weight_hook``. Legality goes
+through the same ``TTTRecord`` as ``eval_ttt`` (§10.1): one step id per document chunk and per phase.
 """
 from __future__ import annotations
 

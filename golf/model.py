@@ -485,7 +485,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# --- checkpoint layouts (INTERFACE.md "Checkpoint interop") ----------------------------------
+# --- checkpoint layouts: the banked state dict <-> per-layer (unbanked) names ----------------
 
 def _unbanked_names(i: int) -> dict[str, tuple[str, int]]:
     """Per-layer key -> (bank, slot offset multiplier): slot = i + offset * num_layers."""

@@ -2,7 +2,7 @@
 
 Notebooks stay thin (a ``parameters`` cell, calls into here, plots); ``golf train`` and the
 other steps run outside the Jupyter kernel as child processes, under torchrun when
-``nproc > 1`` (STYLE.md rules 3-4). Paths follow :mod:`golf.paths`, so a notebook runs the
+``nproc > 1``, so a kernel never holds a process group. Paths follow :mod:`golf.paths`, so a notebook runs the
 same from ``notebooks/``, the project root or anywhere else.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ log = logging.getLogger("golf")
 
 NOTEBOOK_STAGES = {"quantize": "quantize", "ttt_eval": "evaluate"}  # whose keys a post-training notebook takes
 LAB_STUDY = "lab"  # where interactive runs with an empty run_dir go: outputs/lab/run-NNN
-# The parameters every notebook may take besides the params keys (INTERFACE.md).
+# The parameters every notebook may take besides the params keys.
 COMMON_PARAMETERS = ("params_file", "run_dir", "seed", "overrides", "nproc", "force", "modes", "study_dir",
                      "run_dirs", "stage", "studies", "names", "out_dir")
 

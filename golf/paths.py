@@ -1,4 +1,4 @@
-"""One rule for paths: a relative path names a file under the project root (STYLE.md rule 14).
+"""One rule for paths: a relative path names a file under the project root.
 
 The project root is the folder holding ``params/`` and ``notebooks/``. It is found the same way
 in the CLI, a Jupyter kernel (whose folder is ``notebooks/``) and the child processes golf

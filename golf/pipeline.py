@@ -1,4 +1,4 @@
-"""Run-folder steps after training: quantize a run, evaluate a run (INTERFACE.md files).
+"""Run-folder steps after training: quantize a run, evaluate a run (files named in ``golf.runs``).
 
 The CLI and the notebooks both call these, so a notebook holds no logic of its own.
 """

@@ -1,4 +1,4 @@
-"""Figures and tables of one run folder, read from the files the run left (INTERFACE.md).
+"""Figures and tables of one run folder, read from the files the run left (``golf.runs``).
 
 Every function takes a run folder, saves what it draws under ``plots/`` or ``tables/`` and
 returns it, so a notebook shows it and a report embeds the same file.

@@ -1,17 +1,9 @@
-"""Training micro-batches made ahead of the step, in a background thread (issue 13).
+"""Training micro-batches made ahead of the step, in a background thread (§10.4).
 
-The record's step waits on its loader: the numpy gather of 48 windows and a copy from pageable
-host memory sit between the GPU's micro-batches. ``PrefetchLoader`` moves that work off the
-training thread: a worker calls the wrapped loader's ``next_batch`` in order, pins the result
-(CUDA only) and copies it to the GPU with ``non_blocking`` on a side stream, keeping up to
-``depth`` finished micro-batches in a bounded queue. The training stream waits on each batch's
-copy event before using it, and ``record_stream`` keeps the caching allocator from handing its
-memory back early. One worker and one consumer, in order: every rank sees exactly the sequences
-the wrapped loader gives, in the same order (the record's, spec §1.5).
-
-A failure in the worker (a bad shard, a numpy error) is handed to the training thread, which
-raises it as a ``GolfError`` naming the cause; a worker that dies silently or stalls past
-``stall_timeout_s`` is an error too, never a hang. ``close()`` stops and joins the worker.
+``PrefetchLoader`` calls the wrapped loader's ``next_batch`` in order on one worker, pins and copies
+each batch to the GPU on a side stream, and keeps up to ``depth`` ready: every rank sees exactly the
+wrapped loader's sequences, in order (spec §1.5). A worker failure or stall is raised in the
+training thread as a ``GolfError``, never a hang.
 """
 from __future__ import annotations
 

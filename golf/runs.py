@@ -1,6 +1,6 @@
 """The run folder, golf's central contract: the files a run holds, its stages, its status and its lock.
 
-Every module reads and writes a run through :class:`RunDir` (STYLE.md rule 5: one folder per run);
+Every module reads and writes a run through :class:`RunDir` (one folder per run);
 no other module spells a run file's name. A run is written in stages: ``golf train`` (config.yaml,
 environment.json, train.log, metrics.jsonl, model.pt, train_summary.json), ``golf quantize`` (the
 artifact and quant_budget.json), ``golf evaluate`` (one ``eval_<mode>.json`` a mode), and the report

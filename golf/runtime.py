@@ -1,6 +1,6 @@
 """Process-level plumbing: device choice, torch.distributed set-up, run folders, atomic writes.
 
-Only torchrun's RANK / LOCAL_RANK / WORLD_SIZE come from the environment (STYLE.md rule 2).
+Only torchrun's RANK / LOCAL_RANK / WORLD_SIZE come from the environment; everything else comes from the config.
 """
 from __future__ import annotations
 

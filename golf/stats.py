@@ -1,4 +1,4 @@
-"""Seed analysis: seeds are data (STYLE.md rule 9).
+"""Seed analysis: seeds are data, read from the runs' result files.
 
 Reads each run folder's result files and reports n, mean, std and the p-values the challenge
 asks for (spec §7.6): (a) a one-sided one-sample t-test of the per-seed losses against

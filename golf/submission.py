@@ -1,4 +1,4 @@
-"""The code a submission carries, and the challenge record folder (spec §5.5, STYLE.md).
+"""The code a submission carries, and the challenge record folder (spec §5.5).
 
 The challenge counts code bytes + compressed model bytes against 16,000,000. golf's code is a
 package, so a submission's ``train_gpt.py`` is *generated*: a short wrapper holding the golf

@@ -5,7 +5,7 @@ gradients, as the record does; ``fix_clip_after_reduce`` clips the all-reduced o
 launch the banks' reduce-scatters → all-reduce the replicated parameters and step AdamW →
 Muon on the rank's bank shards, all-gathered back → EMA update. No DDP wrapper.
 
-The host keeps ahead of the GPU (issue 13): the micro-batches come from ``golf.prefetch`` one at
+The host keeps ahead of the GPU: the micro-batches come from ``golf.prefetch`` one at
 a time, made ahead in a thread, and the loss is read (a sync) only at logging steps. The record
 logs every N steps too; with several ranks the wallclock-stop check syncs every step, as there.
 """
