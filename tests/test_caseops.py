@@ -23,7 +23,7 @@ from golf.data import (
 from golf.evaluate import eval_plain, eval_sliding, eval_ttt
 from golf.runtime import GolfError
 from golf.tokenizer import prepare_data
-from test_evaluate import tiny_cfg, tiny_luts, tiny_model, tiny_tokens
+from conftest import tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 
 TRICKY = [
     "", "a", "A", "hello", "Hello", "HELLO", "Hello World", "McDonald", "iPhone", "NASA's", "I", "I am OK.",
@@ -175,13 +175,13 @@ def test_prepare_caseops_shards_tokenizer_and_sidecars(caseops_data, capsys):
 
 def test_eval_byte_counts_reads_the_sidecar(caseops_data, demo_data):
     out, summary = caseops_data
-    cfg = tiny_cfg(data_dir=str(out), tokenizer_path=str(out / "tokenizer.model"), vocab_size=summary["vocab_size"],
+    cfg = tiny_cfg_32x3(data_dir=str(out), tokenizer_path=str(out / "tokenizer.model"), vocab_size=summary["vocab_size"],
                    eval_seq_len=16)
     val = load_val_tokens(out, 16)
     counts = eval_byte_counts(cfg, val)
     full = np.concatenate([read_shard(f) for f in sorted(out.glob("fineweb_val_bytes_*.bin"))])
     assert isinstance(counts, SidecarBytes) and counts.counts.tolist() == full[:val.numel()].tolist()
-    plain = tiny_cfg(data_dir=str(demo_data.data_dir), tokenizer_path=str(demo_data.tokenizer_path),
+    plain = tiny_cfg_32x3(data_dir=str(demo_data.data_dir), tokenizer_path=str(demo_data.tokenizer_path),
                      vocab_size=demo_data.vocab_size)
     assert not isinstance(eval_byte_counts(plain, load_val_tokens(demo_data.data_dir, 32)), SidecarBytes)
 
@@ -220,7 +220,7 @@ def test_bpb_through_the_sidecar_is_nll_over_original_bytes():
 def test_every_eval_mode_charges_the_sidecar_by_position():
     """Sidecar counts equal to what the tables charge give the tables' results in every mode (so the
     positions line up); different counts change n_bytes to their sum over the scored targets."""
-    cfg, luts, tokens = tiny_cfg(), tiny_luts(), tiny_tokens()
+    cfg, luts, tokens = tiny_cfg_32x3(), tiny_luts(), tiny_tokens()
     same = SidecarBytes(torch.cat((torch.zeros(1, dtype=torch.int64), token_bytes(luts, tokens[:-1], tokens[1:]))))
     odd = SidecarBytes(torch.arange(tokens.numel()) % 5)
     for fn in (eval_plain, eval_sliding, eval_ttt):
@@ -235,7 +235,7 @@ def test_every_eval_mode_charges_the_sidecar_by_position():
 
 def test_byte_tables_are_refused_on_caseops_data(caseops_data):
     out, summary = caseops_data
-    cfg = tiny_cfg(data_dir=str(out))
+    cfg = tiny_cfg_32x3(data_dir=str(out))
     with pytest.raises(GolfError, match="CaseOps data.*eval_byte_counts"):
         eval_plain(tiny_model(cfg), tiny_tokens(), tiny_luts(), cfg, progress=False)
 

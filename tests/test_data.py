@@ -1,7 +1,6 @@
 """Shards (spec §1.1), the val stream (§1.4), the training loader (§1.5), data check and download."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from golf import data
 from golf.data import (HEADER_BYTES, ShardError, ShuffledSequenceLoader, check_data_dir, check_shard,
                        download_shards, list_shards, load_val_tokens, read_shard, write_shard)
 from golf.runtime import GolfError
@@ -207,37 +205,6 @@ def test_check_data_dir(demo_data, tmp_path):
 
 
 # --- golf data download (a local folder stands in for the Hub) -------------------------------
-
-@pytest.fixture
-def fake_hub(demo_data, tmp_path, monkeypatch):
-    """A folder laid out like the HF dataset, served by a stand-in for hf_hub_download."""
-    import huggingface_hub
-    from huggingface_hub import errors as hf_errors
-
-    variant = dataclasses.replace(data.HUB_VARIANTS["sp8192"], vocab_size=demo_data.vocab_size)
-    monkeypatch.setitem(data.HUB_VARIANTS, "sp8192", variant)
-    remote = tmp_path / "remote"
-    (remote / variant.dataset_dir).mkdir(parents=True)
-    (remote / "tokenizers").mkdir()
-    shutil.copy(demo_data.tokenizer_path, remote / variant.tokenizer)
-    for f in demo_data.data_dir.glob("fineweb_*_00000[01].bin"):
-        shutil.copy(f, remote / variant.dataset_dir / f.name)
-    calls = []
-
-    def fake_download(repo_id, filename, repo_type=None, local_dir=None, **kw):
-        assert repo_type == "dataset" and repo_id == "kevclark/parameter-golf"
-        calls.append(filename)
-        src = remote / filename
-        if not src.is_file():
-            raise hf_errors.EntryNotFoundError(f"404 {filename}")
-        dst = tmp_path / "out" / filename if local_dir is None else type(remote)(local_dir) / filename
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
-        return str(dst)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    return remote, calls
-
 
 def test_download_from_stand_in(fake_hub, tmp_path):
     remote, calls = fake_hub

@@ -1,5 +1,5 @@
 """Evaluation modes (spec §6): window geometry, each target scored once, and score-first TTT legality
-(Issue #1017 C1, C3, C4) checked through ``TTTRecord`` rather than trusted (STYLE rule 7)."""
+(Issue #1017 C1, C3, C4) checked through ``TTTRecord`` rather than trusted (docs/record.md §10.1)."""
 import copy
 
 import numpy as np
@@ -7,52 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golf.bpb import ByteLUTs
-from golf.config import load_config
 from golf.evaluate import (
     TTTRecord, compiled_nll, compiled_ttt_loss, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows,
     ttt_chunks, window_chunk,
 )
 from golf.attention import math_attention
-from golf.model import build_model, softcap_nll, suffix_attention
+from golf.model import softcap_nll, suffix_attention
 from golf.pipeline import fixed_batch
-
-TINY = dict(vocab_size=64, model_dim=32, num_layers=3, num_heads=2, num_kv_heads=1, rope_dims=8, train_seq_len=32,
-            eval_seq_len=32, eval_stride=8, eval_batch_seqs=4, ttt_chunk_tokens=64, ttt_lr=0.05, loop_start=1,
-            loop_end=1, num_loops=1, parallel_start_layer=2, xsa_last_n=3, mlp_mult=2.0)
-T_TINY = 7 * 32  # 224 targets: 4 TTT chunks, the last one 32 tokens
-
-
-def tiny_cfg(**kw):
-    return load_config(None, {**TINY, **kw})
-
-
-def tiny_model(cfg, seed=0):
-    """Looping on (as every eval runs) and every weight non-trivial (W_o, W_down start at zero)."""
-    model = build_model(cfg, "cpu")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g).to(p.dtype))
-    model.set_looping(True)
-    return model
-
-
-def tiny_luts(vocab=64, seed=0):
-    """Hand-made tables: id 0 is a boundary (BOS-like), the others 1-3 bytes, half with a leading space."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.randint(1, 4, (vocab,), generator=g, dtype=torch.int16)
-    base[0] = 0
-    space = torch.rand(vocab, generator=g) < 0.5
-    space[0] = False
-    boundary = torch.zeros(vocab, dtype=torch.bool)
-    boundary[0] = True
-    return ByteLUTs(base, space, boundary)
-
-
-def tiny_tokens(n_targets=T_TINY, vocab=64, seed=1):
-    return torch.randint(0, vocab, (n_targets + 1,), generator=torch.Generator().manual_seed(seed))
-
+from conftest import T_TINY, tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 
 # --- geometry --------------------------------------------------------------------------------
 
@@ -95,7 +57,7 @@ def test_ttt_chunk_helpers():
 # --- plain and sliding -----------------------------------------------------------------------
 
 def test_sliding_scores_every_target_once_and_stride_L_equals_plain():
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x3()
     model, luts, tokens = tiny_model(cfg), tiny_luts(), tiny_tokens()
     rec = TTTRecord(T_TINY)
     res = eval_sliding(model, tokens, luts, cfg, record=rec, progress=False)
@@ -104,7 +66,7 @@ def test_sliding_scores_every_target_once_and_stride_L_equals_plain():
     assert np.isclose(np.nansum(rec.nll) / T_TINY, res["val_loss"])
 
     plain = eval_plain(model, tokens, luts, cfg, progress=False)
-    wide = eval_sliding(model, tokens, luts, tiny_cfg(eval_stride=32), progress=False)
+    wide = eval_sliding(model, tokens, luts, tiny_cfg_32x3(eval_stride=32), progress=False)
     assert plain["n_tokens"] == wide["n_tokens"] == T_TINY and plain["n_bytes"] == wide["n_bytes"]
     assert plain["val_loss"] == pytest.approx(wide["val_loss"], rel=1e-6)
     assert plain["val_bpb"] == pytest.approx(wide["val_bpb"], rel=1e-6)
@@ -114,7 +76,7 @@ def test_sliding_scores_every_target_once_and_stride_L_equals_plain():
 
 def test_sliding_short_tail_windows_score_correctly():
     """T not a multiple of the stride or batch: padded short windows give the NLL an unpadded pass gives."""
-    cfg = tiny_cfg(eval_batch_seqs=3)
+    cfg = tiny_cfg_32x3(eval_batch_seqs=3)
     T = 221
     model, tokens = tiny_model(cfg), tiny_tokens(T)
     rec = TTTRecord(T)
@@ -136,7 +98,7 @@ def run_ttt(cfg, tokens, seed=0, **kw):
 
 
 def test_ttt_record_is_legal_and_complete():
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x3()
     res, rec, _ = run_ttt(cfg, tiny_tokens())
     rec.check()
     assert res["n_tokens"] == T_TINY and res["n_chunks"] == 4 and res["last_chunk_tokens"] == 32
@@ -148,7 +110,7 @@ def test_ttt_record_is_legal_and_complete():
 
 def test_train_before_score_is_caught():
     with pytest.raises(AssertionError, match="C3"):
-        run_ttt(tiny_cfg(), tiny_tokens(), _train_before_score=True)[1].check()
+        run_ttt(tiny_cfg_32x3(), tiny_tokens(), _train_before_score=True)[1].check()
 
 
 def test_check_catches_double_scoring_and_grad_scoring():
@@ -166,7 +128,7 @@ def test_check_catches_double_scoring_and_grad_scoring():
 
 
 def test_ttt_first_chunk_matches_sliding_then_adapts():
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x3()
     tokens = tiny_tokens()
     _, rec, _ = run_ttt(cfg, tokens)
     slide = TTTRecord(T_TINY)
@@ -177,7 +139,7 @@ def test_ttt_first_chunk_matches_sliding_then_adapts():
 
 def test_ttt_is_causal_across_chunks():
     """C1: changing the tokens of chunk k leaves every score before chunk k bit-identical."""
-    cfg, k = tiny_cfg(), 2
+    cfg, k = tiny_cfg_32x3(), 2
     a = tiny_tokens()
     b = a.clone()
     b[k * 64 + 1:] = (b[k * 64 + 1:] + 7) % 64  # targets k*64 .. T-1 all change
@@ -188,7 +150,7 @@ def test_ttt_is_causal_across_chunks():
 
 
 def test_ttt_freeze_blocks_masks_bank_slices_and_restores_requires_grad():
-    cfg = tiny_cfg(ttt_freeze_blocks=1)
+    cfg = tiny_cfg_32x3(ttt_freeze_blocks=1)
     before = tiny_model(cfg)
     res, rec, after = run_ttt(cfg, tiny_tokens())
     rec.check()
@@ -206,19 +168,26 @@ def test_ttt_freeze_blocks_masks_bank_slices_and_restores_requires_grad():
 
 
 def test_ttt_momentum_reset_flag_changes_the_updates():
+    """Chunk 0 starts from zero momentum either way, so chunks 0-1 score the same; from chunk 1's steps
+    on, the updates (and so the weights and the later scores) differ."""
     tokens = tiny_tokens()
-    r0 = run_ttt(tiny_cfg(), tokens)[0]
-    r1 = run_ttt(tiny_cfg(fix_ttt_reset_momentum=True), tokens)[0]
-    assert r0["n_tokens"] == r1["n_tokens"] and r0["val_loss"] != r1["val_loss"]
+    r0, rec0, m0 = run_ttt(tiny_cfg_32x3(), tokens)
+    r1, rec1, m1 = run_ttt(tiny_cfg_32x3(fix_ttt_reset_momentum=True), tokens)
+    assert r0["n_tokens"] == r1["n_tokens"] and r0["ttt_steps"] == r1["ttt_steps"]
+    assert np.array_equal(rec0.nll[:128], rec1.nll[:128])  # scored before and after chunk 0's steps
+    assert not np.array_equal(rec0.nll[128:192], rec1.nll[128:192])  # after chunk 1's steps
+    for name, p0 in m0.named_parameters():
+        assert not torch.equal(p0, m1.get_parameter(name)), name
 
 
 def test_ttt_trains_the_model_it_is_given():
     """eval_ttt trains the model it is given: the caller must pass a copy (the record deserializes one)."""
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x3()
     model = tiny_model(cfg)
     ref = copy.deepcopy(model.state_dict())
     eval_ttt(model, tiny_tokens(), tiny_luts(), cfg, progress=False)
-    assert not torch.equal(ref["qo_bank"], model.qo_bank.detach())
+    for name, p in model.named_parameters():  # ttt_freeze_blocks 0: every parameter trains, in place
+        assert not torch.equal(ref[name], p.detach()), name
 
 
 # --- the scored-positions path against the full-logits path (issue 14) ------------------------
@@ -251,7 +220,7 @@ DEEP = dict(num_layers=4, loop_start=1, loop_end=2, num_loops=2, parallel_start_
 def test_nll_at_equals_forward_on_the_scored_slice(mode, looping, geometry):
     """``start`` skips only work that the positions start.. do not depend on: their NLL is unchanged.
     "deep": lanes split three decoder layers before the last, with a looped layer inside them."""
-    cfg = tiny_cfg(parallel_mode=mode, **(DEEP if geometry == "deep" else {}))
+    cfg = tiny_cfg_32x3(parallel_mode=mode, **(DEEP if geometry == "deep" else {}))
     model = tiny_model(cfg)
     model.set_looping(looping)
     ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
@@ -262,7 +231,7 @@ def test_nll_at_equals_forward_on_the_scored_slice(mode, looping, geometry):
 
 
 def test_fixed_batch_pads_every_tensor_argument():
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x3()
     model = tiny_model(cfg)
     ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
     shapes = []
@@ -300,7 +269,7 @@ NEW_VS_OLD = {  # name -> (config overrides, targets)
 @pytest.mark.parametrize("fn", [eval_sliding, eval_ttt], ids=["sliding", "ttt"])
 def test_scored_positions_path_equals_full_logits_path(fn, case):
     kw, T = NEW_VS_OLD[case]
-    cfg = tiny_cfg(**kw)
+    cfg = tiny_cfg_32x3(**kw)
     (old, rec_old), (new, rec_new) = _old_and_new(fn, cfg, tiny_tokens(T))
     rec_old.check()
     rec_new.check()  # TTT: each target once, scored under no_grad before any step trained on it
@@ -314,7 +283,7 @@ def test_scored_positions_path_equals_full_logits_path(fn, case):
 
 def test_first_window_goes_through_the_model_and_the_rest_through_nll_fn():
     """A compiled nll_fn sees one start (L - stride) and full batches once padded; window 0 runs eagerly."""
-    cfg = tiny_cfg(eval_batch_seqs=3)
+    cfg = tiny_cfg_32x3(eval_batch_seqs=3)
     model = tiny_model(cfg)
     calls = []
 
@@ -331,7 +300,7 @@ def test_first_window_goes_through_the_model_and_the_rest_through_nll_fn():
 def test_scorer_and_ttt_loss_trace_as_single_graphs():
     """compiled_nll and compiled_ttt_loss trace with fullgraph=True and give the eager results
     (aot_eager: dynamo and AOTAutograd without code generation, so it runs on CPU)."""
-    cfg = tiny_cfg(eval_batch_seqs=5)
+    cfg = tiny_cfg_32x3(eval_batch_seqs=5)
     model = tiny_model(cfg)
     ids, y = tiny_tokens(3 * 32 - 1).view(3, 32), tiny_tokens(3 * 32 - 1, seed=2).view(3, 32)
     with torch.no_grad():
@@ -351,7 +320,7 @@ def test_sliding_rank_shares_score_every_target_once(monkeypatch):
     import golf.evaluate as ev
     from golf.runtime import DistInfo
 
-    cfg, T, W = tiny_cfg(eval_batch_seqs=3), 221, 3
+    cfg, T, W = tiny_cfg_32x3(eval_batch_seqs=3), 221, 3
     tokens = tiny_tokens(T)
     one = eval_sliding(tiny_model(cfg), tokens, tiny_luts(), cfg, progress=False)
     counts, loss_sum, n_tokens, n_bytes = np.zeros(T, int), 0.0, 0, 0

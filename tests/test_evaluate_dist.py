@@ -6,7 +6,7 @@ import pytest
 
 from gloo import run_gloo
 from golf.evaluate import TTTRecord, eval_plain, eval_sliding, eval_ttt
-from test_evaluate import T_TINY, tiny_cfg, tiny_luts, tiny_model, tiny_tokens
+from conftest import T_TINY, tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 
 WORLD = 2
 CASES = {  # name -> config overrides
@@ -21,7 +21,7 @@ CASES = {  # name -> config overrides
 def _run_all(tokens):
     out = {}
     for name, kw in CASES.items():
-        cfg = tiny_cfg(**kw)
+        cfg = tiny_cfg_32x3(**kw)
         rec_s, rec_t = TTTRecord(T_TINY), TTTRecord(T_TINY)
         out[name] = {
             "plain": eval_plain(tiny_model(cfg), tokens, tiny_luts(), cfg, progress=False),

@@ -44,8 +44,15 @@ def _row_of_documents(lengths, seed=1):
     return docs, torch.cat(docs)[None]
 
 
-def test_bos_id_is_the_tokenizers():
+def test_bos_id_is_the_tokenizers(demo_data):
+    """The model's BOS is the id a trained tokenizer gives BOS, and the id every document starts with."""
+    import sentencepiece as spm
+
+    from golf.data import load_val_tokens
+
     assert BOS_ID == TOKENIZER_BOS
+    assert spm.SentencePieceProcessor(model_file=str(demo_data.tokenizer_path)).bos_id() == BOS_ID
+    assert int(load_val_tokens(demo_data.data_dir, 64)[0]) == BOS_ID
 
 
 def test_document_ids_count_bos():
@@ -166,7 +173,7 @@ def test_muon_weight_decay_taper():
 def test_frontier_switches_train_quantize_and_evaluate_end_to_end(tmp_path, demo_data):
     """All model switches on, packed documents too: train, quantize (the new small tensors go into the
     artifact) and every evaluation, TTT's legality checks included."""
-    from tests.test_train import tiny_params
+    from conftest import tiny_params
 
     params = tiny_params(tmp_path, demo_data, iterations=6, val_loss_every=0, attention_mask="document",
                          pack_documents=True, smear_gate=True, attn_out_gate=True, muon_wd_taper_at=0.5,

@@ -23,9 +23,7 @@ from golf.runs import LOCK as RUN_LOCK, RunDir
 
 def run_lock_owner(path):
     return RunDir(path).lock_owner()
-from test_lab import _papermill, lab_project  # noqa: F401  (a fixture)
-from test_reliability import one_error_line, snapshot
-from test_train import tiny_params
+from conftest import one_error_line, snapshot, tiny_params
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from html.parser import HTMLParser
@@ -20,7 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from golf.notebooks import default_kernel, parameters_source
+from golf.notebooks import parameters_source
+from conftest import run_papermill
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("train", "quantize", "ttt_eval", "seed_analysis", "compare")
@@ -95,28 +94,6 @@ def test_make_lab_serves_jupyterlab_with_the_golf_kernel():
 
 # --- a project of our own: params/ and notebooks/, the demo params at test size ----------------
 
-@pytest.fixture(scope="module")
-def lab_project(tmp_path_factory, demo_data):
-    from test_train import tiny_params
-
-    proj = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "notebooks", proj / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    (proj / "params").mkdir()
-    tiny = tiny_params(proj, demo_data, iterations=6, val_loss_every=3, train_log_every=1, max_val_tokens=4096)
-    shutil.move(tiny, proj / "params" / "demo.yaml")  # the notebooks' default params file, at test size
-    return proj
-
-
-def _papermill(notebook: Path, out: Path, cwd: Path, env_home: Path | None = None, **params) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
-    if env_home is not None:
-        env["GOLF_HOME"] = str(env_home)
-    args = [sys.executable, "-m", "papermill", str(notebook), str(out), "-k", default_kernel()]
-    for key, value in params.items():
-        args += ["-y", yaml.safe_dump({key: value})] if isinstance(value, list) else ["-p", key, str(value)]
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
 class _Html(HTMLParser):
     """Tags with their attributes, and the text a reader sees (not the page's scripts and styles)."""
 
@@ -144,7 +121,7 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     seed analysis and compare each succeed and leave their plots; then from another folder."""
     nb_dir = lab_project / "notebooks"
     for name in NOTEBOOKS:
-        res = _papermill(nb_dir / f"{name}.ipynb", tmp_path / f"{name}.out.ipynb", cwd=nb_dir)
+        res = run_papermill(nb_dir / f"{name}.ipynb", tmp_path / f"{name}.out.ipynb", cwd=nb_dir)
         assert res.returncode == 0, f"{name}: {res.stderr[-2000:]}"
     run = lab_project / "outputs" / "lab" / "run-001"
     for plot in ("training.png", "schedule.png", "quant_error.png", "eval_bpb.png"):
@@ -170,7 +147,7 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     # from another folder, the root given by GOLF_HOME; a params key by name: -p iterations 4
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    res = _papermill(nb_dir / "train.ipynb", elsewhere / "t.ipynb", cwd=elsewhere, env_home=lab_project,
+    res = run_papermill(nb_dir / "train.ipynb", elsewhere / "t.ipynb", cwd=elsewhere, env_home=lab_project,
                      iterations=4)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Passed unknown parameter" not in res.stderr
@@ -181,7 +158,7 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     as_text = {"ttt_eval": {"modes": "plain ttt"},
                "compare": {"studies": "[outputs/lab/run-001, outputs/lab/run-002]", "names": "first second"}}
     for name in NOTEBOOKS[1:]:
-        res = _papermill(nb_dir / f"{name}.ipynb", elsewhere / f"{name}.ipynb", cwd=elsewhere, env_home=lab_project,
+        res = run_papermill(nb_dir / f"{name}.ipynb", elsewhere / f"{name}.ipynb", cwd=elsewhere, env_home=lab_project,
                          **as_text.get(name, {}))
         assert res.returncode == 0, f"{name} from elsewhere: {res.stderr[-2000:]}"
     assert json.loads((second / "eval_ttt.json").read_text())["val_bpb"] > 0
@@ -214,7 +191,7 @@ def test_a_list_parameter_that_is_no_list_is_one_error_naming_it(given):
 
 def test_an_unknown_notebook_key_is_an_error_naming_it(lab_project, tmp_path):
     before = sorted((lab_project / "outputs").glob("lab/run-*"))
-    res = _papermill(lab_project / "notebooks" / "train.ipynb", tmp_path / "t.ipynb", cwd=tmp_path,
+    res = run_papermill(lab_project / "notebooks" / "train.ipynb", tmp_path / "t.ipynb", cwd=tmp_path,
                      env_home=lab_project, overrides=["no_such_key=1"])
     assert res.returncode != 0 and "no_such_key" in res.stderr
     assert sorted((lab_project / "outputs").glob("lab/run-*")) == before  # refused before a folder was made

@@ -10,7 +10,7 @@ from golf.bpb import token_bytes
 from golf.evaluate import TTTRecord
 from golf.lora_ttt import DocAdapters, document_queue, document_spans, eval_lora_ttt, eval_phased_ttt, phase_points
 from golf.model import BOS_ID, virtual_layers
-from test_evaluate import tiny_cfg, tiny_luts, tiny_model
+from conftest import tiny_cfg_32x3, tiny_luts, tiny_model
 
 LORA = dict(ttt_lora_rank=4, ttt_lora_chunk=8, ttt_lora_batch_docs=3, ttt_lora_lr=0.01, ttt_phase_docs=4,
             ttt_phases=2, ttt_global_chunk_tokens=64, ttt_global_lr=0.05)
@@ -18,7 +18,7 @@ DOC_LENS = (40, 12, 25, 7, 70, 30, 18)  # tokens, BOS included; two longer than 
 
 
 def lora_cfg(**kw):
-    return tiny_cfg(**{**LORA, **kw})
+    return tiny_cfg_32x3(**{**LORA, **kw})
 
 
 def doc_tokens(lens=DOC_LENS, seed=1, vocab=64):
@@ -331,7 +331,7 @@ def test_golf_evaluate_lora_and_phased_modes(tmp_path, demo_data):
     import json
 
     from golf.cli import main as golf_main
-    from test_train import tiny_params
+    from conftest import tiny_params
 
     params = tiny_params(tmp_path, demo_data, iterations=5, val_loss_every=0, max_val_tokens=2048)
     run_dir = tmp_path / "run"
@@ -353,7 +353,7 @@ def test_golf_evaluate_wires_ttt_lora_compile(tmp_path, demo_data, monkeypatch, 
     import json
 
     from golf.cli import main as golf_main
-    from test_train import tiny_params
+    from conftest import tiny_params
 
     made = []
 

@@ -199,7 +199,7 @@ def test_golf_quantize_records_lqer_in_quant_budget(tmp_path, demo_data, capsys)
     import json
 
     from golf.cli import main as golf_main
-    from test_train import tiny_params
+    from conftest import tiny_params
 
     run = tmp_path / "run"
     params = tiny_params(tmp_path, demo_data, iterations=4, val_loss_every=0)

@@ -18,7 +18,8 @@ TINY = dict(vocab_size=96, model_dim=32, num_layers=4, num_heads=4, num_kv_heads
             mlp_mult=2.0, rope_dims=4, eval_stride=8)
 
 
-def tiny_cfg(**kw):
+def tiny_cfg_32x4(**kw):
+    """96 tokens, width 32, 4 layers (two looped twice)."""
     return load_config(None, {**TINY, **kw})
 
 
@@ -260,7 +261,7 @@ def reference_hidden(model: GPT, ids):
 
 @pytest.mark.parametrize("looping", [False, True])
 def test_forward_matches_reference_with_lanes(looping):
-    model = randomized(tiny_cfg())
+    model = randomized(tiny_cfg_32x4())
     model.set_looping(looping)
     ids = torch.randint(0, 96, (2, 12))
     with torch.no_grad():
@@ -274,8 +275,8 @@ FRONTIER_SWITCHES = dict(attention_mask="document", smear_gate=True, attn_out_ga
 def test_fused_qkv_equals_three_projections(looping, switches):
     """fused_qkv: loss, every gradient and the suffix-only scoring path as the three separate GEMMs."""
     # fp32 embedding (the record's is bf16, whose gradient rounding would hide a small difference)
-    base = randomized(tiny_cfg(fix_embed_fp32=True, **switches))
-    fused = randomized(tiny_cfg(fix_embed_fp32=True, fused_qkv=True, **switches))
+    base = randomized(tiny_cfg_32x4(fix_embed_fp32=True, **switches))
+    fused = randomized(tiny_cfg_32x4(fix_embed_fp32=True, fused_qkv=True, **switches))
     assert fused.fused_kernels()["fused_qkv"] and not base.fused_kernels()["fused_qkv"]
     ids = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(int(looping)))
     losses, grads = [], []
@@ -296,7 +297,7 @@ def test_parallel_modes_differ_and_lanes_matter():
     ids = torch.randint(0, 96, (2, 12))
     outs = {}
     for mode in ("lanes", "single_stream", "none"):
-        model = randomized(tiny_cfg(parallel_mode=mode))
+        model = randomized(tiny_cfg_32x4(parallel_mode=mode))
         with torch.no_grad():
             outs[mode] = model.forward_logits(ids)
     assert not torch.allclose(outs["lanes"], outs["none"])
@@ -305,7 +306,7 @@ def test_parallel_modes_differ_and_lanes_matter():
 
 @pytest.mark.parametrize("looping", [False, True])
 def test_causality(looping):
-    model = randomized(tiny_cfg())
+    model = randomized(tiny_cfg_32x4())
     model.set_looping(looping)
     ids = torch.randint(0, 96, (1, 16))
     changed = ids.clone()
@@ -317,7 +318,7 @@ def test_causality(looping):
 
 
 def test_bank_round_trip_and_checkpoint_layouts(tmp_path):
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x4()
     model = randomized(cfg)
     sd = model.state_dict()
     unbanked = unbank_state_dict(sd, cfg.num_layers)
@@ -340,7 +341,7 @@ def test_bank_round_trip_and_checkpoint_layouts(tmp_path):
 
 
 def test_load_errors_name_keys(tmp_path):
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_32x4()
     model = build_model(cfg)
     sd = model.state_dict()
     sd.pop("lane_merge")

@@ -8,7 +8,7 @@ import pytest
 from golf.cli import main as golf_main
 from golf.study import run_study
 from golf.runs import LOCK as RUN_LOCK
-from test_train import tiny_params
+from conftest import tiny_params
 
 
 @pytest.mark.slow

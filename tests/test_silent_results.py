@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from golf.cli import main as golf_main
-from test_data import fake_hub  # noqa: F401
-from test_reliability import data_copy, one_error_line, other_tokenizer, snapshot, trained_run  # noqa: F401
-from test_train import tiny_params
+from conftest import one_error_line, snapshot, tiny_params
 
 
 # --- 8. a diverged training, a damaged model.pt ---------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from golf.cli import main as golf_main
 from golf.runs import LOCK, RunDir
-from test_train import tiny_params
+from conftest import tiny_params
 
 TINY = dict(iterations=4, val_loss_every=0, train_log_every=2, max_val_tokens=2048)
 

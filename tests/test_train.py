@@ -6,32 +6,16 @@ import re
 
 import pytest
 import torch
-import yaml
 
 from golf.cli import main as golf_main
 from golf.config import load_config
 from golf.model import build_model, load_checkpoint
 from golf.runtime import DistInfo
 from golf.train import Trainer, lr_multiplier, muon_momentum_at
+from conftest import TINY_MODEL, tiny_params
 from gloo import run_gloo
 
-TINY_MODEL = dict(model_dim=64, num_layers=4, num_heads=4, num_kv_heads=2, rope_dims=8, mlp_mult=2.0,
-                  loop_start=1, loop_end=2, num_loops=1, parallel_start_layer=2, xsa_last_n=4)
 INTERFACE_METRIC_KEYS = {"step", "train_loss", "lr_mult", "tokens_per_s", "step_ms", "looping", "peak_mem_mib"}
-
-
-def tiny_params(tmp_path, demo_data, **kw):
-    data_dir, tok, vocab = demo_data
-    values = dict(TINY_MODEL, data_dir=str(data_dir), tokenizer_path=str(tok), vocab_size=vocab,
-                  train_seq_len=64, eval_seq_len=64, train_batch_tokens=2048, grad_accum_total=1,
-                  max_val_tokens=8192, iterations=80, max_wallclock_seconds=0, warmup_steps=0,
-                  val_loss_every=40, train_log_every=10, compile="off", device="cpu", ema_decay=0.9,
-                  gptq_calibration_batches=2, quant_passthrough_numel=1024, eval_stride=16,
-                  ttt_chunk_tokens=1024, ttt_batch_seqs=8, matrix_lr=0.03, scalar_lr=0.02, tied_embed_lr=0.05)
-    values.update(kw)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
 
 
 def test_lr_schedule_is_flat_then_linear():
