@@ -60,7 +60,7 @@ def main() -> None:
 
     calib = (batch()[0] for _ in iter(int, 1))
     t0 = time.perf_counter()
-    blob, report = quantize_model(model, cfg, calib, device, code_bytes())
+    blob, report = quantize_model(model, cfg, calib, device, code_bytes(cfg))
     out["quantize_wall_s"] = time.perf_counter() - t0
     out.update({k: v for k, v in report.items() if k != "tensors"})
     print(json.dumps(out, indent=1), flush=True)

@@ -266,6 +266,48 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def run_submission(values: dict, modes: tuple[str, ...], code_bytes: int) -> int:
+    """The exported train_gpt.py's run (``torchrun --standalone --nproc_per_node=N train_gpt.py``, no
+    arguments): train, quantize and evaluate ``modes`` in one process tree, with the config embedded in
+    the file (``values``), into a new ``outputs/submission/run-NNN``; the last line is the scored val_bpb."""
+    from golf.pipeline import evaluate_run, quantize_run
+    from golf.runtime import die_with_parent, init_distributed
+    from golf.train import train
+
+    die_with_parent()  # a torchrun rank dies with its parent
+    try:
+        cfg = load_config(None, values)
+        binding = _preflight(cfg)
+        dist, device = init_distributed(cfg.device)
+        run_dir = _shared_run_dir(argparse.Namespace(run_dir=None, outputs="outputs", study="submission"), dist)
+        run = RunDir(run_dir)
+        setup_logging(run.train_log, dist.is_main)
+        log.info("run folder %s, device %s, world size %d", run_dir, device, dist.world_size)
+        if dist.is_main:
+            from golf.runtime import atomic_write_json
+
+            atomic_write_json(run.run_info, {"params_file": "train_gpt.py", "set": [], "world_size": dist.world_size,
+                                             "data_warnings": binding["warnings"]})
+        train(cfg, run_dir, dist, device)
+        if dist.is_main:
+            run.release()
+        setup_logging(run.quantize_log, dist.is_main)
+        quantize_run(run_dir, cfg, dist, device, code_bytes=code_bytes)
+        results = {}
+        for mode in modes:
+            setup_logging(run.eval_log(mode), dist.is_main)
+            results[mode] = evaluate_run(run_dir, mode, cfg, dist, device)["val_bpb"]
+        if dist.is_main:
+            for mode, bpb in results.items():
+                print(f"{mode} val_bpb {bpb:.8f}")
+            print(f"final val_bpb {results[modes[-1]]:.8f}" if modes else f"run folder {run_dir}")
+        _destroy()
+        return 0
+    except (ConfigError, GolfError) as exc:
+        print(f"golf: error: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_run(args) -> int:
     from golf.study import run_study
 
@@ -342,6 +384,9 @@ def cmd_export(args) -> int:
 
     out = export_submission(Path(args.run_dir), Path(args.out), allow_over_budget=args.allow_over_budget,
                             allow_mixed_tokens=args.allow_mixed_tokens)
+    sub = json.loads((out / "submission.json").read_text())
+    print(f"code {sub['bytes_code']:,} bytes (train_gpt.py) + model {sub['bytes_model']:,} bytes = "
+          f"{sub['bytes_total']:,} bytes")
     print(out)
     return 0
 

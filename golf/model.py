@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf import kernels
 from golf.attention import attention_fn, document_attention, document_ids
 from golf.config import Config
 from golf.runtime import GolfError, cpu_threads
@@ -28,6 +27,19 @@ log = logging.getLogger("golf")
 BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
 LANE_RESID_INIT = 1.1  # lanes_mix: each lane's residual multiplier at start (#1530), bf16-rounded at init
 BOS_ID = 1  # every document starts with BOS (spec §1.2; golf.tokenizer writes it)
+# golf.kernels (Triton), imported by load_kernels only when a fused switch asks for it: a submission's
+# train_gpt.py without fused_mlp / fused_ce does not carry it (golf.submission).
+kernels = None
+
+
+def load_kernels():
+    """golf.kernels, imported on first use (into this module's ``kernels``)."""
+    global kernels
+    if kernels is None:
+        from golf import kernels as module
+
+        kernels = module
+    return kernels
 FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
 
 
@@ -322,6 +334,8 @@ class GPT(nn.Module):
             block.fused_mlp = bool(mlp)
             block.attn.fused_qkv = bool(qkv)
         self.fused_ce = bool(ce)
+        if mlp or ce:
+            load_kernels()
 
     def fused_kernels(self) -> dict[str, bool]:
         """Which fusion switches are in effect (the params keys ask; CUDA and Triton decide for golf.kernels')."""
@@ -473,7 +487,7 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     model.to(device)
     model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.set_attention_backend(select_backend(attention_backend or cfg.attention_backend, device))
-    usable = device.type == "cuda" and kernels.triton is not None
+    usable = (cfg.fused_mlp or cfg.fused_ce) and device.type == "cuda" and load_kernels().triton is not None
     for key in ("fused_mlp", "fused_ce"):
         if getattr(cfg, key) and not usable:
             log.warning("%s needs CUDA and Triton; the unfused PyTorch path runs here (same math)", key)

@@ -93,19 +93,25 @@ def check_quantize(run_dir: Path, force: bool = False) -> None:
     _check_weights(run_dir, "raw")
 
 
-def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False) -> dict:
+def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False,
+                 code_bytes: int | None = None) -> dict:
     """Hessians → GPTQ → compressed artifact; writes the artifact, the budget and the per-tensor table.
 
     ``force`` replaces an existing artifact: once the new one is made, the old one and every file made
     from it (``DERIVED_FROM_ARTIFACT``) move to ``superseded/NNN/``. ``quantize_config.yaml`` records
     the settings, and quant_budget.json the artifact's sha256, the keys set since training and the
     seconds of each stage (``*_s``). Each stage logs its start and its seconds (``quantize_model``).
+    ``code_bytes``: the submission's code (default: the train_gpt.py golf.submission makes for ``cfg``;
+    the exported train_gpt.py passes its own size).
     """
     import time
 
     from golf.quant import artifact_sha256, quantize_model
-    from golf.submission import code_bytes
 
+    if code_bytes is None:
+        from golf.submission import code_bytes as submission_code_bytes
+
+        code_bytes = submission_code_bytes(cfg)
     check_quantize(run_dir, force)
     out = run_dir / ARTIFACT_NAME
     t_start = time.perf_counter()
@@ -117,7 +123,7 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
         hessians = {k: v.to(device) for k, v in
                     torch.load(hessian_path(run_dir, dist.rank), map_location="cpu", weights_only=True).items()}
         log.info("using the Hessians collected during training (%s)", hessian_path(run_dir, dist.rank).name)
-    blob, report = quantize_model(model, cfg, calibration_batches(cfg, dist, device), device, code_bytes(),
+    blob, report = quantize_model(model, cfg, calibration_batches(cfg, dist, device), device, code_bytes,
                                   hessians=hessians)
     budget = {k: v for k, v in report.items() if k != "tensors"}
     budget["quantize_s"] = round(time.perf_counter() - t_start, 3)

@@ -6,6 +6,7 @@ sources as an xz-compressed, base85-encoded zip that it imports from, then runs 
 """
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
@@ -23,56 +24,320 @@ from golf.runs import ARTIFACT, CONFIG, ENVIRONMENT, METRICS, QUANT_BUDGET, QUAN
 from golf.runtime import GolfError, atomic_write_text, read_json_object
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are not part
-# of the scored code; every other module is, so a module that training starts to import is never missed.
+# The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are never part
+# of the scored code; of the others, the walk below keeps what the run's entry point reaches.
 NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "stats", "study", "submission")
+ENTRY = ("cli", "run_submission")  # what the exported train_gpt.py calls
+DEFAULT_MODES = ("plain", "sliding", "ttt")  # the record's evaluation stages, the last one scored
 
-# The zip lives in a temporary folder for the run (zipimport reads it lazily) and goes at exit.
+# The zip lives in a temporary folder for the run (zipimport reads it lazily) and goes at exit. C: the
+# config's keys that differ from golf's defaults (the record's), M: the evaluation stages, in order.
 WRAPPER = '''import atexit,base64,lzma,os,shutil,sys,tempfile
+C={values!r}
+M={modes!r}
 d=tempfile.mkdtemp();atexit.register(shutil.rmtree,d,True);z=os.path.join(d,"golf.zip");open(z,"wb").write(lzma.decompress(base64.b85decode({payload!r})))
-sys.path.insert(0,z);from golf.cli import main;sys.exit(main(sys.argv[1:]))
+sys.path.insert(0,z);from golf.cli import run_submission;sys.exit(run_submission(C,M,os.path.getsize(__file__)))
 '''
 
 
-def runtime_modules() -> list[str]:
-    """The golf modules a record run carries, sorted."""
-    return sorted(p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem not in NOT_SCORED)
+def left_out(cfg, modes=DEFAULT_MODES) -> set[str]:
+    """The modules a run of ``cfg`` evaluating ``modes`` never imports (each is imported lazily, where
+    its switch is on), besides NOT_SCORED: the walk cuts its edges into them."""
+    out = set(NOT_SCORED)
+    if not set(modes) & {"lora_ttt", "phased_ttt"}:
+        out.add("lora_ttt")
+    if not (cfg.fused_mlp or cfg.fused_ce):
+        out.add("kernels")
+    return out
+
+
+def _defined(st: ast.stmt) -> list[str] | None:
+    """The top-level names a statement binds, or None for one kept whatever is used (an expression, an
+    ``if``, ``from __future__``, an assignment to something other than a name)."""
+    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [st.name]
+    if isinstance(st, ast.Import):
+        return [a.asname or a.name.split(".")[0] for a in st.names]
+    if isinstance(st, ast.ImportFrom):
+        return None if st.module == "__future__" else [a.asname or a.name for a in st.names]
+    targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(st, ast.AnnAssign) else None
+    names = []
+    for t in targets or [None]:
+        elts = t.elts if isinstance(t, ast.Tuple) else [t]
+        if not all(isinstance(e, ast.Name) for e in elts):
+            return None
+        names += [e.id for e in elts]
+    return names
+
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def _locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """The names a function binds (its arguments, assignments, imports, nested definitions) and does not
+    declare global: a use of one inside it is not the module's name."""
+    a = fn.args
+    names = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
+    declared = set()
+    todo = list(fn.body) if isinstance(fn.body, list) else [fn.body]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared.update(node.names)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        if isinstance(node, (*_FUNCTIONS, ast.ClassDef)):
+            if not isinstance(node, ast.Lambda):
+                names.add(node.name)
+            todo += [*node.decorator_list] if not isinstance(node, ast.Lambda) else []
+            continue  # its own scope
+        todo += ast.iter_child_nodes(node)
+    return names - declared
+
+
+def _free_names(st: ast.stmt) -> list[ast.Name]:
+    """The names a statement reads that are not bound by a function around them (module-level names)."""
+    out = []
+
+    def visit(node: ast.AST, bound: frozenset) -> None:
+        if isinstance(node, _FUNCTIONS):
+            for d in (*getattr(node, "decorator_list", ()), *node.args.defaults,
+                      *(x for x in node.args.kw_defaults if x is not None)):
+                visit(d, bound)
+            for x in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs, node.args.vararg,
+                      node.args.kwarg, getattr(node, "returns", None)):
+                if x is not None:
+                    visit(x, bound)
+            inner = bound | _locals(node)
+            for child in (node.body if isinstance(node.body, list) else [node.body]):
+                visit(child, inner)
+            return
+        if isinstance(node, ast.Name) and node.id not in bound:
+            out.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child, bound)
+
+    visit(st, frozenset())
+    return out
+
+
+def _is_main_guard(st: ast.stmt) -> bool:
+    return isinstance(st, ast.If) and "__main__" in ast.unparse(st.test) and "__name__" in ast.unparse(st.test)
+
+
+def _golf_target(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> tuple[str, str | None] | None:
+    """What an imported name is in golf: (module, name), (module, None) for a whole module, or None."""
+    if isinstance(node, ast.Import):
+        return (alias.name[5:], None) if alias.name.startswith("golf.") else None
+    if node.module == "golf":
+        return (alias.name, None) if (PACKAGE_DIR / f"{alias.name}.py").is_file() else ("__init__", alias.name)
+    if node.module and node.module.startswith("golf."):
+        return node.module[5:], alias.name
+    return None
+
+
+class _Walk:
+    """Which top-level statements of which golf modules the entry point reaches, by name (ast).
+
+    A name a kept statement uses keeps the statements of its module that bind it; ``from golf.x import
+    y`` (at any depth) keeps ``y`` of ``golf.x``; ``import golf.x as m`` keeps what ``m.attr`` names,
+    or all of ``golf.x`` where ``m`` is used otherwise. Class bodies are kept whole. Edges into a left-out
+    module are cut, which is allowed only for imports inside functions (lazy ones)."""
+
+    def __init__(self, skip: set[str]):
+        self.skip = skip
+        self.bodies: dict[str, list[ast.stmt]] = {}
+        self.defs: dict[str, dict[str, list[int]]] = {}
+        self.kept: dict[str, set[int]] = {}
+        self.aliases: dict[tuple[str, int], set[str]] = {}  # the names kept of a top-level import
+        self.todo: list[tuple] = []
+
+    def module(self, m: str) -> None:
+        if m in self.bodies:
+            return
+        tree = ast.parse((PACKAGE_DIR / f"{m}.py").read_text())
+        body = self.bodies[m] = [st for st in tree.body if not _is_main_guard(st)]
+        defs = self.defs[m] = {}
+        self.kept[m] = set()
+        for i, st in enumerate(body):
+            names = _defined(st)
+            for n in names or ():
+                defs.setdefault(n, []).append(i)
+            if names is None:
+                self.todo.append(("stmt", m, i))
+        if m != "__init__":
+            self.module("__init__")
+
+    def target(self, m: str, t: tuple[str, str | None], top: bool) -> None:
+        if t[0] in self.skip:
+            if top:
+                raise GolfError(f"golf.{m} imports golf.{t[0]} at the top, which this submission leaves out: "
+                                "import it inside the function that needs it")
+            return
+        self.module(t[0])
+        self.todo.append(("all", t[0]) if t[1] is None else ("sym", t[0], t[1]))
+
+    def run(self, m: str, name: str) -> None:
+        self.module(m)
+        self.todo.append(("sym", m, name))
+        while self.todo:
+            kind, m, *rest = self.todo.pop()
+            if kind == "all":
+                self.todo += [("sym", m, n) for n in self.defs[m]]
+            elif kind == "sym":
+                for i in self.defs[m].get(rest[0], ()):
+                    st = self.bodies[m][i]
+                    if isinstance(st, (ast.Import, ast.ImportFrom)):
+                        self.kept[m].add(i)
+                        kept = self.aliases.setdefault((m, i), set())
+                        for a in st.names:
+                            bound = a.asname or (a.name.split(".")[0] if isinstance(st, ast.Import) else a.name)
+                            if bound == rest[0] and bound not in kept:
+                                kept.add(bound)
+                                t = _golf_target(st, a)
+                                if t is not None:
+                                    self.target(m, t, top=True)
+                    else:
+                        self.todo.append(("stmt", m, i))
+            elif rest[0] not in self.kept[m]:
+                self.kept[m].add(rest[0])
+                self.statement(m, self.bodies[m][rest[0]])
+
+    def statement(self, m: str, st: ast.stmt) -> None:
+        modules = {}  # module aliases bound inside the statement: import golf.x as m
+        for node in ast.walk(st):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and node is not st:
+                for a in node.names:
+                    t = _golf_target(node, a)
+                    if t is None:
+                        continue
+                    if t[1] is None:
+                        modules[a.asname or a.name.split(".")[0]] = t[0]
+                    else:
+                        self.target(m, t, top=False)
+        used_as_attr = set()
+        for node in ast.walk(st):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                used_as_attr.add(id(node.value))
+                if modules[node.value.id] not in self.skip:
+                    self.target(m, (modules[node.value.id], node.attr), top=False)
+        for node in ast.walk(st):  # a module bound inside: a use other than module.attr keeps it whole
+            if isinstance(node, ast.Name) and node.id in modules and id(node) not in used_as_attr \
+                    and modules[node.id] not in self.skip:
+                self.target(m, (modules[node.id], None), top=False)
+        for node in _free_names(st):
+            if node.id in self.defs[m] and node.id not in modules:
+                self.todo.append(("sym", m, node.id))
+
+    def sources(self) -> dict[str, str]:
+        """Each reached module's kept statements (a top-level import keeps only the names used), as source."""
+        out = {}
+        for m, body in self.bodies.items():
+            if m == "__init__":
+                out[m] = ast.unparse(ast.Module(body=body, type_ignores=[]))
+                continue
+            kept = []
+            for i in sorted(self.kept[m]):
+                st = body[i]
+                if _defined(st) is not None and isinstance(st, (ast.Import, ast.ImportFrom)):
+                    used = self.aliases.get((m, i), set())
+                    names = [a for a, bound in zip(st.names, _defined(st)) if bound in used]
+                    st = type(st)(**{**{f: getattr(st, f) for f in st._fields}, "names": names})
+                kept.append(st)
+            out[m] = ast.unparse(ast.fix_missing_locations(ast.Module(body=kept, type_ignores=[])))
+        return out
+
+
+def reached_sources(cfg, modes=DEFAULT_MODES) -> dict[str, str]:
+    """golf's code as the exported train_gpt.py carries it for ``cfg`` and ``modes``: the modules and
+    top-level definitions the entry point reaches, as source (before minifying)."""
+    walk = _Walk(left_out(cfg, modes))
+    walk.run(*ENTRY)
+    return walk.sources()
+
+
+def minify(source: str) -> str:
+    """python-minifier, keeping every module-level name (other modules import them), the dataclass
+    annotations (Config's fields) and the asserts; docstrings go, local names shrink."""
+    import python_minifier
+
+    return python_minifier.minify(
+        source, remove_literal_statements=True, rename_globals=False, rename_locals=True, hoist_literals=False,
+        remove_asserts=False, remove_debug=False,
+        remove_annotations=python_minifier.RemoveAnnotationsOptions(
+            remove_variable_annotations=True, remove_return_annotations=True, remove_argument_annotations=True,
+            remove_class_attribute_annotations=False))
 
 
 def scored_source(path: Path) -> str:
-    """A module as it counts against the budget: the same code, without comments and docstrings
-    (ast.unparse), since every byte of code is a byte the model cannot use."""
-    import ast
-
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree) + "\n"
+    """A whole module minified, as it would count against the budget."""
+    return minify(path.read_text())
 
 
-def _package_zip() -> bytes:
+def _package_zip(sources: dict[str, str]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name in runtime_modules():
-            path = PACKAGE_DIR / f"{name}.py"
-            if path.is_file():
-                info = zipfile.ZipInfo(f"golf/{name}.py", date_time=(2026, 1, 1, 0, 0, 0))  # reproducible bytes
-                zf.writestr(info, scored_source(path))
+        for name in sorted(sources):
+            info = zipfile.ZipInfo(f"golf/{name}.py", date_time=(2026, 1, 1, 0, 0, 0))  # reproducible bytes
+            zf.writestr(info, minify(sources[name]) + "\n")
     return buf.getvalue()
 
 
-@lru_cache(maxsize=1)
-def train_gpt_source() -> str:
-    """The single-file ``train_gpt.py``: xz preset 9 (CRC64) + base85, like the records' wrappers."""
-    payload = base64.b85encode(lzma.compress(_package_zip(), preset=9, check=lzma.CHECK_CRC64)).decode()
-    return WRAPPER.format(payload=payload)
+def embedded_values(cfg) -> dict:
+    """The config as the exported file carries it: the keys that differ from golf's defaults (the
+    record's); a data path under the project root is written relative, which the run reads from its folder."""
+    from golf.config import PATH_KEYS, Config
+    from golf.paths import project_root
+
+    defaults = Config().to_dict()
+    values = {}
+    for key, value in cfg.to_dict().items():
+        if key in PATH_KEYS:
+            try:
+                value = str(Path(value).relative_to(project_root()))
+            except ValueError:
+                pass
+        if value != defaults[key]:
+            values[key] = value
+    return values
 
 
-def code_bytes() -> int:
-    return len(train_gpt_source().encode())
+def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
+    """The single-file ``train_gpt.py`` for ``cfg`` (default: the record's) evaluating ``modes``: golf's
+    reached code, minified, zipped, xz preset 9 (CRC64) + base85, like the records' wrappers."""
+    from golf.config import Config
+
+    values = embedded_values(cfg if cfg is not None else Config())
+    return _source(json.dumps(values, sort_keys=True), tuple(modes))
+
+
+@lru_cache(maxsize=8)
+def _source(values_json: str, modes: tuple[str, ...]) -> str:
+    from golf.config import load_config
+
+    values = json.loads(values_json)
+    cfg = load_config(None, values)
+    payload = base64.b85encode(lzma.compress(_package_zip(reached_sources(cfg, modes)), preset=9,
+                                             check=lzma.CHECK_CRC64)).decode()
+    return WRAPPER.format(values=values, modes=modes, payload=payload)
+
+
+def code_bytes(cfg=None, modes=DEFAULT_MODES) -> int:
+    return len(train_gpt_source(cfg, modes).encode())
+
+
+def run_source(run_dir: Path, modes: tuple[str, ...] = ()) -> str:
+    """The train_gpt.py of a run: its quantization config (else its training one), scoring ``modes``
+    (default: DEFAULT_MODES)."""
+    from golf.config import load_config
+
+    run = RunDir(run_dir)
+    path = run_dir / QUANTIZE_CONFIG if (run_dir / QUANTIZE_CONFIG).is_file() else run.config_file
+    return train_gpt_source(load_config(path), modes or DEFAULT_MODES)
 
 
 def _read_json(path: Path) -> dict:
@@ -145,9 +410,11 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                             f"run golf quantize --run-dir {run_dir} --force")
     model_bytes = artifact.stat().st_size
     limit = int(budget.get("limit", 16_000_000))
-    total = model_bytes + code_bytes()
+    source = run_source(run_dir, tuple(results))
+    n_code = len(source.encode())
+    total = model_bytes + n_code
     if (total > limit or budget.get("fits") is False) and not allow_over_budget:
-        raise GolfError(f"{str(artifact)!r} does not fit: artifact {model_bytes:,} + code {code_bytes():,} = "
+        raise GolfError(f"{str(artifact)!r} does not fit: artifact {model_bytes:,} + code {n_code:,} = "
                         f"{total:,} bytes against the limit of {limit:,}"
                         + (f" ({QUANT_BUDGET} says fits: false)" if budget.get("fits") is False else "")
                         + "; quantize smaller, or pass --allow-over-budget to export it anyway")
@@ -159,14 +426,14 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         mask = os.umask(0o022)
         os.umask(mask)
         os.chmod(out_dir, 0o777 & ~mask)
-        atomic_write_text(out_dir / "train_gpt.py", train_gpt_source())
+        atomic_write_text(out_dir / "train_gpt.py", source)
         headline = next((results[m] for m in reversed(EVAL_MODES) if m in results), {})  # the last stage reached
         submission = {
             "val_bpb": headline.get("val_bpb"),
             "val_loss": headline.get("val_loss"),
             "bytes_model": model_bytes,
-            "bytes_code": code_bytes(),
-            "bytes_total": model_bytes + code_bytes(),
+            "bytes_code": n_code,
+            "bytes_total": total,
             "fits": total <= limit and budget.get("fits") is not False,
             "val_tokens": headline.get("n_tokens"),
             "results_by_stage": {m: {"val_bpb": r["val_bpb"], "seconds": r["seconds"], "val_tokens": r.get("n_tokens"),
@@ -177,13 +444,16 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         }
         atomic_write_text(out_dir / "submission.json", json.dumps(submission, indent=2) + "\n")
         lines = [f"# golf record from run `{run_dir.name}`", "",
-                 "Generated by `golf export-submission`. `train_gpt.py` is the golf package, zipped, xz-compressed",
-                 "and base85-encoded; run it as `python train_gpt.py train --params …` (any golf command works).", "",
+                 "Generated by `golf export-submission`. `train_gpt.py` holds the run's settings (the keys that differ",
+                 "from golf's defaults) and the golf code they reach, minified, zipped, xz-compressed and base85-encoded;",
+                 "`torchrun --standalone --nproc_per_node=8 train_gpt.py` trains, quantizes and scores "
+                 f"{', '.join(results) or ', '.join(DEFAULT_MODES)}",
+                 "into `outputs/submission/run-NNN`, its last line the scored val_bpb.", "",
                  "| stage | val_bpb | seconds | val tokens |", "|---|---|---|---|"]
         lines += [f"| {m} | {r['val_bpb']:.6f} | {r['seconds']:.1f} | {_count(r.get('n_tokens'))}"
                   + (" (tokenizer other than training's)" if r.get("tokenizer_differs_from_training") else "") + " |"
                   for m, r in results.items()]
-        lines += ["", f"Artifact {model_bytes:,} bytes + code {code_bytes():,} bytes = {total:,} bytes"
+        lines += ["", f"Artifact {model_bytes:,} bytes + code {n_code:,} bytes = {total:,} bytes"
                   + ("." if total <= limit else f", OVER the limit of {limit:,} bytes.")]
         atomic_write_text(out_dir / "README.md", "\n".join(lines) + "\n")
         for name in (TRAIN_LOG, METRICS, CONFIG, ENVIRONMENT, QUANTIZE_LOG, QUANTIZE_CONFIG):

@@ -1,5 +1,6 @@
 """The command line of INTERFACE.md: data prepare / check, model-info, export-submission's wrapper."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,17 +46,23 @@ def test_model_info_prints_the_record_numbers(capsys):
     assert info["virtual_layers"]["looped"] == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
-def test_generated_train_gpt_runs_golf(tmp_path):
-    """The submission's single-file train_gpt.py carries the package and runs its commands."""
+def test_generated_train_gpt_carries_its_settings(tmp_path):
+    """The submission's single-file train_gpt.py: the settings that differ from golf's defaults, then the
+    code; run with no arguments where its data is missing, it says so in one line (no traceback)."""
+    from golf.config import load_config
     from golf.submission import code_bytes, train_gpt_source
 
+    cfg = load_config(REPO / "params/record.yaml", ["iterations=7"])
     script = tmp_path / "train_gpt.py"
-    script.write_text(train_gpt_source())
-    assert script.stat().st_size == code_bytes() and len(script.read_text().splitlines()) == 3
-    out = subprocess.run([sys.executable, str(script), "model-info", "--params", str(REPO / "params/record.yaml")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["n_params"] == 35_944_537
+    script.write_text(train_gpt_source(cfg))
+    lines = script.read_text().splitlines()
+    assert script.stat().st_size == code_bytes(cfg) and len(lines) == 5
+    assert lines[1] == "C={'iterations': 7}" and lines[2] == "M=('plain', 'sliding', 'ttt')"
+    env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("golf: error: ") and "Traceback" not in out.stderr
+    assert "data/datasets/fineweb10B_sp8192" in out.stderr  # the record's data path, read from its folder
 
 
 def test_fixed_batch_pads_the_short_last_batch():
