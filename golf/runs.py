@@ -22,6 +22,7 @@ from golf.runtime import GolfError, _pid_alive
 CONFIG = "config.yaml"  # the resolved config training ran with (golf.config.save_config)
 RUN_INFO = "run.json"  # how golf train was called: params file, overrides, world size
 ENVIRONMENT = "environment.json"  # code version, library versions, GPUs, data and tokenizer hashes
+CODE_DIFF = "code.diff"  # git diff HEAD of the code training ran, when it differs from its commit
 TRAIN_LOG = "train.log"
 METRICS = "metrics.jsonl"  # one JSON line per logged step
 MODEL = "model.pt"  # the post-EMA weights
@@ -89,6 +90,7 @@ class RunDir:
     config_file = property(lambda self: self.path / CONFIG)
     run_info = property(lambda self: self.path / RUN_INFO)
     environment = property(lambda self: self.path / ENVIRONMENT)
+    code_diff = property(lambda self: self.path / CODE_DIFF)
     train_log = property(lambda self: self.path / TRAIN_LOG)
     metrics = property(lambda self: self.path / METRICS)
     model = property(lambda self: self.path / MODEL)

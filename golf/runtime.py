@@ -300,21 +300,33 @@ def _pid_alive(pid: int) -> bool:
 # The run folder's files, lock and numbered folders: golf.runs.
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, cwd: Path | None = None, strip: bool = True) -> str:
     try:
         out = subprocess.run(
             ["git", *args], capture_output=True, text=True, timeout=10,
-            cwd=Path(__file__).resolve().parent,
+            cwd=cwd or Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""  # e.g. a copy with no commits
+    if out.returncode != 0:  # e.g. a copy with no commits
+        return ""
+    return out.stdout.strip() if strip else out.stdout
 
 
 def code_version() -> dict[str, Any]:
     """The golf commit and whether the working tree differs from it: each stage's result carries it,
     since a run's stages may run with different code (a quantize after a pull)."""
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def write_code_diff(path: Path, checkout: Path | None = None) -> bool:
+    """Writes ``git diff HEAD`` of golf's checkout to ``path`` when the tracked files differ from the
+    commit, so that a dirty run can be rebuilt (its commit plus this patch); says whether it wrote."""
+    diff = _git("diff", "HEAD", cwd=checkout, strip=False)
+    if not diff:
+        return False
+    atomic_write_text(path, diff)
+    return True
 
 
 def data_manifest_hash(files: list[Path]) -> str:

@@ -31,6 +31,7 @@ from golf.prefetch import PrefetchLoader
 from golf.runs import MODEL, RunDir
 from golf.runtime import (
     DistInfo, GolfError, JsonlWriter, all_reduce_, atomic_write_json, bar_interval, environment_record,
+    write_code_diff,
 )
 
 log = logging.getLogger("golf")
@@ -340,6 +341,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
                            "kernels_in_effect": model.fused_kernels(),
                            "grad_accum": accum, "micro_batch_seqs": seqs,
                            "tokenizer_sha256": tokenizer_fingerprint(cfg.tokenizer_path)})
+        write_code_diff(RunDir(run_dir).code_diff)  # a dirty run (git_dirty) keeps the patch it ran
     changed = differences_from_record(cfg.to_dict())
     log.info("keys that differ from the record: %s", ", ".join(f"{k}={v}" for k, (_, v) in changed.items()) or "none")
     for note in inert_settings(cfg):

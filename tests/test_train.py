@@ -48,6 +48,7 @@ def test_cpu_training_run_lowers_bpb_and_leaves_the_interface_files(tmp_path, de
     assert all(r["peak_mem_mib"] is None for r in train_rows)  # no GPU: null, not a measured 0
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["kernels_in_effect"] == {"fused_mlp": False, "fused_ce": False, "fused_qkv": False}
+    assert (run_dir / "code.diff").is_file() == env["git_dirty"]  # a dirty run keeps its git diff HEAD
     vals = [r for r in records if "val_bpb" in r and "stage" not in r]
     assert [r["step"] for r in vals] == [0, 40, 80]
     assert vals[0]["val_loss"] == pytest.approx(math.log(demo_data.vocab_size), abs=0.1)  # ~uniform at init
