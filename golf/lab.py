@@ -26,7 +26,7 @@ def strip_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code":
             cell["outputs"], cell["execution_count"] = [], None
-        cell["metadata"] = {k: v for k, v in (cell.get("metadata") or {}).items() if k in KEPT_CELL_METADATA}
+        cell["metadata"] = {k: v for k, v in (cell.get("metadata") or {}).items() if k in KEPT_CELL_METADATA and v}
     meta = nb.get("metadata") or {}
     nb["metadata"] = {**({"kernelspec": meta["kernelspec"]} if "kernelspec" in meta else {}),
                       "language_info": {"name": (meta.get("language_info") or {}).get("name", "python")}}

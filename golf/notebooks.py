@@ -89,6 +89,22 @@ def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return {k: namespace[k] for k in keys if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
 
 
+def check_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
+    """A notebook without params keys (seed_analysis, compare): a name given that is none of its own
+    parameters (``-p stge prequant``) stops with one line and the nearest one."""
+    import difflib
+
+    own = [name for name, _, _ in NOTEBOOK_PARAMETERS[notebook]]
+    unknown = [name for name, value in namespace.items()
+               if not name.startswith("_") and name not in own and name not in _NOT_PARAMETERS
+               and isinstance(value, (bool, int, float, str, list, tuple, type(None)))]
+    if unknown:
+        guesses = [g for name in unknown for g in difflib.get_close_matches(name, own, n=1)]
+        hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
+        raise GolfError(f"unknown parameter(s) {', '.join(map(repr, unknown))} of the {notebook} notebook{hint} "
+                        f"(its parameters: {', '.join(own)})")
+
+
 def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None,
              stage: str | None = None, base: str | Path | None = None) -> list[str]:
     """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child,

@@ -301,6 +301,29 @@ def test_a_misspelt_notebook_parameter_stops_with_a_suggestion():
     assert nb.given_keys({**namespace, "iterations": 5}) == {"iterations": 5}
 
 
+def test_a_misspelt_parameter_of_the_analysis_notebooks_stops_with_a_suggestion():
+    import golf.notebooks as nb
+
+    with pytest.raises(nb.GolfError, match=r"unknown parameter\(s\) 'stge' of the seed_analysis notebook; did you "
+                                           r"mean 'stage'"):
+        nb.check_parameters({"nb": nb, "study_dir": "", "run_dirs": [], "stage": "ttt", "stge": "prequant"},
+                            "seed_analysis")
+    with pytest.raises(nb.GolfError, match="'iterations' of the compare notebook"):  # a params key is none of its own
+        nb.check_parameters({"studies": [], "iterations": 3}, "compare")
+    nb.check_parameters({"studies": [], "names": [], "stage": "ttt", "out_dir": "", "result": {}}, "compare")
+
+
+def test_lab_saves_drop_empty_cell_tags():
+    from golf.lab import strip_notebook
+
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": [], "collapsed": True}, "outputs": [1],
+                     "execution_count": 3, "source": "x"},
+                    {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [], "source": "y"}],
+          "metadata": {}}
+    cells = strip_notebook(nb)["cells"]
+    assert cells[0]["metadata"] == {} and cells[1]["metadata"] == {"tags": ["parameters"]}
+
+
 # --- reports and comparisons of damaged runs --------------------------------------------------------
 
 @pytest.fixture(scope="module")
