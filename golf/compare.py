@@ -230,6 +230,23 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stage_means(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Per study, the mean val BPB of its compared runs at every stage they reached (n where fewer runs)."""
+    from golf.stats import run_row
+
+    rows = []
+    for name in names:
+        found = [run_row(Path(p)) for p in runs.loc[runs["study"] == name, "path"]]
+        row = {"study": name}
+        for stage, label in STAGE_LABELS.items():
+            vals = [r[f"{stage}_bpb"] for r in found if r.get(f"{stage}_bpb") is not None]
+            if vals:
+                mean = f"{sum(vals) / len(vals):.4f}"
+                row[label] = mean if len(vals) == len(found) else f"{mean} (n={len(vals)})"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("–")
+
+
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """A summary (or runs) table as a reader takes it in: mean BPB to 4 decimals, a run's BPB, spreads and
     differences (signed) to 5, p to 2 digits, thousands grouped."""
@@ -411,7 +428,7 @@ def _linked_runs(runs: pd.DataFrame, out: Path):
 
 def compare(folders: list[str | Path], names: list[str] | None = None, stage: str = "ttt",
             out_dir: str | Path | None = None) -> dict:
-    """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare.png``,
+    """Compare studies (or runs); writes ``compare.csv``, ``compare_runs.csv``, ``compare_stages.csv``, ``compare.png``,
     ``compare_diff.png`` (with more than one study) and
     ``compare.html`` into ``out_dir`` (default ``outputs/compare/compare-NNN``) and returns the tables."""
     from golf.paths import outputs_root, resolve
@@ -448,6 +465,8 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "compare.csv", table.to_csv(index=False))
     atomic_write_text(out / "compare_runs.csv", runs.drop(columns=["path", "trained_bpb"]).to_csv(index=False))
+    stages = stage_means(runs, names)
+    atomic_write_text(out / "compare_stages.csv", stages.to_csv(index=False))
     fig = plot(runs, names, stage, out)
     diff_fig = plot_differences(table, stage, out) if len(names) > 1 else None
     try:
@@ -463,6 +482,8 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
              _md("*" + throughput_note(runs) + "*"),
              _table(readable(table)), *([_figure(out / "compare_diff.png"), _md(DIFF_CAPTION)] if diff_fig else []),
              _figure(out / "compare.png"),
+             _md("## Every stage\n\nMean val BPB of the same runs at each stage they reached (the test above is "
+                 f"for {STAGE_LABELS[stage]} alone)."), _table(stages),
              _md("## Params keys, data and tokenizer that differ"),
              _table(keys) if len(keys) else _md("None: the studies ran the same config (seeds aside)."),
              _md("## Every run"), _linked_runs(runs, out)]

@@ -64,6 +64,11 @@ def test_golf_compare_writes_table_plot_and_html(tmp_path, capsys):
     assert (out / "compare.png").stat().st_size > 10_000 and (out / "compare_diff.png").stat().st_size > 5_000
     runs = pd.read_csv(out / "compare_runs.csv")
     assert len(runs) == 7 and runs["tokens_per_s"].notna().all() and runs["bytes_total"].notna().all()
+    stages = pd.read_csv(out / "compare_stages.csv").set_index("study")  # every stage the runs reached, on one page
+    stage_cols = [c for c in stages.columns if stages[c].ne("–").any()]
+    assert len(stage_cols) == 2  # pre-quantization and TTT: the stages these runs have
+    assert float(stages.loc["no-ema", stage_cols[0]]) == pytest.approx(np.mean(ABLATION) + 0.01, abs=1e-4)
+    assert float(stages.loc["baseline", stage_cols[1]]) == pytest.approx(np.mean(BASE), abs=1e-4)
 
     class Page(HTMLParser):
         imgs, text = [], []
@@ -78,7 +83,7 @@ def test_golf_compare_writes_table_plot_and_html(tmp_path, capsys):
     page = Page()
     page.feed((out / "compare.html").read_text())
     text = "".join(page.text)
-    assert "ema_decay" in text and "Welch" in text and "from golf" not in text
+    assert "ema_decay" in text and "Welch" in text and "Every stage" in text and "from golf" not in text
     assert len(page.imgs) == 2 and all(src.startswith("data:image/png;base64,") for src in page.imgs)
     assert "<script src=" not in (out / "compare.html").read_text()  # readable offline
 
@@ -104,7 +109,8 @@ def test_without_the_report_libraries_the_tables_are_kept_and_one_line_says_why(
     assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs nbformat, not installed here" in err[0] and str(out) in err[0]
-    assert {p.name for p in out.iterdir()} == {"compare.csv", "compare_runs.csv", "compare.png", "compare_diff.png"}
+    assert {p.name for p in out.iterdir()} == {"compare.csv", "compare_runs.csv", "compare_stages.csv", "compare.png",
+                                                  "compare_diff.png"}
     assert len(pd.read_csv(out / "compare.csv")) == 2
 
 
