@@ -371,8 +371,8 @@ def cmd_config(args) -> int:
     group = None
     for d in describe_keys():
         if d["group"] != group:
+            print(f"{'' if group is None else chr(10)}# {d['group']}")  # a blank line between groups, none first
             group = d["group"]
-            print(f"\n# {group}")
         value = cfg[d["key"]] if cfg is not None else d["default"]
         mark = "" if cfg is None or value == d["default"] else f"   (record: {d['default']!r})"
         print(f"{d['key']} = {value!r}  [{d['type']}]  {d['help']}{mark}")
