@@ -99,8 +99,6 @@ def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
 def run_job(job: Job | dict, console=None) -> dict:
     """One (arm, seed) by the resume rule: a finished run is kept, else a fresh folder is trained (or
     gets a copy of the twin's trained run), quantized and evaluated. Returns what happened."""
-    from golf.notebooks import execute_notebook, launch_golf, run_seed
-
     job = Job(**job) if isinstance(job, dict) else job
     arm_dir = Path(job.arm_dir)
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -109,6 +107,50 @@ def run_job(job: Job | dict, console=None) -> dict:
         return {"status": "kept", "run": str(kept), "gpus": gpus}
     if job.deadline and time.time() > job.deadline:
         return {"status": "not started", "run": None, "gpus": gpus}
+    holder = _claim_seed(arm_dir, job.seed)
+    if holder:  # another golf process (a second `golf run` of this study) is running this seed
+        return {"status": "in use", "run": None, "error": f"run by process {holder}, left to it", "gpus": gpus}
+    try:
+        kept = finished_run(arm_dir, job.seed, job.modes, job.notebooks)  # it may have ended while we looked
+        if kept:
+            return {"status": "kept", "run": str(kept), "gpus": gpus}
+        return _run_fresh(job, arm_dir, gpus, console)
+    finally:
+        _seed_claim(arm_dir, job.seed).unlink(missing_ok=True)
+
+
+def _seed_claim(arm_dir: Path, seed: int) -> Path:
+    return arm_dir / f".seed{seed}.claim"
+
+
+def _claim_seed(arm_dir: Path, seed: int) -> int | None:
+    """Take the seed for this process (an exclusive create, so two studies never both start it);
+    the pid of a live process that holds it, else None. A claim whose process is gone is taken over."""
+    from golf.runtime import _pid_alive
+
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    path = _seed_claim(arm_dir, seed)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                return pid
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return None
+    return None
+
+
+def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
+    from golf.notebooks import execute_notebook, launch_golf, run_seed
+
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
     t0 = time.perf_counter()
@@ -455,6 +497,7 @@ def say(res: dict) -> None:
     text = {"kept": f"finished earlier in {res.get('run')}, kept",
             "not started": "not started (--stop-taking-after)",
             "done": f"done in {res.get('seconds')} s{where} ({res.get('run')})",
+            "in use": f"not started here: {res.get('error')}",
             "failed": f"FAILED{where}: {res.get('error')} ({res.get('run')})"}[res["status"]]
     (log.error if res["status"] == "failed" else log.info)("%s seed %s: %s", res["arm"], res["seed"], text)
 

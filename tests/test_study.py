@@ -137,3 +137,35 @@ def test_an_archive_moves_the_finished_runs_without_their_weights(tmp_path):
         restore_study(tmp_path / "s.tgz", tmp_path / "b" / "s")
     with pytest.raises(Exception, match="not a file of study"):
         restore_study(tmp_path / "s.tgz", tmp_path / "b" / "other")
+
+
+def test_a_seed_another_golf_process_is_running_is_left_to_it(tmp_path):
+    """Two `golf run` of one study at once: the second does not train the seed the first holds (issue 33,
+    item 5); a claim whose process is gone is taken over, and the claim goes when the job ends."""
+    import subprocess
+    import sys
+
+    from golf.study import Job, _seed_claim, run_job
+
+    arm = tmp_path / "study"
+    arm.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _seed_claim(arm, 3).write_text(str(other.pid))
+        job = Job(arm="a", seed=3, arm_dir=str(arm), params="params/demo.yaml", overrides=[], modes=["ttt"])
+        res = run_job(job)
+        assert res["status"] == "in use" and str(other.pid) in res["error"]
+        assert not any(p.is_dir() for p in arm.iterdir())  # no folder made for the seed
+    finally:
+        other.kill()
+        other.wait()
+    job = Job(arm="a", seed=3, arm_dir=str(arm), params="params/demo.yaml", overrides=[], modes=["ttt"],
+              deadline=0.0, notebooks=False)
+    from golf import study
+
+    study._run_fresh, real = (lambda *a, **k: {"status": "done", "run": "x"}), study._run_fresh
+    try:
+        assert run_job(job)["status"] == "done"  # the dead process's claim was taken over
+    finally:
+        study._run_fresh = real
+    assert not _seed_claim(arm, 3).exists()
