@@ -383,7 +383,8 @@ def cmd_export(args) -> int:
     from golf.submission import export_submission
 
     out = export_submission(Path(args.run_dir), Path(args.out), allow_over_budget=args.allow_over_budget,
-                            allow_mixed_tokens=args.allow_mixed_tokens)
+                            allow_mixed_tokens=args.allow_mixed_tokens,
+                            allow_other_tokenizer=args.allow_other_tokenizer)
     sub = json.loads((out / "submission.json").read_text())
     print(f"code {sub['bytes_code']:,} bytes (train_gpt.py) + model {sub['bytes_model']:,} bytes = "
           f"{sub['bytes_total']:,} bytes")
@@ -581,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="export an artifact over the byte limit (submission.json says fits: false)")
     ex.add_argument("--allow-mixed-tokens", action="store_true",
                     help="export a headline scored on fewer val tokens than another stage (each count is given)")
+    ex.add_argument("--allow-other-tokenizer", action="store_true",
+                    help="export stages scored with a tokenizer the run did not train with (they say so)")
     ex.set_defaults(func=cmd_export)
 
     rep = _command(sub, "report", f"draw a run's figures and tables from its files and render its {REPORT} "

@@ -371,8 +371,18 @@ def _check_headline(results: dict, run_dir: Path, allow_mixed_tokens: bool) -> N
                         "--allow-mixed-tokens (submission.json and README.md then give each stage's count)")
 
 
+def _check_tokenizers(results: dict, run_dir: Path, allow_other_tokenizer: bool) -> None:
+    """A stage scored with a tokenizer the run did not train with ships only when allowed."""
+    other = [m for m, r in results.items() if (r.get("tokenizer") or {}).get("tokenizer_differs_from_training")
+             or r.get("tokenizer_differs_from_training")]
+    if other and not allow_other_tokenizer:
+        raise GolfError(f"{', '.join(repr(str(RunDir(run_dir).eval_result(m))) for m in other)} scored with a "
+                        "tokenizer the run did not train with: its BPB is not the model's; evaluate again with the "
+                        "training tokenizer (--force), or pass --allow-other-tokenizer to export it anyway")
+
+
 def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = False,
-                      allow_mixed_tokens: bool = False) -> Path:
+                      allow_mixed_tokens: bool = False, allow_other_tokenizer: bool = False) -> Path:
     """A record folder: ``train_gpt.py``, ``README.md``, ``submission.json`` and the run's logs.
 
     Every result and budget it ships must name the run's current artifact (its sha256), so a BPB
@@ -419,6 +429,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                         + (f" ({QUANT_BUDGET} says fits: false)" if budget.get("fits") is False else "")
                         + "; quantize smaller, or pass --allow-over-budget to export it anyway")
     _check_headline(results, run_dir, allow_mixed_tokens)
+    _check_tokenizers(results, run_dir, allow_other_tokenizer)
     final = out_dir  # written in a folder beside it, renamed in at the end: never half a record
     final.parent.mkdir(parents=True, exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.export-"))

@@ -67,7 +67,12 @@ def test_evaluate_refuses_a_tokenizer_the_run_did_not_train_with(tmp_path, train
                       *other]) == 0
     made = json.loads((run / "eval_plain.json").read_text())
     assert made["tokenizer_differs_from_training"]["trained_sha256"] != made["tokenizer_sha256"]
-    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(tmp_path / "sub")]) == 0
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(tmp_path / "sub")]) == 1
+    line = one_error_line(capsys)  # a stage scored with another tokenizer ships only when allowed
+    assert str(run / "eval_plain.json") in line and "--allow-other-tokenizer" in line
+    assert not (tmp_path / "sub").exists()
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(tmp_path / "sub"),
+                      "--allow-other-tokenizer"]) == 0
     sub = json.loads((tmp_path / "sub" / "submission.json").read_text())
     assert sub["results_by_stage"]["plain"]["tokenizer_differs_from_training"] is True
     assert "tokenizer other than training's" in (tmp_path / "sub" / "README.md").read_text()
