@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,19 @@ def check_quantize(run_dir: Path, force: bool = False) -> None:
     _check_weights(run_dir, "raw")
 
 
+def _restore_superseded(run_dir: Path, moved: Path) -> bool:
+    """Move what ``supersede_artifact`` put in ``moved`` back into the run folder; False if it could not."""
+    try:
+        for item in sorted(p for p in moved.rglob("*") if p.is_file()):
+            os.replace(item, run_dir / item.relative_to(moved))
+        shutil.rmtree(moved, ignore_errors=True)
+        if not any(moved.parent.iterdir()):
+            moved.parent.rmdir()  # superseded/ was made for this move alone
+        return True
+    except OSError:
+        return False
+
+
 def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False,
                  code_bytes: int | None = None) -> dict:
     """Hessians → GPTQ → compressed artifact; writes the artifact, the budget and the per-tensor table.
@@ -141,8 +155,13 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
             save_config(cfg, run_dir / QUANTIZE_CONFIG)
             atomic_write_text(RunDir(run_dir).table("quant_tensors.csv"), report["tensors"].to_csv(index=False))
             atomic_write_json(RunDir(run_dir).quant_budget, budget)
-        except OSError as exc:  # a full disk: say where the replaced results are
-            kept = f"; the artifact and results it replaces are kept in {str(moved)!r}" if moved else ""
+        except OSError as exc:  # a full disk: the new files go, the replaced ones come back
+            for name in (ARTIFACT_NAME, QUANTIZE_CONFIG, *DERIVED_FROM_ARTIFACT):
+                if moved is None or (moved / name).exists():
+                    (run_dir / name).unlink(missing_ok=True)
+            back = _restore_superseded(run_dir, moved) if moved else False
+            kept = ("; the artifact and results it replaced are back in place" if back else
+                    f"; the artifact and results it replaces are kept in {str(moved)!r}" if moved else "")
             raise GolfError(f"could not write the new artifact's files into {str(run_dir)!r} ({exc}){kept}") from None
         log.info("wrote %s", out)
     barrier()

@@ -408,14 +408,14 @@ def test_quantize_of_nan_weights_is_one_line_before_the_hessians(tmp_path, evalu
     assert {k: v for k, v in snapshot(run).items() if not k.endswith("quantize.log")} == before
 
 
-def test_quantize_force_on_a_full_disk_says_where_the_old_artifact_went(tmp_path, evaluated_run, capsys,
-                                                                        monkeypatch):
+def test_quantize_force_on_a_full_disk_puts_the_old_artifact_back(tmp_path, evaluated_run, capsys, monkeypatch):
     import errno
 
     import golf.runtime
 
     run = _copy(evaluated_run, tmp_path / "full")
     old = (run / "final_model.int6.ptz").read_bytes()
+    before = snapshot(run)
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -423,9 +423,11 @@ def test_quantize_force_on_a_full_disk_says_where_the_old_artifact_went(tmp_path
     monkeypatch.setattr(golf.runtime, "atomic_write_bytes", full)
     assert golf_main(["quantize", "--run-dir", str(run), "--force"]) == 1
     line = one_error_line(capsys)
-    kept = run / "superseded" / "001"
-    assert "No space left on device" in line and f"kept in '{kept}'" in line
-    assert (kept / "final_model.int6.ptz").read_bytes() == old and (kept / "eval_plain.json").is_file()
+    assert "No space left on device" in line and "back in place" in line
+    assert (run / "final_model.int6.ptz").read_bytes() == old and not (run / "superseded").exists()
+    after = snapshot(run)
+    assert {k: v for k, v in after.items() if not k.endswith("quantize.log")} == \
+        {k: v for k, v in before.items() if not k.endswith("quantize.log")}  # the run as it was
 
 
 def test_export_of_an_eval_result_missing_a_field_is_one_line_and_writes_nothing(tmp_path, evaluated_run, capsys):
