@@ -173,13 +173,24 @@ def available_memory() -> int | None:
 
 
 TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients, EMA and optimizer state: the least training holds
+# Activations a micro-batch token keeps for the backward, at least: 20 bytes per model dim and virtual
+# layer, 8 per vocabulary entry (half of what a record-size step measured on an H100: 42.5 GiB peak).
+ACT_BYTES_PER_DIM_LAYER, ACT_BYTES_PER_VOCAB = 20, 8
+
+
+def estimated_activation_bytes(cfg) -> int:
+    """A lower bound of one micro-batch's activation memory (train_batch_tokens / grad_accum_total tokens)."""
+    tokens = cfg.train_batch_tokens // max(1, cfg.grad_accum_total)
+    layers = cfg.num_layers + (cfg.loop_end - cfg.loop_start + 1) * cfg.num_loops
+    return tokens * (layers * cfg.model_dim * ACT_BYTES_PER_DIM_LAYER + cfg.vocab_size * ACT_BYTES_PER_VOCAB)
 
 
 def check_model_fits(cfg, training: bool = True) -> None:
     """Refuse, before anything is allocated, a model whose weights cannot fit: the model is built in host
     memory (fp32) first, and training holds about four copies of it (on the GPU when it runs there)."""
     n = estimated_params(cfg)
-    need = TRAIN_BYTES_PER_PARAM * n if training else 4 * n
+    acts = estimated_activation_bytes(cfg) if training else 0
+    need = TRAIN_BYTES_PER_PARAM * n + acts if training else 4 * n
     host = available_memory()
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         rank = min(int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count() - 1)
@@ -189,9 +200,14 @@ def check_model_fits(cfg, training: bool = True) -> None:
         checks = [("host memory", need, host)]
     for where, want, free in checks:
         if free is not None and want > free:
+            if training and want == need and TRAIN_BYTES_PER_PARAM * n <= free:  # the weights fit, the batch not
+                raise GolfError(f"a micro-batch of train_batch_tokens {cfg.train_batch_tokens:,} / grad_accum_total "
+                                f"{cfg.grad_accum_total} tokens needs at least {acts / 2**30:,.1f} GiB of activations "
+                                f"to train; {where} has {free / 2**30:,.1f} GiB: lower train_batch_tokens or raise "
+                                "grad_accum_total")
             raise GolfError(f"the model of these params keys (num_layers {cfg.num_layers}, model_dim "
                             f"{cfg.model_dim}, mlp_mult {cfg.mlp_mult}, vocab_size {cfg.vocab_size}) has about "
-                            f"{n:,} parameters, which need about {want / 2**30:,.1f} GiB"
+                            f"{n:,} parameters, which need about {(want - acts if want == need else want) / 2**30:,.1f} GiB"
                             f"{' to train' if want == need and training else ''}; {where} has "
                             f"{free / 2**30:,.1f} GiB: make the model smaller")
 

@@ -514,3 +514,13 @@ def test_the_readme_demo_table_is_generated_from_a_run_at_a_real_commit(tmp_path
         assert subprocess.run(["git", "cat-file", "-e", f"{commit.group(1)}^{{commit}}"], cwd=REPO).returncode == 0
         assert re.search(r"`make demo` took \d+ minutes", shown)
     assert gen.replace_block(readme, shown.strip()) == readme  # the block is the script's to rewrite
+
+
+def test_a_micro_batch_too_big_for_memory_is_refused_before_allocating(tmp_path, demo_data, capsys):
+    """The weights fit, the activations of one micro-batch cannot (second trial of issue 33)."""
+    params = tiny_params(tmp_path, demo_data, iterations=1)
+    run = tmp_path / "run"
+    assert golf_main(["train", "--params", str(params), "--run-dir", str(run), "--set",
+                      "train_batch_tokens=1073741824", "grad_accum_total=1"]) == 1
+    line = one_error_line(capsys)
+    assert "train_batch_tokens 1,073,741,824" in line and "GiB of activations" in line and not run.exists()
