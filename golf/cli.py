@@ -643,7 +643,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
         return code
     except KeyboardInterrupt:
+        import logging
+
         from tqdm import tqdm
+
+        # papermill's kernel task dies with us; asyncio would print its never-retrieved DeadKernelError at exit
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
         for bar in list(getattr(tqdm, "_instances", ())):  # cleared now, not over the line below at exit
             bar.close()
