@@ -287,14 +287,29 @@ class WindowScorer:
             record.note_scored(pos[:, s:][m].cpu().numpy(), nll[m].double().cpu().numpy(), chunk, trained_through)
 
 
+def fixed_batch(fn, batch: int):
+    """Pad a short last batch up to ``batch`` rows, so a static-shape compiled graph is not rebuilt for it.
+
+    Every tensor argument is padded with zero rows along dim 0 (other arguments pass unchanged) and
+    the padding rows of the result are dropped again.
+    """
+    def call(*args):
+        n = args[0].size(0)
+        if n >= batch:
+            return fn(*args)
+        padded = [torch.cat((a, a.new_zeros(batch - n, *a.shape[1:]))) if isinstance(a, torch.Tensor) else a
+                  for a in args]
+        return fn(*padded)[:n]
+
+    return call
+
+
 def compiled_nll(model, cfg: Config, backend: str = "inductor") -> Callable:
     """``model.nll_at`` compiled for static shapes: (eval_batch_seqs, L) windows scoring from L − stride.
 
-    A short batch is padded to eval_batch_seqs rows (``golf.pipeline.fixed_batch``), so one graph
+    A short batch is padded to eval_batch_seqs rows (``fixed_batch``), so one graph
     serves every batch; the parameters are graph inputs, so TTT's in-place updates need no recompile.
     """
-    from golf.pipeline import fixed_batch
-
     return fixed_batch(torch.compile(model.nll_at, dynamic=False, fullgraph=True, backend=backend), cfg.eval_batch_seqs)
 
 

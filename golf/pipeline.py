@@ -168,23 +168,6 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     return budget
 
 
-def fixed_batch(fn, batch: int):
-    """Pad a short last batch up to ``batch`` rows, so a static-shape compiled graph is not rebuilt for it.
-
-    Every tensor argument is padded with zero rows along dim 0 (other arguments pass unchanged) and
-    the padding rows of the result are dropped again.
-    """
-    def call(*args):
-        n = args[0].size(0)
-        if n >= batch:
-            return fn(*args)
-        padded = [torch.cat((a, a.new_zeros(batch - n, *a.shape[1:]))) if isinstance(a, torch.Tensor) else a
-                  for a in args]
-        return fn(*padded)[:n]
-
-    return call
-
-
 EVAL_FUNCS = {mode: f"eval_{mode}" for mode in EVAL_MODES}  # lora_ttt and phased_ttt: in golf.lora_ttt
 
 

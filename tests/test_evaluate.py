@@ -13,7 +13,7 @@ from golf.evaluate import (
 )
 from golf.attention import math_attention
 from golf.model import softcap_nll, suffix_attention
-from golf.pipeline import fixed_batch
+from golf.evaluate import fixed_batch
 from conftest import T_TINY, tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 
 # --- geometry --------------------------------------------------------------------------------
