@@ -152,19 +152,23 @@ def other_tokenizer(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, demo_data):
-    """A tiny run trained, quantized and evaluated (plain) once for the module; copy it to change it."""
+def evaluated_tiny_run(tmp: Path, demo_data, **keys) -> Path:
+    """A tiny run in ``tmp/run``: 4 steps trained, quantized and evaluated (plain), ``keys`` on top."""
     from golf.cli import main as golf_main
 
-    tmp = tmp_path_factory.mktemp("trained")
-    params = tiny_params(tmp, demo_data, iterations=4, val_loss_every=0, max_val_tokens=2048,
-                         gptq_calibration_batches=1)
+    params = tiny_params(tmp, demo_data, **{"iterations": 4, "val_loss_every": 0, "max_val_tokens": 2048,
+                                            "gptq_calibration_batches": 1, **keys})
     run = tmp / "run"
     assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
     assert golf_main(["quantize", "--run-dir", str(run)]) == 0
     assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_data):
+    """A tiny run trained, quantized and evaluated (plain) once for the module; copy it to change it."""
+    return evaluated_tiny_run(tmp_path_factory.mktemp("trained"), demo_data)
 
 
 # --- golf data download: a local folder stands in for the Hub --------------------------------

@@ -23,7 +23,7 @@ from golf.runs import LOCK as RUN_LOCK, RunDir
 
 def run_lock_owner(path):
     return RunDir(path).lock_owner()
-from conftest import one_error_line, snapshot, tiny_params
+from conftest import evaluated_tiny_run, one_error_line, snapshot, tiny_params
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -328,14 +328,7 @@ def test_lab_saves_drop_empty_cell_tags():
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory, demo_data):
-    tmp = tmp_path_factory.mktemp("evaluated")
-    params = tiny_params(tmp, demo_data, iterations=4, val_loss_every=2, train_log_every=1, max_val_tokens=2048,
-                         gptq_calibration_batches=1)
-    run = tmp / "run"
-    assert golf_main(["train", "--params", str(params), "--run-dir", str(run)]) == 0
-    assert golf_main(["quantize", "--run-dir", str(run)]) == 0
-    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain"]) == 0
-    return run
+    return evaluated_tiny_run(tmp_path_factory.mktemp("evaluated"), demo_data, val_loss_every=2, train_log_every=1)
 
 
 def _copy(run: Path, to: Path) -> Path:
