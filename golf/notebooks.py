@@ -67,23 +67,28 @@ _NOT_PARAMETERS = {"In", "Out", "exit", "quit", "get_ipython", "open", "nb", "ru
                    "result", "study", "runs", "tests"}
 
 
+def _unknown_names(namespace: Mapping[str, Any], known) -> tuple[list[str], str]:
+    """The names a notebook was given that are none of ``known``, and a "did you mean" for them."""
+    import difflib
+
+    unknown = [name for name, value in namespace.items()
+               if not name.startswith("_") and name not in known and name not in _NOT_PARAMETERS
+               and isinstance(value, (bool, int, float, str, list, tuple, type(None)))]
+    guesses = [g for name in unknown for g in difflib.get_close_matches(name, sorted(known), n=1)]
+    return unknown, f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
+
+
 def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The params keys a notebook was given by name (papermill ``-p KEY VALUE``); None = not given.
 
     A name given that is no parameter (``-p ema_decai 0.5``, or a typo in Lab's parameters cell) stops
     here with one line and the nearest parameter, rather than running with the file's value."""
-    import difflib
-
     from golf.config import config_keys
 
     keys = config_keys()
     known = {*keys, *COMMON_PARAMETERS, *(n for own in NOTEBOOK_PARAMETERS.values() for n, _, _ in own)}
-    unknown = [name for name, value in namespace.items()
-               if not name.startswith("_") and name not in known and name not in _NOT_PARAMETERS
-               and isinstance(value, (bool, int, float, str, list, tuple, type(None)))]
+    unknown, hint = _unknown_names(namespace, known)
     if unknown:
-        guesses = [g for name in unknown for g in difflib.get_close_matches(name, sorted(known), n=1)]
-        hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
         raise GolfError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}{hint} (golf config lists "
                         "the params keys; papermill --help-notebook this notebook's parameters)")
     return {k: namespace[k] for k in keys if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
@@ -92,15 +97,9 @@ def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
 def check_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
     """A notebook without params keys (seed_analysis, compare): a name given that is none of its own
     parameters (``-p stge prequant``) stops with one line and the nearest one."""
-    import difflib
-
     own = [name for name, _, _ in NOTEBOOK_PARAMETERS[notebook]]
-    unknown = [name for name, value in namespace.items()
-               if not name.startswith("_") and name not in own and name not in _NOT_PARAMETERS
-               and isinstance(value, (bool, int, float, str, list, tuple, type(None)))]
+    unknown, hint = _unknown_names(namespace, own)
     if unknown:
-        guesses = [g for name in unknown for g in difflib.get_close_matches(name, own, n=1)]
-        hint = f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
         raise GolfError(f"unknown parameter(s) {', '.join(map(repr, unknown))} of the {notebook} notebook{hint} "
                         f"(its parameters: {', '.join(own)})")
 
