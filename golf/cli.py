@@ -82,10 +82,13 @@ def cmd_data_prepare(args) -> int:
     from golf.tokenizer import prepare_data
 
     setup_logging()
+    if args.keep_order and args.seed is not None:
+        raise GolfError("--seed shuffles the train documents and --keep-order keeps their corpus order: give one")
     KEPT["note"] = f"{args.out} is kept as it was (the dataset being built beside it is dropped)"
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
                            exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
-                           shard_tokens=args.shard_tokens, tokenizer=args.tokenizer, caseops=args.caseops)
+                           shard_tokens=args.shard_tokens, tokenizer=args.tokenizer, caseops=args.caseops,
+                           shuffle_seed=None if args.keep_order else 0 if args.seed is None else args.seed)
     print(json.dumps({k: v for k, v in summary.items() if k != "shard_digests"}, indent=2, default=str))
     return 0
 
@@ -450,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--caseops", action="store_true",
                       help="CaseOps (PR #1729): lowercase text plus case-operator tokens; BPB stays on the original "
                            "bytes through the val byte sidecars fineweb_val_bytes_*.bin")
+    prep.add_argument("--seed", type=int, default=None, help="seed of the shuffle of the train documents (default 0; "
+                      "val, the first --val-docs in corpus order, is not shuffled)")
+    prep.add_argument("--keep-order", action="store_true",
+                      help="write the train documents in corpus order instead of shuffled")
     prep.set_defaults(func=cmd_data_prepare)
     dl = _command(dsub, "download", "fetch the challenge's official shards and tokenizer (Hugging Face dataset)",
                   "  golf data download --variant sp8192 --out data --train-shards 80   # where params/record.yaml "

@@ -1,10 +1,12 @@
 """SentencePiece BPE tokenizer (spec §1.3) and ``prepare_data``, behind ``golf data prepare``.
 
 ``prepare_data`` follows the challenge's export pipeline (spec §1.2): documents in a fixed order,
-the first ``val_docs`` to val and the rest to train, each encoded as ``[BOS=1] + sp.encode(text)``
-with no EOS, concatenated and cut into shards of ``shard_tokens`` tokens regardless of document
-boundaries. The tokenizer is trained on NUL-to-space, stripped documents, which by default
-include the val documents as in the record (spec §9.18; ``exclude_val_from_tokenizer`` is the fix).
+the first ``val_docs`` to val and the rest to train, the train documents shuffled by a seeded RNG
+when ``shuffle_seed`` is given (``golf data prepare`` gives 0 unless ``--keep-order``), as FineWeb's
+shards hold shuffled documents; each encoded as ``[BOS=1] + sp.encode(text)`` with no EOS,
+concatenated and cut into shards of ``shard_tokens`` tokens regardless of document boundaries. The
+tokenizer is trained on NUL-to-space, stripped documents in corpus order, which by default include
+the val documents as in the record (spec §9.18; ``exclude_val_from_tokenizer`` is the fix).
 With ``tokenizer=PATH`` (``golf data prepare --tokenizer``) an existing model makes the shards instead.
 Either way prepare.json records the tokenizer's sha256, so shards and tokenizer stay bound.
 
@@ -250,7 +252,8 @@ def _given_tokenizer(path: Path, vocab_size: int | None, caseops: bool = False) 
 def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None, val_docs: int | None = None,
                  shard_tokens: int = 10**8, tokenizer_train_docs: int | None = None,
                  exclude_val_from_tokenizer: bool = False, max_docs: int | None = None,
-                 progress: bool = True, tokenizer: str | Path | None = None, caseops: bool = False) -> dict[str, Any]:
+                 progress: bool = True, tokenizer: str | Path | None = None, caseops: bool = False,
+                 shuffle_seed: int | None = None) -> dict[str, Any]:
     """Train ``out_dir/tokenizer.model`` and write ``out_dir/fineweb_{val,train}_%06d.bin``.
 
     ``corpus``: a name, a path, or several joined by commas (see ``golf.corpora``).
@@ -260,6 +263,11 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
     ``tokenizer_train_docs``: train the tokenizer on only the first N documents (the record used
     the first 5M). ``max_docs``: use only the first N documents of the corpus. ``caseops``: the
     CaseOps transform and val byte sidecars (module docstring); prepare.json records ``"caseops": true``.
+    ``shuffle_seed``: the train documents go to the shards in the order of
+    ``numpy.random.default_rng(shuffle_seed).permutation``; None (the default here; the CLI's is 0)
+    keeps the corpus order. prepare.json records it as ``train_shuffle_seed``. Val (the first
+    ``val_docs`` in corpus order) and the tokenizer's training documents are the same either way, so
+    shuffling changes only the order within the train shards.
     With a small corpus SentencePiece may learn fewer than ``vocab_size`` pieces
     (``hard_vocab_limit=False``); the summary's ``vocab_size`` is the size actually learned.
 
@@ -280,6 +288,8 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
         vocab_size = DEFAULT_VOCAB_SIZE
     if shard_tokens < 1:
         raise GolfError(f"shard_tokens must be positive, got {shard_tokens}")
+    if shuffle_seed is not None and shuffle_seed < 0:
+        raise GolfError(f"the shuffle seed must be 0 or more, got {shuffle_seed}")
     previous = _previous_dataset(out, given)
     docs = list(islice(iter_documents(corpus), max_docs))
     n_val = default_val_docs(len(docs)) if val_docs is None else val_docs
@@ -302,7 +312,10 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
                                  OPERATORS if caseops else ())
             build_byte_luts(tok_path, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
         val = _write_split(sp, docs[:n_val], staging, "val", shard_tokens, progress, caseops)
-        train = _write_split(sp, docs[n_val:], staging, "train", shard_tokens, progress, caseops)
+        train_docs = docs[n_val:]
+        if shuffle_seed is not None:
+            train_docs = [train_docs[i] for i in np.random.default_rng(shuffle_seed).permutation(len(train_docs))]
+        train = _write_split(sp, train_docs, staging, "train", shard_tokens, progress, caseops)
         summary = {
             "corpus": corpus,
             "out_dir": str(out),
@@ -316,6 +329,7 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
             "shards": {"val": val["shards"], "train": train["shards"],
                        **({"val_bytes": val["byte_files"]} if caseops else {})},
             "shard_tokens": shard_tokens,
+            "train_shuffle_seed": shuffle_seed,
             "shard_digests": shard_digests([staging / n for n in (*val["shards"], *train["shards"],
                                                                   *val.get("byte_files", []))]),
             "tokenizer": {"train_docs": len(tok_docs), "exclude_val_from_tokenizer": exclude_val_from_tokenizer,

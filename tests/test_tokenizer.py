@@ -183,3 +183,37 @@ def test_prepare_is_deterministic(tiny_corpus, tmp_path):
         prepare_data(str(tiny_corpus), tmp_path / run, vocab_size=300, val_docs=2, shard_tokens=700, progress=False)
         files[run] = {p.name: p.read_bytes() for p in sorted((tmp_path / run).iterdir()) if p.suffix != ".json"}
     assert files["a"] == files["b"] and "tokenizer.model" in files["a"]
+
+
+def _split_docs(data_dir, split):
+    """The documents of a split's shards, in order: each ``[BOS] + ids`` as a tuple of ids."""
+    stream = np.concatenate([read_shard(f) for f in list_shards(data_dir, split)])
+    return [tuple(map(int, d[1:])) for d in np.split(stream, np.flatnonzero(stream == 1)[1:])]
+
+
+def test_prepare_shuffles_train_docs_and_keep_order_keeps_them(tiny_corpus, tmp_path, capsys):
+    from golf.cli import main as golf_main
+
+    args = ["data", "prepare", "--corpus", str(tiny_corpus), "--vocab-size", "300", "--val-docs", "2",
+            "--shard-tokens", "700"]
+    assert golf_main([*args, "--out", str(tmp_path / "s")]) == 0  # default: shuffled, seed 0
+    assert golf_main([*args, "--out", str(tmp_path / "k"), "--keep-order"]) == 0
+    assert golf_main([*args, "--out", str(tmp_path / "s1"), "--seed", "1"]) == 0
+    sp = load_tokenizer(tmp_path / "s" / "tokenizer.model", 300)
+    enc = [tuple(sp.encode(d)) for d in iter_documents(str(tiny_corpus))]  # corpus order
+    shuffled, kept, seed1 = (_split_docs(tmp_path / run, "train") for run in ("s", "k", "s1"))
+    assert kept == enc[2:]  # --keep-order: corpus order
+    assert sorted(shuffled) == sorted(enc[2:]) and shuffled != enc[2:]  # a permutation, not the corpus order
+    assert shuffled == [enc[2:][i] for i in np.random.default_rng(0).permutation(6)] and seed1 != shuffled
+    for run, seed in (("s", 0), ("k", None), ("s1", 1)):
+        meta = json.loads((tmp_path / run / "prepare.json").read_text())
+        assert meta["train_shuffle_seed"] == seed and meta["docs"] == {"val": 2, "train": 6}
+        assert _split_docs(tmp_path / run, "val") == enc[:2]  # val: the first documents, as without shuffling
+        # the same tokenizer and byte-identical val shards whatever the train order
+        for name in ["tokenizer.model", *(p.name for p in list_shards(tmp_path / "s", "val"))]:
+            assert (tmp_path / run / name).read_bytes() == (tmp_path / "s" / name).read_bytes()
+    capsys.readouterr()
+    assert golf_main([*args, "--out", str(tmp_path / "x"), "--keep-order", "--seed", "3"]) == 1
+    assert "--keep-order" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(GolfError, match="shuffle seed must be 0 or more"):
+        prepare_data(str(tiny_corpus), tmp_path / "y", vocab_size=300, val_docs=2, shuffle_seed=-1, progress=False)
