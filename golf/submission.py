@@ -26,7 +26,7 @@ from golf.runtime import GolfError, atomic_write_text, read_json_object
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are never part
 # of the scored code; of the others, the walk below keeps what the run's entry point reaches.
-NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "stats", "study", "submission")
+NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "specialize", "stats", "study", "submission")
 ENTRY = ("cli", "run_submission")  # what the exported train_gpt.py calls
 DEFAULT_MODES = ("plain", "sliding", "ttt")  # the record's evaluation stages, the last one scored
 
@@ -318,12 +318,30 @@ def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
 @lru_cache(maxsize=8)
 def _source(values_json: str, modes: tuple[str, ...]) -> str:
     from golf.config import load_config
+    from golf.specialize import specialize
 
     values = json.loads(values_json)
     cfg = load_config(None, values)
-    payload = base64.b85encode(lzma.compress(_package_zip(reached_sources(cfg, modes)), preset=9,
-                                             check=lzma.CHECK_CRC64)).decode()
-    return WRAPPER.format(values=values, modes=modes, payload=payload)
+    code = minify_flat(specialize(cfg, modes, values, left_out(cfg, modes)))
+    payload = base64.b85encode(lzma.compress(code.encode(), preset=9 | lzma.PRESET_EXTREME,
+                                             check=lzma.CHECK_NONE)).decode()
+    return FLAT_WRAPPER.format(payload=payload)
+
+
+FLAT_WRAPPER = 'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode({payload!r})))\n'
+
+
+def minify_flat(source: str) -> str:
+    """python-minifier on the one specialized module: every name shrinks, annotations and asserts go,
+    a dataclass's field annotations stay."""
+    import python_minifier
+
+    return python_minifier.minify(
+        source, remove_literal_statements=True, rename_globals=True, rename_locals=True, hoist_literals=False,
+        remove_asserts=True, remove_debug=False,
+        remove_annotations=python_minifier.RemoveAnnotationsOptions(
+            remove_variable_annotations=True, remove_return_annotations=True, remove_argument_annotations=True,
+            remove_class_attribute_annotations=False))
 
 
 def code_bytes(cfg=None, modes=DEFAULT_MODES) -> int:
