@@ -230,6 +230,54 @@ def caseops(mod_dir: Path) -> dict:
         lc.LOSSLESS_CAPS_CASEOPS_V1)], "cases": cases}
 
 
+# The val stream of the TTT runs: document lengths (BOS first) chosen so that batches of 4 leave a partial
+# one, several documents are longer than the 32-token window, and the global phases cross their chunks.
+TTT_DOC_LENS = [70, 9, 33, 5, 48, 120, 17, 64, 3, 40, 90]
+TTT_RUNS = {  # name: (phased_ttt_prefix_docs, phased_ttt_num_phases, TTT_WARM_START_A)
+    "lora_ttt": (0, 1, True), "phased_ttt": (7, 2, True), "phased_ttt_cold_a": (7, 2, False)}
+TTT_SEED = 11
+
+
+def ttt_procedures(mod, h, state_dict) -> dict:
+    """The record's eval_val_ttt_phased on one small val stream (golf's keys: tests/test_oracle.py):
+    per-document LoRA TTT alone, and with two global phases, with and without warm A."""
+    g = torch.Generator().manual_seed(9)
+    V = h.vocab_size
+    stream = torch.cat([torch.cat([torch.tensor([1]), torch.randint(2, V, (n - 1,), generator=g)])
+                        for n in TTT_DOC_LENS])
+    luts = {"base_bytes": torch.randint(1, 4, (V,), generator=g, dtype=torch.int16),
+            "has_leading_space": torch.rand(V, generator=g) < 0.3, "is_boundary": torch.zeros(V, dtype=torch.bool)}
+    luts["is_boundary"][:2] = True
+    luts["base_bytes"][:2] = 0
+    val_data = types.SimpleNamespace(val_tokens=stream, base_bytes_lut=luts["base_bytes"],
+                                     has_leading_space_lut=luts["has_leading_space"],
+                                     is_boundary_token_lut=luts["is_boundary"], caseops_enabled=False, val_bytes=None)
+    # ttt_lora_lr 0.001: at 0.01 AdamW (beta1 0, eps 1e-10) turns one-ulp differences into 1e-3 of loss
+    settings = dict(ttt_batch_size=4, ttt_chunk_size=8, ttt_eval_seq_len=32, eval_seq_len=32, ttt_lora_lr=0.001,
+                    ttt_beta2=0.99, ttt_weight_decay=0.5, ttt_lora_rank=4, global_ttt_lr=0.01,
+                    global_ttt_chunk_tokens=64, global_ttt_batch_seqs=2, rank=0, world_size=1,
+                    run_id="golf_oracle", seed=TTT_SEED)
+    out = {"stream": stream, "luts": luts, "settings": settings, "runs": {}}
+    for name, (prefix, phases, warm) in TTT_RUNS.items():
+        model = mod.GPT(h).eval()
+        for m in model.modules():
+            if isinstance(m, mod.MLP):
+                m.use_fused = False
+        model.load_state_dict(state_dict)
+        model.looping_active = True
+        hh = types.SimpleNamespace(**{**vars(type(h)), **vars(h), **settings, "phased_ttt_prefix_docs": prefix,
+                                      "phased_ttt_num_phases": phases})
+        mod.BatchedLinearLoRA._WARM_START_A = warm
+        torch.manual_seed(TTT_SEED)  # the adapters' A come from the global generator
+        loss, bpb = mod.eval_val_ttt_phased(hh, model, torch.device("cpu"), val_data, model.forward_ttt)
+        out["runs"][name] = {"prefix_docs": prefix, "phases": phases, "warm_a": warm, "val_loss": loss,
+                             "val_bpb": bpb}
+        if prefix:  # the global phases trained the base model
+            out["runs"][name]["state_dict"] = {k: v.clone() for k, v in model.state_dict().items()}
+    mod.BatchedLinearLoRA._WARM_START_A = True
+    return out
+
+
 def run_table(where: Path, mod) -> dict:
     log = (where / "train_seed42.log").read_text()
     hp = {}
@@ -259,6 +307,7 @@ def main() -> None:
         h = mod.Hyperparameters()
         oracle = {"env": SMALL, **model_outputs(mod, h), "muon": muon_run(mod), "quant": quant_packings(mod),
                   "lr": lr_schedule(mod, h), "packed": packed_batches(mod, where)}
+        oracle["ttt_procedures"] = ttt_procedures(mod, h, oracle["state_dict"])
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(oracle, args.out / "pr1855_oracle.pt")
         (args.out / "pr1855_caseops.json").write_text(json.dumps(caseops(where), indent=1) + "\n")

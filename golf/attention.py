@@ -99,6 +99,32 @@ def _flex_document_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor) -> Te
     return y.transpose(1, 2)
 
 
+SEGMENTED_FROM = 4096  # rows longer than this attend segment by segment outside torch.compile
+
+
+def _segmented_document_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor) -> Tensor:
+    """Causal attention inside each segment, one segment a row: the segments are gathered into a padded
+    batch, run through causal SDPA and scattered back. Padding follows each segment and attention is
+    causal, so this is the masked attention exactly, in memory of (segments x longest segment²) rather
+    than T² — what a packed row of tens of thousands of tokens needs outside ``torch.compile``."""
+    B, T, H, D = q.shape
+    flat = (doc + torch.arange(B, device=doc.device)[:, None] * (T + 1)).flatten()  # increasing over rows too
+    new = torch.ones_like(flat, dtype=torch.bool)
+    new[1:] = flat[1:] != flat[:-1]
+    seg = new.cumsum(0) - 1
+    first = torch.nonzero(new).flatten()
+    col = torch.arange(B * T, device=doc.device) - first[seg]
+    n, width = first.numel(), int(col.max()) + 1
+
+    def pack(t: Tensor) -> Tensor:
+        out = t.new_zeros(n, width, t.size(2), t.size(3))
+        out[seg, col] = t.flatten(0, 1)
+        return out.transpose(1, 2)
+
+    y = F.scaled_dot_product_attention(pack(q), pack(k), pack(v), is_causal=True, enable_gqa=True)
+    return y.transpose(1, 2)[seg, col].view(B, T, H, D)
+
+
 class document_attention:  # noqa: N801  (used like the attention functions above)
     """Causal attention that stays inside each document (``attention_mask: document``, VarLen #1530).
 
@@ -115,6 +141,8 @@ class document_attention:  # noqa: N801  (used like the attention functions abov
         # as its compiled inference kernel faulted on the H100 in a small test (bench/RESULTS.md).
         if q.is_cuda and torch.compiler.is_compiling() and torch.is_grad_enabled() and q.size(-1) >= 16:
             return _flex_document_attention(q, k, v, self.doc)
+        if q.size(1) > SEGMENTED_FROM and not torch.compiler.is_compiling():  # a packed row: T² would not fit
+            return _segmented_document_attention(q, k, v, self.doc)
         return _dense_document_attention(q, k, v, self.doc)
 
 

@@ -151,13 +151,13 @@ class Config:
     ttt_lora_chunk: int = 32  # tokens per LoRA TTT chunk of a document: scored, then one AdamW step
     ttt_lora_batch_docs: int = 64  # documents adapted side by side, sorted by length
     ttt_lora_compile: bool = False  # lora_ttt / phased_ttt: compile the adapted forward and backward (dynamic shapes) where compile is on; falls back to eager if inductor fails
-    ttt_lora_keep_a: bool = False  # each batch's adapters start from the previous batch's trained A, B zero (#1787); results then depend on the rank count
+    ttt_lora_keep_a: bool = False  # the full-size adapter set keeps its trained A from batch to batch, B zeroed (#1767)
     ttt_phase_docs: int = 2000  # phased_ttt: documents scored before the last global SGD phase (#1855: 2500)
     ttt_phases: int = 1  # phased_ttt: global SGD phases, cumulative over the first ttt_phase_docs documents (#1626: 3)
     ttt_global_lr: float = 0.001  # phased_ttt: global SGD learning rate, cosine over the phase's chunks
     ttt_global_momentum: float = 0.9  # phased_ttt: global SGD momentum (clip: ttt_grad_clip)
     ttt_global_epochs: int = 1  # phased_ttt: passes over the scored documents in each phase
-    ttt_global_chunk_tokens: int = 32_768  # phased_ttt: target tokens per global SGD chunk (batches: ttt_batch_seqs)
+    ttt_global_chunk_tokens: int = 32_768  # phased_ttt: tokens per global SGD chunk; the last chunk is not trained (#1855)
 
     # --- fixes for the record's known flaws (spec §9), all off = the record as logged -----
     fix_clip_after_reduce: bool = False  # §9.6: clip the all-reduced gradient, not each rank's

@@ -1,10 +1,10 @@
-"""Per-document LoRA TTT (#1530; retuned in #1767/#1787/#1855) and phased global TTT (#1610/#1626), spec §8.
+"""Per-document LoRA TTT (#1530; retuned in #1767/#1787/#1855) and phased global TTT (#1610/#1626), as
+#1855 runs them (docs/record.md §8.6, §8.7).
 
-Each document is scored in chunks from its own tokens only, with fresh per-document LoRA adapters
-that take one AdamW step after each chunk is scored (§8.6); phased TTT pauses after growing
-prefixes of the length-sorted queue to train the base model on the documents already scored
-(§8.7). The base model is reached only through ``GPT.hidden``'s ``weight_hook``. Legality goes
-through the same ``TTTRecord`` as ``eval_ttt`` (§10.1): one step id per document chunk and per phase.
+Each document is scored in chunks from its own tokens only, through LoRA adapters that take one AdamW
+step after each chunk is scored; phased TTT pauses to train the base model on documents already
+scored. The base model is reached only through ``GPT.hidden``'s ``weight_hook``. Legality goes through
+the same ``TTTRecord`` as ``eval_ttt`` (§10.1): one step id per document chunk and per phase.
 """
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf.config import Config
-from golf.evaluate import (TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _share,
-                           cosine_lr, synced_step)
+from golf.evaluate import TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _share, cosine_lr
 from golf.model import BOS_ID, virtual_layers
-from golf.runtime import GolfError, dist_info, progress_bar
+from golf.runtime import GolfError, all_reduce_, dist_info, progress_bar
 
 log = logging.getLogger("golf")
 
@@ -40,29 +39,48 @@ def document_spans(val_tokens: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.append(starts[1:], T).astype(np.int64)
 
 
-def document_queue(starts: np.ndarray, ends: np.ndarray, batch_docs: int) -> list[np.ndarray]:
-    """Document indices in batches of ``batch_docs``, longest first (ties: stream order)."""
-    order = np.lexsort((starts, -(ends - starts)))
-    return [order[i:i + batch_docs] for i in range(0, len(order), batch_docs)]
+def document_queue(starts: np.ndarray, ends: np.ndarray, batch_docs: int) -> list[tuple[int, np.ndarray]]:
+    """#1855's queue: documents sorted by length, shortest first (ties: stream order), cut into batches of
+    ``batch_docs``; the batches then run longest first (by their longest document, ties: cut order), so
+    the one partial batch, of the longest documents, runs first. Each entry: (its index in the cut, its
+    documents)."""
+    lens = ends - starts
+    order = np.argsort(lens, kind="stable")
+    cut = [order[i:i + batch_docs] for i in range(0, len(order), batch_docs)]
+    run = sorted(range(len(cut)), key=lambda i: -int(lens[cut[i]].max()))
+    return [(i, cut[i]) for i in run]
 
 
-def phase_points(queue: list[np.ndarray], phase_docs: int, n_phases: int) -> list[tuple[int, int]]:
-    """(after batch b, first n documents of the queue) for each global phase; empty without phases."""
-    n_docs = sum(len(b) for b in queue)
-    docs = min(phase_docs, n_docs)
-    if n_phases == 0 or docs == 0:
+def phase_points(queue: list[tuple[int, np.ndarray]], phase_docs: int, n_phases: int,
+                 world: int = 1) -> list[tuple[int, int]]:
+    """(after batch b, the phase's document count n) for each global phase; empty without phases.
+
+    #1855 pauses for phase g once its ranks together have scored ``min(phase_docs, documents)·g /
+    n_phases`` documents, checking after each batch; golf's ranks take the queue in rounds of ``world``
+    batches and check after each round, which is #1855's order exactly on one rank (§8.7)."""
+    n_docs = sum(len(d) for _, d in queue)
+    limit = min(phase_docs, n_docs)
+    if n_phases == 0 or limit == 0:
         return []
-    size = len(queue[0])
-    out = []
-    for g in range(1, n_phases + 1):
-        n = docs * g // n_phases  # #1626: 666, 1333, 2000
-        if n > 0 and (not out or n > out[-1][1]):
-            out.append(((n - 1) // size, n))
+    bounds = [limit * (g + 1) // n_phases for g in range(n_phases)]
+    out, done = [], 0
+    for t in range(0, len(queue), world):
+        done += sum(len(d) for _, d in queue[t:t + world])
+        if len(out) < len(bounds) and done >= bounds[len(out)]:
+            out.append((min(t + world, len(queue)) - 1, bounds[len(out)]))
     if out and out[-1][0] >= len(queue) - 1:
         log.warning("phased TTT: the last global phase comes after the last document batch, so it changes "
                     "no score (%d document%s in batches of up to %d): lower ttt_phase_docs and ttt_lora_batch_docs, "
-                    "or score more documents (max_val_tokens)", n_docs, "s" * (n_docs != 1), size)
+                    "or score more documents (max_val_tokens)", n_docs, "s" * (n_docs != 1),
+                    max(len(d) for _, d in queue))
     return out
+
+
+def phase_documents(queue: list[tuple[int, np.ndarray]], after: int, n: int) -> np.ndarray:
+    """The documents a phase after batch ``after`` trains on: of those scored so far, ordered by (index in
+    the cut, place in the batch) as #1855 gathers them, the first ``n``."""
+    done = sorted((i, pos, int(d)) for i, docs in queue[:after + 1] for pos, d in enumerate(docs))
+    return np.array([d for _, _, d in done[:n]], np.int64)
 
 
 @dataclass
@@ -74,10 +92,10 @@ class StepIds:
     before_batch: np.ndarray  # [n_batches] last phase id before the batch (-1 none)
 
     @classmethod
-    def build(cls, queue: list[np.ndarray], n_chunks: np.ndarray, phases: list[tuple[int, int]]) -> "StepIds":
+    def build(cls, queue: list[tuple[int, np.ndarray]], n_chunks: np.ndarray, phases: list[tuple[int, int]]) -> "StepIds":
         first = np.full(n_chunks.size, -1, np.int64)
         phase, before, nxt, last = [], np.full(len(queue), -1, np.int64), 0, -1
-        for b, docs in enumerate(queue):
+        for b, (_, docs) in enumerate(queue):
             before[b] = last
             for d in docs:
                 first[d] = nxt
@@ -97,8 +115,8 @@ class BatchedLoRA(nn.Module):
 
     def __init__(self, n: int, d_in: int, d_out: int, rank: int, scale: float, gen: torch.Generator):
         super().__init__()
-        bound = 1.0 / math.sqrt(d_in)
-        self.A = nn.Parameter(torch.empty(n, rank, d_in).uniform_(-bound, bound, generator=gen))
+        self.bound = 1.0 / math.sqrt(d_in)
+        self.A = nn.Parameter(torch.empty(n, rank, d_in).uniform_(-self.bound, self.bound, generator=gen))
         self.B = nn.Parameter(torch.zeros(n, d_out, rank))  # zero: the adapter starts as the identity
         self.scale = scale
 
@@ -108,20 +126,32 @@ class BatchedLoRA(nn.Module):
 
 class DocAdapters(nn.Module):
     """All adapters of one document batch: per virtual-layer slot Q, K, V, attention-out and MLP-out,
-    plus the LM head (#1530's set)."""
+    plus the LM head (#1530's set). A is drawn from ``gen`` in #1855's order: head, then Q, V, K, MLP
+    and attention-out, each over the slots."""
 
-    def __init__(self, cfg: Config, n_docs: int, n_slots: int, seed: int):
+    def __init__(self, cfg: Config, n_docs: int, n_slots: int, gen: torch.Generator):
         super().__init__()
         D, KV, r = cfg.model_dim, cfg.kv_dim, cfg.ttt_lora_rank
-        gen = torch.Generator().manual_seed(seed)
         scale = (cfg.ttt_lora_alpha or r) / r
 
         def make(d_out: int) -> nn.ModuleList:
             return nn.ModuleList(BatchedLoRA(n_docs, D, d_out, r, scale, gen) for _ in range(n_slots))
 
-        self.n_slots = n_slots
-        self.q, self.k, self.v, self.o, self.mlp = make(D), make(KV), make(KV), make(D), make(D)
+        self.n_docs, self.n_slots = n_docs, n_slots
         self.head = BatchedLoRA(n_docs, D, cfg.vocab_size, r, scale, gen)
+        self.q, self.v, self.k, self.mlp, self.o = make(D), make(KV), make(KV), make(D), make(D)
+
+    def loras(self) -> list[BatchedLoRA]:
+        return [self.head, *self.q, *self.v, *self.k, *self.mlp, *self.o]  # the draw order
+
+    @torch.no_grad()
+    def reset(self, gen: torch.Generator, keep_a: bool) -> None:
+        """Ready for the next batch: B zero; A drawn anew unless ``keep_a`` (``ttt_lora_keep_a``, #1767), which
+        keeps the A trained on the earlier batches."""
+        for lora in self.loras():
+            if not keep_a:  # drawn on the CPU, as at construction
+                lora.A.copy_(torch.empty(lora.A.shape).uniform_(-lora.bound, lora.bound, generator=gen))
+            lora.B.zero_()
 
     def wrap(self, slot: int, w: tuple) -> tuple:
         """The six bank slices of one virtual layer (``GPT.layer_weights``), wrapped with this slot's adapters."""
@@ -237,29 +267,17 @@ def compiled_chunk_nll(backend: str = "inductor") -> CompiledChunkNll:
 
 # --- one document batch ------------------------------------------------------------------------
 
-def _warm_start(adapters: DocAdapters, warm_a: list[Tensor] | None) -> None:
-    """``ttt_lora_keep_a`` (#1787): each adapter's A (row i: the batch's i-th document) from the previous
-    batch's trained A; B stays zero, so every document still starts at the base model."""
-    if warm_a is None:
-        return
-    with torch.no_grad():
-        for lora, prev in zip((m for m in adapters.modules() if isinstance(m, BatchedLoRA)), warm_a):
-            k = min(lora.A.size(0), prev.size(0))
-            lora.A[:k] = prev[:k]
-
-
 def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends: np.ndarray, cfg: Config,
-               n_slots: int, seed: int, acc, luts, record: TTTRecord | None, ids: StepIds, b: int,
-               warm_a: list[Tensor] | None, bar, nll_fn: Callable) -> tuple[int, list[Tensor] | None]:
-    """Score and adapt one batch of documents, chunk by chunk; returns the AdamW steps taken and the
-    adapters' trained A (for the next batch, with ``ttt_lora_keep_a``). ``bar`` advances a chunk at a time;
-    ``nll_fn``: ``chunk_nll`` or a compiled copy (``compiled_chunk_nll``)."""
+               adapters: DocAdapters, acc, luts, record: TTTRecord | None, ids: StepIds, b: int, through: int, bar,
+               nll_fn: Callable) -> int:
+    """Score and adapt one batch of documents, chunk by chunk, with ``adapters`` (B zero); returns the AdamW
+    steps taken. ``through``: the last training step the adapters and base model hold before this batch
+    (legality record). ``bar`` advances a chunk at a time; ``nll_fn``: ``chunk_nll`` or a compiled copy."""
     dev, T = tokens.device, tokens.numel() - 1
     C, L = cfg.ttt_lora_chunk, cfg.eval_seq_len
     s, n = starts[docs], ends[docs] - starts[docs]  # (k,) first target position and target count
     n_chunks = -(-n // C)
-    adapters = DocAdapters(cfg, len(docs), n_slots, seed).to(dev)
-    _warm_start(adapters, warm_a)
+    # a fresh AdamW is #1855's reused one with its state zeroed
     opt = torch.optim.AdamW(adapters.parameters(), lr=cfg.ttt_lora_lr, betas=(0.0, cfg.ttt_lora_beta2), eps=1e-10,
                             weight_decay=cfg.ttt_lora_wd)
     first = ids.first[docs]
@@ -291,10 +309,10 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
             _add_masked(acc, nll.detach(), x.gather(1, cols), y.gather(1, cols), scored, luts, tgt_pos + 1)
             if record is not None:
                 m = scored.cpu().numpy()
-                through = np.where(ci > 0, first + ci - 1, ids.before_batch[b])
+                through_now = np.where(ci > 0, first + ci - 1, through)
                 rows = np.nonzero(m)[0]
                 record.note_scored(tgt_pos.cpu().numpy()[m], nll.detach().double().cpu().numpy()[m],
-                                   (first + ci)[rows], through[rows])
+                                   (first + ci)[rows], through_now[rows])
         if bar is not None:
             bar.update(1)
         if not train.any():  # (2) one step on the chunk
@@ -319,66 +337,71 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         if record is not None:
             m = mask.cpu().numpy()
             record.note_trained_at(tgt_pos.cpu().numpy()[m], (first + ci)[np.nonzero(m)[0]])
-    keep = cfg.ttt_lora_keep_a  # the A of every slot is large (documents x rank x width): only when asked
-    return steps, [m.A.detach() for m in adapters.modules() if isinstance(m, BatchedLoRA)] if keep else None
+    return steps
 
 
 # --- the global phase of phased TTT --------------------------------------------------------------
 
 def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Config, record: TTTRecord | None,
                  step_id: int) -> int:
-    """Global SGD on the base model over target spans [lo, hi) (whole, already scored documents).
+    """Global SGD of the base model on whole scored documents, as #1855's (§8.7). Returns the steps.
 
-    Rows of at most eval_seq_len targets, cut inside each span (attention never crosses a document);
-    chunks of ``ttt_global_chunk_tokens`` targets with cosine lr; each chunk's rows shared over ranks,
-    ``ttt_batch_seqs`` per step, gradients all-reduced then clipped (as ``eval_ttt``). Returns the steps.
+    ``spans``: (first, end) target positions of each document, in #1855's order; its tokens, BOS to the
+    next document's BOS, are laid end to end. That stream is cut into chunks of ``ttt_global_chunk_tokens``
+    with a cosine lr, the last chunk never trained; each chunk's whole eval_seq_len sequences are shared
+    over ranks, ``ttt_batch_seqs`` a step, as one packed row under ``attention_mask: document`` (segments
+    at BOS and every eval_seq_len tokens), else as rows; gradients averaged over ranks, then clipped.
     """
+    if not spans:
+        return 0
     info, dev, L = dist_info(), tokens.device, cfg.eval_seq_len
     W, r = info.world_size, info.rank
-    rows = np.array([(a, min(a + L, hi)) for lo, hi in sorted(spans) for a in range(lo, hi, L)], np.int64)
-    if rows.size == 0 or cfg.ttt_global_epochs == 0:
-        return 0
-    chunk_of = (np.cumsum(rows[:, 1] - rows[:, 0]) - (rows[:, 1] - rows[:, 0])) // cfg.ttt_global_chunk_tokens
-    n_chunks = int(chunk_of[-1]) + 1
-    params = [p for p in model.parameters()]
+    stream = torch.cat([tokens[a:e + 1] for a, e in spans])
+    where = np.concatenate([np.arange(a, e + 1) for a, e in spans])  # the stream's positions in the val stream
+    C, B = cfg.ttt_global_chunk_tokens, cfg.ttt_batch_seqs
+    n_chunks, seqs = -(-(stream.numel() - 1) // C), cfg.ttt_global_chunk_tokens // L
+    params = list(model.parameters())
     was = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=cfg.ttt_global_lr, momentum=cfg.ttt_global_momentum)
-    B, steps, j = cfg.ttt_batch_seqs, 0, torch.arange(L, device=dev)
-    t0 = time.perf_counter()
+    segment_len, model.segment_len = model.segment_len, L
+    steps, t0 = 0, time.perf_counter()
+    lo, hi = _share(seqs, r, W)
+    n_steps = max(-(-(q1 - q0) // B) for q0, q1 in (_share(seqs, q, W) for q in range(W)))  # same on every rank
     try:
-        for gi in range(n_chunks):
-            chunk = rows[chunk_of == gi]
+        for ci in range(n_chunks - 1 if seqs else 0):
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(cfg.ttt_global_lr, gi, n_chunks)
-            shares = [_share(len(chunk), q, W) for q in range(W)]
-            lo, hi = shares[r]
-            n_steps = max(-(-(q1 - q0) // B) for q0, q1 in shares)  # same on every rank
-            if record is not None and hi > lo:
-                record.note_trained_at(np.concatenate([np.arange(a, e) for a, e in chunk[lo:hi]]), step_id)
+                g["lr"] = cosine_lr(cfg.ttt_global_lr, ci, n_chunks)
             for _ in range(cfg.ttt_global_epochs):
                 for st in range(n_steps):
-                    part = [chunk[min(q0 + st * B, q1):min(q0 + (st + 1) * B, q1)] for q0, q1 in shares]
-                    mine, n_global = part[r], sum(int((c[:, 1] - c[:, 0]).sum()) for c in part)
+                    a, e = min(lo + st * B, hi), min(lo + (st + 1) * B, hi)
                     opt.zero_grad(set_to_none=True)
-                    if len(mine):
-                        pos = torch.as_tensor(mine[:, 0], device=dev)[:, None] + j  # (b, L) target positions
-                        valid = j < torch.as_tensor(mine[:, 1] - mine[:, 0], device=dev)[:, None]
-                        idx = pos.clamp(max=tokens.numel() - 2)
-                        x, y = torch.where(valid, tokens[idx], 0), torch.where(valid, tokens[idx + 1], 0)
-                        nll = model(x, y, reduction="none")
-                        (torch.where(valid, nll, 0).sum() / n_global).backward()
-                    synced_step(opt, params, cfg.ttt_grad_clip)
+                    if e > a:
+                        t0_, t1_ = ci * C + a * L, ci * C + e * L  # inputs [t0_, t1_), targets one on
+                        x, y = stream[t0_:t1_], stream[t0_ + 1:t1_ + 1]
+                        rows = (x[None], y[None]) if model.document_mask else (x.view(-1, L), y.view(-1, L))
+                        model(*rows).backward()
+                        if record is not None:  # the targets that are the val stream's (not a BOS laid after one)
+                            p = where[t0_:t1_]
+                            record.note_trained_at(p[where[t0_ + 1:t1_ + 1] == p + 1], step_id)
+                    for p in params:
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                        all_reduce_(p.grad, "avg")  # a zero gradient leaves SGD's momentum and weights as None would
+                    if cfg.ttt_grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.ttt_grad_clip)
+                    opt.step()
                     steps += 1
     finally:
+        model.segment_len = segment_len
         for p, flag in zip(params, was):
             p.requires_grad_(flag)
         model.zero_grad(set_to_none=True)
     if dev.type == "cuda":  # the steps' kernels finished, not only queued
         torch.cuda.synchronize(dev)
-    log.info("global SGD on %d scored document%s (%d rows): %d steps in %.1f s", len(spans), "s" * (len(spans) != 1),
-             len(rows), steps, time.perf_counter() - t0)
+    log.info("global SGD on %d scored document%s (%d tokens): %d steps in %.1f s", len(spans),
+             "s" * (len(spans) != 1), stream.numel(), steps, time.perf_counter() - t0)
     return steps
 
 
@@ -404,38 +427,49 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
     acc = _accumulator(dev)
     starts, ends = document_spans(val_tokens)
     queue = document_queue(starts, ends, cfg.ttt_lora_batch_docs)
-    phases = phase_points(queue, cfg.ttt_phase_docs, n_phases)
+    phases = phase_points(queue, cfg.ttt_phase_docs, n_phases, W)
     ids = StepIds.build(queue, -(-(ends - starts) // cfg.ttt_lora_chunk), phases)
     n_slots = len(virtual_layers(cfg, model.looping))
-    mine = [b for b in range(len(queue)) if b % W == r]
+    mine = [b for b in range(len(queue)) if b % W == r]  # rounds of W batches, one each
     log.info("eval %s: %d document%s in %d batch%s of up to %d (%d on this rank), chunks of %d tokens, LoRA rank %d "
              "on each of %d virtual layers (a looped layer once a pass)%s", mode, len(starts), "s" * (len(starts) != 1),
              len(queue), "es" * (len(queue) != 1), cfg.ttt_lora_batch_docs, len(mine), cfg.ttt_lora_chunk,
              cfg.ttt_lora_rank, n_slots, f"; global SGD after documents {[n for _, n in phases]}" if phases else "")
-    queue_order = np.concatenate(queue)
     was_trainable = [p.requires_grad for p in model.parameters()]
     lora_steps = global_steps = 0
-    warm_a = None  # ttt_lora_keep_a: this rank's last trained A (earlier, already scored documents only)
-    # a chunk of every document in a batch at a time: the longest document's chunk count a batch
-    chunks = [int(-(-(ends[queue[b]] - starts[queue[b]]).max() // cfg.ttt_lora_chunk)) for b in mine]
+    # #1855's adapters: A from one generator seeded alike on every rank; one full-size set reused batch after
+    # batch (with ttt_lora_keep_a its A stays trained), a fresh set for a partial batch, a new full-size set
+    # after each global phase
+    gen = torch.Generator().manual_seed(cfg.seed)
+    full = DocAdapters(cfg, cfg.ttt_lora_batch_docs, n_slots, gen).to(dev)
+    full_through = -1  # the last step whose training the full-size set's A holds
+    last_phase = -1
+    chunks = [int(-(-(ends[queue[b][1]] - starts[queue[b][1]]).max() // cfg.ttt_lora_chunk)) for b in mine]
     bar = progress_bar(sum(chunks), f"eval {mode}", progress, "chunk")
     try:
-        for b, docs in enumerate(queue):
+        for b, (_, docs) in enumerate(queue):
             if b % W == r:
                 for p in model.parameters():
                     p.requires_grad_(False)  # only the adapters train
-                steps, trained_a = _run_batch(model, tokens, docs, starts, ends, cfg, n_slots,
-                                              hash((cfg.seed, b)) & (2**63 - 1), acc, luts, record, ids, b,
-                                              warm_a, bar, nll_fn or chunk_nll)
-                lora_steps += steps
-                warm_a = trained_a  # None unless ttt_lora_keep_a
+                if len(docs) == full.n_docs:
+                    full.reset(gen, cfg.ttt_lora_keep_a)
+                    adapters = full
+                    through = max(last_phase, full_through) if cfg.ttt_lora_keep_a else last_phase
+                else:
+                    adapters, through = DocAdapters(cfg, len(docs), n_slots, gen).to(dev), last_phase
+                lora_steps += _run_batch(model, tokens, docs, starts, ends, cfg, adapters, acc, luts, record, ids, b,
+                                         through, bar, nll_fn or chunk_nll)
+                if adapters is full:
+                    full_through = int((ids.first[docs] - (-(ends[docs] - starts[docs]) // cfg.ttt_lora_chunk) - 1).max())
             for (after, n_docs), step_id in zip(phases, ids.phase):
                 if after == b:
-                    done = queue_order[:n_docs]  # scored: in batches ≤ b, on every rank
+                    done = phase_documents(queue, after, n_docs)  # scored: in batches ≤ b, on every rank
                     bar.set_postfix_str(f"global SGD on {n_docs} documents")  # the chunk count stands still
                     global_steps += global_phase(model, tokens, [(starts[d], ends[d]) for d in done], cfg, record,
                                                  step_id)
                     bar.set_postfix_str("")
+                    full = DocAdapters(cfg, cfg.ttt_lora_batch_docs, n_slots, gen).to(dev)
+                    last_phase, full_through = step_id, -1
     finally:
         bar.close()
         for p, flag in zip(model.parameters(), was_trainable):

@@ -278,6 +278,7 @@ class GPT(nn.Module):
         self._attn = attention_fn("math")
         # attention_mask: document; GPTQ calibration turns it off, as #1855 calibrates on causal rows
         self.document_mask = cfg.attention_mask == "document"
+        self.segment_len = cfg.train_seq_len  # a document is attended in pieces of this many tokens (#1855)
 
     # --- set-up ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -374,7 +375,7 @@ class GPT(nn.Module):
         """
         cfg, capture, attn = self.cfg, self.capture, self._attn
         if self.document_mask:
-            attn = document_attention(document_ids(ids, BOS_ID, cfg.train_seq_len))
+            attn = document_attention(document_ids(ids, BOS_ID, self.segment_len))
         e = self.tok_emb(ids).to(self.compute_dtype)
         x = rms_norm(self.smear(e, ids) if cfg.smear_gate else e)
         x0 = x

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from golf.attention import _dense_document_attention, _flex_document_attention, document_ids, math_attention
+from golf.attention import (_dense_document_attention, _flex_document_attention, _segmented_document_attention,
+                            document_ids, math_attention)
 from golf.cli import main as golf_main
 from golf.config import ConfigError, load_config
 from golf.model import BOS_ID, Attention, build_model
@@ -71,6 +72,10 @@ def test_dense_and_flex_document_attention_agree_with_attention_per_document():
     dense = _dense_document_attention(q, k, v, doc)
     flex = _flex_document_attention(q, k, v, doc)  # eager here: the unfused reference of the same kernel
     torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
+    segmented = _segmented_document_attention(q, k, v, document_ids(ids, 1, 16))  # and cut every 16 tokens
+    torch.testing.assert_close(segmented, _dense_document_attention(q, k, v, document_ids(ids, 1, 16)),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_segmented_document_attention(q, k, v, doc), dense, atol=1e-5, rtol=1e-5)
     for b in range(B):
         cuts = [0] + [int(i) for i in torch.nonzero(ids[b] == 1).flatten() if i > 0] + [T]
         for lo, hi in zip(cuts, cuts[1:]):
@@ -78,9 +83,15 @@ def test_dense_and_flex_document_attention_agree_with_attention_per_document():
             torch.testing.assert_close(dense[b:b + 1, lo:hi], alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("segmented", [False, True])
 @pytest.mark.parametrize("smear", [False, True])
-def test_document_mask_scores_each_document_as_if_alone(smear):
-    """Per-position NLL of a packed row equals each document's NLL run alone (RoPE is relative)."""
+def test_document_mask_scores_each_document_as_if_alone(smear, segmented, monkeypatch):
+    """Per-position NLL of a packed row equals each document's NLL run alone (RoPE is relative), through
+    the explicit mask and, as a row longer than ``SEGMENTED_FROM`` goes, segment by segment."""
+    import golf.attention
+
+    if segmented:
+        monkeypatch.setattr(golf.attention, "SEGMENTED_FROM", 8)
     cfg, model = tiny("attention_mask=document", f"smear_gate={smear}", "attn_out_gate=true")
     docs, row = _row_of_documents([13, 20, 15])
     targets = torch.randint(4, 64, row.shape, generator=torch.Generator().manual_seed(3))

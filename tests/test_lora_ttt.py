@@ -8,7 +8,8 @@ import golf.lora_ttt as lt
 from gloo import run_gloo
 from golf.bpb import token_bytes
 from golf.evaluate import TTTRecord
-from golf.lora_ttt import DocAdapters, document_queue, document_spans, eval_lora_ttt, eval_phased_ttt, phase_points
+from golf.lora_ttt import (DocAdapters, document_queue, document_spans, eval_lora_ttt, eval_phased_ttt, phase_documents,
+                           phase_points)
 from golf.model import BOS_ID, virtual_layers
 from conftest import tiny_cfg_32x3, tiny_luts, tiny_model
 
@@ -46,9 +47,12 @@ def test_documents_tile_the_targets_and_end_at_the_next_bos():
     s2, e2 = document_spans(tokens[5:])  # a stream that starts inside a document: its head is a document too
     assert s2[0] == 0 and e2[0] == DOC_LENS[0] - 5
     queue = document_queue(starts, ends, 3)
-    assert [list(b) for b in queue] == [[4, 0, 5], [2, 6, 1], [3]]  # longest first
-    assert phase_points(queue, 4, 2) == [(0, 2), (1, 4)] and phase_points(queue, 99, 1) == [(2, 7)]
+    # #1855: cut shortest first into [3, 1, 6], [2, 5, 0], [4]; run longest first, the partial batch leading
+    assert [(i, list(d)) for i, d in queue] == [(2, [4]), (1, [2, 5, 0]), (0, [3, 1, 6])]
+    assert phase_points(queue, 4, 2) == [(1, 2), (2, 4)] and phase_points(queue, 99, 1) == [(2, 7)]
     assert phase_points(queue, 4, 0) == [] and phase_points(queue, 0, 3) == []
+    assert phase_points(queue, 1, 1) == [(0, 1)] and phase_points(queue, 1, 1, world=2) == [(1, 1)]  # rounds of 2
+    assert list(phase_documents(queue, 1, 2)) == [2, 5]  # of 4, 2, 5, 0: by (place in the cut, in the batch)
 
 
 # --- legality and the identity at lr 0 -----------------------------------------------------------
@@ -62,7 +66,7 @@ def test_lora_ttt_is_legal_complete_and_leaves_the_model_alone():
     rec.check()
     T = tokens.numel() - 1
     assert res["n_tokens"] == T and res["n_docs"] == len(DOC_LENS) and res["n_batches"] == 3
-    assert res["lora_steps"] == 8 + 3 + 0  # per batch: chunks of its longest document but the last
+    assert res["lora_steps"] == 8 + 4 + 2  # per batch [4], [2, 5, 0], [3, 1, 6]: chunks of its longest document but the last
     starts, ends = document_spans(tokens)
     for s, e in zip(starts, ends):  # every chunk but each document's last trains on exactly its targets
         last = s + (e - s - 1) // 8 * 8
@@ -98,7 +102,7 @@ def test_one_forward_a_chunk_scores_and_trains(monkeypatch):
     monkeypatch.setattr(lt, "chunk_nll", checked)
     res, rec, _ = run(eval_lora_ttt, lora_cfg(), doc_tokens())
     rec.check()
-    assert res["lora_steps"] == 11 and calls.count(True) == 11  # a forward with grad per step
+    assert res["lora_steps"] == 14 and calls.count(True) == 14  # a forward with grad per step
     assert calls.count(False) == 3  # and none beside: each batch's last chunk is only scored
 
 
@@ -187,12 +191,12 @@ def test_one_document_at_lr_zero_is_the_sliding_window_with_stride_chunk():
 
 def test_adapters_start_as_the_identity_one_set_per_virtual_layer():
     cfg = lora_cfg()
-    ad = DocAdapters(cfg, 2, len(virtual_layers(cfg, True)), seed=0)
+    ad = DocAdapters(cfg, 2, len(virtual_layers(cfg, True)), torch.Generator())
     assert len(ad.q) == len(ad.mlp) == 4  # layers 0, 1, 1, 2: the looped layer has two slots
     assert all((m.B == 0).all() and m.scale == 1.0 for m in ad.modules() if isinstance(m, lt.BatchedLoRA))
     bound = 1 / cfg.model_dim ** 0.5
     assert ad.q[0].A.abs().max() <= bound and ad.q[0].A.shape == (2, 4, cfg.model_dim)
-    assert DocAdapters(lora_cfg(ttt_lora_alpha=6.0), 1, 4, 0).head.scale == 1.5
+    assert DocAdapters(lora_cfg(ttt_lora_alpha=6.0), 1, 4, torch.Generator()).head.scale == 1.5
     with pytest.raises(TypeError, match="F.linear"):
         torch.matmul(torch.ones(2, 2), lt._AdaptedWeight(torch.ones(2, 2), None))
 
@@ -202,7 +206,7 @@ def test_every_adapter_reaches_the_loss(parallel_mode):
     """Q, K, V, attention-out and MLP-out of every virtual-layer slot, and the head, all get a gradient."""
     cfg = lora_cfg(parallel_mode=parallel_mode)
     model = tiny_model(cfg)
-    ad = DocAdapters(cfg, 2, len(virtual_layers(cfg, True)), seed=0)
+    ad = DocAdapters(cfg, 2, len(virtual_layers(cfg, True)), torch.Generator())
     tokens = doc_tokens()[:40].view(2, 20)
     nll = lt.chunk_nll(model, ad, tokens[:, :-1], tokens[:, 1:], torch.tensor([3, 5]), 8)
     assert nll.shape == (2, 8)
@@ -245,12 +249,14 @@ def test_lora_ttt_adapts_to_a_repetitive_document():
 # --- phased TTT -----------------------------------------------------------------------------------
 
 def test_phased_ttt_is_legal_and_its_phases_train_only_scored_documents(monkeypatch):
-    cfg, tokens = lora_cfg(), doc_tokens()
+    """Batches of two run [4], [5, 0], [6, 2], [3, 1]; phases after the second (3 documents scored, the
+    first 2 in #1855's order: 5, 0) and the third (5 scored; 6, 2, 5, 0)."""
+    cfg, tokens = lora_cfg(ttt_lora_batch_docs=2), doc_tokens()
     calls = []
     original = lt.global_phase
 
     def spy(model, toks, spans, cfg_, record, step_id):
-        calls.append((sorted(spans), step_id, record.scored_at_chunk.copy()))
+        calls.append((list(spans), step_id, record.scored_at_chunk.copy()))
         return original(model, toks, spans, cfg_, record, step_id)
 
     monkeypatch.setattr(lt, "global_phase", spy)
@@ -258,15 +264,14 @@ def test_phased_ttt_is_legal_and_its_phases_train_only_scored_documents(monkeypa
     rec.check()
     assert res["n_tokens"] == tokens.numel() - 1 and res["phase_docs"] == [2, 4] and res["global_steps"] > 0
     starts, ends = document_spans(tokens)
-    queue = np.concatenate(document_queue(starts, ends, cfg.ttt_lora_batch_docs))
-    assert [len(c[0]) for c in calls] == [2, 4]
-    for (spans, step_id, scored_at), n in zip(calls, (2, 4)):
-        assert spans == sorted((starts[d], ends[d]) for d in queue[:n])  # exactly the first n of the queue
+    assert [spans for spans, _, _ in calls] == [[(starts[d], ends[d]) for d in docs] for docs in ([5, 0], [6, 2, 5, 0])]
+    for spans, step_id, scored_at in calls:
         for lo, hi in spans:  # already scored when the phase ran, and before it in the step order
             assert (scored_at[lo:hi] >= 0).all() and (rec.scored_at_chunk[lo:hi] < step_id).all()
-    # the first batch is scored by the unchanged base model: the same as LoRA TTT; later ones are not
+    # the batches before the first phase are scored by the unchanged base model, with the same adapters'
+    # draws: the same as LoRA TTT; later ones are not
     _, rec_lora, _ = run(eval_lora_ttt, cfg, tokens)
-    first = np.concatenate([np.arange(starts[d], ends[d]) for d in queue[:3]])
+    first = np.concatenate([np.arange(starts[d], ends[d]) for d in (4, 5, 0)])
     np.testing.assert_allclose(rec.nll[first], rec_lora.nll[first], rtol=1e-6)
     rest = np.setdiff1d(np.arange(tokens.numel() - 1), first)
     assert not np.allclose(rec.nll[rest], rec_lora.nll[rest])
@@ -291,25 +296,33 @@ DIST_CFG = dict(fix_embed_fp32=True)  # see test_evaluate_dist: bf16 gradients s
 
 def _both(rank=0):
     out = {}
-    cfg, tokens = lora_cfg(**DIST_CFG), doc_tokens()
-    for name, fn in (("lora", eval_lora_ttt), ("phased", eval_phased_ttt)):
-        res, rec, _ = run(fn, cfg, tokens)
-        out[name] = (res, rec)
+    tokens = doc_tokens()
+    for lr in (0.0, 0.01):
+        cfg = lora_cfg(ttt_lora_lr=lr, ttt_global_lr=lr, **DIST_CFG)
+        for name, fn in (("lora", eval_lora_ttt), ("phased", eval_phased_ttt)):
+            res, rec, _ = run(fn, cfg, tokens)
+            out[name, lr] = (res, rec)
     return out
 
 
-def test_two_ranks_match_one_process():
+def test_two_ranks_score_every_target_once_and_match_one_process_untrained():
+    """Two ranks take the batches in turns and share the phases' documents. Each rank draws its adapters'
+    A from its own generator, as #1855's ranks do, so with training on the scores depend on the rank
+    count; untrained, they equal one process's exactly, and either way every target is scored once,
+    before anything trained on it."""
     one = _both()
     for got in run_gloo(_both, 2):
-        for name in ("lora", "phased"):
-            (res, rec), (res1, rec1) = got[name], one[name]
+        for key, (res, rec) in got.items():
+            res1, rec1 = one[key]
             rec.check()  # merged over ranks: each target once, scored before trained on
-            assert res["n_tokens"] == res1["n_tokens"] == doc_tokens().numel() - 1, name
-            assert res["n_bytes"] == res1["n_bytes"], name
-            assert res["val_loss"] == pytest.approx(res1["val_loss"], rel=1e-5), name
-            np.testing.assert_allclose(rec.nll, rec1.nll, rtol=1e-4, atol=1e-6)
-            assert (rec.trained_in_chunk == rec1.trained_in_chunk).all() and (
-                rec.scored_at_chunk == rec1.scored_at_chunk).all(), name
+            assert res["n_tokens"] == res1["n_tokens"] == doc_tokens().numel() - 1, key
+            assert res["n_bytes"] == res1["n_bytes"] and res["phase_docs"] == res1["phase_docs"], key
+            assert (rec.scored_at_chunk == rec1.scored_at_chunk).all(), key
+            if key[1] == 0.0:
+                assert res["val_loss"] == pytest.approx(res1["val_loss"], rel=1e-6), key
+                np.testing.assert_allclose(rec.nll, rec1.nll, rtol=1e-5, atol=1e-6)
+            else:
+                assert (rec.trained_in_chunk >= 0).sum() > 0, key
 
 
 def _keep_a(rank=0):
@@ -444,7 +457,7 @@ def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):
 
     from golf.lora_ttt import phase_points
 
-    queue = [np.arange(4), np.arange(4, 8)]
+    queue = [(0, np.arange(4)), (1, np.arange(4, 8))]
     with caplog.at_level(logging.WARNING, logger="golf"):
         assert phase_points(queue, 2000, 1) == [(1, 8)]
     assert "changes no score" in caplog.text
@@ -456,31 +469,30 @@ def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):
 
 # --- keep A warm (#1787) ---------------------------------------------------------------------------
 
-def test_keep_a_starts_each_batch_from_the_last_trained_a_and_stays_legal(monkeypatch):
-    """ttt_lora_keep_a: batch b's adapters take batch b-1's trained A (B zero, so each document still
-    starts at the base model's scores); only already scored documents shaped that A, so the legality
-    record holds. At lr 0 nothing trains and it is the default; with training it differs."""
-    import golf.lora_ttt as lt
-
+def test_full_batches_reuse_one_adapter_set_whose_a_stays_trained_with_keep_a(monkeypatch):
+    """#1855: one full-size adapter set serves batch after batch, B zeroed each time; with ttt_lora_keep_a its
+    A stays as the last batch trained it (only already scored documents shaped it, so the legality record
+    holds), else A is drawn anew. Batches of two run [4] (partial: a set of its own), [5, 0], [6, 2], [3, 1]."""
     tokens = doc_tokens()
-    seen: list = []
-    real = lt._warm_start
+    real = lt.DocAdapters.reset
 
-    def spy(adapters, warm_a):
-        real(adapters, warm_a)
-        seen.append((warm_a, [m.A.detach().clone() for m in adapters.modules() if isinstance(m, lt.BatchedLoRA)]))
+    for keep in (True, False):
+        seen: list = []
 
-    monkeypatch.setattr(lt, "_warm_start", spy)
-    res, rec, _ = run(eval_lora_ttt, lora_cfg(ttt_lora_keep_a=True), tokens)
-    rec.check()
-    assert res["n_batches"] == 3 and seen[0][0] is None and all(w is not None for w, _ in seen[1:])
-    for warm, start in seen[1:]:
-        k = min(start[0].size(0), warm[0].size(0))
-        assert all(torch.equal(a[:k], w[:k]) for a, w in zip(start, warm))
-    assert not all(torch.equal(a, b) for a, b in zip(seen[1][0], seen[0][1]))  # A did train in batch 0
-    monkeypatch.setattr(lt, "_warm_start", real)
-    default, _, _ = run(eval_lora_ttt, lora_cfg(), tokens)
-    assert res["val_loss"] != pytest.approx(default["val_loss"], rel=1e-9)
+        def spy(self, gen, keep_a):
+            before = [m.A.detach().clone() for m in self.loras()]
+            real(self, gen, keep_a)
+            seen.append((id(self), before, [m.A.detach().clone() for m in self.loras()]))
+
+        monkeypatch.setattr(lt.DocAdapters, "reset", spy)
+        res, rec, _ = run(eval_lora_ttt, lora_cfg(ttt_lora_batch_docs=2, ttt_lora_keep_a=keep), tokens)
+        rec.check()
+        assert res["n_batches"] == 4 and len(seen) == 3 and len({i for i, _, _ in seen}) == 1
+        for (_, before, after) in seen:
+            assert all(torch.equal(a, b) for a, b in zip(before, after)) == keep
+        # between two resets the set trained: its A moved
+        assert not all(torch.equal(a, b) for a, b in zip(seen[0][2], seen[1][1]))
+    monkeypatch.setattr(lt.DocAdapters, "reset", real)
     idle = run(eval_lora_ttt, lora_cfg(ttt_lora_keep_a=True, ttt_lora_lr=0.0), tokens)[0]
     assert idle["val_loss"] == pytest.approx(run(eval_lora_ttt, lora_cfg(ttt_lora_lr=0.0), tokens)[0]["val_loss"],
                                              rel=1e-12)

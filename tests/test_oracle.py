@@ -89,7 +89,7 @@ def test_lora_ttt_losses_equal_the_records(oracle):
     model.set_looping(True)
     ttt = oracle["ttt"]
     assert cfg.ttt_lora_alpha == ttt["alpha"]
-    adapters = DocAdapters(cfg, n_docs=2, n_slots=len(virtual_layers(cfg, True)), seed=0)
+    adapters = DocAdapters(cfg, n_docs=2, n_slots=len(virtual_layers(cfg, True)), gen=torch.Generator())
     names = {"lm_head_lora": "head", "q_loras": "q", "k_loras": "k", "v_loras": "v", "mlp_loras": "mlp",
              "o_loras": "o"}
     ours = {}
@@ -101,6 +101,42 @@ def test_lora_ttt_losses_equal_the_records(oracle):
     with torch.no_grad():
         got = chunk_nll(model, adapters, ids, targets, torch.zeros(2, dtype=torch.long), ids.size(1))
     torch.testing.assert_close(got, ttt["nll"], rtol=1e-5, atol=1e-6)
+
+
+# dev/oracle_fixtures.py's TTT settings, in golf's keys
+TTT_SETTINGS = {"ttt_batch_size": "ttt_lora_batch_docs", "ttt_chunk_size": "ttt_lora_chunk", "eval_seq_len": "eval_seq_len",
+                "ttt_lora_lr": "ttt_lora_lr", "ttt_beta2": "ttt_lora_beta2", "ttt_weight_decay": "ttt_lora_wd",
+                "ttt_lora_rank": "ttt_lora_rank", "global_ttt_lr": "ttt_global_lr",
+                "global_ttt_chunk_tokens": "ttt_global_chunk_tokens", "global_ttt_batch_seqs": "ttt_batch_seqs",
+                "seed": "seed"}
+
+
+@pytest.mark.parametrize("run", ["lora_ttt", "phased_ttt", "phased_ttt_cold_a"])
+def test_ttt_procedures_equal_the_records(oracle, run):
+    """The record's eval_val_ttt_phased on 11 documents in batches of 4 (a partial batch, which runs first;
+    documents longer than the window): per-document LoRA TTT alone, and with two global phases, A kept
+    warm or drawn anew; val loss and BPB, and the base model after the global SGD."""
+    from golf.bpb import ByteLUTs
+    from golf.lora_ttt import eval_lora_ttt, eval_phased_ttt
+
+    procs = oracle["ttt_procedures"]
+    want = procs["runs"][run]
+    keys = [f"{TTT_SETTINGS[k]}={v}" for k, v in procs["settings"].items() if k in TTT_SETTINGS]
+    # fix_embed_fp32: the fixture's record model is fp32 throughout; in a real run its tok_emb is bf16, as golf's
+    cfg = small_cfg(*keys, "data_dir=data/none", "fix_embed_fp32=true", f"ttt_phase_docs={want['prefix_docs']}",
+                    f"ttt_phases={want['phases']}", f"ttt_lora_keep_a={want['warm_a']}")
+    model = record_model(oracle, cfg)
+    model.set_looping(True)
+    luts = ByteLUTs(**procs["luts"])
+    fn = eval_phased_ttt if want["prefix_docs"] else eval_lora_ttt
+    got = fn(model, procs["stream"], luts, cfg, progress=False)
+    assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
+    assert got["val_bpb"] == pytest.approx(want["val_bpb"], rel=1e-5)
+    if want["prefix_docs"]:
+        assert got["global_steps"] > 0
+        after = model.state_dict()
+        for name, value in want["state_dict"].items():
+            torch.testing.assert_close(after[name].float(), value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_muon_steps_equal_the_records(oracle):

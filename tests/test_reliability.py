@@ -560,7 +560,7 @@ def test_prepare_with_a_given_tokenizer(tmp_path, demo_data, tiny_corpus, capsys
 
     out = tmp_path / "data"
     assert golf_main(["data", "prepare", "--corpus", str(tiny_corpus), "--out", str(out),
-                      "--tokenizer", str(demo_data.tokenizer_path), "--val-docs", "2"]) == 0
+                      "--tokenizer", str(demo_data.tokenizer_path), "--val-docs", "2", "--keep-order"]) == 0
     meta = json.loads((out / "prepare.json").read_text())
     assert meta["tokenizer_sha256"] == tokenizer_fingerprint(demo_data.tokenizer_path)
     assert meta["vocab_size"] == demo_data.vocab_size and meta["tokenizer_source"] == str(demo_data.tokenizer_path)
