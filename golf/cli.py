@@ -83,7 +83,8 @@ def cmd_data_prepare(args) -> int:
 
     setup_logging()
     if args.keep_order and args.seed is not None:
-        raise GolfError("--seed shuffles the train documents and --keep-order keeps their corpus order: give one")
+        raise GolfError("--seed shuffles the documents before the split and --keep-order keeps their corpus order: "
+                        "give one")
     KEPT["note"] = f"{args.out} is kept as it was (the dataset being built beside it is dropped)"
     summary = prepare_data(args.corpus, args.out, vocab_size=args.vocab_size, val_docs=args.val_docs,
                            exclude_val_from_tokenizer=args.exclude_val_from_tokenizer,
@@ -442,8 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, metavar="DIR", help="output folder (built aside, swapped in at the end)")
     prep.add_argument("--vocab-size", type=int, default=None, help="tokenizer pieces (default 8192, the record's; "
                       "with --tokenizer, a check of its pieces)")
-    prep.add_argument("--val-docs", type=int, default=None, help="the first N documents go to val (default "
-                      "50,000, the record's; capped at a tenth of a small corpus)")
+    prep.add_argument("--val-docs", type=int, default=None, help="the first N documents (of the shuffled order, "
+                      "or of corpus order with --keep-order) go to val (default 50,000, the record's; capped at a "
+                      "tenth of a small corpus)")
     prep.add_argument("--shard-tokens", type=int, default=10**8, help="tokens per shard (default 1e8, the record's)")
     prep.add_argument("--tokenizer", default=None, metavar="FILE",
                       help="tokenize with this SentencePiece model (e.g. the official SP8192) instead of training one; "
@@ -453,10 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--caseops", action="store_true",
                       help="CaseOps (PR #1729): lowercase text plus case-operator tokens; BPB stays on the original "
                            "bytes through the val byte sidecars fineweb_val_bytes_*.bin")
-    prep.add_argument("--seed", type=int, default=None, help="seed of the shuffle of the train documents (default 0; "
-                      "val, the first --val-docs in corpus order, is not shuffled)")
+    prep.add_argument("--seed", type=int, default=None, help="seed of the shuffle of all documents (default 0): val "
+                      "is the first --val-docs of the shuffled order and train the rest, as FineWeb's split")
     prep.add_argument("--keep-order", action="store_true",
-                      help="write the train documents in corpus order instead of shuffled")
+                      help="no shuffle: val is the first --val-docs in corpus order and train the rest, in order")
     prep.set_defaults(func=cmd_data_prepare)
     dl = _command(dsub, "download", "fetch the challenge's official shards and tokenizer (Hugging Face dataset)",
                   "  golf data download --variant sp8192 --out data --train-shards 80   # where params/record.yaml "

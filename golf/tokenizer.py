@@ -1,12 +1,14 @@
 """SentencePiece BPE tokenizer (spec §1.3) and ``prepare_data``, behind ``golf data prepare``.
 
-``prepare_data`` follows the challenge's export pipeline (spec §1.2): documents in a fixed order,
-the first ``val_docs`` to val and the rest to train, the train documents shuffled by a seeded RNG
-when ``shuffle_seed`` is given (``golf data prepare`` gives 0 unless ``--keep-order``), as FineWeb's
-shards hold shuffled documents; each encoded as ``[BOS=1] + sp.encode(text)`` with no EOS,
-concatenated and cut into shards of ``shard_tokens`` tokens regardless of document boundaries. The
-tokenizer is trained on NUL-to-space, stripped documents in corpus order, which by default include
-the val documents as in the record (spec §9.18; ``exclude_val_from_tokenizer`` is the fix).
+``prepare_data`` follows the challenge's export pipeline (spec §1.2): with ``shuffle_seed`` given
+(``golf data prepare`` gives 0 unless ``--keep-order``) all documents are shuffled by a seeded RNG,
+the first ``val_docs`` of the shuffled order go to val and the rest to train in that order, as
+FineWeb's split (val = the first 50,000 shuffled documents); without it, the first ``val_docs`` in
+corpus order go to val and the rest to train. Each is encoded as ``[BOS=1] + sp.encode(text)`` with
+no EOS, concatenated and cut into shards of ``shard_tokens`` tokens regardless of document
+boundaries. The tokenizer is trained on NUL-to-space, stripped documents in corpus order (whatever
+the shuffle), which by default include the val documents as in the record (spec §9.18;
+``exclude_val_from_tokenizer`` is the fix: then only the train documents, still in corpus order).
 With ``tokenizer=PATH`` (``golf data prepare --tokenizer``) an existing model makes the shards instead.
 Either way prepare.json records the tokenizer's sha256, so shards and tokenizer stay bound.
 
@@ -263,11 +265,14 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
     ``tokenizer_train_docs``: train the tokenizer on only the first N documents (the record used
     the first 5M). ``max_docs``: use only the first N documents of the corpus. ``caseops``: the
     CaseOps transform and val byte sidecars (module docstring); prepare.json records ``"caseops": true``.
-    ``shuffle_seed``: the train documents go to the shards in the order of
-    ``numpy.random.default_rng(shuffle_seed).permutation``; None (the default here; the CLI's is 0)
-    keeps the corpus order. prepare.json records it as ``train_shuffle_seed``. Val (the first
-    ``val_docs`` in corpus order) and the tokenizer's training documents are the same either way, so
-    shuffling changes only the order within the train shards.
+    ``shuffle_seed``: all documents are put in the order of
+    ``numpy.random.default_rng(shuffle_seed).permutation(len(docs))``; val is the first ``val_docs``
+    of that order and train the rest, in that order (FineWeb's split). None (the default here; the
+    CLI's is 0) keeps the corpus order: val the first ``val_docs`` documents, train the rest.
+    prepare.json records it as ``shuffle_seed`` (with ``split`` in words; files from before this
+    rule have ``train_shuffle_seed``, which shuffled the train documents only). The tokenizer is
+    trained on documents in corpus order either way: all of them, or with
+    ``exclude_val_from_tokenizer`` those not in val (so never on val then).
     With a small corpus SentencePiece may learn fewer than ``vocab_size`` pieces
     (``hard_vocab_limit=False``); the summary's ``vocab_size`` is the size actually learned.
 
@@ -297,6 +302,10 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
         raise GolfError(f"corpus {corpus!r} has {len(docs)} documents; val_docs={n_val} must leave at "
                         "least one for val and one for train")
 
+    order = (np.arange(len(docs)) if shuffle_seed is None
+             else np.random.default_rng(shuffle_seed).permutation(len(docs))).tolist()
+    val_ids, train_ids = order[:n_val], order[n_val:]
+
     out.parent.mkdir(parents=True, exist_ok=True)
     _drop_stale_staging(out)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.prepare-{os.getpid()}-"))
@@ -306,16 +315,13 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
             atomic_write_bytes(tok_path, given.read_bytes())
             tok_docs: list[str] = []
         else:
-            tok_docs = docs[n_val:] if exclude_val_from_tokenizer else docs
+            tok_docs = [docs[i] for i in sorted(train_ids)] if exclude_val_from_tokenizer else docs
             tok_docs = tok_docs[:tokenizer_train_docs] if tokenizer_train_docs else tok_docs
             sp = train_tokenizer(map(caseops_encode, tok_docs) if caseops else tok_docs, tok_path, vocab_size,
                                  OPERATORS if caseops else ())
             build_byte_luts(tok_path, sp.get_piece_size())  # fails now if "▁" has no id (spec §1.6)
-        val = _write_split(sp, docs[:n_val], staging, "val", shard_tokens, progress, caseops)
-        train_docs = docs[n_val:]
-        if shuffle_seed is not None:
-            train_docs = [train_docs[i] for i in np.random.default_rng(shuffle_seed).permutation(len(train_docs))]
-        train = _write_split(sp, train_docs, staging, "train", shard_tokens, progress, caseops)
+        val = _write_split(sp, [docs[i] for i in val_ids], staging, "val", shard_tokens, progress, caseops)
+        train = _write_split(sp, [docs[i] for i in train_ids], staging, "train", shard_tokens, progress, caseops)
         summary = {
             "corpus": corpus,
             "out_dir": str(out),
@@ -329,7 +335,10 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
             "shards": {"val": val["shards"], "train": train["shards"],
                        **({"val_bytes": val["byte_files"]} if caseops else {})},
             "shard_tokens": shard_tokens,
-            "train_shuffle_seed": shuffle_seed,
+            "shuffle_seed": shuffle_seed,
+            "split": (f"val = the first {n_val} documents in corpus order, train = the rest" if shuffle_seed is None
+                      else f"all documents shuffled by numpy.random.default_rng({shuffle_seed}).permutation; val = "
+                           f"the first {n_val} of that order, train = the rest in that order"),
             "shard_digests": shard_digests([staging / n for n in (*val["shards"], *train["shards"],
                                                                   *val.get("byte_files", []))]),
             "tokenizer": {"train_docs": len(tok_docs), "exclude_val_from_tokenizer": exclude_val_from_tokenizer,

@@ -191,7 +191,7 @@ def _split_docs(data_dir, split):
     return [tuple(map(int, d[1:])) for d in np.split(stream, np.flatnonzero(stream == 1)[1:])]
 
 
-def test_prepare_shuffles_train_docs_and_keep_order_keeps_them(tiny_corpus, tmp_path, capsys):
+def test_prepare_shuffles_all_docs_before_the_split_and_keep_order_keeps_them(tiny_corpus, tmp_path, capsys):
     from golf.cli import main as golf_main
 
     args = ["data", "prepare", "--corpus", str(tiny_corpus), "--vocab-size", "300", "--val-docs", "2",
@@ -201,17 +201,36 @@ def test_prepare_shuffles_train_docs_and_keep_order_keeps_them(tiny_corpus, tmp_
     assert golf_main([*args, "--out", str(tmp_path / "s1"), "--seed", "1"]) == 0
     sp = load_tokenizer(tmp_path / "s" / "tokenizer.model", 300)
     enc = [tuple(sp.encode(d)) for d in iter_documents(str(tiny_corpus))]  # corpus order
-    shuffled, kept, seed1 = (_split_docs(tmp_path / run, "train") for run in ("s", "k", "s1"))
-    assert kept == enc[2:]  # --keep-order: corpus order
-    assert sorted(shuffled) == sorted(enc[2:]) and shuffled != enc[2:]  # a permutation, not the corpus order
-    assert shuffled == [enc[2:][i] for i in np.random.default_rng(0).permutation(6)] and seed1 != shuffled
     for run, seed in (("s", 0), ("k", None), ("s1", 1)):
+        val, train = _split_docs(tmp_path / run, "val"), _split_docs(tmp_path / run, "train")
+        # FineWeb's split: all documents shuffled, val = the first --val-docs, train = the rest in that order
+        order = range(8) if seed is None else np.random.default_rng(seed).permutation(8)
+        assert val + train == [enc[i] for i in order]
+        assert len(val) == 2 and not set(val) & set(train) and sorted(val + train) == sorted(enc)
         meta = json.loads((tmp_path / run / "prepare.json").read_text())
-        assert meta["train_shuffle_seed"] == seed and meta["docs"] == {"val": 2, "train": 6}
-        assert _split_docs(tmp_path / run, "val") == enc[:2]  # val: the first documents, as without shuffling
-        # the same tokenizer and byte-identical val shards whatever the train order
-        for name in ["tokenizer.model", *(p.name for p in list_shards(tmp_path / "s", "val"))]:
-            assert (tmp_path / run / name).read_bytes() == (tmp_path / "s" / name).read_bytes()
+        assert meta["shuffle_seed"] == seed and "train_shuffle_seed" not in meta
+        assert meta["docs"] == {"val": 2, "train": 6} and "first 2" in meta["split"]
+        # the tokenizer trains on all documents in corpus order, whatever the shuffle
+        assert (tmp_path / run / "tokenizer.model").read_bytes() == (tmp_path / "s" / "tokenizer.model").read_bytes()
+    s_val, k_val, s1_val = (_split_docs(tmp_path / run, "val") for run in ("s", "k", "s1"))
+    assert k_val == enc[:2] and _split_docs(tmp_path / "k", "train") == enc[2:]  # --keep-order: as before
+    assert s_val != enc[:2] and s1_val != s_val  # val is a seeded sample; another seed, another val
+    # --exclude-val-from-tokenizer: the tokenizer sees the shuffled split's train documents, in corpus order
+    import golf.tokenizer as tokenizer_module
+    seen = []
+    real = tokenizer_module.train_tokenizer
+
+    def spy(docs, *a, **k):
+        seen.extend(docs)
+        return real(seen, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tokenizer_module, "train_tokenizer", spy)
+        prepare_data(str(tiny_corpus), tmp_path / "e", vocab_size=300, val_docs=2, shard_tokens=700,
+                     exclude_val_from_tokenizer=True, shuffle_seed=0, progress=False)
+    docs = list(iter_documents(str(tiny_corpus)))
+    val_ids = set(np.random.default_rng(0).permutation(8)[:2].tolist())
+    assert seen == [d for i, d in enumerate(docs) if i not in val_ids]
     capsys.readouterr()
     assert golf_main([*args, "--out", str(tmp_path / "x"), "--keep-order", "--seed", "3"]) == 1
     assert "--keep-order" in capsys.readouterr().err and not (tmp_path / "x").exists()
