@@ -484,9 +484,10 @@ FRAMEWORK_METHODS = {"forward", "backward", "step", "zero_grad", "emit", "run", 
                      "setup_context", "state_dict", "load_state_dict", "train", "eval", "vmap", "jvp"}
 
 
-def prune(module: ast.Module, entry: str) -> None:
+def prune(module: ast.Module, entry: str) -> bool:
     """Keep the top-level statements the entry function reaches by name (and those binding nothing, such
     as a setting of torch's), and of each kept class the methods some kept code could call."""
+    changed = False
     while True:
         scopes = Scopes(module)
         binds: dict[str, list[int]] = {}
@@ -522,7 +523,8 @@ def prune(module: ast.Module, entry: str) -> None:
                        or getattr(st, "module", None) == "__future__"]
         dropped = _prune_methods(module)
         if len(module.body) == before and not dropped:
-            return
+            return changed
+        changed = True
 
 
 def _binds(st: ast.stmt) -> list[str]:
@@ -607,6 +609,54 @@ def _stage_lookups(module: ast.Module, flattener: Flattener, modes) -> None:
             node.func, node.args = ast.Attribute(table, "__getitem__", ast.Load()), [node.args[1]]
 
 
+def simplify(module: ast.Module, values: dict, log=None) -> None:
+    """Every pass, again and again until none changes anything."""
+    import time
+
+    _check_config_names(module, Scopes(module))
+    generators = [fn for fn in ast.walk(module) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and _yields(fn)]
+    rounds = 0
+    while True:
+        rounds += 1
+        t0 = time.perf_counter()
+        steps = []
+        fc = FoldConfig(values)
+        fc.visit(module)
+        steps.append(("config", fc.changed))
+        ast.fix_missing_locations(module)
+        shadowed = set(Scopes(module).root.bound)
+        f = Fold(shadowed)
+        f.visit(module)
+        steps.append(("fold", f.changed))
+        ast.fix_missing_locations(module)
+        steps.append(("constants", propagate_constants(module)))
+        steps.append(("parameters", specialize_parameters(module)))
+        steps.append(("failures", drop_failure_paths(module)))
+        steps.append(("dead stores", drop_dead_stores(module)))
+        for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
+            if not _yields(fn):
+                fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
+        ast.fix_missing_locations(module)
+        steps.append(("prune", prune(module, ENTRY)))
+        if log:
+            log(f"round {rounds}: {[n for n, c in steps if c]} {time.perf_counter() - t0:.1f}s {len(ast.unparse(module))}")
+        if not any(c for _, c in steps):
+            return
+
+
+def _yields(fn: ast.FunctionDef) -> bool:
+    """Whether ``fn`` itself (not a function inside it) yields."""
+    todo = list(fn.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (*FUNCTIONS, ast.ClassDef)):
+            todo += ast.iter_child_nodes(node)
+    return False
+
+
 def _wait_for_training(module: ast.Module) -> None:
     """golf.cli.run_submission goes from train() to quantize_run() with no barrier between, so a rank may
     look for model.pt before rank 0 has written it (golf's lazy imports of golf.quant hid the race; in
@@ -642,7 +692,811 @@ def specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str
         _embed(module, {m: minify_embedded(ast.unparse(tree)) for m, tree in embedded.items()})
     _wait_for_training(module)
     prune(module, ENTRY)
+    simplify(module, config_values(cfg))
     call = ast.parse(f"import os as _os, sys as _sys\n"
                      f"_sys.exit({ENTRY}({values!r}, {tuple(modes)!r}, _os.path.getsize(__file__)))").body
     module.body += call
     return ast.unparse(ast.fix_missing_locations(module))
+
+
+# --- constants -----------------------------------------------------------------------------------
+
+_NO_VALUE = object()
+
+
+def const(node: ast.AST):
+    """The value of a constant expression (a literal, -literal, a tuple of them), else _NO_VALUE."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant) \
+            and isinstance(node.operand.value, (int, float)) and not isinstance(node.operand.value, bool):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, ast.Tuple) and isinstance(node.ctx, ast.Load):
+        values = [const(e) for e in node.elts]
+        return _NO_VALUE if any(v is _NO_VALUE for v in values) else tuple(values)
+    return _NO_VALUE
+
+
+def literal(value) -> ast.expr | None:
+    """An expression for ``value`` (None where it has no exact literal: inf, nan, objects)."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return ast.Constant(value)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if value < 0 or (isinstance(value, float) and math.copysign(1, value) < 0):
+            return ast.UnaryOp(ast.USub(), ast.Constant(-value))
+        return ast.Constant(value)
+    if isinstance(value, tuple):
+        elts = [literal(v) for v in value]
+        return None if any(e is None for e in elts) else ast.Tuple(elts, ast.Load())
+    return None
+
+
+def is_const(node) -> bool:
+    return const(node) is not _NO_VALUE
+
+
+def pure(node: ast.AST) -> bool:
+    """Whether evaluating ``node`` has no effect but its value (no call, await, yield or walrus)."""
+    return not any(isinstance(n, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr))
+                   for n in ast.walk(node))
+
+
+def _small(value) -> bool:
+    """A constant worth writing wherever it is read: a number, a bool, None, a short string or tuple."""
+    if isinstance(value, str):
+        return len(value) <= 12
+    if isinstance(value, tuple):
+        return len(value) <= 4 and all(_small(v) for v in value)
+    return value is None or isinstance(value, (int, float, bool))
+
+
+_COMPARE = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+            ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+            ast.Is: lambda a, b: a is b, ast.IsNot: lambda a, b: a is not b, ast.In: lambda a, b: a in b,
+            ast.NotIn: lambda a, b: a not in b}
+_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b,
+           ast.Pow: lambda a, b: a ** b}
+_PURE_BUILTINS = {"int": int, "float": float, "bool": bool, "min": min, "max": max, "abs": abs, "round": round,
+                  "len": len}
+_PURE_MATH = {"sqrt", "log2", "log", "exp", "floor", "ceil", "isfinite"}
+
+
+def _foldable_result(value) -> bool:
+    if isinstance(value, str):
+        return len(value) <= 200
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(value) < 2**63 and literal(value) is not None
+    return isinstance(value, (bool, type(None))) or (isinstance(value, tuple) and literal(value) is not None)
+
+
+class Fold(ast.NodeTransformer):
+    """Folds what constants decide: operators and calls of pure builtins on constants, ``and``/``or``/``not``,
+    conditional expressions, ``if``/``while`` on a constant, and code after a return or raise."""
+
+    def __init__(self, shadowed: set[str]):
+        self.shadowed = shadowed  # names the module defines itself: not the builtins
+        self.changed = False
+
+    def _done(self, new):
+        self.changed = True
+        return new
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        v = const(node.operand)
+        if v is _NO_VALUE:
+            return node
+        if isinstance(node.op, ast.Not):
+            return self._done(ast.Constant(not v))
+        if isinstance(node.op, ast.USub) and isinstance(v, (int, float)) and not isinstance(v, bool) \
+                and not isinstance(node.operand, ast.Constant):
+            return self._done(literal(-v)) if literal(-v) is not None else node
+        return node
+
+    def visit_BoolOp(self, node):
+        self.generic_visit(node)
+        is_and = isinstance(node.op, ast.And)
+        values = []
+        for i, v in enumerate(node.values):
+            c = const(v)
+            if c is _NO_VALUE:
+                values.append(v)
+                continue
+            decides = (not c) if is_and else bool(c)
+            if decides:
+                values.append(v)  # the value of the whole expression when reached: the rest never runs
+                break
+            if i == len(node.values) - 1:
+                values.append(v)
+        if len(values) == len(node.values):
+            return node
+        self.changed = True
+        if len(values) == 1:
+            return values[0]
+        node.values = values
+        return node
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        operands = [node.left, *node.comparators]
+        values = [const(o) if not isinstance(o, (ast.List, ast.Set)) else
+                  (tuple(const(e) for e in o.elts) if all(is_const(e) for e in o.elts) else _NO_VALUE)
+                  for o in operands]
+        if any(v is _NO_VALUE for v in values):
+            return node
+        try:
+            result = all(_COMPARE[type(op)](a, b) for op, a, b in zip(node.ops, values, values[1:]))
+        except Exception:  # noqa: BLE001 - left to run (and fail) as written
+            return node
+        return self._done(ast.Constant(result))
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        a, b = const(node.left), const(node.right)
+        if a is _NO_VALUE or b is _NO_VALUE or type(node.op) not in _BINARY:
+            return node
+        if isinstance(a, (str, tuple)) or isinstance(b, (str, tuple)):
+            if not isinstance(node.op, ast.Add):
+                return node  # "%" formatting, repetition: left as written
+        if isinstance(node.op, ast.Pow) and isinstance(b, (int, float)) and abs(b) > 64:
+            return node
+        try:
+            value = _BINARY[type(node.op)](a, b)
+        except Exception:  # noqa: BLE001
+            return node
+        return self._done(literal(value)) if _foldable_result(value) else node
+
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        c = const(node.test)
+        if c is _NO_VALUE:
+            return node
+        return self._done(node.body if c else node.orelse)
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if node.keywords or not all(is_const(a) for a in node.args):
+            return node
+        fn = None
+        if isinstance(node.func, ast.Name) and node.func.id in _PURE_BUILTINS and node.func.id not in self.shadowed:
+            fn = _PURE_BUILTINS[node.func.id]
+        elif (isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+              and node.func.value.id == "math" and node.func.attr in _PURE_MATH):
+            fn = getattr(math, node.func.attr)
+        if fn is None:
+            return node
+        try:
+            value = fn(*(const(a) for a in node.args))
+        except Exception:  # noqa: BLE001
+            return node
+        return self._done(literal(value)) if _foldable_result(value) else node
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        seq, index = const(node.value), const(node.slice)
+        if isinstance(node.ctx, ast.Load) and isinstance(seq, (tuple, str)) and isinstance(index, int) \
+                and not isinstance(index, bool):
+            try:
+                value = seq[index]
+            except IndexError:
+                return node
+            return self._done(literal(value)) if _foldable_result(value) else node
+        return node
+
+    def visit_FormattedValue(self, node):
+        node.value = self.visit(node.value)
+        if node.format_spec is not None:  # stays a JoinedStr (its parts may fold)
+            node.format_spec.values = [self.visit(v) for v in node.format_spec.values]
+        return node
+
+    def visit_JoinedStr(self, node):
+        self.generic_visit(node)
+        parts = []
+        for v in node.values:
+            if isinstance(v, ast.Constant):
+                parts.append(v.value)
+            elif isinstance(v, ast.FormattedValue) and is_const(v.value) and (
+                    v.format_spec is None or all(isinstance(x, ast.Constant) for x in v.format_spec.values)):
+                value = const(v.value)
+                value = {-1: value, 115: str(value), 114: repr(value), 97: ascii(value)}[v.conversion]
+                spec = "".join(x.value for x in v.format_spec.values) if v.format_spec else ""
+                try:
+                    parts.append(format(value, spec))
+                except Exception:  # noqa: BLE001
+                    return node
+            else:
+                return node
+        return self._done(ast.Constant("".join(parts)))
+
+    # statements
+    def _block(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out = []
+        for st in body:
+            new = self.visit(st)
+            if new is None:
+                self.changed = True
+                continue
+            items = new if isinstance(new, list) else [new]
+            for item in items:
+                if isinstance(item, ast.Expr) and is_const(item.value):
+                    self.changed = True
+                    continue
+                if isinstance(item, ast.Pass) and (out or len(body) > 1):
+                    continue
+                out.append(item)
+            if out and isinstance(out[-1], (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+                if st is not body[-1]:
+                    self.changed = True
+                break
+        return out
+
+    def generic_visit(self, node):
+        for field, value in ast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                new = self._block(value)
+                if not new and field == "body":
+                    new = [ast.Pass()]
+                setattr(node, field, new)
+            elif isinstance(value, list):
+                setattr(node, field, [self.visit(v) if isinstance(v, ast.AST) else v for v in value])
+            elif isinstance(value, ast.AST):
+                setattr(node, field, self.visit(value))
+        return node
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        c = const(node.test)
+        if c is not _NO_VALUE:
+            self.changed = True
+            return (node.body if c else node.orelse) or None
+        empty = lambda b: all(isinstance(s, ast.Pass) for s in b)  # noqa: E731
+        if empty(node.body) and empty(node.orelse):
+            self.changed = True
+            return None if pure(node.test) else ast.Expr(node.test)
+        if empty(node.orelse) and node.orelse:
+            node.orelse = []
+        return node
+
+    def visit_While(self, node):
+        self.generic_visit(node)
+        c = const(node.test)
+        if c is not _NO_VALUE and not c:
+            self.changed = True
+            return node.orelse or None
+        return node
+
+
+# --- the run's config ------------------------------------------------------------------------------
+
+CONFIG_NAME = "cfg"  # in golf, a name cfg (and an attribute .cfg) is always the run's Config
+NOT_FOLDED = ("data_dir", "tokenizer_path")  # made absolute at load time, from where the run starts
+
+
+def config_values(cfg) -> dict:
+    """The config's keys and derived properties, as the specialized code reads them."""
+    import dataclasses
+
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_FOLDED}
+    for name, attr in vars(type(cfg)).items():
+        if isinstance(attr, property):
+            values[name] = getattr(cfg, name)
+    return values
+
+
+def _check_config_names(module: ast.Module, scopes: Scopes) -> None:
+    """Every binding of ``cfg`` is a parameter, ``load_config(...)`` or another config expression, and
+    every ``x.cfg = ...`` stores one: otherwise reading ``cfg.key`` as a constant would be a guess."""
+    if CONFIG_NAME in scopes.root.bound:
+        raise SpecializeError("golf binds a module-level name cfg")
+    for node in ast.walk(module):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = [(target, node.value)]
+                if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                    pairs = list(zip(target.elts, node.value.elts))
+                for t, v in pairs:
+                    binds_cfg = (isinstance(t, ast.Name) and t.id == CONFIG_NAME) or (
+                        isinstance(t, ast.Attribute) and t.attr == CONFIG_NAME)
+                    if binds_cfg and not (_is_config(v) or (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
+                                                            and v.func.id in ("load_config", "Config"))):
+                        raise SpecializeError(f"{ast.unparse(node)}: cfg bound to something else than the config")
+                    if binds_cfg is False and any(isinstance(n, ast.Name) and n.id == CONFIG_NAME
+                                                  and isinstance(n.ctx, ast.Store) for n in ast.walk(t)):
+                        raise SpecializeError(f"{ast.unparse(node)}: cfg unpacked from something unknown")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "replace" \
+                and _is_config(node.func.value):
+            raise SpecializeError(f"{ast.unparse(node)}: a config other than the run's")
+        elif isinstance(node, (ast.For, ast.comprehension, ast.With, ast.AugAssign, ast.AnnAssign, ast.NamedExpr)):
+            targets = [node.target] if hasattr(node, "target") else [i.optional_vars for i in node.items]
+            for t in targets:
+                if t is not None and any((isinstance(n, ast.Name) and n.id == CONFIG_NAME)
+                                         or (isinstance(n, ast.Attribute) and n.attr == CONFIG_NAME)
+                                         for n in ast.walk(t)):
+                    raise SpecializeError(f"{ast.unparse(node)[:80]}: cfg bound by a loop, with or augmented assignment")
+
+
+def _is_config(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Name) and node.id == CONFIG_NAME) or (
+        isinstance(node, ast.Attribute) and node.attr == CONFIG_NAME and isinstance(node.ctx, ast.Load))
+
+
+class FoldConfig(ast.NodeTransformer):
+    """``cfg.key``, ``self.cfg.key`` and ``getattr(cfg, "key")`` become the run's value."""
+
+    def __init__(self, values: dict):
+        self.values = values
+        self.changed = False
+
+    def visit_Attribute(self, node):
+        self.generic_visit(node)
+        if isinstance(node.ctx, ast.Load) and _is_config(node.value) and node.attr in self.values:
+            new = literal(self.values[node.attr])
+            if new is not None:
+                self.changed = True
+                return new
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if (isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2
+                and _is_config(node.args[0]) and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in self.values):
+            new = literal(self.values[node.args[1].value])
+            if new is not None:
+                self.changed = True
+                return new
+        return node
+
+
+# --- names bound once to a constant -------------------------------------------------------------------
+
+def propagate_constants(module: ast.Module) -> bool:
+    """A name bound exactly once, by ``name = <constant>``, in a function (or the module), is read as
+    that constant everywhere it is read (a long string only where it is read once); the binding goes."""
+    scopes = Scopes(module)
+    loads: dict[tuple[int, str], list[ast.Name]] = {}
+    for name, scope in scopes.names:
+        if isinstance(name.ctx, ast.Load):
+            loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for scope in _all_scopes(scopes.root):
+        if scope.kind not in ("function", "module"):
+            continue
+        for name, sites in scope.bound.items():
+            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+                continue
+            assign = parents.get(id(sites[0]))
+            if not (isinstance(assign, (ast.Assign, ast.AnnAssign)) and (
+                    assign.targets == [sites[0]] if isinstance(assign, ast.Assign) else assign.target is sites[0])):
+                continue
+            if assign.value is None or not is_const(assign.value):
+                continue
+            value = const(assign.value)
+            reads = loads.get((id(scope), name), [])
+            if scope.kind == "module" and isinstance(assign, ast.AnnAssign):
+                continue
+            if not (_small(value) or len(reads) <= 1):
+                continue
+            for read in reads:
+                _replace(parents[id(read)], read, literal(value))
+            holder = parents[id(assign)]
+            for field, body in ast.iter_fields(holder):
+                if isinstance(body, list) and assign in body:
+                    body.remove(assign)
+                    if not body and field == "body":
+                        body.append(ast.Pass())
+            changed = True
+    return changed
+
+
+def _all_scopes(scope: Scope):
+    yield scope
+    for child in scope.children:
+        yield from _all_scopes(child)
+
+
+def drop_dead_stores(module: ast.Module) -> bool:
+    """``name = value`` in a function where nothing reads ``name``: the value's effects stay, the store goes."""
+    scopes = Scopes(module)
+    read: set[tuple[int, str]] = set()
+    for name, scope in scopes.names:
+        if isinstance(name.ctx, (ast.Load, ast.Del)):
+            read.add((id(scope.owner(name.id)), name.id))
+    changed = False
+    for scope in _all_scopes(scopes.root):
+        if scope.kind != "function" or isinstance(scope.node, ast.Lambda):
+            continue
+        if any(isinstance(n, (ast.Nonlocal, ast.Global)) for n in ast.walk(scope.node)):
+            continue
+
+        def visit(body: list[ast.stmt]) -> list[ast.stmt]:
+            nonlocal changed
+            out = []
+            for st in body:
+                if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    out.append(st)
+                    continue
+                if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                        and (id(scope), st.targets[0].id) not in read and scope.owner(st.targets[0].id) is scope):
+                    changed = True
+                    if not pure(st.value):
+                        out.append(ast.Expr(st.value))
+                    continue
+                for field in ("body", "orelse", "finalbody"):
+                    sub = getattr(st, field, None)
+                    if isinstance(sub, list) and sub:
+                        setattr(st, field, visit(sub) or ([ast.Pass()] if field == "body" else []))
+                for h in getattr(st, "handlers", ()):
+                    h.body = visit(h.body) or [ast.Pass()]
+                out.append(st)
+            return out
+
+        scope.node.body = visit(scope.node.body) or [ast.Pass()]
+    return changed
+
+
+# --- what only a failed run reaches ----------------------------------------------------------------
+
+NOT_FAILURES = {"StopIteration", "StopAsyncIteration", "GeneratorExit", "KeyboardInterrupt", "SystemExit"}
+
+
+class _Exceptions:
+    """Which handler catches which raise, from golf's exception classes and Python's."""
+
+    def __init__(self, module: ast.Module):
+        import builtins
+
+        self.builtins = builtins
+        self.bases: dict[str, list[str]] = {}
+        for st in module.body:
+            if isinstance(st, ast.ClassDef):
+                self.bases[st.name] = [b.id for b in st.bases if isinstance(b, ast.Name)]
+
+    def _builtin(self, name: str):
+        cls = getattr(self.builtins, name, None)
+        return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+    def ancestry(self, name: str) -> tuple[set[str], list[type]]:
+        """golf's classes a class is (itself included), and the Python exceptions it derives from."""
+        own, py, todo = set(), [], [name]
+        while todo:
+            n = todo.pop()
+            if n in self.bases:
+                own.add(n)
+                todo += self.bases[n]
+            elif self._builtin(n) is not None:
+                py.append(self._builtin(n))
+        return own, py
+
+    def catches(self, handler_type: ast.expr | None, raised: str | None) -> bool:
+        """Whether ``except handler_type`` may catch a raise of class ``raised`` (None: unknown)."""
+        if handler_type is None:
+            return True
+        if isinstance(handler_type, ast.Tuple):
+            return any(self.catches(e, raised) for e in handler_type.elts)
+        if isinstance(handler_type, ast.Name):
+            if raised is None:
+                return True
+            own, py = self.ancestry(raised)
+            if handler_type.id in own:
+                return True
+            cls = self._builtin(handler_type.id)
+            return cls is not None and any(issubclass(p, cls) for p in py)
+        if isinstance(handler_type, ast.Attribute):
+            return raised is None  # a library's exception class: none of golf's or Python's raises is one
+        return True  # computed (compile_errors()): anything
+
+
+def _raised_class(node: ast.Raise) -> str | None:
+    exc = node.exc
+    if isinstance(exc, ast.Call):
+        exc = exc.func
+    return exc.id if isinstance(exc, ast.Name) else None
+
+
+def _swallows(handler: ast.ExceptHandler, entry: bool) -> bool:
+    """Whether a run may go on after the handler (it does not end in a raise; the entry's print-and-exit
+    handlers end a run as failed)."""
+    return not entry and not (handler.body and isinstance(handler.body[-1], ast.Raise))
+
+
+def _called_names(node: ast.AST) -> set[str]:
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            if isinstance(n.func, ast.Name):
+                out.add(n.func.id)
+            elif isinstance(n.func, ast.Attribute):
+                out.add(n.func.attr)
+    return out
+
+
+def _functions(module: ast.Module) -> dict[str, list[ast.AST]]:
+    """Every function, method and class of the program by its name (a class stands for its methods)."""
+    out: dict[str, list[ast.AST]] = {}
+    for n in ast.walk(module):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.setdefault(n.name, []).append(n)
+    return out
+
+
+def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
+    """A raise that nothing catches (but the entry's print-and-exit) ends the run as failed, so a run that
+    succeeds never executes it: it goes, and so does a branch that always ends in one (the ``if``'s test
+    stays where it has effects), and an ``except`` clause that always ends in one."""
+    excs = _Exceptions(module)
+    functions = _functions(module)
+    # the handlers around each function a try body calls (by name, transitively): raises there may be caught
+    protectors: dict[str, list[ast.expr | None]] = {}
+    entry_nodes = set(map(id, functions.get(entry, [])))
+
+    def inside_entry(path):
+        return any(id(p) in entry_nodes for p in path)
+
+    def walk_tries(node, path):
+        if isinstance(node, ast.Try):
+            types = [h.type for h in node.handlers if _swallows(h, inside_entry(path))]
+            if types:
+                todo, seen = list(_called_names(ast.Module(body=node.body, type_ignores=[]))), set()
+                while todo:
+                    name = todo.pop()
+                    if name in seen:
+                        continue
+                    seen.add(name)
+                    protectors.setdefault(name, []).extend(types)
+                    for fn in functions.get(name, ()):
+                        todo += _called_names(fn)
+                        if isinstance(fn, ast.ClassDef):
+                            todo += [m.name for m in fn.body if isinstance(m, ast.FunctionDef)]
+        for child in ast.iter_child_nodes(node):
+            walk_tries(child, (*path, node))
+
+    walk_tries(module, ())
+    changed = False
+
+    def is_protected(fn_names) -> bool:  # an exception of any statement here may be caught by a caller
+        return any(name in protectors for name in fn_names)
+
+    def fatal(raise_node, tries, fn_names) -> bool:
+        raised = _raised_class(raise_node)
+        if raised in NOT_FAILURES:
+            return False
+        if raise_node.exc is not None and raised is None and isinstance(raise_node.exc, ast.Call):
+            return False  # raise <expression>(...): unknown
+        for types in tries:
+            if any(excs.catches(t, raised) for t in types):
+                return False
+        for name in fn_names:
+            if any(excs.catches(t, raised) for t in protectors.get(name, ())):
+                return False
+        return True
+
+    def block(body, tries, fn_names, guarded) -> tuple[list[ast.stmt], bool]:
+        """The block rewritten, and whether it always ends in a failure."""
+        nonlocal changed
+        out = []
+        escapes = False  # a statement so far may leave the block (return, break, continue, yield)
+        for st in body:
+            fails = False
+            if isinstance(st, ast.Raise):
+                if fatal(st, tries, fn_names):
+                    changed = True
+                    return out, not escapes and not guarded
+                out.append(st)
+                return out, False
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                st.body, _ = block(st.body, [], (*fn_names, st.name), is_protected((*fn_names, st.name)))
+                st.body = st.body or [ast.Pass()]
+                out.append(st)
+                continue
+            if isinstance(st, ast.ClassDef):
+                for m in st.body:
+                    if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        names = (*fn_names, st.name, m.name)
+                        m.body, _ = block(m.body, [], names, is_protected(names))
+                        m.body = m.body or [ast.Pass()]
+                out.append(st)
+                continue
+            if isinstance(st, ast.If):
+                st.body, body_fails = block(st.body, tries, fn_names, guarded)
+                st.orelse, else_fails = block(st.orelse, tries, fn_names, guarded) if st.orelse else ([], False)
+                if body_fails and else_fails:
+                    fails = True
+                elif body_fails or else_fails:
+                    changed = True
+                    kept = st.orelse if body_fails else st.body
+                    if not pure(st.test):
+                        out.append(ast.Expr(st.test))
+                    out += kept
+                    escapes = escapes or _may_escape(kept)
+                    continue
+                if not st.body:
+                    st.body = [ast.Pass()]
+            elif isinstance(st, ast.Try):
+                swallowing = [h.type for h in st.handlers if _swallows(h, fn_names[:1] == (entry,))]
+                inner_guard = guarded or bool(swallowing)
+                st.body, body_fails = block(st.body, [*tries, swallowing], fn_names, inner_guard)
+                handlers = []
+                for h in st.handlers:
+                    h.body, h_fails = block(h.body, tries, fn_names, guarded)
+                    if h_fails:
+                        changed = True
+                        continue
+                    handlers.append(h)
+                    h.body = h.body or [ast.Pass()]
+                st.handlers = handlers
+                st.orelse, _ = block(st.orelse, tries, fn_names, guarded) if st.orelse else ([], False)
+                st.finalbody, _ = block(st.finalbody, tries, fn_names, guarded) if st.finalbody else ([], False)
+                st.body = st.body or [ast.Pass()]
+                if not handlers and not st.finalbody:
+                    changed = True
+                    out += st.body + st.orelse
+                    escapes = escapes or _may_escape(st.body + st.orelse)
+                    continue
+                if not handlers and st.orelse:
+                    st.body += st.orelse
+                    st.orelse = []
+            else:
+                for field in ("body", "orelse"):
+                    sub = getattr(st, field, None)
+                    if isinstance(sub, list) and sub:
+                        new, _ = block(sub, tries, fn_names, True)  # a loop's failing body: left as is
+                        setattr(st, field, new or ([ast.Pass()] if field == "body" else []))
+            out.append(st)
+            escapes = escapes or _may_escape([st])
+            if fails:
+                return out, not escapes and not guarded
+        return out, False
+
+    module.body, _ = block(module.body, [], (), False)
+    return changed
+
+
+def _may_escape(body: list[ast.stmt]) -> bool:
+    """Whether running ``body`` may leave its block early other than by an exception."""
+    for st in body:
+        for n in ast.walk(st):
+            if isinstance(n, (ast.Return, ast.Break, ast.Continue, ast.Yield, ast.YieldFrom, ast.Await)):
+                return True
+    return False
+
+
+# --- parameters every call passes alike ----------------------------------------------------------
+
+def _plain_params(fn: ast.FunctionDef) -> list[tuple[str, ast.arg, ast.expr | None, bool]] | None:
+    """(name, arg, default, positional) of each parameter, or None where *args/**kwargs make calls opaque."""
+    a = fn.args
+    if a.vararg or a.kwarg:
+        return None
+    positional = [*a.posonlyargs, *a.args]
+    defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+    out = [(x.arg, x, d, True) for x, d in zip(positional, defaults)]
+    out += [(x.arg, x, d, False) for x, d in zip(a.kwonlyargs, a.kw_defaults)]
+    return out
+
+
+def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[ast.FunctionDef, list[ast.Call], int]]:
+    """Functions whose every call is known: (function, its calls, leading parameters the calls do not pass)."""
+    functions = _functions(module)
+    strings = {n.value for n in ast.walk(module) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    attr_uses: dict[str, list[ast.Attribute]] = {}
+    for n in ast.walk(module):
+        if isinstance(n, ast.Attribute):
+            attr_uses.setdefault(n.attr, []).append(n)
+    bases = {b.id for n in ast.walk(module) if isinstance(n, ast.ClassDef) for b in n.bases if isinstance(b, ast.Name)}
+
+    def calls_of(uses) -> list[ast.Call] | None:
+        calls = []
+        for use in uses:
+            call = parents.get(id(use))
+            if not (isinstance(call, ast.Call) and call.func is use):
+                return None
+            if any(isinstance(x, ast.Starred) for x in call.args) or any(k.arg is None for k in call.keywords):
+                return None
+            calls.append(call)
+        return calls
+
+    out = []
+    for st in module.body:
+        if isinstance(st, ast.FunctionDef) and len(scopes.root.bound.get(st.name, ())) == 1:
+            uses = [n for n in scopes.module_refs(st.name) if isinstance(n.ctx, ast.Load)]
+            calls = calls_of(uses)
+            if calls:
+                out.append((st, calls, 0))
+        if not isinstance(st, ast.ClassDef):
+            continue
+        for m in st.body:
+            if not isinstance(m, ast.FunctionDef) or len(functions.get(m.name, ())) != 1:
+                continue
+            if any(not (isinstance(d, ast.Call) or (isinstance(d, ast.Attribute))) for d in m.decorator_list):
+                continue  # staticmethod, classmethod, property: another calling convention
+            if m.name == "__init__":
+                if st.name in bases or st.decorator_list or len(scopes.root.bound.get(st.name, ())) != 1:
+                    continue
+                calls = calls_of([n for n in scopes.module_refs(st.name) if isinstance(n.ctx, ast.Load)])
+            elif (m.name.startswith("__") or m.name in FRAMEWORK_METHODS or m.name in strings):
+                continue
+            else:
+                calls = calls_of(attr_uses.get(m.name, []))
+            if calls:
+                out.append((m, calls, 1))
+    return out
+
+
+def specialize_parameters(module: ast.Module) -> bool:
+    """A parameter that every call passes the same constant (or leaves at its default) becomes that
+    constant; one the function never reads goes, from the calls too (where what they pass has no effect)."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    loads: dict[tuple[int, str], list[ast.Name]] = {}
+    for name, scope in scopes.names:
+        if isinstance(name.ctx, ast.Load):
+            loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
+    changed = False
+    for fn, calls, skip in _targets(module, scopes, parents):
+        params = _plain_params(fn)
+        if params is None:
+            continue
+        inner = scopes.scope_of_node[id(fn)]
+        drop = []
+        for i, (name, arg, default, positional) in enumerate(params):
+            if i < skip:
+                continue
+            passed = []
+            for call in calls:
+                expr = None
+                if positional and i - skip < len(call.args):
+                    expr = call.args[i - skip]
+                else:
+                    expr = next((k.value for k in call.keywords if k.arg == name), default)
+                if expr is None:
+                    break
+                passed.append(expr)
+            else:
+                reads = loads.get((id(inner), name), [])
+                values = {(type(const(e)), const(e)) if is_const(e) else None for e in passed}
+                if not reads and all(pure(e) for e in passed):
+                    drop.append((i, name, _NO_VALUE))
+                elif len(values) == 1 and None not in values and literal(const(passed[0])) is not None:
+                    value = const(passed[0])
+                    if not _small(value) and len(reads) > 1:
+                        continue
+                    drop.append((i, name, value))
+        if not drop:
+            continue
+        changed = True
+        for i, name, value in drop:
+            rebound = len(inner.bound.get(name, ())) > 1
+            if value is not _NO_VALUE:
+                for read in loads.get((id(inner), name), []) if not rebound else []:
+                    _replace(parents[id(read)], read, literal(value))
+                if rebound:
+                    fn.body.insert(0, ast.Assign([ast.Name(name, ast.Store())], literal(value)))
+        names = {name for _, name, _ in drop}
+        positional_index = {name: i - skip for i, (name, _, _, pos) in enumerate(params) if pos}
+        for call in calls:
+            gone = sorted((positional_index[n] for n in names if n in positional_index
+                           and positional_index[n] < len(call.args)), reverse=True)
+            for j in gone:
+                del call.args[j]
+            call.keywords = [k for k in call.keywords if k.arg not in names]
+        a = fn.args
+        positional = [*a.posonlyargs, *a.args]
+        defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+        keep = [(x, d) for x, d in zip(positional, defaults) if x.arg not in names]
+        n_pos_only = len([x for x in a.posonlyargs if x.arg not in names])
+        a.posonlyargs = [x for x, _ in keep[:n_pos_only]]
+        a.args = [x for x, _ in keep[n_pos_only:]]
+        tail = [d for _, d in keep]
+        while tail and tail[0] is None:
+            tail.pop(0)
+        if any(d is None for d in tail):
+            raise SpecializeError(f"{fn.name}: dropping a parameter left a default before a required one")
+        a.defaults = tail
+        kw = [(x, d) for x, d in zip(a.kwonlyargs, a.kw_defaults) if x.arg not in names]
+        a.kwonlyargs, a.kw_defaults = [x for x, _ in kw], [d for _, d in kw]
+    return changed
