@@ -625,12 +625,16 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         fc.visit(module)
         steps.append(("config", fc.changed))
         ast.fix_missing_locations(module)
-        shadowed = set(Scopes(module).root.bound)
-        f = Fold(shadowed)
+        scopes = Scopes(module)
+        shadowed = set(scopes.root.bound)
+        idle = {st.name for st in module.body if isinstance(st, ast.FunctionDef) and len(scopes.root.bound[st.name]) == 1
+                and all(isinstance(b, ast.Pass) or (isinstance(b, ast.Return) and b.value is None) for b in st.body)}
+        f = Fold(shadowed, idle)
         f.visit(module)
         steps.append(("fold", f.changed))
         ast.fix_missing_locations(module)
         steps.append(("constants", propagate_constants(module)))
+        steps.append(("attributes", propagate_attributes(module)))
         steps.append(("parameters", specialize_parameters(module)))
         steps.append(("failures", drop_failure_paths(module)))
         steps.append(("dead stores", drop_dead_stores(module)))
@@ -737,10 +741,65 @@ def is_const(node) -> bool:
     return const(node) is not _NO_VALUE
 
 
+# Calls with no effect but their value: Python's builtins of that kind and methods of that name on the
+# objects golf calls them on (str, dict, Path, Tensor shapes...): a test made only of them may be dropped.
+PURE_CALLS = {"getattr", "isinstance", "hasattr", "len", "int", "float", "bool", "str", "repr", "min", "max", "abs",
+              "round", "sorted", "list", "tuple", "set", "frozenset", "dict", "type", "id", "any", "all", "sum",
+              "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format"}
+PURE_METHODS = {"items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
+                "strip", "lower", "upper", "split", "rsplit", "splitlines", "join", "format", "numel", "size",
+                "dim", "isfinite", "is_floating_point", "is_available", "is_initialized", "relative_to"}
+
+
+# A library function called through its module (``zlib.crc32``, ``torch.cuda.device_count``) is taken for
+# a query where its value is thrown away (the test of a dropped check, a store nothing reads), but these.
+MUTATORS = {"barrier", "all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor",
+            "broadcast", "broadcast_object_list", "save", "remove", "replace", "unlink", "rename", "mkdir", "makedirs",
+            "rmtree", "manual_seed", "seed", "kill", "system", "run", "fsync", "chmod", "fchmod", "umask", "write",
+            "exit", "prctl", "init_process_group", "destroy_process_group", "synchronize", "empty_cache", "compile",
+            "register", "put", "start", "join", "submit", "update", "append", "extend", "pop", "clear", "insert",
+            "add", "discard", "setdefault", "popitem", "sort", "reverse", "copy_", "zero_", "fill_", "step",
+            "backward", "load_state_dict", "to", "cuda", "open", "print", "exec", "eval", "setattr", "delattr",
+            "next", "send", "throw", "close", "flush", "acquire", "release", "wait", "set", "get", "cache_clear"}
+
+
+def queries(node: ast.AST) -> bool:
+    """Like ``pure``, and a call of a function or method through a module's name is a query too (unless its
+    name is one of MUTATORS or starts with set_): for a value golf computes only to check it."""
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)):
+            return False
+        if isinstance(n, ast.Call) and not (
+                (isinstance(n.func, ast.Name) and n.func.id in PURE_CALLS)
+                or (isinstance(n.func, ast.Attribute) and n.func.attr in PURE_METHODS)
+                or (isinstance(n.func, ast.Attribute) and _through_module(n.func.value)
+                    and n.func.attr not in MUTATORS and not n.func.attr.startswith("set_"))):
+            return False
+    return True
+
+
+LIBRARIES = {"torch", "np", "os", "sys", "zlib", "lzma", "brotli", "json", "math", "struct", "hashlib", "F", "dist",
+             "platform", "time", "io", "yaml", "spm", "re"}
+
+
+def _through_module(node: ast.AST) -> bool:
+    """``module`` or ``module.sub.sub`` for an imported library module."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id in LIBRARIES
+
+
 def pure(node: ast.AST) -> bool:
-    """Whether evaluating ``node`` has no effect but its value (no call, await, yield or walrus)."""
-    return not any(isinstance(n, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr))
-                   for n in ast.walk(node))
+    """Whether evaluating ``node`` has no effect but its value (no call but those of PURE_CALLS and
+    PURE_METHODS, no await, yield or walrus)."""
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
+            return False
+        if isinstance(n, ast.Call) and not (
+                (isinstance(n.func, ast.Name) and n.func.id in PURE_CALLS)
+                or (isinstance(n.func, ast.Attribute) and n.func.attr in PURE_METHODS)):
+            return False
+    return True
 
 
 def _small(value) -> bool:
@@ -776,9 +835,19 @@ class Fold(ast.NodeTransformer):
     """Folds what constants decide: operators and calls of pure builtins on constants, ``and``/``or``/``not``,
     conditional expressions, ``if``/``while`` on a constant, and code after a return or raise."""
 
-    def __init__(self, shadowed: set[str]):
+    def __init__(self, shadowed: set[str], idle: set[str] = frozenset()):
         self.shadowed = shadowed  # names the module defines itself: not the builtins
+        self.idle = idle  # functions that do nothing: a call of one (with arguments of no effect) goes
         self.changed = False
+
+    def visit_Expr(self, node):
+        self.generic_visit(node)
+        call = node.value
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in self.idle
+                and all(pure(a) for a in call.args) and all(pure(k.value) for k in call.keywords)):
+            self.changed = True
+            return None
+        return node
 
     def _done(self, new):
         self.changed = True
@@ -1123,7 +1192,7 @@ def drop_dead_stores(module: ast.Module) -> bool:
                 if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
                         and (id(scope), st.targets[0].id) not in read and scope.owner(st.targets[0].id) is scope):
                     changed = True
-                    if not pure(st.value):
+                    if not queries(st.value):
                         out.append(ast.Expr(st.value))
                     continue
                 for field in ("body", "orelse", "finalbody"):
@@ -1132,6 +1201,11 @@ def drop_dead_stores(module: ast.Module) -> bool:
                         setattr(st, field, visit(sub) or ([ast.Pass()] if field == "body" else []))
                 for h in getattr(st, "handlers", ()):
                     h.body = visit(h.body) or [ast.Pass()]
+                if (isinstance(st, ast.For) and all(isinstance(b, ast.Pass) for b in st.body) and not st.orelse
+                        and pure(st.iter) and not any((id(scope), n.id) in read for n in ast.walk(st.target)
+                                                      if isinstance(n, ast.Name))):
+                    changed = True  # a loop that does nothing, over values of no effect
+                    continue
                 out.append(st)
             return out
 
@@ -1285,7 +1359,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
             if isinstance(st, ast.Raise):
                 if fatal(st, tries, fn_names):
                     changed = True
-                    return out, not escapes and not guarded
+                    return out, not escapes and (not guarded or not out)
                 out.append(st)
                 return out, False
             if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -1309,7 +1383,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
                 elif body_fails or else_fails:
                     changed = True
                     kept = st.orelse if body_fails else st.body
-                    if not pure(st.test):
+                    if not queries(st.test):
                         out.append(ast.Expr(st.test))
                     out += kept
                     escapes = escapes or _may_escape(kept)
@@ -1323,7 +1397,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
                 handlers = []
                 for h in st.handlers:
                     h.body, h_fails = block(h.body, tries, fn_names, guarded)
-                    if h_fails:
+                    if h_fails or fn_names[:1] == (entry,):  # the entry's handlers print an error and exit 1
                         changed = True
                         continue
                     handlers.append(h)
@@ -1346,10 +1420,11 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
                     if isinstance(sub, list) and sub:
                         new, _ = block(sub, tries, fn_names, True)  # a loop's failing body: left as is
                         setattr(st, field, new or ([ast.Pass()] if field == "body" else []))
+            before = out[:]
             out.append(st)
             escapes = escapes or _may_escape([st])
             if fails:
-                return out, not escapes and not guarded
+                return out, not escapes and (not guarded or (not before and queries(st.test)))
         return out, False
 
     module.body, _ = block(module.body, [], (), False)
@@ -1499,4 +1574,139 @@ def specialize_parameters(module: ast.Module) -> bool:
         a.defaults = tail
         kw = [(x, d) for x, d in zip(a.kwonlyargs, a.kw_defaults) if x.arg not in names]
         a.kwonlyargs, a.kw_defaults = [x for x, _ in kw], [d for _, d in kw]
+    return changed
+
+
+# --- attributes every store sets alike ------------------------------------------------------------
+
+def _library_attributes() -> set[str]:
+    """Attributes the libraries' own code sets on golf's objects (nn.Module's training, an optimizer's
+    state...): never folded, whatever golf stores."""
+    import torch
+
+    return set(dir(torch.nn.Module())) | set(dir(torch.optim.Optimizer)) | set(dir(object))
+
+
+def _restoring_names(module: ast.Module) -> dict[int, str]:
+    """For each Name read in a function where the name is bound once, to ``<x>.attr``: id(read) -> attr."""
+    out = {}
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    origin: dict[tuple[int, str], str] = {}
+    for scope in _all_scopes(scopes.root):
+        if scope.kind != "function":
+            continue
+        for name, sites in scope.bound.items():
+            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+                continue
+            assign, site = parents.get(id(sites[0])), sites[0]
+            if isinstance(assign, ast.Tuple):
+                tup, assign = assign, parents.get(id(assign))
+                if isinstance(assign, ast.Assign) and isinstance(assign.value, ast.Tuple) \
+                        and len(assign.value.elts) == len(tup.elts):
+                    value = assign.value.elts[tup.elts.index(site)]
+                else:
+                    continue
+            elif isinstance(assign, ast.Assign):
+                value = assign.value
+            else:
+                continue
+            if isinstance(value, ast.Attribute):
+                origin[(id(scope), name)] = value.attr
+    for name, scope in scopes.names:
+        if isinstance(name.ctx, ast.Load):
+            attr = origin.get((id(scope.owner(name.id)), name.id))
+            if attr is not None:
+                out[id(name)] = attr
+    return out
+
+
+def propagate_attributes(module: ast.Module) -> bool:
+    """``self.name`` read in a method of a class, where every store of an attribute ``name`` in the whole
+    program is ``<object>.name = <the same constant>`` (and the class sets no attribute by a computed
+    name), reads that constant. Other stores of it (``block.name = False``) count as well."""
+    stores: dict[str, list] = {}
+    dynamic = False
+    poisoned: set[int] = set()  # classes that set attributes of their own by computed names
+    for cls in ast.walk(module):
+        if isinstance(cls, ast.ClassDef):
+            for node in ast.walk(cls):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
+                        and len(node.args) >= 2 and not isinstance(node.args[1], ast.Constant)
+                        and isinstance(node.args[0], ast.Name) and node.args[0].id == "self"):
+                    poisoned.add(id(cls))
+                    node.args[0].golf_self_setattr = True
+    for node in ast.walk(module):
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
+                        value = node.value if (isinstance(node, ast.Assign) and t is n) or (
+                            isinstance(node, ast.AnnAssign) and t is n) else None
+                        if isinstance(node, ast.Assign) and isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple) \
+                                and n in t.elts and len(t.elts) == len(node.value.elts):
+                            value = node.value.elts[t.elts.index(n)]
+                        stores.setdefault(n.attr, []).append(value)
+        elif isinstance(node, (ast.Delete,)):
+            for t in node.targets:
+                if isinstance(t, ast.Attribute):
+                    stores.setdefault(t.attr, []).append(None)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+            if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+                stores.setdefault(node.args[1].value, []).append(None)
+            elif not getattr(node.args[0], "golf_self_setattr", False):
+                dynamic = True
+        elif isinstance(node, (ast.With, ast.For, ast.comprehension)):
+            targets = [i.optional_vars for i in node.items] if isinstance(node, ast.With) else [node.target]
+            for t in targets:
+                for n in ast.walk(t) if t is not None else ():
+                    if isinstance(n, ast.Attribute):
+                        stores.setdefault(n.attr, []).append(None)
+    if dynamic:
+        return False
+    # a store of what was read from the same attribute (``was = m.a`` ... ``m.a = was``) adds no value
+    restores = _restoring_names(module)
+    for attr, values in stores.items():
+        stores[attr] = [v for v in values if not (isinstance(v, ast.Name) and restores.get(id(v)) == attr)]
+    constant: dict[str, object] = {}
+    library = None
+    for attr, values in stores.items():
+        if not values or any(v is None or not is_const(v) for v in values):
+            continue
+        consts = {(type(const(v)), const(v)) for v in values}
+        if len(consts) != 1:
+            continue
+        if library is None:
+            library = _library_attributes()
+        if attr in library:
+            continue
+        constant[attr] = const(values[0])
+    if not constant:
+        return False
+    defined = {n.name for c in ast.walk(module) if isinstance(c, ast.ClassDef) for n in c.body
+               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined |= {t.id for c in ast.walk(module) if isinstance(c, ast.ClassDef) for n in c.body
+                if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    changed = False
+    for cls in ast.walk(module):
+        if not isinstance(cls, ast.ClassDef) or id(cls) in poisoned:
+            continue
+        for method in cls.body:
+            if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or not method.args.args:
+                continue
+            if any(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in method.decorator_list):
+                continue
+            self_name = method.args.args[0].arg
+            rebound = any(isinstance(n, ast.Name) and n.id == self_name and isinstance(n.ctx, ast.Store)
+                          for n in ast.walk(method))
+            if rebound:
+                continue
+            parents = {id(c): p for p in ast.walk(method) for c in ast.iter_child_nodes(p)}
+            for n in list(ast.walk(method)):
+                if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
+                        and n.value.id == self_name and n.attr in constant and n.attr not in defined):
+                    _replace(parents[id(n)], n, literal(constant[n.attr]))
+                    changed = True
     return changed
