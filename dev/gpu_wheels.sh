@@ -1,7 +1,7 @@
 # Source this in the repository root on a bare GPU machine:   . dev/gpu_wheels.sh
 # (or run it and eval what it prints:   eval "$(bash dev/gpu_wheels.sh)").
 #
-# Installs the wheels carried in .whl/ (brotli, constriction, and papermill/nbconvert/ipykernel with
+# Installs the wheels carried in .whl/ (brotli, constriction, python-minifier, and papermill/nbconvert/ipykernel with
 # their dependencies, for CPython 3.12 x86-64; the machine's image has the rest: numpy, pyyaml, jinja2,
 # requests, ...) into $GOLF_SITE (default /tmp/site), registers the python3 kernel there and exports
 # PYTHONPATH and the Jupyter folders, so `golf run`/`golf study` execute notebooks through papermill
