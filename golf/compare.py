@@ -19,6 +19,7 @@ from scipy import stats as sps
 from golf.config import parameter_list
 from golf.plots import STAGE_LABELS, read_metrics, read_run_config, train_rows
 from golf.runs import CONFIG, STUDY_PLAN, RunDir
+from golf.studies import one_run_per_seed, stage_config, study_runs
 from golf.runtime import GolfError, atomic_write_text, read_json
 
 log = logging.getLogger("golf")
@@ -41,8 +42,6 @@ def welch(values: np.ndarray, baseline: np.ndarray, confidence: float = 0.95) ->
 
 
 def _runs_of(folder: Path, stage: str) -> list[Path]:
-    from golf.notebooks import study_runs
-
     runs = study_runs(folder, stage)
     if not runs and RunDir(folder).config_file.is_file():  # a run, not evaluated in this mode yet
         make = "its training" if stage == "prequant" else f"golf evaluate --run-dir {str(folder)!r} --mode {stage}"
@@ -55,52 +54,12 @@ def _runs_of(folder: Path, stage: str) -> list[Path]:
             raise GolfError(f"{str(folder)!r} holds no run with a {stage} result; its runs have "
                             f"{', '.join(has)}: compare one of those (--stage {has[-1]}) or evaluate first")
         raise GolfError(f"{str(folder)!r} holds no run with a {stage} result: is it a golf study or run folder?")
-    runs = _one_run_per_seed(runs)
+    runs = one_run_per_seed(runs)
     if runs != [folder]:  # a study: the seeds of one config, each once
         from golf.stats import check_one_study
 
-        check_one_study(folder, {run: _config(run, stage) for run in runs})
+        check_one_study(folder, {run: stage_config(run, stage) for run in runs})
     return runs
-
-
-def _one_run_per_seed(runs: list[Path]) -> list[Path]:
-    """A seed killed part-way and retried (``golf run``'s ``seedN-2``) counts once, from the run that got
-    furthest (more stage results); runs of one seed that got as far are all kept (the study check
-    then refuses them)."""
-    from golf.stats import STAGES, read_config
-
-    def reached(run: Path) -> int:
-        return sum((run / marker).is_file() for marker in STAGES.values()) + RunDir(run).report.is_file()
-
-    by_seed: dict = {}
-    for run in runs:
-        try:
-            by_seed.setdefault(read_config(run).get("seed"), []).append(run)
-        except GolfError:
-            by_seed.setdefault(run, []).append(run)  # unreadable: its own group, refused later by name
-    kept = []
-    for seed, group in by_seed.items():
-        best = max(map(reached, group))
-        top = [r for r in group if reached(r) == best]
-        if len(top) == 1 and len(group) > 1:
-            log.info("seed %s counted once, from %s: %s got less far (killed, then retried)", seed, top[0].name,
-                     ", ".join(r.name for r in group if r is not top[0]))
-        kept += top
-    return [r for r in runs if r in kept]
-
-
-def _config(run: Path, stage: str = "prequant") -> dict:
-    """The settings that made the stage's result: an artifact's are quantize_config.yaml's, which holds
-    the keys ``golf quantize --set`` changed since training (config.yaml keeps the training's), with
-    the keys its evaluation changed (the result's ``config_changes``)."""
-    from golf.stats import STAGES
-
-    made_by = RunDir(run).quantize_config
-    path = made_by if stage != "prequant" and made_by.is_file() else RunDir(run).config_file
-    config = read_run_config(run, path.name)
-    if stage != "prequant":  # and the keys golf evaluate --set changed for this stage's result
-        config.update((read_json(run / STAGES[stage]) or {}).get("config_changes") or {})
-    return config
 
 
 def _tokens_per_s(run: Path) -> float | None:
@@ -280,7 +239,7 @@ def differing_keys(folders: list[Path], names: list[str], stage: str) -> pd.Data
     from every run: a study whose runs disagree shows ``mixed: a / b``."""
     all_runs = {name: _runs_of(folder, stage) for folder, name in zip(folders, names)}
     first_runs = {name: runs[0] for name, runs in all_runs.items()}
-    configs = {name: [{**_config(run, stage), **_measured_on(run, stage)} for run in runs]
+    configs = {name: [{**stage_config(run, stage), **_measured_on(run, stage)} for run in runs]
                for name, runs in all_runs.items()}
     keys = sorted({k for cs in configs.values() for c in cs for k in c} - {"seed", "compile_cache_dir"})
 

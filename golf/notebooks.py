@@ -27,6 +27,7 @@ from golf.report import headline, render_run_report, render_study_index  # noqa:
 from golf.runs import (ARTIFACT, CONFIG, MODEL, RUN_NOTEBOOKS, STAGE_FILES, STUDY_PLAN, RunDir, eval_name,
                        new_numbered_dir)
 from golf.runtime import GolfError, atomic_write_json
+from golf.studies import check_study, is_study, newest_config_runs, one_run_per_seed, study_runs
 
 log = logging.getLogger("golf")
 
@@ -421,15 +422,6 @@ def pick_run(run_dir: str, stage: str) -> Path:
     return found[-1].parent
 
 
-def study_runs(study_dir: str | Path, stage: str = "ttt") -> list[Path]:
-    """The run folders of a study (or the run itself) with a result for ``stage``, oldest first."""
-    study = Path(study_dir)
-    marker = STAGE_FILES.get(stage, eval_name(stage))
-    if (study / marker).exists():
-        return [study]
-    return sorted((p.parent for p in study.glob(f"*/{marker}")), key=lambda p: p.stat().st_mtime)
-
-
 def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt", lab_runs: bool = True) -> list[Path]:
     """The given study folders, or the ``n`` newest studies under outputs/ with results for ``stage``
     (never outputs/lab); with none yet, the ``n`` newest notebook runs of outputs/lab, each on its own."""
@@ -451,37 +443,6 @@ def pick_studies(studies: list[str], n: int = 1, stage: str = "ttt", lab_runs: b
                     "notebook runs are no study): golf run one, or give the folders")
 
 
-def newest_config_runs(runs: list[Path], stage: str = "ttt") -> list[Path]:
-    """From a folder of mixed runs (outputs/lab): the runs of the newest run's config, the newest run of
-    each seed, oldest first: the one study the folder can offer."""
-    from golf.compare import _config
-    from golf.stats import config_fingerprint
-
-    runs = sorted(runs, key=lambda p: p.stat().st_mtime)
-    prints = {run: config_fingerprint(cfg, run) for run, cfg in ((r, _config(r, stage)) for r in runs)}
-    by_seed = {_config(r, stage).get("seed"): r for r in runs if prints[r] == prints[runs[-1]]}
-    return sorted(by_seed.values(), key=lambda p: p.stat().st_mtime)
-
-
-def is_study(folder: Path, stage: str = "ttt") -> bool:
-    """Whether ``folder``'s runs with a ``stage`` result are one study (the seeds of one config, each once)."""
-    try:
-        from golf.compare import _one_run_per_seed
-
-        check_study(folder, _one_run_per_seed(study_runs(folder, stage)), stage)
-    except Exception:  # noqa: BLE001 - a folder golf cannot read as one study is not offered by default
-        return False
-    return True
-
-
-def check_study(folder: Path, runs: list[Path], stage: str = "ttt") -> None:
-    """GolfError (one line) unless ``runs`` are the seeds of one config, each once."""
-    from golf.compare import _config
-    from golf.stats import check_one_study
-
-    check_one_study(folder, {run: _config(run, stage) for run in runs})
-
-
 def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage: str = "ttt"):
     """The study (default: the newest with results), its per-seed table (also ``seed_analysis.csv``),
     the summary of the challenge's tests and the per-seed figure."""
@@ -497,9 +458,7 @@ def seed_analysis(study_dir: str = "", run_dirs: list[str] | None = None, stage:
         if run_dirs:
             runs = [resolve(d) for d in run_dirs]
         else:  # a seed killed and retried counts once, as in golf compare
-            from golf.compare import _one_run_per_seed
-
-            runs = _one_run_per_seed(study_runs(study, stage))
+            runs = one_run_per_seed(study_runs(study, stage))
     except GolfError:
         lab = study_runs(outputs_root() / LAB_STUDY, stage)
         if study_dir or run_dirs or not lab:

@@ -269,7 +269,7 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
         shown["seed"] = [str(int(v)) if pd.notna(v) else "–" for v in df["seed"]]
     cells += [_md("## Runs"), _output_cell({"text/html": shown.to_html(index=False, escape=False, border=0,
                                                                        na_rep="–", float_format="{:.5f}".format)})]
-    from golf.notebooks import check_study, newest_config_runs, study_runs
+    from golf.studies import check_study, newest_config_runs, study_runs
 
     scored = study_runs(study_dir, stage)
     try:
