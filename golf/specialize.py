@@ -597,16 +597,27 @@ def minify_embedded(source: str) -> str:
 
 
 def _stage_lookups(module: ast.Module, flattener: Flattener, modes) -> None:
-    """``getattr(golf.evaluate, EVAL_FUNCS[mode])`` (golf.pipeline): the module's ``eval_<stage>``
-    functions of the stages this run scores, in a dict looked up by the same name."""
-    for node in ast.walk(module):
+    """``getattr(golf.evaluate, EVAL_FUNCS[mode])(args)`` (golf.pipeline): a direct call of the module's
+    ``eval_<stage>`` function of each stage this run scores, the one whose name the lookup gives
+    (``f(a) if key == 'f' else g(a) if ...``), so that each function's every call is known."""
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    for node in list(ast.walk(module)):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
                 and isinstance(node.args[0], ast.Name) and node.args[0].id.startswith("__golf_module__")):
             m = node.args[0].id.removeprefix("__golf_module__")
+            call = parents[id(node)]
+            if not (isinstance(call, ast.Call) and call.func is node and pure(node.args[1])):
+                raise SpecializeError(f"getattr(golf.{m}, ...) not called at once: {ast.unparse(call)}")
             names = [f"eval_{mode}" for mode in modes if f"eval_{mode}" in flattener.defined(m)]
-            table = ast.Dict(keys=[ast.Constant(n) for n in names],
-                             values=[ast.Name(flattener.resolve(m, n), ast.Load()) for n in names])
-            node.func, node.args = ast.Attribute(table, "__getitem__", ast.Load()), [node.args[1]]
+            if not names:
+                _replace(parents[id(call)], call, ast.Constant(None))
+                continue
+            calls = [ast.Call(ast.Name(flattener.resolve(m, n), ast.Load()), copy.deepcopy(call.args),
+                              copy.deepcopy(call.keywords)) for n in names]
+            expr = calls[-1]
+            for n, c in zip(names[-2::-1], calls[-2::-1]):
+                expr = ast.IfExp(ast.Compare(copy.deepcopy(node.args[1]), [ast.Eq()], [ast.Constant(n)]), c, expr)
+            _replace(parents[id(call)], call, expr)
 
 
 def simplify(module: ast.Module, values: dict, log=None) -> None:
@@ -629,15 +640,19 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         shadowed = set(scopes.root.bound)
         idle = {st.name for st in module.body if isinstance(st, ast.FunctionDef) and len(scopes.root.bound[st.name]) == 1
                 and all(isinstance(b, ast.Pass) or (isinstance(b, ast.Return) and b.value is None) for b in st.body)}
-        f = Fold(shadowed, idle)
+        _golf_method_names.clear()
+        _golf_method_names.update(m.name for c in module.body if isinstance(c, ast.ClassDef) for m in c.body
+                                  if isinstance(m, ast.FunctionDef))
+        free = effect_free(module)
+        f = Fold(shadowed, idle, free)
         f.visit(module)
         steps.append(("fold", f.changed))
         ast.fix_missing_locations(module)
         steps.append(("constants", propagate_constants(module)))
         steps.append(("attributes", propagate_attributes(module)))
         steps.append(("parameters", specialize_parameters(module)))
-        steps.append(("failures", drop_failure_paths(module)))
-        steps.append(("dead stores", drop_dead_stores(module)))
+        steps.append(("failures", drop_failure_paths(module, free=free)))
+        steps.append(("dead stores", drop_dead_stores(module, free)))
         for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
@@ -696,6 +711,8 @@ def specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str
         _embed(module, {m: minify_embedded(ast.unparse(tree)) for m, tree in embedded.items()})
     _wait_for_training(module)
     prune(module, ENTRY)
+    module.body += path_constants(values)
+    apply_stubs(module, cfg)
     simplify(module, config_values(cfg))
     call = ast.parse(f"import os as _os, sys as _sys\n"
                      f"_sys.exit({ENTRY}({values!r}, {tuple(modes)!r}, _os.path.getsize(__file__)))").body
@@ -746,36 +763,144 @@ def is_const(node) -> bool:
 PURE_CALLS = {"getattr", "isinstance", "hasattr", "len", "int", "float", "bool", "str", "repr", "min", "max", "abs",
               "round", "sorted", "list", "tuple", "set", "frozenset", "dict", "type", "id", "any", "all", "sum",
               "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format"}
-PURE_METHODS = {"items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
+PURE_METHODS = {"to_dict", "items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
                 "strip", "lower", "upper", "split", "rsplit", "splitlines", "join", "format", "numel", "size",
                 "dim", "isfinite", "is_floating_point", "is_available", "is_initialized", "relative_to"}
 
 
-# A library function called through its module (``zlib.crc32``, ``torch.cuda.device_count``) is taken for
-# a query where its value is thrown away (the test of a dropped check, a store nothing reads), but these.
-MUTATORS = {"barrier", "all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor",
-            "broadcast", "broadcast_object_list", "save", "remove", "replace", "unlink", "rename", "mkdir", "makedirs",
-            "rmtree", "manual_seed", "seed", "kill", "system", "run", "fsync", "chmod", "fchmod", "umask", "write",
-            "exit", "prctl", "init_process_group", "destroy_process_group", "synchronize", "empty_cache", "compile",
-            "register", "put", "start", "join", "submit", "update", "append", "extend", "pop", "clear", "insert",
-            "add", "discard", "setdefault", "popitem", "sort", "reverse", "copy_", "zero_", "fill_", "step",
-            "backward", "load_state_dict", "to", "cuda", "open", "print", "exec", "eval", "setattr", "delattr",
-            "next", "send", "throw", "close", "flush", "acquire", "release", "wait", "set", "get", "cache_clear"}
+# A library function called through its module (``zlib.crc32``, ``torch.cuda.device_count``), or a method of
+# a library's object, is taken for a query where its value is thrown away (the test of a dropped check, a
+# store nothing reads), but for these names (and set_*, and torch's in-place *_).
+MUTATORS = {"barrier", "all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "reduce_scatter",
+            "reduce_scatter_tensor", "reduce", "gather", "scatter", "send", "recv", "isend", "irecv", "broadcast",
+            "broadcast_object_list", "monitored_barrier", "save", "remove", "replace", "unlink", "rename", "mkdir",
+            "makedirs", "rmtree", "copy", "copy2", "copyfile", "move", "mkstemp", "mkdtemp", "fdopen", "manual_seed",
+            "seed", "kill", "system", "run", "fsync", "chmod", "fchmod", "umask", "write", "writelines", "exit", "prctl",
+            "init_process_group", "destroy_process_group", "synchronize", "empty_cache", "reset", "collect", "sleep",
+            "signal", "basicConfig", "compile", "register", "put", "put_nowait", "get", "get_nowait", "start", "join",
+            "submit", "map", "shutdown", "update", "append", "extend", "pop", "clear", "insert", "add", "discard",
+            "setdefault", "popitem", "sort", "reverse", "step", "zero_grad", "backward", "load_state_dict", "apply",
+            "register_buffer", "register_parameter", "to", "cuda", "cpu", "train", "eval", "open", "print", "exec",
+            "eval", "setattr", "delattr", "next", "throw", "close", "flush", "seek", "acquire", "release", "wait",
+            "set", "cache_clear", "info", "warning", "error", "debug", "exception", "critical", "log", "randn",
+            "rand", "randint", "randperm", "normal", "uniform", "bernoulli", "multinomial", "random", "choice",
+            "permutation", "shuffle", "integers", "encode_reverse", "decode", "wait_stream", "record_stream",
+            "record", "release", "claim", "write_text", "write_bytes", "touch", "mkdir", "symlink_to", "link_to"}
+CONTAINER_MUTATORS = {"append", "extend", "update", "setdefault", "add", "pop", "insert", "discard", "remove", "sort",
+                      "clear", "popitem", "reverse"}
 
 
-def queries(node: ast.AST) -> bool:
-    """Like ``pure``, and a call of a function or method through a module's name is a query too (unless its
-    name is one of MUTATORS or starts with set_): for a value golf computes only to check it."""
+def _mutator(attr: str) -> bool:
+    return attr in MUTATORS or attr.startswith("set_") or (attr.endswith("_") and not attr.startswith("_"))
+
+
+def queries(node: ast.AST, free: frozenset = frozenset()) -> bool:
+    """Like ``pure``, and a call of a library's function or method is a query too (unless ``_mutator``), and
+    so is a call of golf's effect-free functions and methods (``free``: names, ``.name`` for methods)."""
     for n in ast.walk(node):
         if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)):
             return False
         if isinstance(n, ast.Call) and not (
-                (isinstance(n.func, ast.Name) and n.func.id in PURE_CALLS)
-                or (isinstance(n.func, ast.Attribute) and n.func.attr in PURE_METHODS)
-                or (isinstance(n.func, ast.Attribute) and _through_module(n.func.value)
-                    and n.func.attr not in MUTATORS and not n.func.attr.startswith("set_"))):
+                (isinstance(n.func, ast.Name) and (n.func.id in PURE_CALLS or n.func.id in free))
+                or (isinstance(n.func, ast.Attribute) and (
+                    n.func.attr in PURE_METHODS or "." + n.func.attr in free
+                    or (_through_module(n.func.value) and not _mutator(n.func.attr))))):
             return False
     return True
+
+
+def _golf_query(node: ast.AST, free: frozenset) -> bool:
+    """Like ``pure``, and golf's effect-free functions and methods too (no library call)."""
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)):
+            return False
+        if isinstance(n, ast.Call) and not (
+                (isinstance(n.func, ast.Name) and (n.func.id in PURE_CALLS or n.func.id in free))
+                or (isinstance(n.func, ast.Attribute) and (n.func.attr in PURE_METHODS or "." + n.func.attr in free))):
+            return False
+    return True
+
+
+def effect_free(module: ast.Module) -> frozenset:
+    """golf's functions (by name) and methods (``.name``: every method of that name) whose call has no
+    effect but its value: they store only into their own names and into containers they made, and call only
+    pure builtins, library queries (see ``queries``) and other effect-free functions; a dataclass's
+    constructor too. A method that stores into ``self`` has an effect."""
+    functions = {st.name: st for st in module.body if isinstance(st, ast.FunctionDef) and not st.decorator_list}
+    methods: dict[str, list[ast.FunctionDef]] = {}
+    free = set()
+    for st in module.body:
+        if isinstance(st, ast.ClassDef):
+            if any("dataclass" in ast.unparse(d) for d in st.decorator_list) and not any(
+                    isinstance(m, ast.FunctionDef) and m.name in ("__post_init__", "__init__") for m in st.body):
+                free.add(st.name)
+            for m in st.body:
+                if isinstance(m, ast.FunctionDef):
+                    methods.setdefault(m.name, []).append(m)
+    library_names = {n for st in module.body if isinstance(st, (ast.Import, ast.ImportFrom)) for n in top_level_names(st)}
+    while True:
+        new = {name for name, fn in functions.items() if name not in free and _effect_free_body(fn, free, library_names)}
+        new |= {"." + name for name, ms in methods.items() if "." + name not in free and not _mutator(name)
+                and not name.startswith("__") and all(_effect_free_body(m, free, library_names) for m in ms)}
+        if not new:
+            return frozenset(free)
+        free |= new
+
+
+def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set) -> bool:
+    a = fn.args
+    params = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
+    local_defs = {n.name for n in ast.walk(fn) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn}
+    fresh, stored = set(), {}
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                if isinstance(t, ast.Name):
+                    stored.setdefault(t.id, []).append(n.value)
+    for name, values in stored.items():
+        if name not in params and all(isinstance(v, (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp,
+                                                     ast.SetComp)) or (isinstance(v, ast.Call) and isinstance(
+                                                         v.func, ast.Name) and v.func.id in ("dict", "list", "set"))
+                                      for v in values):
+            fresh.add(name)
+    for n in ast.walk(fn):
+        if isinstance(n, (ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await, ast.With, ast.AsyncWith,
+                          ast.Delete, ast.ClassDef)):
+            return False
+        if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            base = n.value
+            if not (isinstance(base, ast.Name) and base.id in fresh):
+                return False
+        if isinstance(n, ast.Call):
+            f = n.func
+            if isinstance(f, ast.Name):
+                if not (f.id in PURE_CALLS or f.id in free or f.id in local_defs):
+                    return False
+            elif isinstance(f, ast.Attribute):
+                if f.attr in PURE_METHODS or "." + f.attr in free:
+                    continue
+                if isinstance(f.value, ast.Name) and f.value.id in fresh and f.attr in CONTAINER_MUTATORS:
+                    continue
+                if _mutator(f.attr) or f.attr in CONTAINER_MUTATORS:
+                    return False
+                root = f.value
+                while isinstance(root, (ast.Attribute, ast.Subscript, ast.Call)):
+                    root = root.func if isinstance(root, ast.Call) else root.value
+                if isinstance(root, ast.Name) and root.id in library_names:
+                    continue  # a library's function or a method of what it made
+                if isinstance(root, ast.Name) and (root.id in params or root.id in stored or root.id == "self"):
+                    if any(f.attr == m for m in _golf_method_names):
+                        return False  # a method of golf's that may have an effect
+                    continue
+                if isinstance(root, ast.Constant):
+                    continue
+                return False
+            else:
+                return False
+    return True
+
+
+_golf_method_names: set[str] = set()  # filled by simplify: the method names golf's classes define
 
 
 LIBRARIES = {"torch", "np", "os", "sys", "zlib", "lzma", "brotli", "json", "math", "struct", "hashlib", "F", "dist",
@@ -835,9 +960,10 @@ class Fold(ast.NodeTransformer):
     """Folds what constants decide: operators and calls of pure builtins on constants, ``and``/``or``/``not``,
     conditional expressions, ``if``/``while`` on a constant, and code after a return or raise."""
 
-    def __init__(self, shadowed: set[str], idle: set[str] = frozenset()):
+    def __init__(self, shadowed: set[str], idle: set[str] = frozenset(), free: frozenset = frozenset()):
         self.shadowed = shadowed  # names the module defines itself: not the builtins
         self.idle = idle  # functions that do nothing: a call of one (with arguments of no effect) goes
+        self.free = free  # effect-free functions (effect_free)
         self.changed = False
 
     def visit_Expr(self, node):
@@ -846,6 +972,9 @@ class Fold(ast.NodeTransformer):
         if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in self.idle
                 and all(pure(a) for a in call.args) and all(pure(k.value) for k in call.keywords)):
             self.changed = True
+            return None
+        if self.free and isinstance(call, (ast.Call, ast.Compare, ast.BoolOp, ast.ListComp)) and _golf_query(call, self.free):
+            self.changed = True  # a value thrown away, made by golf's effect-free functions and pure builtins
             return None
         return node
 
@@ -1052,7 +1181,20 @@ def config_values(cfg) -> dict:
     for name, attr in vars(type(cfg)).items():
         if isinstance(attr, property):
             values[name] = getattr(cfg, name)
+    values.update({key: ast.Name(_path_name(key), ast.Load()) for key in NOT_FOLDED})
     return values
+
+
+def _path_name(key: str) -> str:
+    return f"GOLF_{key.upper()}"
+
+
+def path_constants(values: dict) -> list[ast.stmt]:
+    """The data paths, made absolute as load_config makes them, once, when the file runs."""
+    from golf.config import Config
+
+    return [ast.parse(f"{_path_name(k)} = str(resolve({values.get(k, getattr(Config(), k))!r}))").body[0]
+            for k in NOT_FOLDED]
 
 
 def _check_config_names(module: ast.Module, scopes: Scopes) -> None:
@@ -1102,7 +1244,8 @@ class FoldConfig(ast.NodeTransformer):
     def visit_Attribute(self, node):
         self.generic_visit(node)
         if isinstance(node.ctx, ast.Load) and _is_config(node.value) and node.attr in self.values:
-            new = literal(self.values[node.attr])
+            value = self.values[node.attr]
+            new = copy.deepcopy(value) if isinstance(value, ast.AST) else literal(value)
             if new is not None:
                 self.changed = True
                 return new
@@ -1112,7 +1255,7 @@ class FoldConfig(ast.NodeTransformer):
         self.generic_visit(node)
         if (isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2
                 and _is_config(node.args[0]) and isinstance(node.args[1], ast.Constant)
-                and node.args[1].value in self.values):
+                and node.args[1].value in self.values and not isinstance(self.values[node.args[1].value], ast.AST)):
             new = literal(self.values[node.args[1].value])
             if new is not None:
                 self.changed = True
@@ -1168,7 +1311,7 @@ def _all_scopes(scope: Scope):
         yield from _all_scopes(child)
 
 
-def drop_dead_stores(module: ast.Module) -> bool:
+def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
     """``name = value`` in a function where nothing reads ``name``: the value's effects stay, the store goes."""
     scopes = Scopes(module)
     read: set[tuple[int, str]] = set()
@@ -1192,7 +1335,7 @@ def drop_dead_stores(module: ast.Module) -> bool:
                 if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
                         and (id(scope), st.targets[0].id) not in read and scope.owner(st.targets[0].id) is scope):
                     changed = True
-                    if not queries(st.value):
+                    if not queries(st.value, free):
                         out.append(ast.Expr(st.value))
                     continue
                 for field in ("body", "orelse", "finalbody"):
@@ -1298,7 +1441,7 @@ def _functions(module: ast.Module) -> dict[str, list[ast.AST]]:
     return out
 
 
-def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
+def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset = frozenset()) -> bool:
     """A raise that nothing catches (but the entry's print-and-exit) ends the run as failed, so a run that
     succeeds never executes it: it goes, and so does a branch that always ends in one (the ``if``'s test
     stays where it has effects), and an ``except`` clause that always ends in one."""
@@ -1383,7 +1526,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
                 elif body_fails or else_fails:
                     changed = True
                     kept = st.orelse if body_fails else st.body
-                    if not queries(st.test):
+                    if not queries(st.test, free):
                         out.append(ast.Expr(st.test))
                     out += kept
                     escapes = escapes or _may_escape(kept)
@@ -1424,7 +1567,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY) -> bool:
             out.append(st)
             escapes = escapes or _may_escape([st])
             if fails:
-                return out, not escapes and (not guarded or (not before and queries(st.test)))
+                return out, not escapes and (not guarded or (not before and queries(st.test, free)))
         return out, False
 
     module.body, _ = block(module.body, [], (), False)
@@ -1710,3 +1853,109 @@ def propagate_attributes(module: ast.Module) -> bool:
                     _replace(parents[id(n)], n, literal(constant[n.attr]))
                     changed = True
     return changed
+
+
+# --- what a submission's run does not need (judgement, each with its reason) -----------------------
+
+# Functions whose body the submission replaces: (new body, why a run of the exported file is the same
+# without the old one). A name no longer in golf is skipped.
+STUBS = {
+    "code_version": ("return {}", "no git checkout travels with the code: golf's commit is unknown there"),
+    "write_code_diff": ("return False", "the same: there is no diff to keep"),
+    "environment_record": ("return {}", "python, torch and GPU versions: provenance for golf's reports"),
+    "die_with_parent": ("return", "torchrun's agent ends its workers; golf's own children are not started"),
+    "supersede_artifact": ("return None", "a new run folder holds no artifact to move aside"),
+    "save_config": ("return", "config.yaml, quantize_config.yaml: the export ships the params it was made from"),
+    "config_changes": ("return {}", "the run quantizes and scores with the config it trained with"),
+    "_deserialize_v1": ("return", "the run reads only the artifact it wrote itself, format 2"),
+}
+# Functions of the config alone, called at export time: their result is written in their place.
+AT_EXPORT = ("differences_from_record", "inert_settings")
+# rANS pieces are written only by these compressors
+RANS_COMPRESSORS = ("rans", "best")
+
+
+def apply_stubs(module: ast.Module, cfg) -> None:
+    """STUBS, AT_EXPORT, the rANS coder where the compressor never writes rANS pieces, and no progress bars."""
+    stubs = {name: body for name, (body, _) in STUBS.items()}
+    if cfg.compressor not in RANS_COMPRESSORS:
+        stubs.update(rans_encode="return", rans_decode="return")
+    from golf import config as golf_config
+
+    constants = {"inert_settings": golf_config.inert_settings(cfg),
+                 "differences_from_record": golf_config.differences_from_record(cfg.to_dict())}
+    for name, value in constants.items():
+        stubs[name] = f"return {value!r}"
+    for st in module.body:
+        if isinstance(st, ast.FunctionDef) and st.name in stubs:
+            st.body = ast.parse(stubs[st.name]).body
+    drop_progress_bars(module)
+
+
+BAR_MAKERS = ("progress_bar", "tqdm")  # golf.runtime's and tqdm's: a bar shows progress, nothing else
+BAR_METHODS = ("update", "close", "set_postfix_str", "set_postfix", "refresh", "set_description")
+
+
+def drop_progress_bars(module: ast.Module) -> None:
+    """The progress bars go: a bar made and kept in a name (or a with), each statement that calls a method
+    of it (what they pass is display only), and tqdm's write is print's (golf.cli's handler writes
+    through it so that a log line never lands on a bar)."""
+    for fn in ast.walk(module):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        bars = set()
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                    and _makes_bar(node.value):
+                bars.add(node.targets[0].id)
+            elif isinstance(node, ast.With):
+                bars |= {i.optional_vars.id for i in node.items if _makes_bar(i.context_expr)
+                         and isinstance(i.optional_vars, ast.Name)}
+        if not bars:
+            continue
+        uses = [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in bars]
+
+        def of_bar(st) -> bool:
+            return (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                    and st.targets[0].id in bars) or (
+                isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Attribute)
+                and isinstance(st.value.func.value, ast.Name) and st.value.func.value.id in bars
+                and st.value.func.attr in BAR_METHODS)
+
+        removed = set()
+        for node in list(ast.walk(fn)):
+            if isinstance(node, ast.Call):  # a bar handed on by keyword (bar=None when there is none)
+                gone = [k for k in node.keywords if isinstance(k.value, ast.Name) and k.value.id in bars]
+                removed |= {id(k.value) for k in gone}
+                node.keywords = [k for k in node.keywords if k not in gone]
+            for field in ("body", "orelse", "finalbody"):
+                body = getattr(node, field, None)
+                if not isinstance(body, list):
+                    continue
+                new = []
+                for st in body:
+                    if of_bar(st):
+                        removed |= {id(n) for n in ast.walk(st)}
+                        continue
+                    if isinstance(st, ast.With):
+                        items = [i for i in st.items if not (_makes_bar(i.context_expr) and isinstance(
+                            i.optional_vars, ast.Name) and i.optional_vars.id in bars)]
+                        if len(items) != len(st.items):
+                            removed |= {id(n) for i in st.items if i not in items for n in ast.walk(i)}
+                            if not items:
+                                new += st.body
+                                continue
+                            st.items = items
+                    new.append(st)
+                setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+        left = [n for n in uses if id(n) not in removed]
+        if left:
+            raise SpecializeError(f"{fn.name}: a progress bar is used otherwise: {[ast.unparse(n) for n in left]}")
+    for node in ast.walk(module):  # tqdm.write(text, file=stream) -> print(text, file=stream)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "write"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "tqdm"):
+            node.func = ast.Name("print", ast.Load())
+
+
+def _makes_bar(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BAR_MAKERS
