@@ -1422,13 +1422,35 @@ def _swallows(handler: ast.ExceptHandler, entry: bool) -> bool:
 
 
 def _called_names(node: ast.AST) -> set[str]:
+    """What ``node`` calls: ``f:name`` for a call of a name (a function, a class), ``m:name`` for a method."""
     out = set()
     for n in ast.walk(node):
         if isinstance(n, ast.Call):
             if isinstance(n.func, ast.Name):
-                out.add(n.func.id)
+                out.add("f:" + n.func.id)
             elif isinstance(n.func, ast.Attribute):
-                out.add(n.func.attr)
+                out.add("m:" + n.func.attr)
+    return out
+
+
+def _callables(module: ast.Module) -> dict[str, list[ast.AST]]:
+    """``f:name``: the functions (top-level or inside one) and the ``__init__`` of the classes of that name;
+    ``m:name``: the methods of that name."""
+    out: dict[str, list[ast.AST]] = {}
+
+    def visit(node, in_class):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out.setdefault(("m:" if in_class else "f:") + child.name, []).append(child)
+                visit(child, False)
+            elif isinstance(child, ast.ClassDef):
+                out.setdefault("f:" + child.name, []).extend(
+                    m for m in child.body if isinstance(m, ast.FunctionDef) and m.name in ("__init__", "__post_init__"))
+                visit(child, True)
+            else:
+                visit(child, in_class)
+
+    visit(module, False)
     return out
 
 
@@ -1446,10 +1468,10 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
     succeeds never executes it: it goes, and so does a branch that always ends in one (the ``if``'s test
     stays where it has effects), and an ``except`` clause that always ends in one."""
     excs = _Exceptions(module)
-    functions = _functions(module)
+    functions = _callables(module)
     # the handlers around each function a try body calls (by name, transitively): raises there may be caught
     protectors: dict[str, list[ast.expr | None]] = {}
-    entry_nodes = set(map(id, functions.get(entry, [])))
+    entry_nodes = set(map(id, functions.get("f:" + entry, [])))
 
     def inside_entry(path):
         return any(id(p) in entry_nodes for p in path)
@@ -1467,8 +1489,6 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                     protectors.setdefault(name, []).extend(types)
                     for fn in functions.get(name, ()):
                         todo += _called_names(fn)
-                        if isinstance(fn, ast.ClassDef):
-                            todo += [m.name for m in fn.body if isinstance(m, ast.FunctionDef)]
         for child in ast.iter_child_nodes(node):
             walk_tries(child, (*path, node))
 
@@ -1506,14 +1526,16 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 out.append(st)
                 return out, False
             if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                st.body, _ = block(st.body, [], (*fn_names, st.name), is_protected((*fn_names, st.name)))
+                names = (*fn_names, "f:" + st.name)
+                st.body, _ = block(st.body, [], names, is_protected(names))
                 st.body = st.body or [ast.Pass()]
                 out.append(st)
                 continue
             if isinstance(st, ast.ClassDef):
                 for m in st.body:
                     if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                        names = (*fn_names, st.name, m.name)
+                        names = (*fn_names, "m:" + m.name) + (
+                            ("f:" + st.name,) if m.name in ("__init__", "__post_init__") else ())
                         m.body, _ = block(m.body, [], names, is_protected(names))
                         m.body = m.body or [ast.Pass()]
                 out.append(st)
@@ -1534,13 +1556,13 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 if not st.body:
                     st.body = [ast.Pass()]
             elif isinstance(st, ast.Try):
-                swallowing = [h.type for h in st.handlers if _swallows(h, fn_names[:1] == (entry,))]
+                swallowing = [h.type for h in st.handlers if _swallows(h, fn_names[:1] == ("f:" + entry,))]
                 inner_guard = guarded or bool(swallowing)
                 st.body, body_fails = block(st.body, [*tries, swallowing], fn_names, inner_guard)
                 handlers = []
                 for h in st.handlers:
                     h.body, h_fails = block(h.body, tries, fn_names, guarded)
-                    if h_fails or fn_names[:1] == (entry,):  # the entry's handlers print an error and exit 1
+                    if h_fails or fn_names[:1] == ("f:" + entry,):  # the entry's handlers print an error and exit 1
                         changed = True
                         continue
                     handlers.append(h)
