@@ -169,3 +169,37 @@ def test_a_seed_another_golf_process_is_running_is_left_to_it(tmp_path):
     finally:
         study._run_fresh = real
     assert not _seed_claim(arm, 3).exists()
+
+
+def test_workers_side_by_side_run_each_job_in_a_child_that_sees_only_its_gpus(tmp_path):
+    """``--gpus 0 1``: two workers, each job in a child process whose CUDA_VISIBLE_DEVICES is its worker's
+    group. Jobs past their deadline (``--stop-taking-after``) return at once, unstarted, from the child."""
+    import time
+
+    from golf.study import Job, LocalExecutor
+
+    ex = LocalExecutor(["0", "1"], nproc=1)
+    assert ex.describe() == "GPUs 0 | 1"
+    jobs = [Job("a", s, str(tmp_path / "a"), "params/demo.yaml", [], ["plain"], deadline=time.time() - 1)
+            for s in range(4)]
+    results = [f.result(timeout=120) for f in [ex.submit(j) for j in jobs]]
+    assert [r["status"] for r in results] == ["not started"] * 4
+    assert {r["gpus"] for r in results} <= {"0", "1"} and all(r["gpus"] for r in results)
+    assert not (tmp_path / "a").exists()  # nothing was made for a job that did not start
+    with pytest.raises(Exception, match="more than given"):
+        LocalExecutor(["0"], nproc=2)
+
+
+def test_stop_taking_after_starts_no_run_past_it_and_a_later_call_runs_them(tmp_path, demo_data, capsys, monkeypatch):
+    """A study told to stop taking runs after a time starts none past it; the plan is kept, so the same
+    command without the limit runs them (here: the limit has passed before the first run)."""
+    import golf.study
+
+    params = tiny_params(tmp_path, demo_data, **TINY)
+    ran = []
+    monkeypatch.setattr(golf.study, "_run_fresh", lambda job, *a, **k: ran.append(job.seed) or {"status": "done"})
+    assert study(tmp_path, params, "--stop-taking-after", "1e-9") == 0  # nothing failed: nothing started
+    assert ran == [] and (tmp_path / "out" / "s" / "study.json").is_file()
+    assert "not started" in capsys.readouterr().err
+    assert study(tmp_path, params) == 1  # the stub makes no result, so compare finds no finished run
+    assert sorted(ran) == [1, 1, 2, 2] and "has no finished run" in capsys.readouterr().err
