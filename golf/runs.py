@@ -266,6 +266,38 @@ def seed_dirs(study_dir: Path, seed: int) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name.rsplit("-", 1)[1]) if "-" in p.name else 1)
 
 
+def _seed_claim(study_dir: Path, seed: int) -> Path:
+    return study_dir / f".seed{seed}.claim"
+
+
+def claim_seed(study_dir: Path, seed: int) -> int | None:
+    """Take a study's seed for this process before it picks the seed's folder (an exclusive create, so two
+    studies never both start it): None, or the pid of the live process that holds it. A claim whose
+    process is gone is taken over; :func:`release_seed` drops it."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = _seed_claim(study_dir, seed)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                return pid
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return None
+    return None
+
+
+def release_seed(study_dir: Path, seed: int) -> None:
+    _seed_claim(study_dir, seed).unlink(missing_ok=True)
+
+
 def fresh_seed_dir(study_dir: Path, seed: int) -> Path:
     """Create the seed's next folder: ``seedS`` the first time, ``seedS-N`` after a run that is kept."""
     study_dir.mkdir(parents=True, exist_ok=True)

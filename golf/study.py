@@ -31,8 +31,8 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from golf.runs import (COPIED_FROM, HEAVY_SUFFIXES, RUN_NOTEBOOKS, STUDY_PLAN, TRAINED_FILES, RunDir,
-                       fresh_seed_dir, seed_dirs)
+from golf.runs import (COPIED_FROM, HEAVY_SUFFIXES, RUN_NOTEBOOKS, STUDY_PLAN, TRAINED_FILES, RunDir, claim_seed,
+                       fresh_seed_dir, release_seed, seed_dirs)
 from golf.runtime import GolfError, atomic_write_json
 
 log = logging.getLogger("golf")
@@ -107,7 +107,7 @@ def run_job(job: Job | dict, console=None) -> dict:
         return {"status": "kept", "run": str(kept), "gpus": gpus}
     if job.deadline and time.time() > job.deadline:
         return {"status": "not started", "run": None, "gpus": gpus}
-    holder = _claim_seed(arm_dir, job.seed)
+    holder = claim_seed(arm_dir, job.seed)
     if holder:  # another golf process (a second `golf run` of this study) is running this seed
         return {"status": "in use", "run": None, "error": f"run by process {holder}, left to it", "gpus": gpus}
     try:
@@ -116,36 +116,7 @@ def run_job(job: Job | dict, console=None) -> dict:
             return {"status": "kept", "run": str(kept), "gpus": gpus}
         return _run_fresh(job, arm_dir, gpus, console)
     finally:
-        _seed_claim(arm_dir, job.seed).unlink(missing_ok=True)
-
-
-def _seed_claim(arm_dir: Path, seed: int) -> Path:
-    return arm_dir / f".seed{seed}.claim"
-
-
-def _claim_seed(arm_dir: Path, seed: int) -> int | None:
-    """Take the seed for this process (an exclusive create, so two studies never both start it);
-    the pid of a live process that holds it, else None. A claim whose process is gone is taken over."""
-    from golf.runtime import _pid_alive
-
-    arm_dir.mkdir(parents=True, exist_ok=True)
-    path = _seed_claim(arm_dir, seed)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                return pid
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return None
-    return None
+        release_seed(arm_dir, job.seed)
 
 
 def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:

@@ -145,7 +145,8 @@ def test_a_seed_another_golf_process_is_running_is_left_to_it(tmp_path):
     import subprocess
     import sys
 
-    from golf.study import Job, _seed_claim, run_job
+    from golf.runs import _seed_claim
+    from golf.study import Job, run_job
 
     arm = tmp_path / "study"
     arm.mkdir()
