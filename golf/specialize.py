@@ -136,6 +136,10 @@ class Scopes:
             else:
                 self._visit(node.elt, inner)
             return
+        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            read = ast.Name(node.target.id, ast.Load())  # x += 1 reads x too (a node outside the tree)
+            self.of[id(read)] = scope
+            self.names.append((read, scope))
         if isinstance(node, ast.Name):
             self.names.append((node, scope))
             if isinstance(node.ctx, (ast.Store, ast.Del)):
@@ -414,7 +418,7 @@ class Flattener:
             if key in renames:
                 name.id = renames[key]
             elif key in module_aliases:
-                parent = parents[id(name)]
+                parent = parents.get(id(name))
                 target = module_aliases[key]
                 if isinstance(parent, ast.Attribute) and parent.value is name:
                     flat = self.resolve(target, parent.attr)
@@ -460,6 +464,10 @@ def _same_root_imports(a: str, b: str) -> bool:
 
 def _embedded_call(module: str) -> ast.expr:
     return ast.Call(func=ast.Name(id="__golf_embedded__", ctx=ast.Load()), args=[ast.Constant(module)], keywords=[])
+
+
+def _contains(parent: ast.AST, child: ast.AST) -> bool:
+    return any(c is child for c in ast.iter_child_nodes(parent))
 
 
 def _replace(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
@@ -625,6 +633,7 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
     import time
 
     _check_config_names(module, Scopes(module))
+    strip_annotations(module)
     generators = [fn for fn in ast.walk(module) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                   and _yields(fn)]
     rounds = 0
@@ -650,9 +659,13 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         ast.fix_missing_locations(module)
         steps.append(("constants", propagate_constants(module)))
         steps.append(("attributes", propagate_attributes(module)))
+        steps.append(("forward", propagate_forward(module)))
+        steps.append(("unroll", unroll_loops(module, values)))
+        ast.fix_missing_locations(module)
         steps.append(("parameters", specialize_parameters(module)))
         steps.append(("failures", drop_failure_paths(module, free=free)))
         steps.append(("dead stores", drop_dead_stores(module, free)))
+        steps.append(("dead attributes", drop_dead_attributes(module, free)))
         for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
@@ -1294,7 +1307,8 @@ def propagate_constants(module: ast.Module) -> bool:
             if not (_small(value) or len(reads) <= 1):
                 continue
             for read in reads:
-                _replace(parents[id(read)], read, literal(value))
+                if id(read) in parents:
+                    _replace(parents[id(read)], read, literal(value))
             holder = parents[id(assign)]
             for field, body in ast.iter_fields(holder):
                 if isinstance(body, list) and assign in body:
@@ -1338,6 +1352,19 @@ def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
                     if not queries(st.value, free):
                         out.append(ast.Expr(st.value))
                     continue
+                if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Tuple)
+                        and isinstance(st.value, ast.Tuple) and len(st.targets[0].elts) == len(st.value.elts)
+                        and not any(isinstance(e, ast.Starred) for e in (*st.targets[0].elts, *st.value.elts))):
+                    pairs = list(zip(st.targets[0].elts, st.value.elts))
+                    keep = [(a, b) for a, b in pairs if not (
+                        isinstance(a, ast.Name) and (id(scope), a.id) not in read and scope.owner(a.id) is scope
+                        and queries(b, free))]
+                    if len(keep) != len(pairs):
+                        changed = True
+                        if not keep:
+                            continue
+                        st = ast.Assign([keep[0][0]], keep[0][1]) if len(keep) == 1 else ast.Assign(
+                            [ast.Tuple([a for a, _ in keep], ast.Store())], ast.Tuple([b for _, b in keep], ast.Load()))
                 for field in ("body", "orelse", "finalbody"):
                     sub = getattr(st, field, None)
                     if isinstance(sub, list) and sub:
@@ -1494,6 +1521,11 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
 
     walk_tries(module, ())
     changed = False
+    scopes = Scopes(module)
+    import builtins
+    undefined = {id(n) for n, sc in scopes.names if isinstance(n.ctx, ast.Load) and sc.owner(n.id) is scopes.root
+                 and n.id not in scopes.root.bound and not hasattr(builtins, n.id)
+                 and n.id not in ("__file__", "__name__")}
 
     def is_protected(fn_names) -> bool:  # an exception of any statement here may be caught by a caller
         return any(name in protectors for name in fn_names)
@@ -1519,6 +1551,8 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
         escapes = False  # a statement so far may leave the block (return, break, continue, yield)
         for st in body:
             fails = False
+            if undefined and _reads_undefined(st, undefined):  # a NameError: as a raise of one
+                st = ast.Raise(ast.Name("NameError", ast.Load()), None)
             if isinstance(st, ast.Raise):
                 if fatal(st, tries, fn_names):
                     changed = True
@@ -1594,6 +1628,33 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
 
     module.body, _ = block(module.body, [], (), False)
     return changed
+
+
+def _reads_undefined(st: ast.stmt, undefined: set[str]) -> bool:
+    """Whether running ``st`` certainly reads one of ``undefined`` (a name bound nowhere: golf imports it
+    from a module the submission leaves out) before anything else can happen."""
+    if isinstance(st, (ast.Expr, ast.Return)) and st.value is not None:
+        first = [st.value]
+    elif isinstance(st, (ast.Assign, ast.AugAssign)):
+        first = [st.value]
+    elif isinstance(st, ast.If):
+        first = [st.test]
+    else:
+        return False
+    todo = first
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) in undefined:
+            return True
+        if isinstance(n, (ast.Lambda, *COMPREHENSIONS)):
+            continue
+        if isinstance(n, ast.IfExp):
+            todo.append(n.test)
+        elif isinstance(n, ast.BoolOp):
+            todo.append(n.values[0])
+        else:
+            todo += ast.iter_child_nodes(n)
+    return False
 
 
 def _may_escape(body: list[ast.stmt]) -> bool:
@@ -1713,7 +1774,8 @@ def specialize_parameters(module: ast.Module) -> bool:
             rebound = len(inner.bound.get(name, ())) > 1
             if value is not _NO_VALUE:
                 for read in loads.get((id(inner), name), []) if not rebound else []:
-                    _replace(parents[id(read)], read, literal(value))
+                    if id(read) in parents and _contains(parents[id(read)], read):  # (not an argument a call lost)
+                        _replace(parents[id(read)], read, literal(value))
                 if rebound:
                     fn.body.insert(0, ast.Assign([ast.Name(name, ast.Store())], literal(value)))
         names = {name for _, name, _ in drop}
@@ -1981,3 +2043,205 @@ def drop_progress_bars(module: ast.Module) -> None:
 
 def _makes_bar(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BAR_MAKERS
+
+
+# --- constants along a function's straight line --------------------------------------------------------
+
+def propagate_forward(module: ast.Module) -> bool:
+    """``x = <constant>`` in a block of a function: the statements after it read the constant, up to the
+    first that binds ``x`` again (whose test, for an ``if``, still reads it). Not inside a function or
+    lambda defined there (it may run later), nor where ``x`` is global, nonlocal or a closure's."""
+    changed = False
+    for fn in ast.walk(module):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in ast.walk(fn)):
+            continue
+        inner_reads = {n.id for f in ast.walk(fn) if isinstance(f, (*FUNCTIONS, *COMPREHENSIONS, ast.ClassDef)) and f is not fn
+                       for n in ast.walk(f) if isinstance(n, ast.Name)}
+        for node in ast.walk(fn):
+            for field in ("body", "orelse", "finalbody"):
+                body = getattr(node, field, None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.stmt) and not isinstance(
+                        node, (ast.ClassDef,)) and (node is fn or not isinstance(node, (*FUNCTIONS,))):
+                    changed |= _forward_block(body, inner_reads)
+    return changed
+
+
+def _binds_name(node: ast.AST, name: str) -> bool:
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, (ast.Store, ast.Del)):
+            return True
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name:
+            return True
+        if isinstance(n, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name.split(".")[0]) == name
+                                                               for a in n.names):
+            return True
+        if isinstance(n, ast.ExceptHandler) and n.name == name:
+            return True
+        if isinstance(n, ast.arg) and n.arg == name:
+            return True
+    return False
+
+
+def _substitute(node: ast.AST, name: str, value) -> bool:
+    """Reads of ``name`` in ``node`` (not inside functions, lambdas, comprehensions or classes) -> value."""
+    done = False
+    todo = [node]
+    while todo:
+        parent = todo.pop()
+        for field, child in ast.iter_fields(parent):
+            items = child if isinstance(child, list) else [child]
+            for i, item in enumerate(items):
+                if not isinstance(item, ast.AST):
+                    continue
+                if isinstance(item, ast.Name) and item.id == name and isinstance(item.ctx, ast.Load):
+                    new = literal(value)
+                    if isinstance(child, list):
+                        child[i] = new
+                    else:
+                        setattr(parent, field, new)
+                    done = True
+                elif not isinstance(item, (*FUNCTIONS, *COMPREHENSIONS, ast.ClassDef)):
+                    todo.append(item)
+    return done
+
+
+def _forward_block(body: list[ast.stmt], inner_reads: set[str]) -> bool:
+    changed = False
+    known: dict[str, object] = {}
+    for st in body:
+        for name, value in list(known.items()):
+            if _binds_name(st, name):
+                if isinstance(st, (ast.If, ast.While)):
+                    changed |= _substitute(st.test, name, value)
+                elif isinstance(st, ast.For):
+                    changed |= _substitute(st.iter, name, value)
+                del known[name]
+            else:
+                changed |= _substitute(st, name, value)
+        if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                and is_const(st.value) and st.targets[0].id not in inner_reads and _small(const(st.value))):
+            known[st.targets[0].id] = const(st.value)
+    return changed
+
+
+# --- stores nothing reads -------------------------------------------------------------------------------
+
+def drop_dead_attributes(module: ast.Module, free: frozenset = frozenset()) -> bool:
+    """``self.name = value`` in a method where no code reads an attribute ``name`` (nor names it in a string,
+    for getattr), and no library reads it either: the store goes (the value's effects stay). Also the parts of
+    ``a, b = x, y`` that store into a local name nothing reads."""
+    read = set()
+    for n in ast.walk(module):
+        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load):
+            read.add(n.attr)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            read.add(n.value)
+    library = _library_attributes()
+    changed = False
+    for cls in ast.walk(module):
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        if any(isinstance(m, ast.FunctionDef) and m.name in ("__getattr__", "__getattribute__", "__setattr__",
+                                                             "__getstate__", "__reduce__") for m in cls.body):
+            continue
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef) or not method.args.args:
+                continue
+            me = method.args.args[0].arg
+
+            def dead(t):
+                return (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me
+                        and t.attr not in read and t.attr not in library)
+
+            for node in ast.walk(method):
+                for field in ("body", "orelse", "finalbody"):
+                    body = getattr(node, field, None)
+                    if not isinstance(body, list):
+                        continue
+                    new = []
+                    for st in body:
+                        if isinstance(st, ast.Assign) and len(st.targets) == 1:
+                            t = st.targets[0]
+                            if dead(t):
+                                changed = True
+                                if not queries(st.value, free):
+                                    new.append(ast.Expr(st.value))
+                                continue
+                            if isinstance(t, ast.Tuple) and isinstance(st.value, ast.Tuple) \
+                                    and len(t.elts) == len(st.value.elts) and not any(isinstance(e, ast.Starred)
+                                                                                       for e in t.elts):
+                                keep = [(a, b) for a, b in zip(t.elts, st.value.elts)
+                                        if not (dead(a) and queries(b, free))]
+                                if len(keep) != len(t.elts):
+                                    changed = True
+                                    if not keep:
+                                        continue
+                                    if len(keep) == 1:
+                                        st = ast.Assign([keep[0][0]], keep[0][1])
+                                    else:
+                                        t.elts, st.value.elts = [a for a, _ in keep], [b for _, b in keep]
+                        new.append(st)
+                    if len(new) != len(body) or any(a is not b for a, b in zip(new, body)):
+                        setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+    return changed
+
+
+def strip_annotations(module: ast.Module) -> None:
+    """Annotations of arguments, returns and local variables (python-minifier drops them too; with
+    ``from __future__ import annotations`` nothing evaluates them), so that a class named only there is not
+    used as a value. A class body's annotated fields stay (dataclasses read them)."""
+    for node in ast.walk(module):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+            a = node.args
+            for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
+                if x is not None:
+                    x.annotation = None
+            for inner in ast.walk(node):
+                for field in ("body", "orelse", "finalbody"):
+                    body = getattr(inner, field, None)
+                    if isinstance(body, list):
+                        new = []
+                        for st in body:
+                            if isinstance(st, ast.AnnAssign):
+                                if st.value is None:
+                                    continue
+                                st = ast.Assign([st.target], st.value)
+                            new.append(st)
+                        setattr(inner, field, new or ([ast.Pass()] if field == "body" else []))
+
+
+def unroll_loops(module: ast.Module, values: dict) -> bool:
+    """``for x in (c1, c2): body`` over a few constants: one copy of the body per constant, kept only where
+    folding then makes the loop's code smaller (e.g. ``getattr(cfg, x)`` becomes a constant)."""
+    changed = False
+    for node in list(ast.walk(module)):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list):
+                continue
+            for i, st in enumerate(body):
+                if not (isinstance(st, ast.For) and not st.orelse and isinstance(st.target, ast.Name)
+                        and is_const(st.iter) and isinstance(const(st.iter), tuple) and 0 < len(const(st.iter)) <= 4):
+                    continue
+                if any(isinstance(n, (ast.Break, ast.Continue)) for n in ast.walk(st)) or _binds_name(
+                        ast.Module(body=st.body, type_ignores=[]), st.target.id):
+                    continue
+                copies = []
+                for value in const(st.iter):
+                    block = copy.deepcopy(st.body)
+                    wrapper = ast.Module(body=block, type_ignores=[])
+                    _substitute(wrapper, st.target.id, value)
+                    FoldConfig(values).visit(wrapper)
+                    Fold(set()).visit(wrapper)
+                    copies += [s for s in wrapper.body if not isinstance(s, ast.Pass)]
+                copies.append(ast.Assign([ast.Name(st.target.id, ast.Store())], literal(const(st.iter)[-1])))
+                before = len(ast.unparse(st))
+                after = sum(len(ast.unparse(ast.fix_missing_locations(c))) for c in copies)
+                if after < before:
+                    body[i:i + 1] = copies
+                    changed = True
+                    break
+    return changed
