@@ -113,7 +113,7 @@ def main() -> None:
 
     if args.real_val:
         from golf.bpb import build_byte_luts
-        from golf.data import load_val_tokens
+        from golf.val_stream import load_val_tokens
 
         val = load_val_tokens(cfg.data_dir, cfg.eval_seq_len, cfg.max_val_tokens, vocab_size=cfg.vocab_size)
         luts = build_byte_luts(cfg.tokenizer_path, cfg.vocab_size)

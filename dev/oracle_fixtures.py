@@ -167,7 +167,7 @@ def quant_packings(mod) -> dict:
 def packed_batches(mod, where: Path) -> dict:
     """The record's DocumentPackingLoader on two small shards: 2 ranks x 6 steps of 96-token rows."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from golf.data import write_shard
+    from golf.shards import write_shard
 
     g = torch.Generator().manual_seed(8)
     shards = []

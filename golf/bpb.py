@@ -81,7 +81,7 @@ def build_byte_luts(sp_or_path: spm.SentencePieceProcessor | str | Path, vocab_s
 
 @dataclass(frozen=True)
 class SidecarBytes:
-    """CaseOps: the original UTF-8 bytes of each val token (``golf.data.load_val_bytes``)."""
+    """CaseOps: the original UTF-8 bytes of each val token (``golf.val_stream.load_val_bytes``)."""
     counts: torch.Tensor  # [N] int32, aligned with the val stream: token i accounts for counts[i] bytes
 
     def to(self, device: torch.device | str) -> "SidecarBytes":
@@ -91,7 +91,7 @@ class SidecarBytes:
 def eval_byte_counts(cfg, val_tokens: torch.Tensor) -> ByteLUTs | SidecarBytes:
     """What BPB charges on ``cfg.data_dir``'s val stream ``val_tokens`` (from ``load_val_tokens``):
     its byte sidecar for CaseOps data (prepare.json says so, nothing to configure), else the tables."""
-    from golf.data import load_val_bytes
+    from golf.val_stream import load_val_bytes
 
     counts = load_val_bytes(cfg.data_dir, val_tokens.numel())
     return build_byte_luts(cfg.tokenizer_path, cfg.vocab_size) if counts is None else SidecarBytes(counts)

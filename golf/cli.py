@@ -50,7 +50,8 @@ def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> dict:
     for this world size, the tokenizer/data binding (and token ids), the attention kernel."""
     from golf.attention import check_backend_available
     from golf.config import validate_for_world
-    from golf.data import check_data_binding, check_val_length
+    from golf.data_binding import check_data_binding
+    from golf.val_stream import check_val_length
     from golf.runtime import check_model_fits
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
@@ -95,7 +96,7 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from golf.data import download_shards
+    from golf.download import download_shards
 
     setup_logging()
     summary = download_shards(args.variant, args.out, args.train_shards)
@@ -106,7 +107,7 @@ def cmd_data_download(args) -> int:
 def cmd_data_check(args) -> int:
     import pandas as pd
 
-    from golf.data import check_data_dir, infer_vocab_size
+    from golf.data_check import check_data_dir, infer_vocab_size
     from golf.paths import relative_hint
 
     if not Path(args.dir).is_dir():

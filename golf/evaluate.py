@@ -173,7 +173,7 @@ def _accumulator(device: torch.device):
 def _check_bytes(luts, cfg: Config, val_tokens: Tensor) -> None:
     """The byte counts fit the data: CaseOps data needs its sidecar, as long as the val stream."""
     from golf.bpb import SidecarBytes
-    from golf.data import is_caseops
+    from golf.val_stream import is_caseops
 
     if isinstance(luts, SidecarBytes):
         if luts.counts.numel() != val_tokens.numel():

@@ -631,7 +631,8 @@ def _kernels_quiet(log_path: Path):
 def _preflight(cfg, nproc: int) -> None:
     """Everything golf can check before a run or study starts: world-size splits and data binding."""
     from golf.config import ConfigError, validate_for_world
-    from golf.data import check_data_binding, check_val_length
+    from golf.data_binding import check_data_binding
+    from golf.val_stream import check_val_length
     from golf.runtime import check_model_fits
 
     try:

@@ -185,7 +185,7 @@ def check_evaluate(run_dir: Path, mode: str, source: str = "artifact", force: bo
 def check_eval_tokenizer(run_dir: Path, cfg: Config, allow_other: bool = False) -> dict[str, Any]:
     """The tokenizer evaluated with must be the one the run trained with (environment.json's sha256),
     unless ``allow_other`` (--allow-other-tokenizer); returns what the eval result records of it."""
-    from golf.data import tokenizer_fingerprint
+    from golf.data_binding import tokenizer_fingerprint
     from golf.runtime import read_json
 
     used = tokenizer_fingerprint(cfg.tokenizer_path)
@@ -239,7 +239,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     """Evaluate the run's artifact (or raw model) in one mode; writes ``eval_<mode>.json``."""
     import golf.evaluate as ev
     from golf.bpb import eval_byte_counts
-    from golf.data import load_val_tokens
+    from golf.val_stream import load_val_tokens
     from golf.train import use_compile
 
     name = check_evaluate(run_dir, mode, source, force)

@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 from golf.bpb import build_byte_luts
 from golf.caseops import OPERATORS, encode as caseops_encode, original_bytes
 from golf.corpora import iter_documents
-from golf.data import (  # noqa: F401  (load_tokenizer: tokenizer users import it from here too)
-    PREPARE_META, byte_shard_name, load_tokenizer, read_prepare_meta, shard_digests, shard_name, tokenizer_fingerprint,
-    write_shard,
+from golf.data_binding import (  # noqa: F401  (load_tokenizer: tokenizer users import it from here too)
+    PREPARE_META, load_tokenizer, read_prepare_meta, shard_digests, tokenizer_fingerprint,
 )
+from golf.shards import byte_shard_name, shard_name, write_shard
 from golf.runtime import GolfError, atomic_write_bytes, atomic_write_json, bar_interval
 
 # Trainer settings of the challenge's export script and the #1394 README (spec §1.3).
@@ -279,7 +279,7 @@ def prepare_data(corpus: str, out_dir: str | Path, vocab_size: int | None = None
     Everything is built in a temporary folder beside ``out_dir`` and moved in at the end, so a
     failed run leaves ``out_dir`` as it was. The summary, also written to ``out_dir/prepare.json``
     (the last file moved in: a folder with prepare.json holds a finished dataset), records the
-    tokenizer's sha256, which binds the shards to it (``golf.data.check_data_binding``).
+    tokenizer's sha256, which binds the shards to it (``golf.data_binding.check_data_binding``).
     """
     t0 = time.time()
     out = Path(out_dir)

@@ -206,7 +206,8 @@ def set_fast_matmul(device: torch.device) -> None:
 
 def shuffled_loader(cfg: Config, dist: DistInfo):
     """The rank's shuffled loader of train_seq_len windows (spec §1.5)."""
-    from golf.data import ShuffledSequenceLoader, list_shards
+    from golf.loaders import ShuffledSequenceLoader
+    from golf.shards import list_shards
 
     return ShuffledSequenceLoader(list_shards(cfg.data_dir, "train"), dist.rank, dist.world_size, cfg.train_seq_len,
                                   micro_batch_seqs(cfg, dist.world_size),
@@ -215,7 +216,8 @@ def shuffled_loader(cfg: Config, dist: DistInfo):
 
 def make_train_loader(cfg: Config, dist: DistInfo):
     """The rank's training loader: shuffled windows (#1533), or #1855's packed documents (``pack_documents``)."""
-    from golf.data import PackedDocumentLoader, list_shards
+    from golf.loaders import PackedDocumentLoader
+    from golf.shards import list_shards
 
     if not cfg.pack_documents:
         return shuffled_loader(cfg, dist)
@@ -313,7 +315,9 @@ def check_finite(value: float, what: str, step: int, run_dir: Path) -> None:
 def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show_progress: bool = True) -> TrainResult:
     """Train, apply the EMA, run the pre-quant eval and save ``model.pt`` into ``run_dir``."""
     from golf.bpb import eval_byte_counts
-    from golf.data import list_shards, load_val_tokens, tokenizer_fingerprint
+    from golf.data_binding import tokenizer_fingerprint
+    from golf.shards import list_shards
+    from golf.val_stream import load_val_tokens
     from golf.evaluate import eval_plain
 
     t_start = time.perf_counter()

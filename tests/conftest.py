@@ -181,7 +181,7 @@ def fake_hub(demo_data, tmp_path, monkeypatch):
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
-    from golf import data
+    from golf import download as data
 
     variant = dataclasses.replace(data.HUB_VARIANTS["sp8192"], vocab_size=demo_data.vocab_size)
     monkeypatch.setitem(data.HUB_VARIANTS, "sp8192", variant)

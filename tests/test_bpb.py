@@ -10,7 +10,7 @@ import torch
 from gloo import run_gloo
 from golf.bpb import BPBAccumulator, build_byte_luts, token_bytes
 from golf.corpora import iter_documents
-from golf.data import list_shards, read_shard
+from golf.shards import list_shards, read_shard
 from golf.runtime import GolfError
 from golf.tokenizer import load_tokenizer, train_tokenizer
 

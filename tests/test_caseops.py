@@ -16,10 +16,10 @@ from golf import caseops
 from golf.bpb import BPBAccumulator, SidecarBytes, eval_byte_counts, token_bytes
 from golf.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE
 from golf.cli import main as golf_main
-from golf.data import (
-    byte_shard_name, check_data_dir, list_shards, load_tokenizer, load_val_bytes, load_val_tokens, read_shard,
-    write_shard,
-)
+from golf.data_binding import load_tokenizer
+from golf.data_check import check_data_dir
+from golf.shards import byte_shard_name, list_shards, read_shard, write_shard
+from golf.val_stream import load_val_bytes, load_val_tokens
 from golf.evaluate import eval_plain, eval_sliding, eval_ttt
 from golf.runtime import GolfError
 from golf.tokenizer import prepare_data
@@ -262,7 +262,7 @@ def test_training_and_evaluation_charge_the_original_bytes(caseops_data, tmp_pat
     import yaml
 
     from golf.cli import main as golf_main
-    from golf.data import load_val_bytes, load_val_tokens
+    from golf.val_stream import load_val_bytes, load_val_tokens
 
     data_dir, summary = caseops_data
     params = tmp_path / "params.yaml"

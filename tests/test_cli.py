@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from golf.cli import main as golf_main
-from golf.data import check_data_dir, shard_name
+from golf.data_check import check_data_dir
+from golf.shards import shard_name
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from golf.data import (HEADER_BYTES, ShardError, ShuffledSequenceLoader, check_data_dir, check_shard,
-                       download_shards, list_shards, load_val_tokens, read_shard, write_shard)
+from golf.data_check import check_data_dir
+from golf.download import download_shards
+from golf.loaders import ShuffledSequenceLoader
+from golf.shards import HEADER_BYTES, ShardError, check_shard, list_shards, read_shard, write_shard
+from golf.val_stream import load_val_tokens
 from golf.runtime import GolfError
 
 
@@ -250,7 +253,7 @@ def test_download_unreachable_hub(monkeypatch, tmp_path, error):
 
 
 def test_a_small_max_val_tokens_is_named_as_the_limit(demo_data):
-    from golf.data import load_val_tokens
+    from golf.val_stream import load_val_tokens
     from golf.runtime import GolfError
 
     with pytest.raises(GolfError, match=r"params key 'max_val_tokens' \(100\) keeps 100 tokens"):

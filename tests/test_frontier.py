@@ -49,7 +49,7 @@ def test_bos_id_is_the_tokenizers(demo_data):
     """The model's BOS is the id a trained tokenizer gives BOS, and the id every document starts with."""
     import sentencepiece as spm
 
-    from golf.data import load_val_tokens
+    from golf.val_stream import load_val_tokens
 
     assert BOS_ID == TOKENIZER_BOS
     assert spm.SentencePieceProcessor(model_file=str(demo_data.tokenizer_path)).bos_id() == BOS_ID

@@ -278,7 +278,8 @@ def test_packed_loader_and_segments_equal_the_records(oracle, tmp_path):
     """#1855's DocumentPackingLoader (2 ranks, 6 steps) and its cu_seqlens, against golf's loader and
     ``document_ids`` on the same shards."""
     from golf.attention import document_ids
-    from golf.data import PackedDocumentLoader, write_shard
+    from golf.loaders import PackedDocumentLoader
+    from golf.shards import write_shard
 
     packed = oracle["packed"]
     files = []

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from golf.data import ShardError, ShuffledSequenceLoader, write_shard
+from golf.loaders import ShuffledSequenceLoader
+from golf.shards import ShardError, write_shard
 from golf.prefetch import PrefetchLoader
 from golf.runtime import GolfError
 

@@ -20,8 +20,10 @@ import yaml
 
 from golf.cli import main as golf_main
 from golf.config import RANGES, ConfigError, _TYPES, load_config, save_config, validate_for_world
-from golf.data import (ShardError, ShuffledSequenceLoader, check_data_binding, list_shards, load_val_tokens,
-                       read_shard, shard_name, tokenizer_fingerprint, write_shard)
+from golf.data_binding import check_data_binding, tokenizer_fingerprint
+from golf.loaders import ShuffledSequenceLoader
+from golf.shards import ShardError, list_shards, read_shard, shard_name, write_shard
+from golf.val_stream import load_val_tokens
 from conftest import one_error_line, snapshot, tiny_params
 
 

@@ -119,7 +119,7 @@ def _swap_shard(target: Path, source: Path) -> None:
 
 
 def test_shards_copied_over_a_prepared_folder_are_refused(tmp_path, demo_data, data_copy, other_data, capsys):  # noqa: F811
-    from golf.data import read_shard, write_shard
+    from golf.shards import read_shard, write_shard
 
     meta = json.loads((data_copy / "prepare.json").read_text())
     assert meta["shard_digests"]["fineweb_val_000000.bin"]["tokens"] > 0
@@ -163,7 +163,7 @@ def test_unbound_data_is_a_warning_recorded_in_the_run(tmp_path, demo_data, data
 
 
 def test_downloaded_data_is_bound_by_download_json(fake_hub, tmp_path, demo_data, other_data, capsys):  # noqa: F811
-    from golf.data import download_shards
+    from golf.download import download_shards
 
     got = download_shards("sp8192", tmp_path / "dl", train_shards=2)
     ddir = Path(got["data_dir"])

@@ -10,7 +10,7 @@ import pytest
 
 from golf import corpora
 from golf.corpora import CORPORA, iter_documents
-from golf.data import list_shards, read_shard
+from golf.shards import list_shards, read_shard
 from golf.runtime import GolfError
 from golf.tokenizer import load_tokenizer, prepare_data, train_tokenizer
 
