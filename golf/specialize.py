@@ -834,6 +834,11 @@ def _golf_query(node: ast.AST, free: frozenset) -> bool:
     return True
 
 
+# Effect-free by what they do, where the analysis cannot tell: load_config reads and checks a config (the
+# exported file's, which every read of it was folded into), nothing else.
+EFFECT_FREE = ("load_config",)
+
+
 def effect_free(module: ast.Module) -> frozenset:
     """golf's functions (by name) and methods (``.name``: every method of that name) whose call has no
     effect but its value: they store only into their own names and into containers they made, and call only
@@ -851,6 +856,7 @@ def effect_free(module: ast.Module) -> frozenset:
                 if isinstance(m, ast.FunctionDef):
                     methods.setdefault(m.name, []).append(m)
     library_names = {n for st in module.body if isinstance(st, (ast.Import, ast.ImportFrom)) for n in top_level_names(st)}
+    free |= {name for name in EFFECT_FREE if name in functions}
     while True:
         new = {name for name, fn in functions.items() if name not in free and _effect_free_body(fn, free, library_names)}
         new |= {"." + name for name, ms in methods.items() if "." + name not in free and not _mutator(name)
@@ -1711,7 +1717,7 @@ def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[as
         if not isinstance(st, ast.ClassDef):
             continue
         for m in st.body:
-            if not isinstance(m, ast.FunctionDef) or len(functions.get(m.name, ())) != 1:
+            if not isinstance(m, ast.FunctionDef) or (len(functions.get(m.name, ())) != 1 and m.name != "__init__"):
                 continue
             if any(not (isinstance(d, ast.Call) or (isinstance(d, ast.Attribute))) for d in m.decorator_list):
                 continue  # staticmethod, classmethod, property: another calling convention
