@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from golf.artifact import default_threads, deserialize, serialize, serialize_v1
-from golf.quant import gptq_quantize, rtn_quantize
+from golf.gptq import gptq_quantize, rtn_quantize
 
 RECORD_MB = 36.2  # int8 values + fp16 scales + passthrough of the record's artifact, uncompressed
 SHAPES = {"attn.c_q": (512, 512), "attn.c_k": (256, 512), "attn.c_v": (256, 512), "attn.proj": (512, 512),

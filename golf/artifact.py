@@ -70,7 +70,7 @@ def byte_unshuffle(data: bytes) -> bytes:
     return out.tobytes()
 
 
-# --- low-bit packing (the LQER factors of golf/quant.py) ---------------------------------------
+# --- low-bit packing (the LQER factors of golf/lqer.py) ----------------------------------------
 
 def pack_bits(q: Tensor, bits: int) -> Tensor:
     """Signed integers in [-2^(bits-1), 2^(bits-1)) -> uint8, 8/bits of them per byte (bits 1, 2, 4, 8).

@@ -465,7 +465,7 @@ def train(cfg: Config, run_dir: Path, dist: DistInfo, device: torch.device, show
     if cfg.fix_gptq_in_budget:
         # §9.10 fixed: read the calibration data right after training, inside the reserve, before
         # the eval and the checkpoint write; `golf quantize` then uses these Hessians.
-        from golf.quant import collect_hessians
+        from golf.gptq import collect_hessians
 
         t_h = time.perf_counter()
         hessians = collect_hessians(model, calibration_batches(cfg, dist, device), cfg.gptq_calibration_batches,

@@ -231,7 +231,7 @@ def test_compiled_document_attention_on_cuda_matches_the_eager_mask():
 def test_per_class_clip_sigmas_and_int7_embeddings():
     """#1626: SDClip sigmas by matrix class (0 keeps matrix_clip_sigmas) and a 7-bit embedding."""
     from golf.model import unbank_state_dict
-    from golf.quant import quantize_state_dict
+    from golf.quantized_state import quantize_state_dict
 
     cfg = load_config(None, TINY + ["attn_clip_sigmas=13", "mlp_clip_sigmas=12", "embed_clip_sigmas=15",
                                     "embed_bits=7", "quant_passthrough_numel=64"])
@@ -274,7 +274,8 @@ def test_gates_are_stored_int8_per_row_and_read_back_within_half_a_step():
     stays fp16, as #1855 stores it."""
     from golf.artifact import deserialize, serialize
     from golf.model import unbank_state_dict
-    from golf.quant import dequantize_state_dict, lqer_correct, quantize_state_dict
+    from golf.lqer import lqer_correct
+    from golf.quantized_state import dequantize_state_dict, quantize_state_dict
 
     cfg, model = tiny("smear_gate=true", "attn_out_gate=true", "quant_passthrough_numel=64", "lqer_rank=2",
                       "lqer_top_k=100")

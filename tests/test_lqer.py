@@ -8,10 +8,11 @@ import torch
 from golf.artifact import pack_bits, unpack_bits
 from golf.config import ConfigError, load_config
 from golf.model import build_model, unbank_state_dict
-from golf.quant import (
-    LQER_SUFFIXES, collect_hessians, deserialize, dequantize_matrix, dequantize_state_dict, gptq_quantize,
-    load_artifact, lqer_correct, lqer_dequantize, lqer_group, lqer_quantize, quantize_model, quantize_state_dict, serialize,
-)
+from golf.artifact import deserialize, serialize
+from golf.gptq import collect_hessians, gptq_quantize
+from golf.lqer import LQER_SUFFIXES, dequantize_matrix, lqer_correct, lqer_dequantize, lqer_group, lqer_quantize
+from golf.quant import load_artifact, quantize_model
+from golf.quantized_state import dequantize_state_dict, quantize_state_dict
 from golf.runtime import GolfError
 
 TINY = dict(vocab_size=256, model_dim=64, num_layers=4, num_heads=4, num_kv_heads=2, train_seq_len=64,
@@ -114,7 +115,7 @@ def test_only_the_top_k_errors_get_corrections():
 
 
 def test_a_correction_that_does_not_help_is_kept_as_the_record_keeps_it(monkeypatch, caplog):
-    import golf.quant as quant
+    import golf.lqer as quant
 
     W, q, s = gptq_matrix(0)
     quantized, meta = {"w.q": q, "w.scale": s}, {"w": {"type": "int6", "bits": 6, "clip_sigmas": 12.85}}

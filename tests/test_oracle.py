@@ -18,7 +18,9 @@ from golf.config import load_config
 from golf.lora_ttt import DocAdapters, chunk_nll
 from golf.model import GPT, build_model, count_params, load_state_dict_checked, unbank_state_dict, virtual_layers
 from golf.muon import BankMuon, ns_coefficients
-from golf.quant import LQER_GROUP, absmax_int8, lqer_quantize, quantize_state_dict
+from golf.gptq import absmax_int8
+from golf.lqer import LQER_GROUP, lqer_quantize
+from golf.quantized_state import quantize_state_dict
 from golf.tokenizer import _caseops_token_bytes
 from golf.train import lr_multiplier
 

@@ -10,11 +10,11 @@ import torch
 from gloo import run_gloo
 from golf.config import load_config
 from golf.model import build_model, unbank_state_dict
-from golf.quant import (
-    ArtifactError, artifact_budget, byte_shuffle, byte_unshuffle, collect_hessians, dequantize_state_dict,
-    deserialize, gptq_quantize, load_artifact, prune_to_fit, quantize_model, quantize_state_dict,
-    rtn_quantize, sdclip_scales, serialize,
-)
+from golf.artifact import ArtifactError, byte_shuffle, byte_unshuffle, deserialize, serialize
+from golf.budget import artifact_budget, prune_to_fit
+from golf.gptq import collect_hessians, gptq_quantize, rtn_quantize, sdclip_scales
+from golf.quant import load_artifact, quantize_model
+from golf.quantized_state import dequantize_state_dict, quantize_state_dict
 from golf.runtime import GolfError
 
 TINY = dict(vocab_size=256, model_dim=64, num_layers=4, num_heads=4, num_kv_heads=2, train_seq_len=64,
@@ -302,7 +302,7 @@ def _prunable(rows=32, cols=64, sigma=2.0, names=("a.weight", "b.weight")):
 @pytest.fixture
 def count_compressions(monkeypatch):
     """How many times prune_to_fit serializes the artifact (each a full compression in the record)."""
-    import golf.quant as gq
+    import golf.budget as gq
 
     calls = []
 
