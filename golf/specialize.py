@@ -545,6 +545,10 @@ def _all_refs(module: ast.Module, scopes: Scopes) -> set[str]:
     return {n.id for n, s in scopes.names if isinstance(n.ctx, ast.Load) and s.owner(n.id) is scopes.root}
 
 
+def _is_dataclass(cls: ast.ClassDef) -> bool:
+    return any("dataclass" in ast.unparse(d) or "NamedTuple" in ast.unparse(d) for d in (*cls.decorator_list, *cls.bases))
+
+
 def _prune_methods(module: ast.Module) -> int:
     """Drop the methods of kept classes that no kept code names (as an attribute or a string)."""
     used = set()
@@ -564,6 +568,11 @@ def _prune_methods(module: ast.Module) -> int:
                         st.name in used or st.name in FRAMEWORK_METHODS
                         or (st.name.startswith("__") and st.name.endswith("__"))):
                     dropped += 1
+                    continue
+                if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                        and st.targets[0].id not in used and not st.targets[0].id.startswith("__")
+                        and pure(st.value) and not _is_dataclass(node)):
+                    dropped += 1  # a class attribute (a property made by a call) no code names
                     continue
                 body.append(st)
             node.body = body or [ast.Pass()]
@@ -661,6 +670,8 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         steps.append(("attributes", propagate_attributes(module)))
         steps.append(("forward", propagate_forward(module)))
         steps.append(("unroll", unroll_loops(module, values)))
+        steps.append(("inline", inline_single_use(module)))
+        steps.append(("namespaces", namespace_parameters(module)))
         ast.fix_missing_locations(module)
         steps.append(("parameters", specialize_parameters(module)))
         steps.append(("failures", drop_failure_paths(module, free=free)))
@@ -775,8 +786,8 @@ def is_const(node) -> bool:
 # objects golf calls them on (str, dict, Path, Tensor shapes...): a test made only of them may be dropped.
 PURE_CALLS = {"getattr", "isinstance", "hasattr", "len", "int", "float", "bool", "str", "repr", "min", "max", "abs",
               "round", "sorted", "list", "tuple", "set", "frozenset", "dict", "type", "id", "any", "all", "sum",
-              "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format"}
-PURE_METHODS = {"to_dict", "items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
+              "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format", "property"}
+PURE_METHODS = {"Namespace", "to_dict", "items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
                 "strip", "lower", "upper", "split", "rsplit", "splitlines", "join", "format", "numel", "size",
                 "dim", "isfinite", "is_floating_point", "is_available", "is_initialized", "relative_to"}
 
@@ -876,8 +887,14 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set) -> boo
             for t in n.targets:
                 if isinstance(t, ast.Name):
                     stored.setdefault(t.id, []).append(n.value)
+                elif isinstance(t, ast.Tuple):
+                    values = n.value.elts if isinstance(n.value, ast.Tuple) and len(n.value.elts) == len(t.elts) \
+                        else [None] * len(t.elts)
+                    for e, v in zip(t.elts, values):
+                        if isinstance(e, ast.Name):
+                            stored.setdefault(e.id, []).append(v)
     for name, values in stored.items():
-        if name not in params and all(isinstance(v, (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp,
+        if name not in params and None not in values and all(isinstance(v, (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp,
                                                      ast.SetComp)) or (isinstance(v, ast.Call) and isinstance(
                                                          v.func, ast.Name) and v.func.id in ("dict", "list", "set"))
                                       for v in values):
@@ -1093,6 +1110,13 @@ class Fold(ast.NodeTransformer):
 
     def visit_Subscript(self, node):
         self.generic_visit(node)
+        if (isinstance(node.value, ast.Dict) and isinstance(node.ctx, ast.Load) and is_const(node.slice)
+                and all(k is not None and is_const(k) for k in node.value.keys)
+                and all(pure(v) for v in node.value.values)):
+            key = const(node.slice)
+            hits = [v for k, v in zip(node.value.keys, node.value.values) if const(k) == key]
+            if hits:
+                return self._done(hits[-1])
         seq, index = const(node.value), const(node.slice)
         if isinstance(node.ctx, ast.Load) and isinstance(seq, (tuple, str)) and isinstance(index, int) \
                 and not isinstance(index, bool):
@@ -1958,6 +1982,8 @@ STUBS = {
     "save_config": ("return", "config.yaml, quantize_config.yaml: the export ships the params it was made from"),
     "config_changes": ("return {}", "the run quantizes and scores with the config it trained with"),
     "_deserialize_v1": ("return", "the run reads only the artifact it wrote itself, format 2"),
+    "_preflight": ("return {'warnings': []}", "golf's checks before a run (the config for the world size, the "
+                   "tokenizer/data binding, memory, attention kernel): the submission runs on the challenge's data"),
 }
 # Functions of the config alone, called at export time: their result is written in their place.
 AT_EXPORT = ("differences_from_record", "inert_settings")
@@ -2250,4 +2276,84 @@ def unroll_loops(module: ast.Module, values: dict) -> bool:
                     body[i:i + 1] = copies
                     changed = True
                     break
+    return changed
+
+
+def inline_single_use(module: ast.Module) -> bool:
+    """``name = <pure value>`` read once, in the very next statement (which binds none of the names the
+    value reads): the read becomes the value. Then ``{'a': x, 'b': y}['a']`` folds to ``x``."""
+    scopes = Scopes(module)
+    loads: dict[tuple[int, str], list[ast.Name]] = {}
+    for name, scope in scopes.names:
+        if isinstance(name.ctx, ast.Load):
+            loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    touched: set[int] = set()  # statements changed in this pass: one inlining each
+    for scope in _all_scopes(scopes.root):
+        if scope.kind != "function":
+            continue
+        for name, sites in scope.bound.items():
+            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+                continue
+            assign = parents.get(id(sites[0]))
+            if id(assign) in touched:
+                continue
+            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]] and pure(assign.value)
+                    and not isinstance(assign.value, ast.Lambda)):
+                continue
+            reads = loads.get((id(scope), name), [])
+            if len(reads) != 1 or id(reads[0]) not in parents:
+                continue
+            holder = parents[id(assign)]
+            body = next((b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b), None)
+            i = body.index(assign)
+            if i + 1 >= len(body):
+                continue
+            after = body[i + 1]
+            if id(after) in touched or not any(n is reads[0] for n in ast.walk(after)):
+                continue
+            free = {n.id for n in ast.walk(assign.value) if isinstance(n, ast.Name)}
+            if any(_binds_name(after, n) for n in free) or any(
+                    isinstance(n, (*FUNCTIONS, *COMPREHENSIONS)) and any(r is reads[0] for r in ast.walk(n))
+                    for n in ast.walk(after)):
+                continue
+            _replace(parents[id(reads[0])], reads[0], assign.value)
+            body.remove(assign)
+            touched |= {id(assign), id(after)} | {id(n) for n in ast.walk(after)}
+            changed = True
+    return changed
+
+
+def namespace_parameters(module: ast.Module) -> bool:
+    """A parameter every call passes the same ``argparse.Namespace(key=<constant>, ...)`` and that the
+    function only reads attributes of: each ``p.key`` is the constant (golf.cli.run_submission's args)."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for fn, calls, skip in _targets(module, scopes, parents):
+        params = _plain_params(fn)
+        if params is None:
+            continue
+        inner = scopes.scope_of_node[id(fn)]
+        for i, (name, arg, default, positional) in enumerate(params):
+            if i < skip or not positional:
+                continue
+            passed = [c.args[i - skip] if i - skip < len(c.args) else None for c in calls]
+            if not passed or any(not (isinstance(e, ast.Call) and ast.unparse(e.func) in ("argparse.Namespace",
+                                                                                        "SimpleNamespace")
+                                      and not e.args and all(is_const(k.value) for k in e.keywords)) for e in passed):
+                continue
+            if len({ast.dump(e) for e in passed}) != 1:
+                continue
+            fields = {k.arg: const(k.value) for k in passed[0].keywords}
+            reads = [n for n, sc in scopes.names if n.id == name and sc.owner(name) is inner]
+            if not reads or len(inner.bound.get(name, ())) != 1 or not all(
+                    isinstance(parents.get(id(r)), ast.Attribute) and parents[id(r)].value is r
+                    and parents[id(r)].attr in fields and isinstance(parents[id(r)].ctx, ast.Load) for r in reads):
+                continue
+            for r in reads:
+                attr = parents[id(r)]
+                _replace(parents[id(attr)], attr, literal(fields[attr.attr]))
+            changed = True
     return changed
