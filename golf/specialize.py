@@ -677,6 +677,8 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         steps.append(("failures", drop_failure_paths(module, free=free)))
         steps.append(("dead stores", drop_dead_stores(module, free)))
         steps.append(("dead attributes", drop_dead_attributes(module, free)))
+        steps.append(("results", drop_unused_results(module, free)))
+        steps.append(("write-only", drop_write_only(module, free)))
         for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
@@ -787,7 +789,7 @@ def is_const(node) -> bool:
 PURE_CALLS = {"getattr", "isinstance", "hasattr", "len", "int", "float", "bool", "str", "repr", "min", "max", "abs",
               "round", "sorted", "list", "tuple", "set", "frozenset", "dict", "type", "id", "any", "all", "sum",
               "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format", "property"}
-PURE_METHODS = {"Namespace", "to_dict", "items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
+PURE_METHODS = {"Namespace", "to_dict", "state_dict", "is_cuda", "element_size", "isfinite", "all", "any", "items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
                 "strip", "lower", "upper", "split", "rsplit", "splitlines", "join", "format", "numel", "size",
                 "dim", "isfinite", "is_floating_point", "is_available", "is_initialized", "relative_to"}
 
@@ -868,8 +870,14 @@ def effect_free(module: ast.Module) -> frozenset:
                     methods.setdefault(m.name, []).append(m)
     library_names = {n for st in module.body if isinstance(st, (ast.Import, ast.ImportFrom)) for n in top_level_names(st)}
     free |= {name for name in EFFECT_FREE if name in functions}
+    # a plain class (no base) whose __init__ stores its arguments' values into self: making one is a query
+    plain = {st.name: next(m for m in st.body if isinstance(m, ast.FunctionDef) and m.name == "__init__")
+             for st in module.body if isinstance(st, ast.ClassDef) and not st.bases and not st.decorator_list
+             and any(isinstance(m, ast.FunctionDef) and m.name == "__init__" for m in st.body)}
     while True:
         new = {name for name, fn in functions.items() if name not in free and _effect_free_body(fn, free, library_names)}
+        new |= {name for name, init in plain.items() if name not in free
+                and _effect_free_body(init, free, library_names, own_self=True)}
         new |= {"." + name for name, ms in methods.items() if "." + name not in free and not _mutator(name)
                 and not name.startswith("__") and all(_effect_free_body(m, free, library_names) for m in ms)}
         if not new:
@@ -877,7 +885,7 @@ def effect_free(module: ast.Module) -> frozenset:
         free |= new
 
 
-def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set) -> bool:
+def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_self: bool = False) -> bool:
     a = fn.args
     params = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
     local_defs = {n.name for n in ast.walk(fn) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn}
@@ -905,7 +913,8 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set) -> boo
             return False
         if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store, ast.Del)):
             base = n.value
-            if not (isinstance(base, ast.Name) and base.id in fresh):
+            if not (isinstance(base, ast.Name) and (base.id in fresh or (own_self and base.id == "self"
+                                                                          and isinstance(n, ast.Attribute)))):
                 return False
         if isinstance(n, ast.Call):
             f = n.func
@@ -2356,4 +2365,103 @@ def namespace_parameters(module: ast.Module) -> bool:
                 attr = parents[id(r)]
                 _replace(parents[id(attr)], attr, literal(fields[attr.attr]))
             changed = True
+    return changed
+
+
+def drop_unused_results(module: ast.Module, free: frozenset = frozenset()) -> bool:
+    """A function every call of which throws its value away returns nothing (what it returned is still
+    computed where that has effects); a function that returns a literal is that literal at each call."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for fn, calls, skip in _targets(module, scopes, parents):
+        if _yields(fn) or isinstance(fn, ast.AsyncFunctionDef):
+            continue
+        body = [s for s in fn.body if not _is_docstring(s)]
+        if (len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None
+                and not any(isinstance(n, ast.Name) for n in ast.walk(body[0].value)) and skip == 0
+                and all(pure(a) for c in calls for a in (*c.args, *(k.value for k in c.keywords)))):
+            for c in calls:
+                if id(c) in parents and _contains(parents[id(c)], c):
+                    _replace(parents[id(c)], c, copy.deepcopy(body[0].value))
+                    changed = True
+            continue
+        if not all(isinstance(parents.get(id(c)), ast.Expr) for c in calls):
+            continue
+        for node in _own_nodes(fn):
+            for field in ("body", "orelse", "finalbody"):
+                stmts = getattr(node, field, None)
+                if not isinstance(stmts, list):
+                    continue
+                for i, st in enumerate(stmts):
+                    if isinstance(st, ast.Return) and st.value is not None and not (
+                            isinstance(st.value, ast.Constant) and st.value.value is None):
+                        keep = [] if queries(st.value, free) else [ast.Expr(st.value)]
+                        stmts[i:i + 1] = [*keep, ast.Return(None)]
+                        changed = True
+    return changed
+
+
+def _own_nodes(fn):
+    """The nodes of ``fn`` that are not inside a function, lambda or class defined in it."""
+    todo = [fn]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, (*FUNCTIONS, ast.ClassDef)):
+                todo.append(child)
+
+
+def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
+    """A local list, dict or set that the function only fills (append, update, x[k] = v...) and never reads:
+    it goes, and so does each statement that fills it (what they pass has no effect)."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for scope in _all_scopes(scopes.root):
+        if scope.kind != "function":
+            continue
+        uses: dict[str, list[ast.Name]] = {}
+        for name, sc in scopes.names:
+            if sc.owner(name.id) is scope:
+                uses.setdefault(name.id, []).append(name)
+        for var, sites in scope.bound.items():
+            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+                continue
+            assign = parents.get(id(sites[0]))
+            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]] and (
+                    (isinstance(assign.value, (ast.List, ast.Dict, ast.Set)) and pure(assign.value))
+                    or (isinstance(assign.value, ast.Call) and isinstance(assign.value.func, ast.Name)
+                        and assign.value.func.id in ("list", "dict", "set") and not assign.value.args))):
+                continue
+            fills = []
+            for use in uses.get(var, []):
+                if use is sites[0]:
+                    continue
+                parent = parents.get(id(use))
+                if isinstance(parent, ast.Attribute) and parent.attr in CONTAINER_MUTATORS:
+                    call = parents.get(id(parent))
+                    st = parents.get(id(call))
+                    if (isinstance(call, ast.Call) and call.func is parent and isinstance(st, ast.Expr)
+                            and all(queries(a, free) for a in call.args)):
+                        fills.append(st)
+                        continue
+                if (isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
+                        and isinstance(parents.get(id(parent)), ast.Assign)):
+                    st = parents[id(parent)]
+                    if st.targets == [parent] and queries(st.value, free) and queries(parent.slice, free):
+                        fills.append(st)
+                        continue
+                break
+            else:
+                for st in [assign, *fills]:
+                    holder = parents.get(id(st))
+                    for field, body in ast.iter_fields(holder):
+                        if isinstance(body, list) and st in body:
+                            body.remove(st)
+                            if not body and field == "body":
+                                body.append(ast.Pass())
+                changed = True
+                return True  # the tree changed under the maps: start again
     return changed
