@@ -1991,9 +1991,32 @@ STUBS = {
     "save_config": ("return", "config.yaml, quantize_config.yaml: the export ships the params it was made from"),
     "config_changes": ("return {}", "the run quantizes and scores with the config it trained with"),
     "_deserialize_v1": ("return", "the run reads only the artifact it wrote itself, format 2"),
+    "check_eval_tokenizer": ("return {}", "the tokenizer's sha256 in each result: provenance golf export checks"),
+    "_check_model_sha": ("return", "the check of model.pt against the sha256 training recorded for it"),
+    "JsonlWriter.__init__": ("self._fh = None", "metrics.jsonl: golf's plots read it; the train log has the steps"),
     "_preflight": ("return {'warnings': []}", "golf's checks before a run (the config for the world size, the "
                    "tokenizer/data binding, memory, attention kernel): the submission runs on the challenge's data"),
 }
+# Statements the submission drops: (function, a text of golf's source that marks the innermost statement
+# holding it, why). A text no longer found is an error (golf changed: look again).
+DROP_STATEMENTS = (
+    ("train", "RunDir(run_dir).environment", "environment.json: provenance (versions, kernels) for golf's reports"),
+    ("train", "file_sha256(", "model.pt's sha256 in train_summary.json: read back only by golf quantize's check"),
+    ("quantize_run", ".table(", "quant_tensors.csv: the per-tensor error table of golf's reports"),
+    ("quantize_model", "back, back_meta = deserialize(", "the verify stage: a check that the artifact reads back"),
+    ("quantize_model", "if wrong or set(back)", "the same"),
+    ("quantize_model", "wrong = [", "the same"),
+    ("quantize_model", "'verify", "the same"),
+    ("quantize_model", "for name, m in meta.items()", "quant_tensors.csv's rows"),
+    ("quantize_model", "sizes = piece_bytes(", "the same"),
+    ("evaluate_run", "made_from = {'artifact_sha256'", "the artifact's sha256 in each result: golf export checks it"),
+)
+# Expressions the submission replaces: (function, golf's text, replacement, when, why).
+REPLACE_EXPRESSIONS = (
+    ("quantize_model", "pd.DataFrame(rows)", "None", lambda cfg: True, "quant_tensors.csv's table"),
+    ("quantize_run", "hessian_path(run_dir, dist.rank).is_file()", "False", lambda cfg: not cfg.fix_gptq_in_budget,
+     "training writes Hessians only under fix_gptq_in_budget"),
+)
 # Functions of the config alone, called at export time: their result is written in their place.
 AT_EXPORT = ("differences_from_record", "inert_settings")
 # rANS pieces are written only by these compressors
@@ -2010,11 +2033,53 @@ def apply_stubs(module: ast.Module, cfg) -> None:
     constants = {"inert_settings": golf_config.inert_settings(cfg),
                  "differences_from_record": golf_config.differences_from_record(cfg.to_dict())}
     for name, value in constants.items():
-        stubs[name] = f"return {value!r}"
+        stubs[name] = f"return {tuple(value) if isinstance(value, list) else value!r}"
     for st in module.body:
         if isinstance(st, ast.FunctionDef) and st.name in stubs:
             st.body = ast.parse(stubs[st.name]).body
+        if isinstance(st, ast.ClassDef):
+            for m in st.body:
+                if isinstance(m, ast.FunctionDef) and f"{st.name}.{m.name}" in stubs:
+                    m.body = ast.parse(stubs[f"{st.name}.{m.name}"]).body
+    functions = {st.name: st for st in module.body if isinstance(st, ast.FunctionDef)}
+    for fn_name, text, _ in DROP_STATEMENTS:
+        if fn_name in functions and not _drop_statement(functions[fn_name], text):
+            raise SpecializeError(f"DROP_STATEMENTS: no statement of {fn_name} holds {text!r} (golf changed?)")
+    for fn_name, text, new, when, _ in REPLACE_EXPRESSIONS:
+        if fn_name in functions and when(cfg) and not _replace_expression(functions[fn_name], text, new):
+            raise SpecializeError(f"REPLACE_EXPRESSIONS: {text!r} is not in {fn_name} (golf changed?)")
     drop_progress_bars(module)
+
+
+def _drop_statement(fn: ast.FunctionDef, text: str) -> bool:
+    """Drop each innermost statement of ``fn`` whose source holds ``text``."""
+    def holds(st):
+        return text in ast.unparse(st)
+
+    def innermost(st):
+        return holds(st) and not any(isinstance(n, ast.stmt) and n is not st and holds(n) for n in ast.walk(st))
+
+    dropped = False
+    for node in list(ast.walk(fn)):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            new = [st for st in body if not innermost(st)]
+            if len(new) != len(body):
+                dropped = True
+                setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+    return dropped
+
+
+def _replace_expression(fn: ast.FunctionDef, text: str, new: str) -> bool:
+    done = False
+    parents = {id(c): p for p in ast.walk(fn) for c in ast.iter_child_nodes(p)}
+    for node in list(ast.walk(fn)):
+        if isinstance(node, ast.expr) and ast.unparse(node) == text and id(node) in parents:
+            _replace(parents[id(node)], node, ast.parse(new, mode="eval").body)
+            done = True
+    return done
 
 
 BAR_MAKERS = ("progress_bar", "tqdm")  # golf.runtime's and tqdm's: a bar shows progress, nothing else
@@ -2158,6 +2223,8 @@ def _forward_block(body: list[ast.stmt], inner_reads: set[str]) -> bool:
                     changed |= _substitute(st.test, name, value)
                 elif isinstance(st, ast.For):
                     changed |= _substitute(st.iter, name, value)
+                elif isinstance(st, ast.Assign) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in st.targets):
+                    changed |= _substitute(st.value, name, value)  # the value is read before the store
                 del known[name]
             else:
                 changed |= _substitute(st, name, value)
