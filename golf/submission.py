@@ -327,13 +327,23 @@ def _source(values_json: str, modes: tuple[str, ...]) -> str:
 
 
 # The payload: the code compressed with brotli (a dependency of the run already: golf's artifacts are
-# brotli), as 7-bit digits, one character each, in a string literal of the UTF-8 file. A digit is the
-# ASCII character of its value, except the four a literal cannot hold as they are (NUL, CR, the quote,
-# the backslash), which are the character of their value + 256 (two bytes in UTF-8); ``ord(c) & 127``
-# reads either. About 14% over the compressed bytes (base85: 25%).
-FLAT_WRAPPER = ('import brotli\nS="""{digits}"""\n'
-                "exec(brotli.decompress(int(''.join(f'{{ord(c)&127:07b}}'for c in S),2).to_bytes({n},'big')))\n")
-_NOT_IN_LITERAL = {0, 13, 34, 92}
+# brotli), as 7-bit digits, one character each, in a raw triple-quoted string literal of the UTF-8 file.
+# Digit d is the ASCII character of d ^ K (K chosen per file to need the fewest two-byte characters),
+# except where that character cannot stand there as it is (NUL, CR, a third quote in a row, a quote or
+# backslash last), which is the character of 256 + (d ^ K): two bytes in UTF-8; ``ord(c) & 127 ^ K``
+# reads either. About 15% over the compressed bytes (base85: 25%).
+FLAT_WRAPPER = ('import brotli\nS=r"""{digits}"""\n'
+                "exec(brotli.decompress(int(''.join(f'{{ord(c)&127^{key}:07b}}'for c in S),2).to_bytes({n},'big')))\n")
+
+
+def _spell(values: list[int]) -> str:
+    """Characters for 7-bit values in a raw triple-quoted literal (see FLAT_WRAPPER)."""
+    out = []
+    for i, v in enumerate(values):
+        last = i == len(values) - 1
+        plain = v not in (0, 13) and not (v == 34 and out[-2:] == ['"', '"']) and not (last and v in (34, 92))
+        out.append(chr(v) if plain else chr(256 + v))
+    return "".join(out)
 
 
 def wrap(code: str) -> str:
@@ -342,9 +352,10 @@ def wrap(code: str) -> str:
 
     data = brotli.compress(code.encode(), quality=11, lgwin=24, mode=brotli.MODE_TEXT)
     value, n_digits = int.from_bytes(data, "big"), -(-len(data) * 8 // 7)
-    digits = "".join(chr(d + 256 if d in _NOT_IN_LITERAL else d)
-                     for d in ((value >> 7 * (n_digits - 1 - i)) & 127 for i in range(n_digits)))
-    return FLAT_WRAPPER.format(digits=digits, n=len(data))
+    digits = [(value >> 7 * (n_digits - 1 - i)) & 127 for i in range(n_digits)]
+    spelled = {key: _spell([d ^ key for d in digits]) for key in range(128)}
+    key = min(spelled, key=lambda k: (len(spelled[k].encode()), k))
+    return FLAT_WRAPPER.format(digits=spelled[key], key=key, n=len(data))
 
 
 def minify_flat(source: str) -> str:
