@@ -667,6 +667,7 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         steps.append(("fold", f.changed))
         ast.fix_missing_locations(module)
         steps.append(("constants", propagate_constants(module)))
+        steps.append(("tables", fold_constant_tables(module)))
         steps.append(("attributes", propagate_attributes(module)))
         steps.append(("forward", propagate_forward(module)))
         steps.append(("unroll", unroll_loops(module, values)))
@@ -679,6 +680,7 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         steps.append(("dead attributes", drop_dead_attributes(module, free)))
         steps.append(("results", drop_unused_results(module, free)))
         steps.append(("write-only", drop_write_only(module, free)))
+        steps.append(("idle methods", drop_idle_method_calls(module, free)))
         for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
@@ -1196,8 +1198,19 @@ class Fold(ast.NodeTransformer):
                 setattr(node, field, self.visit(value))
         return node
 
+    def _test(self, test):
+        """A test, where only its truth counts: ``x and True`` is ``x``, ``x or False`` is ``x``."""
+        if isinstance(test, ast.BoolOp) and len(test.values) > 1:
+            last = const(test.values[-1])
+            if last is not _NO_VALUE and bool(last) == isinstance(test.op, ast.And):
+                self.changed = True
+                test.values = test.values[:-1]
+                return self._test(test.values[0] if len(test.values) == 1 else test)
+        return test
+
     def visit_If(self, node):
         self.generic_visit(node)
+        node.test = self._test(node.test)
         c = const(node.test)
         if c is not _NO_VALUE:
             self.changed = True
@@ -2531,4 +2544,88 @@ def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
                                 body.append(ast.Pass())
                 changed = True
                 return True  # the tree changed under the maps: start again
+    return changed
+
+
+def fold_constant_tables(module: ast.Module) -> bool:
+    """A module-level dict of constants that no code changes or hands on (every read is ``table[const]``,
+    ``const in table`` or ``table.get(const)``): each such read is its value."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for st in module.body:
+        if not (isinstance(st, (ast.Assign, ast.AnnAssign)) and isinstance(st.value, ast.Dict)):
+            continue
+        target = st.targets[0] if isinstance(st, ast.Assign) else st.target
+        if not (isinstance(target, ast.Name) and (not isinstance(st, ast.Assign) or len(st.targets) == 1)):
+            continue
+        keys, values = st.value.keys, st.value.values
+        if any(k is None or not is_const(k) for k in keys) or any(not is_const(v) for v in values):
+            continue
+        table = {const(k): const(v) for k, v in zip(keys, values)}
+        name = target.id
+        if len(scopes.root.bound.get(name, ())) != 1:
+            continue
+        reads = [n for n in scopes.module_refs(name) if isinstance(n.ctx, ast.Load)]
+        plan = []
+        for r in reads:
+            p = parents.get(id(r))
+            if isinstance(p, ast.Subscript) and p.value is r and isinstance(p.ctx, ast.Load) and is_const(p.slice) \
+                    and const(p.slice) in table:
+                plan.append((p, literal(table[const(p.slice)])))
+            elif isinstance(p, ast.Compare) and len(p.ops) == 1 and p.comparators[0] is r and is_const(p.left) \
+                    and isinstance(p.ops[0], (ast.In, ast.NotIn)):
+                plan.append((p, ast.Constant((const(p.left) in table) == isinstance(p.ops[0], ast.In))))
+            elif (isinstance(p, ast.Attribute) and p.attr == "get" and isinstance(parents.get(id(p)), ast.Call)
+                  and len(parents[id(p)].args) in (1, 2) and all(is_const(a) for a in parents[id(p)].args)):
+                call = parents[id(p)]
+                default = const(call.args[1]) if len(call.args) == 2 else None
+                plan.append((call, literal(table.get(const(call.args[0]), default))))
+            else:
+                plan = None
+                break
+        if not plan or any(new is None for _, new in plan):
+            continue
+        for old, new in plan:
+            if id(old) in parents and _contains(parents[id(old)], old):
+                _replace(parents[id(old)], old, new)
+                changed = True
+    return changed
+
+
+def drop_idle_method_calls(module: ast.Module, free: frozenset = frozenset()) -> bool:
+    """``v.m(...)`` as a statement, where ``v`` is a local bound once to ``C(...)`` (a class of golf's) and
+    ``C.m`` does nothing: the call goes (what it passes has no effect)."""
+    classes = {st.name: st for st in module.body if isinstance(st, ast.ClassDef)}
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for scope in _all_scopes(scopes.root):
+        if scope.kind != "function":
+            continue
+        for var, sites in scope.bound.items():
+            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+                continue
+            assign = parents.get(id(sites[0]))
+            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]] and isinstance(assign.value, ast.Call)
+                    and isinstance(assign.value.func, ast.Name) and assign.value.func.id in classes):
+                continue
+            cls = classes[assign.value.func.id]
+            idle = {m.name for m in cls.body if isinstance(m, ast.FunctionDef) and all(
+                isinstance(b, (ast.Pass,)) or (isinstance(b, ast.Expr) and is_const(b.value))
+                or (isinstance(b, ast.Return) and b.value is None) for b in m.body)}
+            for name, sc in scopes.names:
+                if name.id != var or sc.owner(var) is not scope:
+                    continue
+                attr = parents.get(id(name))
+                call = parents.get(id(attr))
+                st = parents.get(id(call))
+                if (isinstance(attr, ast.Attribute) and attr.attr in idle and isinstance(call, ast.Call)
+                        and call.func is attr and isinstance(st, ast.Expr)
+                        and all(queries(a, free) for a in (*call.args, *(k.value for k in call.keywords)))):
+                    holder = parents.get(id(st))
+                    for field, body in ast.iter_fields(holder):
+                        if isinstance(body, list) and st in body:
+                            body[body.index(st)] = ast.Pass()
+                            changed = True
     return changed

@@ -361,10 +361,13 @@ def wrap(code: str) -> str:
 def minify_flat(source: str) -> str:
     """python-minifier on the one specialized module: every name shrinks, annotations and asserts go,
     a dataclass's field annotations stay."""
+    import builtins
+
     import python_minifier
 
-    return python_minifier.minify(
+    return python_minifier.minify(  # builtins keep their names: aliasing them compresses worse
         source, remove_literal_statements=True, rename_globals=True, rename_locals=True, hoist_literals=False,
+        preserve_globals=dir(builtins),
         remove_asserts=True, remove_debug=False,
         remove_annotations=python_minifier.RemoveAnnotationsOptions(
             remove_variable_annotations=True, remove_return_annotations=True, remove_argument_annotations=True,
