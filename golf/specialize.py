@@ -926,8 +926,8 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
             elif isinstance(f, ast.Attribute):
                 if f.attr in PURE_METHODS or "." + f.attr in free:
                     continue
-                if isinstance(f.value, ast.Name) and f.value.id in fresh and f.attr in CONTAINER_MUTATORS:
-                    continue
+                if isinstance(f.value, ast.Name) and f.value.id in fresh:
+                    continue  # a method of a container the function made (get, append...)
                 if _mutator(f.attr) or f.attr in CONTAINER_MUTATORS:
                     return False
                 root = f.value
@@ -1096,6 +1096,7 @@ class Fold(ast.NodeTransformer):
 
     def visit_IfExp(self, node):
         self.generic_visit(node)
+        node.test = self._test(node.test)
         c = const(node.test)
         if c is _NO_VALUE:
             return node
@@ -1199,9 +1200,14 @@ class Fold(ast.NodeTransformer):
         return node
 
     def _test(self, test):
-        """A test, where only its truth counts: ``x and True`` is ``x``, ``x or False`` is ``x``."""
+        """A test, where only its truth counts: ``x and True`` is ``x``, ``x or False`` is ``x``, and
+        ``x and False`` is False where ``x`` has no effect."""
         if isinstance(test, ast.BoolOp) and len(test.values) > 1:
             last = const(test.values[-1])
+            if last is not _NO_VALUE and bool(last) != isinstance(test.op, ast.And) and all(
+                    pure(v) for v in test.values[:-1]):
+                self.changed = True
+                return ast.Constant(bool(last))
             if last is not _NO_VALUE and bool(last) == isinstance(test.op, ast.And):
                 self.changed = True
                 test.values = test.values[:-1]
@@ -1223,8 +1229,21 @@ class Fold(ast.NodeTransformer):
             node.orelse = []
         return node
 
+    def visit_For(self, node):
+        self.generic_visit(node)
+        it = node.iter
+        empty = (is_const(it) and const(it) == ()) or (isinstance(it, (ast.List, ast.Tuple)) and not it.elts) or (
+            isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+            and "range" not in self.shadowed and it.args and all(is_const(a) for a in it.args)
+            and not it.keywords and len(range(*(const(a) for a in it.args))) == 0)
+        if empty:
+            self.changed = True
+            return node.orelse or None
+        return node
+
     def visit_While(self, node):
         self.generic_visit(node)
+        node.test = self._test(node.test)
         c = const(node.test)
         if c is not _NO_VALUE and not c:
             self.changed = True
@@ -1969,6 +1988,16 @@ def propagate_attributes(module: ast.Module) -> bool:
                 if isinstance(n, (ast.Assign, ast.AnnAssign))
                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     changed = False
+    if not poisoned:  # x.name anywhere, for a name no class defines and no library object has
+        modules = {n for st in module.body if isinstance(st, (ast.Import, ast.ImportFrom)) for n in top_level_names(st)}
+        parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+        for n in list(ast.walk(module)):
+            if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and n.attr in constant
+                    and n.attr not in defined and not (isinstance(n.value, ast.Name) and n.value.id in modules)
+                    and id(n) in parents and _contains(parents[id(n)], n)):
+                _replace(parents[id(n)], n, literal(constant[n.attr]))
+                changed = True
+        return changed
     for cls in ast.walk(module):
         if not isinstance(cls, ast.ClassDef) or id(cls) in poisoned:
             continue
@@ -2388,9 +2417,16 @@ def inline_single_use(module: ast.Module) -> bool:
             assign = parents.get(id(sites[0]))
             if id(assign) in touched:
                 continue
-            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]] and pure(assign.value)
+            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]]
                     and not isinstance(assign.value, ast.Lambda)):
                 continue
+            if not pure(assign.value):  # a value with effects only where it is the very next thing evaluated
+                holder = parents[id(assign)]
+                body = next((b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b), None)
+                following = body[body.index(assign) + 1] if body.index(assign) + 1 < len(body) else None
+                if not ((isinstance(following, ast.Return) and isinstance(following.value, ast.Name))
+                        or (isinstance(following, ast.Assign) and isinstance(following.value, ast.Name))):
+                    continue
             reads = loads.get((id(scope), name), [])
             if len(reads) != 1 or id(reads[0]) not in parents:
                 continue
