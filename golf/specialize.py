@@ -685,6 +685,7 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
         ast.fix_missing_locations(module)
+        steps.append(("members", prune_instance_members(module)))
         steps.append(("prune", prune(module, ENTRY)))
         if log:
             log(f"round {rounds}: {[n for n, c in steps if c]} {time.perf_counter() - t0:.1f}s {len(ast.unparse(module))}")
@@ -2664,4 +2665,81 @@ def drop_idle_method_calls(module: ast.Module, free: frozenset = frozenset()) ->
                         if isinstance(body, list) and st in body:
                             body[body.index(st)] = ast.Pass()
                             changed = True
+    return changed
+
+
+def prune_instance_members(module: ast.Module) -> bool:
+    """A plain class (no base, no decorator) whose every object is made by ``C(...)`` and only ever has
+    attributes read off it (``C(x).a``, ``v = C(x); v.a; v.m()``; a method that returns ``self`` hands on
+    the same object): its methods, properties and class attributes no such read reaches go."""
+    classes = {st.name: st for st in module.body if isinstance(st, ast.ClassDef) and not st.bases
+               and not st.decorator_list and not st.keywords}
+    if not classes:
+        return False
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for name, cls in classes.items():
+        members = {m.name: m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        members.update({t.id: st for st in cls.body if isinstance(st, ast.Assign) for t in st.targets
+                        if isinstance(t, ast.Name)})
+        returns_self = {m for m, fn in members.items() if isinstance(fn, ast.FunctionDef) and any(
+            isinstance(r, ast.Return) for r in ast.walk(fn)) and all(
+            isinstance(r.value, ast.Name) and r.value.id == "self" for r in ast.walk(fn) if isinstance(r, ast.Return))}
+        used: set[str] = {"__init__"}
+        ok = True
+
+        def follow(expr) -> bool:
+            """Record the attributes read off the object ``expr`` evaluates to; False if it escapes."""
+            parent = parents.get(id(expr))
+            if isinstance(parent, ast.Attribute) and parent.value is expr and isinstance(parent.ctx, ast.Load):
+                used.add(parent.attr)
+                call = parents.get(id(parent))
+                if parent.attr in returns_self and isinstance(call, ast.Call) and call.func is parent:
+                    return follow(call)
+                return True
+            if isinstance(parent, ast.Assign) and parent.value is expr and len(parent.targets) == 1 \
+                    and isinstance(parent.targets[0], ast.Name):
+                var = parent.targets[0]
+                scope = scopes.of.get(id(var))
+                if scope is None or scope.kind != "function" or len(scope.bound.get(var.id, ())) != 1:
+                    return False
+                return all(follow(n) for n, sc in scopes.names if n.id == var.id and n is not var
+                           and sc.owner(var.id) is scope)
+            return False
+
+        for ref in scopes.module_refs(name):
+            call = parents.get(id(ref))
+            if isinstance(ref.ctx, ast.Load) and isinstance(call, ast.Call) and call.func is ref:
+                if not follow(call):
+                    ok = False
+                    break
+            elif isinstance(ref.ctx, ast.Load):
+                ok = False
+                break
+        if not ok:
+            continue
+        todo = list(used)
+        while todo:  # what the reached members read off self
+            m = members.get(todo.pop())
+            if m is None:
+                continue
+            for n in ast.walk(m):
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self" \
+                        and n.attr not in used:
+                    used.add(n.attr)
+                    todo.append(n.attr)
+                if isinstance(n, ast.Lambda) and n.args.args:  # property(lambda self: self.x)
+                    me = n.args.args[0].arg
+                    for x in ast.walk(n.body):
+                        if isinstance(x, ast.Attribute) and isinstance(x.value, ast.Name) and x.value.id == me \
+                                and x.attr not in used:
+                            used.add(x.attr)
+                            todo.append(x.attr)
+        body = [st for st in cls.body if not (
+            (isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and st.name not in used)
+            or (isinstance(st, ast.Assign) and all(isinstance(t, ast.Name) and t.id not in used for t in st.targets)))]
+        if len(body) != len(cls.body):
+            cls.body = body or [ast.Pass()]
+            changed = True
     return changed
