@@ -17,7 +17,7 @@ from torch import Tensor
 try:
     import triton
     import triton.language as tl
-except ImportError:  # CPU builds of torch come without Triton; fused_mlp then stays off (golf.model)
+except ImportError:  # CPU builds of torch come without Triton; fused_mlp then stays off (golf.blocks)
     triton = None
 
 NEGATIVE_SLOPE = 0.5
@@ -34,7 +34,7 @@ def mlp_supported(h: Tensor, w_up: Tensor) -> bool:
 
 
 def reference_mlp(h: Tensor, w_up: Tensor, w_down: Tensor) -> Tensor:
-    """The unfused MLP (golf.model.mlp without its capture hook)."""
+    """The unfused MLP (golf.blocks.mlp without its capture hook)."""
     return F.linear(F.leaky_relu(F.linear(h, w_up), NEGATIVE_SLOPE).square(), w_down)
 
 

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from golf.config import Config
 from golf.evaluate import TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _share, cosine_lr
-from golf.model import BOS_ID, virtual_layers
+from golf.layer_plan import virtual_layers
+from golf.model import BOS_ID
 from golf.runtime import GolfError, all_reduce_, dist_info, progress_bar
 
 log = logging.getLogger("golf")

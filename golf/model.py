@@ -1,13 +1,6 @@
-"""The banked GPT of PR #1533 (spec §2, §3.1).
-
-- All attention and MLP matrices live in four fp32 3-D banks, sliced by *physical* layer, so
-  depth recurrence reuses weights and Muon can orthogonalize a whole bank in one batched call.
-- Depth recurrence (#1493): layers loop_start..loop_end run num_loops+1 times once looping is on.
-- U-net skips with sigmoid gates indexed by decoder position.
-- Parallel residual lanes (#1477/#1533, GPT-J style two streams) from ``parallel_start_layer``;
-  ``lanes_mix``: #1530/#1855's learned 2x2 cross-lane mix and mean merge (docs/record.md §8.2).
-- Attention: QK RMSNorm, partial RoPE (16 of 64 dims), learnable per-head q-gain, causal GQA, and
-  XSA (Exclusive Self-Attention, arXiv 2603.09078) removing the token's own value direction.
+"""The banked GPT of PR #1533 (§2, §3.1), assembled from golf.blocks: the four weight banks, depth
+recurrence (golf.layer_plan), U-net skips with sigmoid gates, parallel residual lanes (§2.6; ``lanes_mix``
+§8.2), SmearGate, the tied softcapped head; and ``build_model``, ``model_info``.
 """
 from __future__ import annotations
 
@@ -20,92 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf.attention import attention_fn, document_attention, document_ids
+from golf.banking import BANK_NAMES
+from golf.blocks import Block, load_kernels, rms_norm
 from golf.config import Config
-from golf.runtime import GolfError, cpu_threads
+from golf.layer_plan import encoder_decoder, num_skip_weights, skip_pairings, virtual_layers
+from golf.runtime import cpu_threads
 
 log = logging.getLogger("golf")
-BANK_NAMES = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
 LANE_RESID_INIT = 1.1  # lanes_mix: each lane's residual multiplier at start (#1530), bf16-rounded at init
 BOS_ID = 1  # every document starts with BOS (spec §1.2; golf.tokenizer writes it)
-# golf.kernels (Triton), imported by load_kernels only when a fused switch asks for it: a submission's
-# train_gpt.py without fused_mlp / fused_ce does not carry it (golf.submission).
-kernels = None
-
-
-def load_kernels():
-    """golf.kernels, imported on first use (into this module's ``kernels``)."""
-    global kernels
-    if kernels is None:
-        from golf import kernels as module
-
-        kernels = module
-    return kernels
-FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
-
-
-def rms_norm(x: Tensor) -> Tensor:
-    """Parameter-free RMSNorm over the last dim, computed in fp32, returned in x's dtype."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + FP32_EPS)).to(x.dtype)
-
-
-def virtual_layers(cfg: Config, looping: bool) -> list[int]:
-    """Physical layer index of each virtual layer, in order (spec §2.7)."""
-    n = cfg.num_layers
-    if not looping or cfg.num_loops == 0:
-        return list(range(n))
-    loop = list(range(cfg.loop_start, cfg.loop_end + 1))
-    return list(range(cfg.loop_start)) + loop * (cfg.num_loops + 1) + list(range(cfg.loop_end + 1, n))
-
-
-def encoder_decoder(cfg: Config, looping: bool) -> tuple[list[int], list[int]]:
-    layers = virtual_layers(cfg, looping)
-    half = len(layers) // 2
-    return layers[:half], layers[half:]
-
-
-def num_skip_weights(cfg: Config) -> int:
-    # Sized for the deeper (looped) plan; the shallow phase uses the first few (spec §2.7).
-    enc, dec = encoder_decoder(cfg, looping=cfg.num_loops > 0)
-    return min(len(enc), len(dec))
-
-
-def skip_pairings(cfg: Config, looping: bool) -> list[dict]:
-    """For each decoder position: its physical layer and the encoder slot whose output it merges."""
-    enc, dec = encoder_decoder(cfg, looping)
-    n_skip, stack, rows = num_skip_weights(cfg), list(range(len(enc))), []
-    for pos, layer in enumerate(dec):
-        src = stack.pop() if (pos < n_skip and stack) else None
-        rows.append({"decoder_pos": pos, "layer": layer, "skip_from_encoder_slot": src})
-    return rows
-
-
-def apply_partial_rope(x: Tensor, rope_dims: int, base: float, train_seq_len: int, yarn: bool = True) -> Tensor:
-    """Half-split RoPE on the first ``rope_dims`` dims of each head. x: (B, T, H, hd).
-    ``yarn``: rescale the base beyond ``train_seq_len`` (#1533); #1855 runs without (ROPE_YARN=0)."""
-    T = x.size(1)
-    if yarn and T > train_seq_len:  # NTK-aware base scaling beyond the training length
-        base = base * (T / train_seq_len) ** (rope_dims / (rope_dims - 2))
-    half = rope_dims // 2
-    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) * 2 / rope_dims)
-    angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (T, half)
-    cos = angles.cos().to(x.dtype)[None, :, None, :]
-    sin = angles.sin().to(x.dtype)[None, :, None, :]
-    x1, x2, rest = x[..., :half], x[..., half:rope_dims], x[..., rope_dims:]
-    return torch.cat((x1 * cos + x2 * sin, -x1 * sin + x2 * cos, rest), dim=-1)
-
-
-def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
-    """XSA: remove from each head's output its component along the token's own value vector.
-
-    y: (B, T, H, hd) attention output; v: (B, T, KV, hd). Query head h reads KV head h // (H/KV).
-    """
-    B, T, H, hd = y.shape
-    kv = v.size(2)
-    v_hat = F.normalize(v.float(), dim=-1, eps=1e-12).to(y.dtype)[:, :, :, None, :]  # (B,T,KV,1,hd)
-    yg = y.view(B, T, kv, H // kv, hd)
-    yg = yg - (yg * v_hat).sum(-1, keepdim=True) * v_hat
-    return yg.view(B, T, H, hd)
 
 
 def softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float, chunk_rows: int = 8192) -> Tensor:
@@ -123,128 +39,6 @@ def softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float, chunk_ro
         z = cap * torch.tanh(z / cap)
         parts.append(torch.logsumexp(z, -1) - z.gather(1, t[i:i + chunk_rows, None]).squeeze(1))
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(targets.shape)
-
-
-def suffix_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor | None = None) -> Tensor:
-    """Causal GQA attention of the last Tq queries over all Tk keys, as an explicit fp32 softmax.
-
-    q: (B, Tq, H, hd), query i at position Tk − Tq + i; k, v: (B, Tk, KV, hd). Equal to the last Tq rows
-    of the full causal attention; small (Tq·Tk scores a head), so one formula serves every backend
-    (SDPA's is_causal aligns the mask top-left when Tq ≠ Tk). ``doc`` (B, Tk): document index of each
-    position, to keep attention inside documents (``attention_mask: document``).
-    """
-    B, Tq, H, hd = q.shape
-    Tk, rep = k.size(1), H // k.size(2)
-    k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
-    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float()) / hd**0.5  # (B, H, Tq, Tk)
-    mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
-    if doc is not None:
-        mask = mask & (doc[:, Tk - Tq:, None] == doc[:, None, :])[:, None]  # (B, 1, Tq, Tk)
-    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-    return torch.einsum("bhts,bshd->bthd", probs, v.float()).to(q.dtype)
-
-
-class Attention(nn.Module):
-    def __init__(self, cfg: Config, layer: int):
-        super().__init__()
-        self.layer = layer
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.rope_dims, self.rope_base, self.train_seq_len = cfg.rope_dims, cfg.rope_base, cfg.train_seq_len
-        self.rope_yarn = cfg.rope_yarn
-        self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
-        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
-        # Sparse output gate (#1787): zero weights, so every head starts at half its output (σ(0) = 0.5).
-        self.attn_gate_w = nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_dims)) if cfg.attn_out_gate else None
-        self.gate_scale, self.gate_dims = cfg.attn_gate_scale, cfg.gate_dims
-        self.fused_qkv = False  # set by GPT.set_fused_kernels
-
-    def forward(self, h: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, attn: Callable,
-                capture: Callable | None, q_start: int = 0) -> Tensor:
-        """Output (B, T − q_start, D) of positions q_start..T−1; keys and values come from all T."""
-        B, T, _ = h.shape
-        if capture is not None:
-            capture(f"blocks.{self.layer}.attn.c_q", h)
-        # one GEMM reads h once; each output is the same dot product. Plain tensors only: LoRA TTT's
-        # adapted weights (golf.lora_ttt) take part in F.linear alone.
-        if self.fused_qkv and all(isinstance(w, Tensor) for w in (wq, wk, wv)):
-            q, k, v = F.linear(h, torch.cat((wq, wk, wv))).split((wq.size(0), wk.size(0), wv.size(0)), -1)
-        else:
-            q, k, v = F.linear(h, wq), F.linear(h, wk), F.linear(h, wv)
-        q = q.view(B, T, self.num_heads, self.head_dim)
-        k = k.view(B, T, self.num_kv_heads, self.head_dim)
-        v = v.view(B, T, self.num_kv_heads, self.head_dim)
-        q, k = rms_norm(q), rms_norm(k)  # QK-norm before RoPE
-        q = apply_partial_rope(q, self.rope_dims, self.rope_base, self.train_seq_len, self.rope_yarn)
-        k = apply_partial_rope(k, self.rope_dims, self.rope_base, self.train_seq_len, self.rope_yarn)
-        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        if q_start:
-            q, v_own = q[:, q_start:], v[:, q_start:]
-            y = suffix_attention(q, k, v, getattr(attn, "doc", None))  # (B, T - q_start, H, hd)
-        else:
-            v_own = v
-            y = attn(q, k, v)  # (B, T, H, hd), causal GQA
-        if self.use_xsa:
-            y = exclusive_self_attention(y, v_own)
-        if self.attn_gate_w is not None:  # per head: y_h · σ(s · W_g · h[:gate_dims])
-            g = torch.sigmoid(self.gate_scale * F.linear(h[:, q_start:, :self.gate_dims], self.attn_gate_w.to(h.dtype)))
-            y = y * g.unsqueeze(-1)
-        y = y.reshape(B, T - q_start, self.num_heads * self.head_dim)
-        if capture is not None:
-            capture(f"blocks.{self.layer}.attn.proj", y)
-        return F.linear(y, wo)
-
-
-def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable | None,
-        fused: bool = False) -> Tensor:
-    if fused and capture is None and isinstance(w_up, Tensor) and isinstance(w_down, Tensor) \
-            and kernels.mlp_supported(h, w_up):  # LoRA TTT's adapted weights: the unfused path
-        return kernels.fused_mlp(h, w_up, w_down)
-    if capture is not None:
-        capture(f"blocks.{layer}.mlp.fc", h)
-    hidden = F.leaky_relu(F.linear(h, w_up), 0.5).square()
-    if capture is not None:
-        capture(f"blocks.{layer}.mlp.proj", hidden)
-    return F.linear(hidden, w_down)
-
-
-class Block(nn.Module):
-    """Holds only the per-layer control parameters; matrices come from the banks."""
-
-    def __init__(self, cfg: Config, layer: int):
-        super().__init__()
-        d = cfg.model_dim
-        self.layer = layer
-        self.ln_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
-        self.fused_mlp = False  # set by GPT.set_fused_kernels
-        self.attn_scale = nn.Parameter(torch.ones(d))
-        self.mlp_scale = nn.Parameter(torch.ones(d))
-        self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
-        self.attn = Attention(cfg, layer)
-
-    def mix(self, x: Tensor, x0: Tensor) -> Tensor:
-        m = self.resid_mix.to(x.dtype)
-        return m[0] * x + m[1] * x0
-
-    def attn_out(self, x_in: Tensor, w: tuple, attn: Callable, capture, q_start: int = 0) -> Tensor:
-        h = rms_norm(x_in) * self.ln_scale
-        return self.attn_scale.to(x_in.dtype) * self.attn(h, *w[:4], attn, capture, q_start)
-
-    def mlp_out(self, x: Tensor, w: tuple, capture) -> Tensor:
-        h = rms_norm(x) * self.ln_scale
-        return self.mlp_scale.to(x.dtype) * mlp(h, w[4], w[5], self.layer, capture, self.fused_mlp)
-
-    def forward(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture, q_start: int = 0) -> Tensor:
-        """``q_start``: return positions q_start.. only (attention still reads every position)."""
-        x_in = self.mix(x, x0)
-        x = x_in[:, q_start:] + self.attn_out(x_in, w, attn, capture, q_start)
-        return x + self.mlp_out(x, w, capture)
-
-    def forward_single_stream(self, x: Tensor, x0: Tensor, w: tuple, attn: Callable, capture,
-                              q_start: int = 0) -> Tensor:
-        """#1493's "parallel residual": attention and MLP both read x_in and are summed."""
-        x_in = self.mix(x, x0)
-        tail = x_in[:, q_start:]
-        return tail + self.attn_out(x_in, w, attn, capture, q_start) + self.mlp_out(tail, w, capture)
 
 
 class GPT(nn.Module):
@@ -456,9 +250,9 @@ class GPT(nn.Module):
 
     def forward(self, ids: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         h = self.hidden(ids)
-        if self.fused_ce and kernels.ce_supported(h, self.tok_emb.weight):
-            nll = kernels.fused_softcap_nll(h.flatten(0, 1), self.tok_emb.weight, targets.flatten(),
-                                            self.cfg.logit_softcap)
+        if self.fused_ce and load_kernels().ce_supported(h, self.tok_emb.weight):  # loaded by set_fused_kernels
+            nll = load_kernels().fused_softcap_nll(h.flatten(0, 1), self.tok_emb.weight, targets.flatten(),
+                                                   self.cfg.logit_softcap)
         else:
             nll = F.cross_entropy(self.head(h).flatten(0, 1), targets.flatten(), reduction="none")
         nll = nll.view_as(targets)
@@ -498,86 +292,6 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-# --- checkpoint layouts: the banked state dict <-> per-layer (unbanked) names ----------------
-
-def _unbanked_names(i: int) -> dict[str, tuple[str, int]]:
-    """Per-layer key -> (bank, slot offset multiplier): slot = i + offset * num_layers."""
-    return {
-        f"blocks.{i}.attn.c_q.weight": ("qo_bank", 0),
-        f"blocks.{i}.attn.proj.weight": ("qo_bank", 1),
-        f"blocks.{i}.attn.c_k.weight": ("kv_bank", 0),
-        f"blocks.{i}.attn.c_v.weight": ("kv_bank", 1),
-        f"blocks.{i}.mlp.fc.weight": ("mlp_up_bank", 0),
-        f"blocks.{i}.mlp.proj.weight": ("mlp_down_bank", 0),
-    }
-
-
-def unbank_state_dict(sd: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
-    """Banked -> per-layer matrices (the layout GPTQ and the artifact use)."""
-    out = {k: v for k, v in sd.items() if k not in BANK_NAMES}
-    missing = [b for b in BANK_NAMES if b not in sd]
-    if missing:
-        raise GolfError(f"banked state dict lacks {missing}")
-    for i in range(num_layers):
-        for key, (bank, off) in _unbanked_names(i).items():
-            out[key] = sd[bank][i + off * num_layers]
-    return out
-
-
-def bank_state_dict(sd: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
-    """Per-layer matrices -> banked, with a strict check of the per-layer keys."""
-    expected = {k for i in range(num_layers) for k in _unbanked_names(i)}
-    matrix_keys = {k for k in sd if k.endswith(("attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight",
-                                                   "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"))}
-    missing, unexpected = sorted(expected - matrix_keys), sorted(matrix_keys - expected)
-    if missing or unexpected:
-        raise GolfError(f"unbanked state dict does not match {num_layers} layers: "
-                        f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}")
-    out = {k: v for k, v in sd.items() if k not in expected}
-    slots: dict[str, list] = {b: [None] * ((1 if b.startswith("mlp") else 2) * num_layers) for b in BANK_NAMES}
-    for i in range(num_layers):
-        for key, (bank, off) in _unbanked_names(i).items():
-            slots[bank][i + off * num_layers] = sd[key]
-    for bank, parts in slots.items():
-        out[bank] = torch.stack(parts)
-    return out
-
-
-def load_state_dict_checked(model: GPT, sd: dict[str, Tensor]) -> None:
-    """Load a banked or unbanked state dict; an error lists missing and unexpected keys."""
-    if "qo_bank" not in sd and any(k.endswith("attn.c_q.weight") for k in sd):
-        sd = bank_state_dict(sd, model.cfg.num_layers)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise GolfError(f"checkpoint does not match the model: missing keys {missing}, unexpected keys {unexpected}")
-    bad = [f"{k}: {tuple(sd[k].shape)} != {tuple(own[k].shape)}" for k in own if sd[k].shape != own[k].shape]
-    if bad:
-        raise GolfError("checkpoint shapes differ from the model: " + "; ".join(bad[:8]))
-    model.load_state_dict(sd, strict=True)
-
-
-def save_checkpoint(model: GPT, path, layout: str = "banked") -> None:
-    from golf.runtime import atomic_torch_save
-
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if layout == "unbanked":
-        sd = unbank_state_dict(sd, model.cfg.num_layers)
-    elif layout != "banked":
-        raise ValueError(f"layout must be 'banked' or 'unbanked', got {layout!r}")
-    atomic_torch_save(sd, path)
-
-
-def load_checkpoint(model: GPT, path) -> None:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GolfError(f"checkpoint {str(path)!r} does not exist") from None
-    except Exception as exc:  # a truncated or foreign file
-        raise GolfError(f"checkpoint {str(path)!r} could not be read as a torch state dict: {exc}") from None
-    load_state_dict_checked(model, sd)
 
 
 def model_info(cfg: Config) -> dict:

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from golf.config import EVAL_MODES, Config, save_config
-from golf.model import GPT, build_model, load_checkpoint
+from golf.banking import load_checkpoint
+from golf.model import GPT, build_model
 from golf.runs import (ARTIFACT, DERIVED_FROM_ARTIFACT, MODEL, QUANTIZE_CONFIG,  # noqa: F401  (API)
                        RunDir, eval_name)
 from golf.runtime import DistInfo, GolfError, atomic_write_json, atomic_write_text, barrier, code_version

@@ -47,7 +47,7 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
     collection (hessian_s is then 0); ``calib_batches`` is then unused. ``threads``: compression
     threads (default: this rank's share of the cores). ``progress``: bars on rank 0.
     """
-    from golf.model import unbank_state_dict
+    from golf.banking import unbank_state_dict
 
     device, times = torch.device(device), {}
     threads = threads or default_threads()
@@ -134,7 +134,7 @@ def artifact_sha256(path_or_bytes: str | Path | bytes) -> str:
 
 def load_artifact(path_or_bytes: str | Path | bytes, model) -> dict[str, Any]:
     """Artifact → dequantize into the model's dtypes → bank → load_state_dict(strict=True). Returns meta."""
-    from golf.model import bank_state_dict, unbank_state_dict
+    from golf.banking import bank_state_dict, unbank_state_dict
 
     if isinstance(path_or_bytes, (bytes, bytearray)):
         blob = bytes(path_or_bytes)

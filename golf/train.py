@@ -25,7 +25,8 @@ from tqdm import tqdm  # the console bar: in a kernel (plots import this module)
 
 from golf.config import (EMA_INIT_SHARE_WARN, Config, differences_from_record, ema_init_share, inert_settings,
                          save_config)
-from golf.model import BOS_ID, GPT, build_model, save_checkpoint
+from golf.banking import save_checkpoint
+from golf.model import BOS_ID, GPT, build_model
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz
 from golf.prefetch import PrefetchLoader
 from golf.runs import MODEL, RunDir

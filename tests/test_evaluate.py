@@ -12,7 +12,8 @@ from golf.evaluate import (
     ttt_chunks, window_chunk,
 )
 from golf.attention import math_attention
-from golf.model import softcap_nll, suffix_attention
+from golf.blocks import suffix_attention
+from golf.model import softcap_nll
 from golf.evaluate import fixed_batch
 from conftest import T_TINY, tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 

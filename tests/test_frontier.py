@@ -12,7 +12,8 @@ from golf.attention import (_dense_document_attention, _flex_document_attention,
                             document_ids, math_attention)
 from golf.cli import main as golf_main
 from golf.config import ConfigError, load_config
-from golf.model import BOS_ID, Attention, build_model
+from golf.blocks import Attention
+from golf.model import BOS_ID, build_model
 from golf.tokenizer import BOS_ID as TOKENIZER_BOS
 from golf.train import Trainer, muon_wd_multiplier
 from golf.runtime import DistInfo
@@ -230,7 +231,7 @@ def test_compiled_document_attention_on_cuda_matches_the_eager_mask():
 
 def test_per_class_clip_sigmas_and_int7_embeddings():
     """#1626: SDClip sigmas by matrix class (0 keeps matrix_clip_sigmas) and a 7-bit embedding."""
-    from golf.model import unbank_state_dict
+    from golf.banking import unbank_state_dict
     from golf.quantized_state import quantize_state_dict
 
     cfg = load_config(None, TINY + ["attn_clip_sigmas=13", "mlp_clip_sigmas=12", "embed_clip_sigmas=15",
@@ -273,7 +274,7 @@ def test_gates_are_stored_int8_per_row_and_read_back_within_half_a_step():
     Hessian, take no LQER correction and are never pruned; gate_int8=false keeps fp16. The SmearGate
     stays fp16, as #1855 stores it."""
     from golf.artifact import deserialize, serialize
-    from golf.model import unbank_state_dict
+    from golf.banking import unbank_state_dict
     from golf.lqer import lqer_correct
     from golf.quantized_state import dequantize_state_dict, quantize_state_dict
 

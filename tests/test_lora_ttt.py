@@ -10,7 +10,8 @@ from golf.bpb import token_bytes
 from golf.evaluate import TTTRecord
 from golf.lora_ttt import (DocAdapters, document_queue, document_spans, eval_lora_ttt, eval_phased_ttt, phase_documents,
                            phase_points)
-from golf.model import BOS_ID, virtual_layers
+from golf.layer_plan import virtual_layers
+from golf.model import BOS_ID
 from conftest import tiny_cfg_32x3, tiny_luts, tiny_model
 
 LORA = dict(ttt_lora_rank=4, ttt_lora_chunk=8, ttt_lora_batch_docs=3, ttt_lora_lr=0.01, ttt_phase_docs=4,

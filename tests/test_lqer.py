@@ -7,7 +7,8 @@ import torch
 
 from golf.artifact import pack_bits, unpack_bits
 from golf.config import ConfigError, load_config
-from golf.model import build_model, unbank_state_dict
+from golf.banking import unbank_state_dict
+from golf.model import build_model
 from golf.artifact import deserialize, serialize
 from golf.gptq import collect_hessians, gptq_quantize
 from golf.lqer import LQER_SUFFIXES, dequantize_matrix, lqer_correct, lqer_dequantize, lqer_group, lqer_quantize

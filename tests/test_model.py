@@ -7,10 +7,9 @@ import torch.nn.functional as F
 
 from golf.attention import attention_fn, math_attention, sdpa_attention
 from golf.config import load_config
-from golf.model import (
-    GPT, apply_partial_rope, bank_state_dict, build_model, count_params, exclusive_self_attention,
-    load_checkpoint, model_info, save_checkpoint, unbank_state_dict,
-)
+from golf.banking import bank_state_dict, load_checkpoint, save_checkpoint, unbank_state_dict
+from golf.blocks import apply_partial_rope, exclusive_self_attention
+from golf.model import GPT, build_model, count_params, model_info
 from golf.runtime import GolfError, cpu_threads
 
 TINY = dict(vocab_size=96, model_dim=32, num_layers=4, num_heads=4, num_kv_heads=2, train_seq_len=32,

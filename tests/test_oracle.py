@@ -16,7 +16,9 @@ import torch
 from golf.caseops import OPERATORS, decode, encode
 from golf.config import load_config
 from golf.lora_ttt import DocAdapters, chunk_nll
-from golf.model import GPT, build_model, count_params, load_state_dict_checked, unbank_state_dict, virtual_layers
+from golf.banking import load_state_dict_checked, unbank_state_dict
+from golf.layer_plan import virtual_layers
+from golf.model import GPT, build_model, count_params
 from golf.muon import BankMuon, ns_coefficients
 from golf.gptq import absmax_int8
 from golf.lqer import LQER_GROUP, lqer_quantize

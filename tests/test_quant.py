@@ -9,7 +9,8 @@ import torch
 
 from gloo import run_gloo
 from golf.config import load_config
-from golf.model import build_model, unbank_state_dict
+from golf.banking import unbank_state_dict
+from golf.model import build_model
 from golf.artifact import ArtifactError, byte_shuffle, byte_unshuffle, deserialize, serialize
 from golf.budget import artifact_budget, prune_to_fit
 from golf.gptq import collect_hessians, gptq_quantize, rtn_quantize, sdclip_scales
@@ -226,7 +227,7 @@ def test_quantize_model_report_and_logits_from_artifact(tiny, artifact):
     load_artifact(blob, fresh)
     ref = build_model(cfg.replace(seed=8), "cpu")
     template = unbank_state_dict(ref.state_dict(), cfg.num_layers)
-    from golf.model import bank_state_dict
+    from golf.banking import bank_state_dict
     ref.load_state_dict(bank_state_dict(dequantize_state_dict(quantized, meta, template), cfg.num_layers))
     ids = torch.randint(0, cfg.vocab_size, (2, 32), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

@@ -9,7 +9,8 @@ import torch
 
 from golf.cli import main as golf_main
 from golf.config import load_config
-from golf.model import build_model, load_checkpoint
+from golf.banking import load_checkpoint
+from golf.model import build_model
 from golf.runtime import DistInfo
 from golf.train import Trainer, lr_multiplier, muon_momentum_at
 from conftest import TINY_MODEL, tiny_params
