@@ -2060,6 +2060,10 @@ REPLACE_EXPRESSIONS = (
     ("quantize_run", "hessian_path(run_dir, dist.rank).is_file()", "False", lambda cfg: not cfg.fix_gptq_in_budget,
      "training writes Hessians only under fix_gptq_in_budget"),
 )
+# The info lines of the log a submission keeps: those with the run's numbers (losses, BPB, bytes); the
+# others (set-up, stages, timings) go, with what they format. Warnings all stay.
+LOG_KEPT = ("step %d", "pre-quantization", "artifact %d bytes + code %d = %d (limit %d, fits", "%s (%s): val_loss",
+            "prune round", "run folder")
 # Functions of the config alone, called at export time: their result is written in their place.
 AT_EXPORT = ("differences_from_record", "inert_settings")
 # rANS pieces are written only by these compressors
@@ -2092,6 +2096,23 @@ def apply_stubs(module: ast.Module, cfg) -> None:
         if fn_name in functions and when(cfg) and not _replace_expression(functions[fn_name], text, new):
             raise SpecializeError(f"REPLACE_EXPRESSIONS: {text!r} is not in {fn_name} (golf changed?)")
     drop_progress_bars(module)
+    drop_info_logs(module)
+
+
+def drop_info_logs(module: ast.Module) -> None:
+    """``log.info(...)`` statements but LOG_KEPT's."""
+    for node in list(ast.walk(module)):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            new = [st for st in body if not (
+                isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Attribute)
+                and st.value.func.attr == "info" and isinstance(st.value.func.value, ast.Name)
+                and st.value.func.value.id == "log" and st.value.args and isinstance(st.value.args[0], ast.Constant)
+                and not str(st.value.args[0].value).startswith(LOG_KEPT))]
+            if len(new) != len(body):
+                setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
 
 
 def _drop_statement(fn: ast.FunctionDef, text: str) -> bool:
