@@ -1457,6 +1457,9 @@ def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
 
 # --- what only a failed run reaches ----------------------------------------------------------------
 
+# Functions whose except clauses hand the exception on, to be raised where a run goes on (the prefetch
+# thread's to the training loop, rank 0's run-folder error to every rank): they end a run as failed too.
+FORWARDING_HANDLERS = {"_work", "_shared_run_dir"}
 NOT_FAILURES = {"StopIteration", "StopAsyncIteration", "GeneratorExit", "KeyboardInterrupt", "SystemExit"}
 
 
@@ -1575,9 +1578,13 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
     def inside_entry(path):
         return any(id(p) in entry_nodes for p in path)
 
+    def forwarding(path) -> bool:
+        fn = next((p for p in reversed(path) if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+        return fn is not None and fn.name in FORWARDING_HANDLERS
+
     def walk_tries(node, path):
         if isinstance(node, ast.Try):
-            types = [h.type for h in node.handlers if _swallows(h, inside_entry(path))]
+            types = [h.type for h in node.handlers if _swallows(h, inside_entry(path)) and not forwarding(path)]
             if types:
                 todo, seen = list(_called_names(ast.Module(body=node.body, type_ignores=[]))), set()
                 while todo:
@@ -1616,7 +1623,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 return False
         return True
 
-    def block(body, tries, fn_names, guarded) -> tuple[list[ast.stmt], bool]:
+    def block(body, tries, fn_names, guarded, in_while=False) -> tuple[list[ast.stmt], bool]:
         """The block rewritten, and whether it always ends in a failure."""
         nonlocal changed
         out = []
@@ -1626,6 +1633,12 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
             if undefined and _reads_undefined(st, undefined):  # a NameError: as a raise of one
                 st = ast.Raise(ast.Name("NameError", ast.Load()), None)
             if isinstance(st, ast.Raise):
+                if fatal(st, tries, fn_names) and in_while:  # kept, short: a loop waiting on it would spin
+                    cls = _raised_class(st)
+                    short = ast.Raise(ast.Name(cls, ast.Load()), None) if cls and isinstance(st.exc, ast.Call) else st
+                    changed |= short is not st
+                    out.append(short)
+                    return out, False
                 if fatal(st, tries, fn_names):
                     changed = True
                     return out, not escapes and (not guarded or not out)
@@ -1647,8 +1660,8 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 out.append(st)
                 continue
             if isinstance(st, ast.If):
-                st.body, body_fails = block(st.body, tries, fn_names, guarded)
-                st.orelse, else_fails = block(st.orelse, tries, fn_names, guarded) if st.orelse else ([], False)
+                st.body, body_fails = block(st.body, tries, fn_names, guarded, in_while)
+                st.orelse, else_fails = block(st.orelse, tries, fn_names, guarded, in_while) if st.orelse else ([], False)
                 if body_fails and else_fails:
                     fails = True
                 elif body_fails or else_fails:
@@ -1662,20 +1675,21 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 if not st.body:
                     st.body = [ast.Pass()]
             elif isinstance(st, ast.Try):
-                swallowing = [h.type for h in st.handlers if _swallows(h, fn_names[:1] == ("f:" + entry,))]
+                swallowing = [h.type for h in st.handlers if _swallows(h, fn_names[:1] == ("f:" + entry,))
+                              and not (fn_names and fn_names[-1][2:] in FORWARDING_HANDLERS)]
                 inner_guard = guarded or bool(swallowing)
-                st.body, body_fails = block(st.body, [*tries, swallowing], fn_names, inner_guard)
+                st.body, body_fails = block(st.body, [*tries, swallowing], fn_names, inner_guard, in_while)
                 handlers = []
                 for h in st.handlers:
-                    h.body, h_fails = block(h.body, tries, fn_names, guarded)
+                    h.body, h_fails = block(h.body, tries, fn_names, guarded, in_while)
                     if h_fails or fn_names[:1] == ("f:" + entry,):  # the entry's handlers print an error and exit 1
                         changed = True
                         continue
                     handlers.append(h)
                     h.body = h.body or [ast.Pass()]
                 st.handlers = handlers
-                st.orelse, _ = block(st.orelse, tries, fn_names, guarded) if st.orelse else ([], False)
-                st.finalbody, _ = block(st.finalbody, tries, fn_names, guarded) if st.finalbody else ([], False)
+                st.orelse, _ = block(st.orelse, tries, fn_names, guarded, in_while) if st.orelse else ([], False)
+                st.finalbody, _ = block(st.finalbody, tries, fn_names, guarded, in_while) if st.finalbody else ([], False)
                 st.body = st.body or [ast.Pass()]
                 if not handlers and not st.finalbody:
                     changed = True
@@ -1689,7 +1703,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 for field in ("body", "orelse"):
                     sub = getattr(st, field, None)
                     if isinstance(sub, list) and sub:
-                        new, _ = block(sub, tries, fn_names, True)  # a loop's failing body: left as is
+                        new, _ = block(sub, tries, fn_names, True, in_while or isinstance(st, ast.While))  # a loop's failing body: left as is
                         setattr(st, field, new or ([ast.Pass()] if field == "body" else []))
             before = out[:]
             out.append(st)
@@ -2037,8 +2051,6 @@ STUBS = {
     "check_eval_tokenizer": ("return {}", "the tokenizer's sha256 in each result: provenance golf export checks"),
     "_check_model_sha": ("return", "the check of model.pt against the sha256 training recorded for it"),
     "JsonlWriter.__init__": ("self._fh = None", "metrics.jsonl: golf's plots read it; the train log has the steps"),
-    "_preflight": ("return {'warnings': []}", "golf's checks before a run (the config for the world size, the "
-                   "tokenizer/data binding, memory, attention kernel): the submission runs on the challenge's data"),
 }
 # Statements the submission drops: (function, a text of golf's source that marks the innermost statement
 # holding it, why). A text no longer found is an error (golf changed: look again).
