@@ -2051,8 +2051,6 @@ STUBS = {
     "check_eval_tokenizer": ("return {}", "the tokenizer's sha256 in each result: provenance golf export checks"),
     "_check_model_sha": ("return", "the check of model.pt against the sha256 training recorded for it"),
     "JsonlWriter.__init__": ("self._fh = None", "metrics.jsonl: golf's plots read it; the train log has the steps"),
-    "_preflight": ("return {'warnings': []}", "golf's checks before a run (the config for the world size, the "
-                   "tokenizer/data binding, memory, attention kernel): the submission runs on the challenge's data"),
 }
 # Statements the submission drops: (function, a text of golf's source that marks the innermost statement
 # holding it, why). A text no longer found is an error (golf changed: look again).
