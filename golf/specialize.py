@@ -814,7 +814,8 @@ MUTATORS = {"barrier", "all_reduce", "all_gather", "all_gather_into_tensor", "al
             "set", "cache_clear", "info", "warning", "error", "debug", "exception", "critical", "log", "randn",
             "rand", "randint", "randperm", "normal", "uniform", "bernoulli", "multinomial", "random", "choice",
             "permutation", "shuffle", "integers", "encode_reverse", "decode", "wait_stream", "record_stream",
-            "record", "release", "claim", "write_text", "write_bytes", "touch", "mkdir", "symlink_to", "link_to"}
+            "record", "release", "claim", "write_text", "write_bytes", "touch", "mkdir", "symlink_to", "link_to",
+            "read", "readline", "readlines", "readinto", "recv", "send_bytes", "item", "next_batch", "pin_memory"}
 CONTAINER_MUTATORS = {"append", "extend", "update", "setdefault", "add", "pop", "insert", "discard", "remove", "sort",
                       "clear", "popitem", "reverse"}
 
@@ -833,7 +834,9 @@ def queries(node: ast.AST, free: frozenset = frozenset()) -> bool:
                 (isinstance(n.func, ast.Name) and (n.func.id in PURE_CALLS or n.func.id in free))
                 or (isinstance(n.func, ast.Attribute) and (
                     n.func.attr in PURE_METHODS or "." + n.func.attr in free
-                    or (_through_module(n.func.value) and not _mutator(n.func.attr))))):
+                    or (_through_module(n.func.value) and (not _mutator(n.func.attr) or n.func.attr == "get"))
+                    or (isinstance(n.func.value, ast.Name) and n.func.value.id != "self"
+                        and not _mutator(n.func.attr) and n.func.attr not in _golf_method_names)))):
             return False
     return True
 
@@ -911,9 +914,21 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                                       for v in values):
             fresh.add(name)
     for n in ast.walk(fn):
-        if isinstance(n, (ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await, ast.With, ast.AsyncWith,
+        if isinstance(n, ast.With):  # with open(path, 'rb') as f: a file read
+            for item in n.items:
+                e = item.context_expr
+                if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "open"
+                        and len(e.args) == 2 and isinstance(e.args[1], ast.Constant)
+                        and e.args[1].value in ("r", "rb") and isinstance(item.optional_vars, ast.Name)):
+                    return False
+                fresh.add(item.optional_vars.id)
+    for n in ast.walk(fn):
+        if isinstance(n, (ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await, ast.AsyncWith,
                           ast.Delete, ast.ClassDef)):
             return False
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open" \
+                and any(isinstance(p, ast.With) and any(i.context_expr is n for i in p.items) for p in ast.walk(fn)):
+            continue
         if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store, ast.Del)):
             base = n.value
             if not (isinstance(base, ast.Name) and (base.id in fresh or (own_self and base.id == "self"
@@ -1230,8 +1245,25 @@ class Fold(ast.NodeTransformer):
             node.orelse = []
         return node
 
+    def _drop_trailing_continue(self, node):
+        """``continue`` last in a loop's body (or last in an ``if`` last there) does nothing."""
+        body = node.body
+        while body and isinstance(body[-1], ast.If) and not body[-1].orelse and body[-1].body \
+                and isinstance(body[-1].body[-1], ast.Continue):
+            body[-1].body.pop()
+            self.changed = True
+            if not body[-1].body:
+                body[-1].body = [ast.Pass()]
+            break
+        if body and isinstance(body[-1], ast.Continue):
+            body.pop()
+            self.changed = True
+            if not body:
+                body.append(ast.Pass())
+
     def visit_For(self, node):
         self.generic_visit(node)
+        self._drop_trailing_continue(node)
         it = node.iter
         empty = (is_const(it) and const(it) == ()) or (isinstance(it, (ast.List, ast.Tuple)) and not it.elts) or (
             isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
@@ -1244,6 +1276,7 @@ class Fold(ast.NodeTransformer):
 
     def visit_While(self, node):
         self.generic_visit(node)
+        self._drop_trailing_continue(node)
         node.test = self._test(node.test)
         c = const(node.test)
         if c is not _NO_VALUE and not c:
@@ -2640,9 +2673,10 @@ def fold_constant_tables(module: ast.Module) -> bool:
         plan = []
         for r in reads:
             p = parents.get(id(r))
-            if isinstance(p, ast.Subscript) and p.value is r and isinstance(p.ctx, ast.Load) and is_const(p.slice) \
-                    and const(p.slice) in table:
-                plan.append((p, literal(table[const(p.slice)])))
+            if isinstance(p, ast.Subscript) and p.value is r and isinstance(p.ctx, ast.Load) and is_const(p.slice):
+                if const(p.slice) in table:
+                    plan.append((p, literal(table[const(p.slice)])))
+                continue  # (a missing key stays a KeyError)
             elif isinstance(p, ast.Compare) and len(p.ops) == 1 and p.comparators[0] is r and is_const(p.left) \
                     and isinstance(p.ops[0], (ast.In, ast.NotIn)):
                 plan.append((p, ast.Constant((const(p.left) in table) == isinstance(p.ops[0], ast.In))))
@@ -2655,7 +2689,7 @@ def fold_constant_tables(module: ast.Module) -> bool:
                 plan = None
                 break
         if not plan or any(new is None for _, new in plan):
-            continue
+            continue  # (a read of another kind: the table may change or leave)
         for old, new in plan:
             if id(old) in parents and _contains(parents[id(old)], old):
                 _replace(parents[id(old)], old, new)
