@@ -684,6 +684,8 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
+            if len(fn.body) == 1 and ast.unparse(fn.body[0]) == "yield from ()":
+                fn.body = [ast.Return(ast.Call(ast.Name("iter", ast.Load()), [ast.Tuple([], ast.Load())], []))]
         ast.fix_missing_locations(module)
         steps.append(("members", prune_instance_members(module)))
         steps.append(("prune", prune(module, ENTRY)))
@@ -791,7 +793,7 @@ def is_const(node) -> bool:
 # objects golf calls them on (str, dict, Path, Tensor shapes...): a test made only of them may be dropped.
 PURE_CALLS = {"getattr", "isinstance", "hasattr", "len", "int", "float", "bool", "str", "repr", "min", "max", "abs",
               "round", "sorted", "list", "tuple", "set", "frozenset", "dict", "type", "id", "any", "all", "sum",
-              "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format", "property"}
+              "range", "enumerate", "zip", "reversed", "Path", "divmod", "callable", "format", "property", "iter"}
 PURE_METHODS = {"Namespace", "to_dict", "state_dict", "is_cuda", "element_size", "isfinite", "all", "any", "items", "keys", "values", "startswith", "endswith", "is_file", "is_dir", "exists", "isdigit",
                 "strip", "lower", "upper", "split", "rsplit", "splitlines", "join", "format", "numel", "size",
                 "dim", "isfinite", "is_floating_point", "is_available", "is_initialized", "relative_to"}
@@ -816,6 +818,8 @@ MUTATORS = {"barrier", "all_reduce", "all_gather", "all_gather_into_tensor", "al
             "permutation", "shuffle", "integers", "encode_reverse", "decode", "wait_stream", "record_stream",
             "record", "release", "claim", "write_text", "write_bytes", "touch", "mkdir", "symlink_to", "link_to",
             "read", "readline", "readlines", "readinto", "recv", "send_bytes", "item", "next_batch", "pin_memory"}
+# Library calls that make a new object of the calling function's own (its mutations are local).
+LOCAL_FACTORIES = {"hashlib.sha256", "hashlib.blake2b", "hashlib.md5", "io.BytesIO"}
 CONTAINER_MUTATORS = {"append", "extend", "update", "setdefault", "add", "pop", "insert", "discard", "remove", "sort",
                       "clear", "popitem", "reverse"}
 
@@ -835,6 +839,7 @@ def queries(node: ast.AST, free: frozenset = frozenset()) -> bool:
                 or (isinstance(n.func, ast.Attribute) and (
                     n.func.attr in PURE_METHODS or "." + n.func.attr in free
                     or (_through_module(n.func.value) and (not _mutator(n.func.attr) or n.func.attr == "get"))
+                    or (n.func.attr == "get" and 1 <= len(n.args) <= 2 and not n.keywords)
                     or (isinstance(n.func.value, ast.Name) and n.func.value.id != "self"
                         and not _mutator(n.func.attr) and n.func.attr not in _golf_method_names)))):
             return False
@@ -908,6 +913,10 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                         if isinstance(e, ast.Name):
                             stored.setdefault(e.id, []).append(v)
     for name, values in stored.items():
+        if name not in params and None not in values and all(
+                isinstance(v, ast.Call) and ast.unparse(v.func) in LOCAL_FACTORIES for v in values):
+            fresh.add(name)
+            continue
         if name not in params and None not in values and all(isinstance(v, (ast.Dict, ast.List, ast.Set, ast.ListComp, ast.DictComp,
                                                      ast.SetComp)) or (isinstance(v, ast.Call) and isinstance(
                                                          v.func, ast.Name) and v.func.id in ("dict", "list", "set"))
@@ -944,6 +953,8 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                     continue
                 if isinstance(f.value, ast.Name) and f.value.id in fresh:
                     continue  # a method of a container the function made (get, append...)
+                if f.attr == "get" and 1 <= len(n.args) <= 2 and not n.keywords:
+                    continue  # a mapping's get(key[, default]) (a queue's get takes no key)
                 if _mutator(f.attr) or f.attr in CONTAINER_MUTATORS:
                     return False
                 root = f.value
@@ -1038,6 +1049,10 @@ class Fold(ast.NodeTransformer):
             return None
         if self.free and isinstance(call, (ast.Call, ast.Compare, ast.BoolOp, ast.ListComp)) and _golf_query(call, self.free):
             self.changed = True  # a value thrown away, made by golf's effect-free functions and pure builtins
+            return None
+        if isinstance(call, (ast.Compare, ast.BoolOp, ast.UnaryOp, ast.Subscript, ast.BinOp, ast.Name, ast.Attribute)) \
+                and queries(call, self.free):
+            self.changed = True  # what is left of a check: its value thrown away
             return None
         return node
 
@@ -2673,10 +2688,13 @@ def fold_constant_tables(module: ast.Module) -> bool:
         plan = []
         for r in reads:
             p = parents.get(id(r))
-            if isinstance(p, ast.Subscript) and p.value is r and isinstance(p.ctx, ast.Load) and is_const(p.slice):
-                if const(p.slice) in table:
+            if isinstance(p, ast.Subscript) and p.value is r and isinstance(p.ctx, ast.Load):
+                if is_const(p.slice) and const(p.slice) in table:
                     plan.append((p, literal(table[const(p.slice)])))
-                continue  # (a missing key stays a KeyError)
+                continue  # (a missing key stays a KeyError; a computed one a lookup)
+            if (isinstance(p, ast.Attribute) and p.attr in ("items", "keys", "values")) or (
+                    isinstance(p, ast.comprehension) and p.iter is r) or (isinstance(p, ast.For) and p.iter is r):
+                continue  # read only
             elif isinstance(p, ast.Compare) and len(p.ops) == 1 and p.comparators[0] is r and is_const(p.left) \
                     and isinstance(p.ops[0], (ast.In, ast.NotIn)):
                 plan.append((p, ast.Constant((const(p.left) in table) == isinstance(p.ops[0], ast.In))))
