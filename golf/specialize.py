@@ -966,7 +966,7 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                     if any(f.attr == m for m in _golf_method_names):
                         return False  # a method of golf's that may have an effect
                     continue
-                if isinstance(root, ast.Constant):
+                if isinstance(root, ast.Constant) or (isinstance(root, ast.Name) and root.id in PURE_CALLS):
                     continue
                 return False
             else:
@@ -1492,7 +1492,7 @@ def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
                 for h in getattr(st, "handlers", ()):
                     h.body = visit(h.body) or [ast.Pass()]
                 if (isinstance(st, ast.For) and all(isinstance(b, ast.Pass) for b in st.body) and not st.orelse
-                        and pure(st.iter) and not any((id(scope), n.id) in read for n in ast.walk(st.target)
+                        and queries(st.iter, free) and not any((id(scope), n.id) in read for n in ast.walk(st.target)
                                                       if isinstance(n, ast.Name))):
                     changed = True  # a loop that does nothing, over values of no effect
                     continue
@@ -2695,9 +2695,10 @@ def fold_constant_tables(module: ast.Module) -> bool:
             if (isinstance(p, ast.Attribute) and p.attr in ("items", "keys", "values")) or (
                     isinstance(p, ast.comprehension) and p.iter is r) or (isinstance(p, ast.For) and p.iter is r):
                 continue  # read only
-            elif isinstance(p, ast.Compare) and len(p.ops) == 1 and p.comparators[0] is r and is_const(p.left) \
+            elif isinstance(p, ast.Compare) and len(p.ops) == 1 and p.comparators[0] is r \
                     and isinstance(p.ops[0], (ast.In, ast.NotIn)):
-                plan.append((p, ast.Constant((const(p.left) in table) == isinstance(p.ops[0], ast.In))))
+                if is_const(p.left):
+                    plan.append((p, ast.Constant((const(p.left) in table) == isinstance(p.ops[0], ast.In))))
             elif (isinstance(p, ast.Attribute) and p.attr == "get" and isinstance(parents.get(id(p)), ast.Call)
                   and len(parents[id(p)].args) in (1, 2) and all(is_const(a) for a in parents[id(p)].args)):
                 call = parents[id(p)]
