@@ -672,6 +672,8 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         steps.append(("forward", propagate_forward(module)))
         steps.append(("unroll", unroll_loops(module, values)))
         steps.append(("inline", inline_single_use(module)))
+        steps.append(("inline functions", inline_expression_functions(module)))
+        ast.fix_missing_locations(module)
         steps.append(("namespaces", namespace_parameters(module)))
         ast.fix_missing_locations(module)
         steps.append(("parameters", specialize_parameters(module)))
@@ -2827,5 +2829,66 @@ def prune_instance_members(module: ast.Module) -> bool:
             or (isinstance(st, ast.Assign) and all(isinstance(t, ast.Name) and t.id not in used for t in st.targets)))]
         if len(body) != len(cls.body):
             cls.body = body or [ast.Pass()]
+            changed = True
+    return changed
+
+
+def inline_expression_functions(module: ast.Module) -> bool:
+    """A function whose body is one ``return <expr>`` and that one call uses: the call becomes the expression,
+    its parameters the arguments (each argument of no effect, read where the parameter was; no lambda in it,
+    and no name in it that the caller binds otherwise)."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    done: set[int] = set()
+    for fn, calls, skip in _targets(module, scopes, parents):
+        if skip or len(calls) != 1 or fn.decorator_list or _yields(fn) or isinstance(fn, ast.AsyncFunctionDef):
+            continue
+        body = [s for s in fn.body if not _is_docstring(s)]
+        if len(body) != 1 or not isinstance(body[0], ast.Return):
+            continue
+        expr = body[0].value if body[0].value is not None else ast.Constant(None)
+        if any(isinstance(n, (ast.Lambda, ast.NamedExpr, ast.Yield, ast.Await)) for n in ast.walk(expr)):
+            continue
+        params = _plain_params(fn)
+        call = calls[0]
+        if params is None or id(call) in done or not (id(call) in parents and _contains(parents[id(call)], call)):
+            continue
+        inner = scopes.scope_of_node[id(fn)]
+        if any(len(inner.bound.get(p[0], ())) != 1 for p in params):
+            continue
+        args = {}
+        for i, (name, arg, default, positional) in enumerate(params):
+            value = call.args[i] if positional and i < len(call.args) else next(
+                (k.value for k in call.keywords if k.arg == name), default)
+            if value is None:
+                break
+            args[name] = value
+        else:
+            if not all(pure(v) for v in args.values()):
+                continue
+            caller = scopes.of.get(id(call))
+            free = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name) and n.id not in args}
+            arg_names = {n.id for v in args.values() for n in ast.walk(v) if isinstance(n, ast.Name)}
+            if caller is None or any(caller.owner(n) is not scopes.root for n in free):
+                continue
+            if any(isinstance(n, COMPREHENSIONS) for n in ast.walk(expr)) and arg_names & {
+                    t.id for c in ast.walk(expr) if isinstance(c, ast.comprehension) for t in ast.walk(c.target)
+                    if isinstance(t, ast.Name)}:
+                continue
+            new = copy.deepcopy(expr)
+            holder = ast.Expression(new)
+            for n in list(ast.walk(holder)):
+                for field, child in ast.iter_fields(n):
+                    items = child if isinstance(child, list) else [child]
+                    for j, item in enumerate(items):
+                        if isinstance(item, ast.Name) and isinstance(item.ctx, ast.Load) and item.id in args:
+                            sub = copy.deepcopy(args[item.id])
+                            if isinstance(child, list):
+                                child[j] = sub
+                            else:
+                                setattr(n, field, sub)
+            _replace(parents[id(call)], call, holder.body)
+            done.add(id(call))
             changed = True
     return changed
