@@ -2101,6 +2101,8 @@ STUBS = {
     "check_eval_tokenizer": ("return {}", "the tokenizer's sha256 in each result: provenance golf export checks"),
     "_check_model_sha": ("return", "the check of model.pt against the sha256 training recorded for it"),
     "JsonlWriter.__init__": ("self._fh = None", "metrics.jsonl: golf's plots read it; the train log has the steps"),
+    "atomic_write_bytes": ("path = Path(path)\npath.parent.mkdir(parents=True, exist_ok=True)\npath.write_bytes(data)",
+                           "written in place: a killed submission run is a failed one, its half files never read"),
 }
 # Statements the submission drops: (function, a text of golf's source that marks the innermost statement
 # holding it, why). A text no longer found is an error (golf changed: look again).
@@ -2118,6 +2120,8 @@ DROP_STATEMENTS = (
 )
 # Expressions the submission replaces: (function, golf's text, replacement, when, why).
 REPLACE_EXPRESSIONS = (
+    ("setup_logging", "_BarSafeHandler(sys.stderr)", "logging.StreamHandler(sys.stderr)", lambda cfg: True,
+     "the handler writes through tqdm so that a line never lands on a bar: there are no bars"),
     ("quantize_model", "pd.DataFrame(rows)", "None", lambda cfg: True, "quant_tensors.csv's table"),
     ("quantize_run", "hessian_path(run_dir, dist.rank).is_file()", "False", lambda cfg: not cfg.fix_gptq_in_budget,
      "training writes Hessians only under fix_gptq_in_budget"),
