@@ -675,6 +675,9 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
         steps.append(("inline functions", inline_expression_functions(module)))
         ast.fix_missing_locations(module)
         steps.append(("namespaces", namespace_parameters(module)))
+        steps.append(("comprehensions", fold_comprehensions(module)))
+        steps.append(("narrow", narrow_parameters(module)))
+        ast.fix_missing_locations(module)
         ast.fix_missing_locations(module)
         steps.append(("parameters", specialize_parameters(module)))
         steps.append(("failures", drop_failure_paths(module, free=free)))
@@ -2895,4 +2898,129 @@ def inline_expression_functions(module: ast.Module) -> bool:
             _replace(parents[id(call)], call, holder.body)
             done.add(id(call))
             changed = True
+    return changed
+
+
+def fold_comprehensions(module: ast.Module) -> bool:
+    """A list, tuple or dict comprehension over a tuple of constants whose items fold to constants: the literal."""
+    changed = False
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    for node in list(ast.walk(module)):
+        if not isinstance(node, (ast.ListComp, ast.DictComp)) or len(node.generators) != 1:
+            continue
+        gen = node.generators[0]
+        if gen.ifs or gen.is_async or not isinstance(gen.target, ast.Name) or not is_const(gen.iter) \
+                or not isinstance(const(gen.iter), tuple):
+            continue
+        parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        items = []
+        for value in const(gen.iter):
+            folded = []
+            for part in parts:
+                holder = ast.Expression(copy.deepcopy(part))
+                _substitute(holder, gen.target.id, value)
+                holder = Fold(set()).visit(holder)
+                if not is_const(holder.body):
+                    break
+                folded.append(holder.body)
+            else:
+                items.append(folded)
+                continue
+            break
+        else:
+            new = (ast.Dict([k for k, _ in items], [v for _, v in items]) if isinstance(node, ast.DictComp)
+                   else ast.List([e for e, in items], ast.Load()))
+            if id(node) in parents and _contains(parents[id(node)], node):
+                _replace(parents[id(node)], node, new)
+                changed = True
+    return changed
+
+
+def narrow_parameters(module: ast.Module) -> bool:
+    """A parameter every call passes a constant or a loop variable over a tuple of constants has a known set
+    of values; down each branch of an if on it (``p == c``, ``p in (...)``) the set narrows: a test it
+    decides is that constant, and where one value is left, ``p`` is that value."""
+    scopes = Scopes(module)
+    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    changed = False
+    for fn, calls, skip in _targets(module, scopes, parents):
+        params = _plain_params(fn)
+        if params is None:
+            continue
+        inner = scopes.scope_of_node[id(fn)]
+        for i, (name, arg, default, positional) in enumerate(params):
+            if i < skip or len(inner.bound.get(name, ())) != 1:
+                continue
+            domain: set = set()
+            for call in calls:
+                expr = call.args[i - skip] if positional and i - skip < len(call.args) else next(
+                    (k.value for k in call.keywords if k.arg == name), default)
+                values = _values_of(expr, scopes, parents)
+                if values is None:
+                    domain = None
+                    break
+                domain |= values
+            if not domain or len(domain) < 2 or not all(isinstance(v, (str, int)) for v in domain):
+                continue
+            changed |= _narrow(fn.body, name, frozenset(domain))
+    return changed
+
+
+def _values_of(expr, scopes: Scopes, parents: dict):
+    """The values an argument can have: a constant's, or a loop variable's over a tuple of constants."""
+    if expr is None:
+        return None
+    if is_const(expr):
+        return {const(expr)}
+    if isinstance(expr, ast.Name):
+        owner = scopes.of.get(id(expr))
+        if owner is None:
+            return None
+        scope = owner.owner(expr.id)
+        sites = scope.bound.get(expr.id, ())
+        if len(sites) == 1 and isinstance(sites[0], ast.Name):
+            loop = parents.get(id(sites[0]))
+            if isinstance(loop, ast.For) and loop.target is sites[0] and is_const(loop.iter) \
+                    and isinstance(const(loop.iter), tuple):
+                return set(const(loop.iter))
+    return None
+
+
+def _split(test, name: str, domain: frozenset):
+    """(values where ``test`` holds, where it does not), for a test on ``name`` alone; else None."""
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Name) \
+            and test.left.id == name and is_const(test.comparators[0]):
+        c, op = const(test.comparators[0]), test.ops[0]
+        if isinstance(op, (ast.Eq, ast.NotEq)):
+            hit = domain & {c}
+        elif isinstance(op, (ast.In, ast.NotIn)) and isinstance(c, tuple):
+            hit = domain & set(c)
+        else:
+            return None
+        return (hit, domain - hit) if isinstance(op, (ast.Eq, ast.In)) else (domain - hit, hit)
+    return None
+
+
+def _narrow(body: list[ast.stmt], name: str, domain: frozenset) -> bool:
+    changed = False
+    for st in body:
+        if _binds_name(st, name):
+            return changed
+        if isinstance(st, ast.If):
+            split = _split(st.test, name, domain)
+            if split is not None:
+                yes, no = split
+                if not yes or not no:
+                    st.test = ast.Constant(bool(yes))
+                    changed = True
+                changed |= _narrow(st.body, name, frozenset(yes)) if yes else False
+                changed |= _narrow(st.orelse, name, frozenset(no)) if no else False
+                continue
+        if len(domain) == 1:
+            changed |= _substitute(st, name, next(iter(domain)))
+        else:
+            for field in ("body", "orelse", "finalbody"):
+                sub = getattr(st, field, None)
+                if isinstance(sub, list) and sub and not isinstance(st, (*FUNCTIONS, ast.ClassDef)):
+                    changed |= _narrow(sub, name, domain)
     return changed
