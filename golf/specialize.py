@@ -749,10 +749,9 @@ def specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str
     prune(module, ENTRY)
     module.body += path_constants(values)
     apply_stubs(module, cfg)
+    module.body += ast.parse(f"import os as _os, sys as _sys\n"  # the entry's call, specialized with the rest
+                             f"_sys.exit({ENTRY}({values!r}, {tuple(modes)!r}, _os.path.getsize(__file__)))").body
     simplify(module, config_values(cfg))
-    call = ast.parse(f"import os as _os, sys as _sys\n"
-                     f"_sys.exit({ENTRY}({values!r}, {tuple(modes)!r}, _os.path.getsize(__file__)))").body
-    module.body += call
     return ast.unparse(ast.fix_missing_locations(module))
 
 
@@ -1175,6 +1174,15 @@ class Fold(ast.NodeTransformer):
             return self._done(literal(value)) if _foldable_result(value) else node
         return node
 
+    def visit_Dict(self, node):
+        self.generic_visit(node)
+        keep = [(k, v) for k, v in zip(node.keys, node.values)
+                if not (k is None and isinstance(v, ast.Dict) and not v.keys)]
+        if len(keep) != len(node.keys):
+            self.changed = True
+            node.keys, node.values = [k for k, _ in keep], [v for _, v in keep]
+        return node
+
     def visit_FormattedValue(self, node):
         node.value = self.visit(node.value)
         if node.format_spec is not None:  # stays a JoinedStr (its parts may fold)
@@ -1183,6 +1191,18 @@ class Fold(ast.NodeTransformer):
 
     def visit_JoinedStr(self, node):
         self.generic_visit(node)
+        merged = []  # constant pieces (a formatted constant too) joined with their neighbours
+        for v in node.values:
+            if isinstance(v, ast.FormattedValue) and is_const(v.value) and v.format_spec is None and v.conversion == -1 \
+                    and isinstance(const(v.value), (str, int)) and not isinstance(const(v.value), bool):
+                v = ast.Constant(str(const(v.value)))
+            if isinstance(v, ast.Constant) and merged and isinstance(merged[-1], ast.Constant):
+                merged[-1] = ast.Constant(merged[-1].value + v.value)
+            elif not (isinstance(v, ast.Constant) and v.value == ""):
+                merged.append(v)
+        if len(merged) != len(node.values) or any(a is not b for a, b in zip(merged, node.values)):
+            self.changed = True
+            node.values = merged
         parts = []
         for v in node.values:
             if isinstance(v, ast.Constant):
@@ -2511,6 +2531,22 @@ def inline_single_use(module: ast.Module) -> bool:
             if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]]
                     and not isinstance(assign.value, ast.Lambda)):
                 continue
+            literal_value = not any(isinstance(n, (ast.Name, ast.Call, ast.Lambda, *COMPREHENSIONS))
+                                    for n in ast.walk(assign.value))
+            reads = loads.get((id(scope), name), [])
+            if literal_value and len(reads) == 1 and id(reads[0]) in parents and id(assign) not in touched:
+                node, loop = reads[0], False  # a literal read once: there, unless a loop lies between
+                holder = parents.get(id(assign))
+                while id(node) in parents and node is not holder:
+                    node = parents[id(node)]
+                    loop = loop or isinstance(node, (ast.For, ast.While, *FUNCTIONS, *COMPREHENSIONS))
+                if node is holder and not loop:
+                    _replace(parents[id(reads[0])], reads[0], assign.value)
+                    body = next(b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b)
+                    body.remove(assign)
+                    touched.add(id(assign))
+                    changed = True
+                    continue
             if not pure(assign.value):  # a value with effects only where it is the very next thing evaluated
                 holder = parents[id(assign)]
                 body = next((b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b), None)
@@ -2977,12 +3013,16 @@ def _values_of(expr, scopes: Scopes, parents: dict):
         if owner is None:
             return None
         scope = owner.owner(expr.id)
-        sites = scope.bound.get(expr.id, ())
-        if len(sites) == 1 and isinstance(sites[0], ast.Name):
-            loop = parents.get(id(sites[0]))
-            if isinstance(loop, ast.For) and loop.target is sites[0] and is_const(loop.iter) \
-                    and isinstance(const(loop.iter), tuple):
-                return set(const(loop.iter))
+        node = expr
+        while id(node) in parents:  # the loop around the read that binds the name (and nothing else in it)
+            node = parents[id(node)]
+            if isinstance(node, (*FUNCTIONS, ast.ClassDef)):
+                break
+            if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and node.target.id == expr.id:
+                if is_const(node.iter) and isinstance(const(node.iter), tuple) and not any(
+                        _binds_name(st, expr.id) for st in node.body):
+                    return set(const(node.iter))
+                break
     return None
 
 
