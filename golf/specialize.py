@@ -2539,7 +2539,8 @@ def inline_single_use(module: ast.Module) -> bool:
                 holder = parents.get(id(assign))
                 while id(node) in parents and node is not holder:
                     node = parents[id(node)]
-                    loop = loop or isinstance(node, (ast.For, ast.While, *FUNCTIONS, *COMPREHENSIONS))
+                    loop = loop or (node is not holder and isinstance(
+                        node, (ast.For, ast.While, *FUNCTIONS, *COMPREHENSIONS)))
                 if node is holder and not loop:
                     _replace(parents[id(reads[0])], reads[0], assign.value)
                     body = next(b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b)
