@@ -749,8 +749,10 @@ def specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str
     prune(module, ENTRY)
     module.body += path_constants(values)
     apply_stubs(module, cfg)
-    module.body += ast.parse(f"import os as _os, sys as _sys\n"  # the entry's call, specialized with the rest
-                             f"_sys.exit({ENTRY}({values!r}, {tuple(modes)!r}, _os.path.getsize(__file__)))").body
+    imported = {a.asname or a.name: a.name for st in module.body if isinstance(st, ast.Import) for a in st.names}
+    os_, sys_ = ("os" if imported.get("os") == "os" else "_os"), ("sys" if imported.get("sys") == "sys" else "_sys")
+    header = "import os as _os, sys as _sys\n" if "_" in os_ + sys_ else ""  # the entry's call, specialized too
+    module.body += ast.parse(f"{header}{sys_}.exit({ENTRY}({values!r}, {tuple(modes)!r}, {os_}.path.getsize(__file__)))").body
     simplify(module, config_values(cfg))
     return ast.unparse(ast.fix_missing_locations(module))
 
