@@ -2087,10 +2087,18 @@ def propagate_attributes(module: ast.Module) -> bool:
                     and id(n) in parents and _contains(parents[id(n)], n)):
                 _replace(parents[id(n)], n, literal(constant[n.attr]))
                 changed = True
-        return changed
     for cls in ast.walk(module):
         if not isinstance(cls, ast.ClassDef) or id(cls) in poisoned:
             continue
+        own = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} | {
+            t.id for n in cls.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        if cls.bases and not all(isinstance(b, ast.Attribute) or (isinstance(b, ast.Name) and b.id not in {
+                c.name for c in module.body if isinstance(c, ast.ClassDef)}) for b in cls.bases):
+            own |= defined  # a base of golf's may define it
+        if any(isinstance(b, ast.Name) and b.id == cls.name for c in ast.walk(module) if isinstance(c, ast.ClassDef)
+               for b in c.bases):
+            own |= defined  # and so may a subclass
         for method in cls.body:
             if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or not method.args.args:
                 continue
@@ -2104,7 +2112,7 @@ def propagate_attributes(module: ast.Module) -> bool:
             parents = {id(c): p for p in ast.walk(method) for c in ast.iter_child_nodes(p)}
             for n in list(ast.walk(method)):
                 if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
-                        and n.value.id == self_name and n.attr in constant and n.attr not in defined):
+                        and n.value.id == self_name and n.attr in constant and n.attr not in own):
                     _replace(parents[id(n)], n, literal(constant[n.attr]))
                     changed = True
     return changed
