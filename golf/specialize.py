@@ -2277,10 +2277,15 @@ def drop_progress_bars(module: ast.Module) -> None:
 
         removed = set()
         for node in list(ast.walk(fn)):
-            if isinstance(node, ast.Call):  # a bar handed on by keyword (bar=None when there is none)
+            if isinstance(node, ast.Call):  # a bar handed on: by keyword it goes (default None), by position None
                 gone = [k for k in node.keywords if isinstance(k.value, ast.Name) and k.value.id in bars]
                 removed |= {id(k.value) for k in gone}
                 node.keywords = [k for k in node.keywords if k not in gone]
+                for j, a in enumerate(node.args):
+                    if isinstance(a, ast.Name) and a.id in bars and not (
+                            isinstance(node.func, ast.Attribute) and node.func.value is a):
+                        removed.add(id(a))
+                        node.args[j] = ast.Constant(None)
             for field in ("body", "orelse", "finalbody"):
                 body = getattr(node, field, None)
                 if not isinstance(body, list):
