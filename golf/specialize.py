@@ -183,7 +183,12 @@ class Scopes:
 
     def module_refs(self, name: str) -> list[ast.Name]:
         """The Name nodes that read or bind the module-level ``name``."""
-        return [n for n, s in self.names if n.id == name and s.owner(name) is self.root]
+        if not hasattr(self, "_refs"):
+            self._refs: dict[str, list[ast.Name]] = {}
+            for n, s in self.names:
+                if s.owner(n.id) is self.root:
+                    self._refs.setdefault(n.id, []).append(n)
+        return self._refs.get(name, [])
 
 
 # --- one namespace -------------------------------------------------------------------------------
@@ -522,12 +527,13 @@ def prune(module: ast.Module, entry: str) -> bool:
                 todo += binds.get(n, [])
         before = len(module.body)
         module.body = [st for i, st in enumerate(module.body) if i in kept]
+        used = set().union(*(refs[top[id(s)]] for s in module.body))
         for st in module.body:
             if isinstance(st, (ast.Import, ast.ImportFrom)):
-                used = set().union(*(refs[top[id(s)]] for s in module.body))
                 st.names = [a for a in st.names if (a.asname or a.name.split(".")[0]) in used] or st.names
+        all_refs = _all_refs(module, scopes)
         module.body = [st for st in module.body if not isinstance(st, (ast.Import, ast.ImportFrom))
-                       or any((a.asname or a.name.split(".")[0]) in _all_refs(module, scopes) for a in st.names)
+                       or any((a.asname or a.name.split(".")[0]) in all_refs for a in st.names)
                        or getattr(st, "module", None) == "__future__"]
         dropped = _prune_methods(module)
         if len(module.body) == before and not dropped:
@@ -1843,13 +1849,18 @@ def _plain_params(fn: ast.FunctionDef) -> list[tuple[str, ast.arg, ast.expr | No
 
 def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[ast.FunctionDef, list[ast.Call], int]]:
     """Functions whose every call is known: (function, its calls, leading parameters the calls do not pass)."""
-    functions = _functions(module)
-    strings = {n.value for n in ast.walk(module) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    functions: dict[str, list[ast.AST]] = {}
+    strings, bases = set(), set()
     attr_uses: dict[str, list[ast.Attribute]] = {}
-    for n in ast.walk(module):
+    for n in ast.walk(module):  # one walk: functions by name, strings, attributes, base classes
         if isinstance(n, ast.Attribute):
             attr_uses.setdefault(n.attr, []).append(n)
-    bases = {b.id for n in ast.walk(module) if isinstance(n, ast.ClassDef) for b in n.bases if isinstance(b, ast.Name)}
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            strings.add(n.value)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            functions.setdefault(n.name, []).append(n)
+            if isinstance(n, ast.ClassDef):
+                bases |= {b.id for b in n.bases if isinstance(b, ast.Name)}
 
     def calls_of(uses) -> list[ast.Call] | None:
         calls = []
@@ -2087,17 +2098,19 @@ def propagate_attributes(module: ast.Module) -> bool:
                     and id(n) in parents and _contains(parents[id(n)], n)):
                 _replace(parents[id(n)], n, literal(constant[n.attr]))
                 changed = True
+    subclassed = {b.id for c in ast.walk(module) if isinstance(c, ast.ClassDef) for b in c.bases
+                  if isinstance(b, ast.Name)}
+    golf_classes = {c.name for c in module.body if isinstance(c, ast.ClassDef)}
     for cls in ast.walk(module):
         if not isinstance(cls, ast.ClassDef) or id(cls) in poisoned:
             continue
         own = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} | {
             t.id for n in cls.body if isinstance(n, (ast.Assign, ast.AnnAssign))
             for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
-        if cls.bases and not all(isinstance(b, ast.Attribute) or (isinstance(b, ast.Name) and b.id not in {
-                c.name for c in module.body if isinstance(c, ast.ClassDef)}) for b in cls.bases):
+        if cls.bases and not all(isinstance(b, ast.Attribute) or (isinstance(b, ast.Name) and b.id not in golf_classes)
+                                 for b in cls.bases):
             own |= defined  # a base of golf's may define it
-        if any(isinstance(b, ast.Name) and b.id == cls.name for c in ast.walk(module) if isinstance(c, ast.ClassDef)
-               for b in c.bases):
+        if cls.name in subclassed:
             own |= defined  # and so may a subclass
         for method in cls.body:
             if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)) or not method.args.args:
@@ -2678,13 +2691,13 @@ def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
     scopes = Scopes(module)
     parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
     changed = False
+    by_owner: dict[int, dict[str, list[ast.Name]]] = {}
+    for name, sc in scopes.names:
+        by_owner.setdefault(id(sc.owner(name.id)), {}).setdefault(name.id, []).append(name)
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function":
             continue
-        uses: dict[str, list[ast.Name]] = {}
-        for name, sc in scopes.names:
-            if sc.owner(name.id) is scope:
-                uses.setdefault(name.id, []).append(name)
+        uses = by_owner.get(id(scope), {})
         for var, sites in scope.bound.items():
             if len(sites) != 1 or not isinstance(sites[0], ast.Name):
                 continue
