@@ -116,17 +116,17 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     from it (``DERIVED_FROM_ARTIFACT``) move to ``superseded/NNN/``. ``quantize_config.yaml`` records
     the settings, and quant_budget.json the artifact's sha256, the keys set since training and the
     seconds of each stage (``*_s``). Each stage logs its start and its seconds (``quantize_model``).
-    ``code_bytes``: the submission's code (default: the train_gpt.py golf.submission makes for ``cfg``;
-    the exported train_gpt.py passes its own size).
+    ``code_bytes``: the submission's code (default: the train_gpt.py golf.submission makes for ``cfg``,
+    or an upper bound where the model fits whatever it is; the exported train_gpt.py passes its own size).
     """
     import time
 
     from golf.quant import artifact_sha256, quantize_model
 
     if code_bytes is None:
-        from golf.submission import code_bytes as submission_code_bytes
+        from golf.submission import budget_code_bytes
 
-        code_bytes = submission_code_bytes(cfg)
+        code_bytes = budget_code_bytes(cfg)
     check_quantize(run_dir, force)
     out = run_dir / ARTIFACT_NAME
     t_start = time.perf_counter()
@@ -142,8 +142,8 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
                                   hessians=hessians)
     budget = {k: v for k, v in report.items() if k != "tensors"}
     budget["quantize_s"] = round(time.perf_counter() - t_start, 3)
-    log.info("artifact %d bytes + code %d = %d (limit %d, fits %s); %s", budget["model_bytes"],
-             budget["code_bytes"], budget["total"], budget["limit"], budget["fits"],
+    log.info("artifact %d bytes + code %s%d = %d (limit %d, fits %s); %s", budget["model_bytes"],
+             "" if budget.get("code_bytes_exact", True) else "at most ", budget["code_bytes"], budget["total"], budget["limit"], budget["fits"],
              ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in budget.items() if k.endswith("_s")))
     if dist.is_main:
         from golf.runtime import atomic_write_bytes

@@ -161,7 +161,7 @@ def quant_tables(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     tensors = pd.read_csv(RunDir(run_dir).table("quant_tensors.csv"))
     limit, total = budget.get("limit"), budget.get("total")
     rows = [("compressed model", f"{budget.get('model_bytes', 0):,} bytes"),
-            ("code", f"{budget.get('code_bytes', 0):,} bytes"),
+            ("code", f"{'' if budget.get('code_bytes_exact', True) else 'at most '}{budget.get('code_bytes', 0):,} bytes"),
             ("total", f"{total:,} bytes"),
             ("limit", f"{limit:,} bytes"),
             ("headroom", f"{limit - total:,} bytes ({100 * (limit - total) / limit:.2f}% of the limit)"),

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -30,7 +30,7 @@ def _stage(name: str, t0: float, times: dict[str, float], key: str) -> None:
     log.info("%s: done in %.1f s", name, times[key])
 
 
-def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, code_bytes: int,
+def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, code_bytes: int | Callable,
                    hessians: dict[str, Tensor] | None = None, threads: int | None = None,
                    progress: bool = True) -> tuple[bytes, dict[str, Any]]:
     """Unbank → Hessians → GPTQ (→ LQER) → compress → budget (→ prune) → verify, spec §5.1 steps 4–6.
@@ -86,8 +86,12 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
         lqer_bytes = len(blob) - len(serialize(*plain, cfg.compressor, threads, cache))
         log.info("LQER: %d bytes of the artifact", lqer_bytes)
     _stage("compress", t0, times, "compress_s")
+    exact = True
+    if callable(code_bytes):  # counted exactly only where it could change what fits
+        code_bytes, exact = code_bytes(len(blob), cfg.artifact_limit_bytes)
     budget = artifact_budget(len(blob), code_bytes, cfg.artifact_limit_bytes)  # the file, header included
-    log.info("artifact %d bytes + code %d = %d (limit %d)", len(blob), code_bytes, budget["total"], budget["limit"])
+    log.info("artifact %d bytes + code %s%d = %d (limit %d)", len(blob), "" if exact else "at most ", code_bytes,
+             budget["total"], budget["limit"])
 
     t0, n_pruned = time.perf_counter(), 0
     if not budget["fits"]:
@@ -120,7 +124,7 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
         rows.append({"name": name, "shape": tuple(W.shape), "bits": m["bits"], "clip_sigmas": m.get("clip_sigmas"),
                      "rel_error": float(err), "q_bytes": sizes.get(name + ".q"), "gptq_s": per_tensor.get(name, 0.0)})
     report = {"tensors": pd.DataFrame(rows), "n_hessians": len(hessians), **times, "compressor": cfg.compressor,
-              "n_pruned": n_pruned, **budget}
+              "n_pruned": n_pruned, **budget, "code_bytes_exact": exact}
     if lqer:  # only when on, so that the default report is the record's
         report.update(lqer_rank=cfg.lqer_rank, lqer_top_k=cfg.lqer_top_k, lqer_bytes=lqer_bytes, lqer_tensors=lqer)
     return blob, report

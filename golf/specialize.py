@@ -15,6 +15,43 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_AST = ast.AST
+
+
+def children(node: ast.AST):
+    """ast.iter_child_nodes, faster (the passes walk the whole program many times)."""
+    for field in node._fields:
+        value = getattr(node, field, None)
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, _AST):
+                    yield item
+        elif isinstance(value, _AST):
+            yield value
+
+
+def walk(node: ast.AST):
+    """Every node under ``node`` (itself first), depth first: ast.walk's nodes, faster."""
+    todo = [node]
+    pop, push = todo.pop, todo.extend
+    while todo:
+        n = pop()
+        yield n
+        for field in n._fields:
+            value = getattr(n, field, None)
+            if isinstance(value, list):
+                push([v for v in value if isinstance(v, _AST)])
+            elif isinstance(value, _AST):
+                todo.append(value)
+
+
+def parent_map(node: ast.AST) -> dict[int, ast.AST]:
+    """id(child) -> parent, for every node under ``node``."""
+    out = {}
+    for p in walk(node):
+        for c in children(p):
+            out[id(c)] = p
+    return out
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
@@ -163,7 +200,7 @@ class Scopes:
             scope.globals.update(node.names)
         if isinstance(node, ast.Nonlocal):
             scope.nonlocals.update(node.names)
-        for child in ast.iter_child_nodes(node):
+        for child in children(node):
             self._visit(child, scope)
 
     def _arguments_outside(self, args: ast.arguments, scope):
@@ -228,10 +265,10 @@ def top_level_names(st: ast.stmt) -> list[str]:
         else []
     out = []
     for t in targets:
-        out += [n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+        out += [n.id for n in walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
     if isinstance(st, (ast.If, ast.Try, ast.With, ast.For, ast.While)):  # e.g. try: import x except: x = None
-        out += [n.id for n in ast.walk(st) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
-        for node in ast.walk(st):
+        out += [n.id for n in walk(st) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+        for node in walk(st):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 out += [a.asname or a.name.split(".")[0] for a in node.names]
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -256,7 +293,7 @@ class Flattener:
             self.trees[m] = tree
         self.embedded: set[str] = set()
         for m, tree in self.trees.items():
-            for node in ast.walk(tree):
+            for node in walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.module == "golf":
                     for a in node.names:
                         t = golf_target(node, a)
@@ -381,7 +418,7 @@ class Flattener:
         renames: dict[tuple[int, str], str] = {}  # (id(scope), local name) -> flat name
         module_aliases: dict[tuple[int, str], str] = {}  # (id(scope), local name) -> golf module
         drop: dict[int, list[ast.alias]] = {}
-        for node in ast.walk(tree):
+        for node in walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             scope = scopes.of[id(node)]
@@ -410,14 +447,14 @@ class Flattener:
                 for st in tree.body:
                     if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and st.name == name:
                         st.name = new
-                    for node in ast.walk(st) if isinstance(st, (ast.Import, ast.ImportFrom, ast.Try, ast.If)) else ():
+                    for node in walk(st) if isinstance(st, (ast.Import, ast.ImportFrom, ast.Try, ast.If)) else ():
                         if isinstance(node, (ast.Import, ast.ImportFrom)) and scopes.of[id(node)] is scopes.root:
                             for a in node.names:
                                 if (a.asname or a.name.split(".")[0]) == name:
                                     if isinstance(node, ast.Import) and "." in a.name:
                                         raise SpecializeError(f"golf.{m}: cannot rename {a.name}")
                                     a.asname = new
-        parents = {id(c): p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        parents = parent_map(tree)
         for name, scope in scopes.names:
             key = (id(scope.owner(name.id)), name.id)
             if key in renames:
@@ -435,7 +472,7 @@ class Flattener:
                     parent.args[0] = ast.Name(id=f"__golf_module__{target}", ctx=ast.Load())
                     continue  # getattr(module, name): golf.specialize resolves it against the stages
                 raise SpecializeError(f"golf.{m} uses the module golf.{target} as a value ({ast.unparse(parent)})")
-        for node in list(ast.walk(tree)):
+        for node in list(walk(tree)):
             for field, value in ast.iter_fields(node):
                 if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
                     new = []
@@ -472,7 +509,7 @@ def _embedded_call(module: str) -> ast.expr:
 
 
 def _contains(parent: ast.AST, child: ast.AST) -> bool:
-    return any(c is child for c in ast.iter_child_nodes(parent))
+    return any(c is child for c in children(parent))
 
 
 def _replace(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
@@ -511,7 +548,7 @@ def prune(module: ast.Module, entry: str) -> bool:
         top = {id(st): i for i, st in enumerate(module.body)}
         stmt_of: dict[int, int] = {}
         for i, st in enumerate(module.body):
-            for node in ast.walk(st):
+            for node in walk(st):
                 stmt_of[id(node)] = i
         for name, scope in scopes.names:
             if scope.owner(name.id) is scopes.root:
@@ -558,7 +595,7 @@ def _is_dataclass(cls: ast.ClassDef) -> bool:
 def _prune_methods(module: ast.Module) -> int:
     """Drop the methods of kept classes that no kept code names (as an attribute or a string)."""
     used = set()
-    for node in ast.walk(module):
+    for node in walk(module):
         if isinstance(node, ast.Attribute):
             used.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -566,7 +603,7 @@ def _prune_methods(module: ast.Module) -> int:
         elif isinstance(node, ast.keyword) and node.arg:
             used.add(node.arg)
     dropped = 0
-    for node in ast.walk(module):
+    for node in walk(module):
         if isinstance(node, ast.ClassDef):
             body = []
             for st in node.body:
@@ -601,7 +638,7 @@ def golf_embedded_module(name):
 def _embed(module: ast.Module, sources: dict[str, str]) -> None:
     """A golf module held as a value becomes a real module again, made from its source at the import
     (in linecache, so that Triton's jit finds the source of its kernels)."""
-    for node in ast.walk(module):
+    for node in walk(module):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__golf_embedded__":
             node.func.id = "golf_embedded_module"
     module.body += ast.parse(EMBEDDED_LOADER).body
@@ -623,8 +660,8 @@ def _stage_lookups(module: ast.Module, flattener: Flattener, modes) -> None:
     """``getattr(golf.evaluate, EVAL_FUNCS[mode])(args)`` (golf.pipeline): a direct call of the module's
     ``eval_<stage>`` function of each stage this run scores, the one whose name the lookup gives
     (``f(a) if key == 'f' else g(a) if ...``), so that each function's every call is known."""
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
-    for node in list(ast.walk(module)):
+    parents = parent_map(module)
+    for node in list(walk(module)):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
                 and isinstance(node.args[0], ast.Name) and node.args[0].id.startswith("__golf_module__")):
             m = node.args[0].id.removeprefix("__golf_module__")
@@ -649,7 +686,7 @@ def simplify(module: ast.Module, values: dict, log=None) -> None:
 
     _check_config_names(module, Scopes(module))
     strip_annotations(module)
-    generators = [fn for fn in ast.walk(module) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+    generators = [fn for fn in walk(module) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                   and _yields(fn)]
     rounds = 0
     while True:
@@ -714,7 +751,7 @@ def _yields(fn: ast.FunctionDef) -> bool:
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             return True
         if not isinstance(node, (*FUNCTIONS, ast.ClassDef)):
-            todo += ast.iter_child_nodes(node)
+            todo += children(node)
     return False
 
 
@@ -723,7 +760,7 @@ def _wait_for_training(module: ast.Module) -> None:
     look for model.pt before rank 0 has written it (golf's lazy imports of golf.quant hid the race; in
     one module there are none): every rank waits for the others after training."""
     entry = next(st for st in module.body if isinstance(st, ast.FunctionDef) and st.name == ENTRY)
-    for node in ast.walk(entry):
+    for node in walk(entry):
         for field in ("body", "orelse"):
             body = getattr(node, field, None)
             if not isinstance(body, list):
@@ -843,7 +880,7 @@ def _mutator(attr: str) -> bool:
 def queries(node: ast.AST, free: frozenset = frozenset()) -> bool:
     """Like ``pure``, and a call of a library's function or method is a query too (unless ``_mutator``), and
     so is a call of golf's effect-free functions and methods (``free``: names, ``.name`` for methods)."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)):
             return False
         if isinstance(n, ast.Call) and not (
@@ -860,7 +897,7 @@ def queries(node: ast.AST, free: frozenset = frozenset()) -> bool:
 
 def _golf_query(node: ast.AST, free: frozenset) -> bool:
     """Like ``pure``, and golf's effect-free functions and methods too (no library call)."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)):
             return False
         if isinstance(n, ast.Call) and not (
@@ -911,9 +948,9 @@ def effect_free(module: ast.Module) -> frozenset:
 def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_self: bool = False) -> bool:
     a = fn.args
     params = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
-    local_defs = {n.name for n in ast.walk(fn) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn}
+    local_defs = {n.name for n in walk(fn) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn}
     fresh, stored = set(), {}
-    for n in ast.walk(fn):
+    for n in walk(fn):
         if isinstance(n, ast.Assign):
             for t in n.targets:
                 if isinstance(t, ast.Name):
@@ -934,7 +971,7 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                                                          v.func, ast.Name) and v.func.id in ("dict", "list", "set"))
                                       for v in values):
             fresh.add(name)
-    for n in ast.walk(fn):
+    for n in walk(fn):
         if isinstance(n, ast.With):  # with open(path, 'rb') as f: a file read
             for item in n.items:
                 e = item.context_expr
@@ -943,12 +980,12 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                         and e.args[1].value in ("r", "rb") and isinstance(item.optional_vars, ast.Name)):
                     return False
                 fresh.add(item.optional_vars.id)
-    for n in ast.walk(fn):
+    for n in walk(fn):
         if isinstance(n, (ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await, ast.AsyncWith,
                           ast.Delete, ast.ClassDef)):
             return False
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open" \
-                and any(isinstance(p, ast.With) and any(i.context_expr is n for i in p.items) for p in ast.walk(fn)):
+                and any(isinstance(p, ast.With) and any(i.context_expr is n for i in p.items) for p in walk(fn)):
             continue
         if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store, ast.Del)):
             base = n.value
@@ -1003,7 +1040,7 @@ def _through_module(node: ast.AST) -> bool:
 def pure(node: ast.AST) -> bool:
     """Whether evaluating ``node`` has no effect but its value (no call but those of PURE_CALLS and
     PURE_METHODS, no await, yield or walrus)."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
             return False
         if isinstance(n, ast.Call) and not (
@@ -1368,7 +1405,7 @@ def _check_config_names(module: ast.Module, scopes: Scopes) -> None:
     every ``x.cfg = ...`` stores one: otherwise reading ``cfg.key`` as a constant would be a guess."""
     if CONFIG_NAME in scopes.root.bound:
         raise SpecializeError("golf binds a module-level name cfg")
-    for node in ast.walk(module):
+    for node in walk(module):
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 pairs = [(target, node.value)]
@@ -1381,7 +1418,7 @@ def _check_config_names(module: ast.Module, scopes: Scopes) -> None:
                                                             and v.func.id in ("load_config", "Config"))):
                         raise SpecializeError(f"{ast.unparse(node)}: cfg bound to something else than the config")
                     if binds_cfg is False and any(isinstance(n, ast.Name) and n.id == CONFIG_NAME
-                                                  and isinstance(n.ctx, ast.Store) for n in ast.walk(t)):
+                                                  and isinstance(n.ctx, ast.Store) for n in walk(t)):
                         raise SpecializeError(f"{ast.unparse(node)}: cfg unpacked from something unknown")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "replace" \
                 and _is_config(node.func.value):
@@ -1391,7 +1428,7 @@ def _check_config_names(module: ast.Module, scopes: Scopes) -> None:
             for t in targets:
                 if t is not None and any((isinstance(n, ast.Name) and n.id == CONFIG_NAME)
                                          or (isinstance(n, ast.Attribute) and n.attr == CONFIG_NAME)
-                                         for n in ast.walk(t)):
+                                         for n in walk(t)):
                     raise SpecializeError(f"{ast.unparse(node)[:80]}: cfg bound by a loop, with or augmented assignment")
 
 
@@ -1439,7 +1476,7 @@ def propagate_constants(module: ast.Module) -> bool:
     for name, scope in scopes.names:
         if isinstance(name.ctx, ast.Load):
             loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for scope in _all_scopes(scopes.root):
         if scope.kind not in ("function", "module"):
@@ -1489,7 +1526,7 @@ def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function" or isinstance(scope.node, ast.Lambda):
             continue
-        if any(isinstance(n, (ast.Nonlocal, ast.Global)) for n in ast.walk(scope.node)):
+        if any(isinstance(n, (ast.Nonlocal, ast.Global)) for n in walk(scope.node)):
             continue
 
         def visit(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -1525,7 +1562,7 @@ def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
                 for h in getattr(st, "handlers", ()):
                     h.body = visit(h.body) or [ast.Pass()]
                 if (isinstance(st, ast.For) and all(isinstance(b, ast.Pass) for b in st.body) and not st.orelse
-                        and queries(st.iter, free) and not any((id(scope), n.id) in read for n in ast.walk(st.target)
+                        and queries(st.iter, free) and not any((id(scope), n.id) in read for n in walk(st.target)
                                                       if isinstance(n, ast.Name))):
                     changed = True  # a loop that does nothing, over values of no effect
                     continue
@@ -1541,6 +1578,9 @@ def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
 # Functions whose except clauses hand the exception on, to be raised where a run goes on (the prefetch
 # thread's to the training loop, rank 0's run-folder error to every rank): they end a run as failed too.
 FORWARDING_HANDLERS = {"_work", "_shared_run_dir"}
+# The run's checks before any work (golf.commands._preflight): their GolfErrors stay in the submission.
+PREFLIGHT = ("_preflight", "validate_for_world", "check_data_binding", "check_val_length", "check_model_fits",
+             "check_backend_available")
 NOT_FAILURES = {"StopIteration", "StopAsyncIteration", "GeneratorExit", "KeyboardInterrupt", "SystemExit"}
 
 
@@ -1607,7 +1647,7 @@ def _swallows(handler: ast.ExceptHandler, entry: bool) -> bool:
 def _called_names(node: ast.AST) -> set[str]:
     """What ``node`` calls: ``f:name`` for a call of a name (a function, a class), ``m:name`` for a method."""
     out = set()
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Call):
             if isinstance(n.func, ast.Name):
                 out.add("f:" + n.func.id)
@@ -1622,7 +1662,7 @@ def _callables(module: ast.Module) -> dict[str, list[ast.AST]]:
     out: dict[str, list[ast.AST]] = {}
 
     def visit(node, in_class):
-        for child in ast.iter_child_nodes(node):
+        for child in children(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 out.setdefault(("m:" if in_class else "f:") + child.name, []).append(child)
                 visit(child, False)
@@ -1640,7 +1680,7 @@ def _callables(module: ast.Module) -> dict[str, list[ast.AST]]:
 def _functions(module: ast.Module) -> dict[str, list[ast.AST]]:
     """Every function, method and class of the program by its name (a class stands for its methods)."""
     out: dict[str, list[ast.AST]] = {}
-    for n in ast.walk(module):
+    for n in walk(module):
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             out.setdefault(n.name, []).append(n)
     return out
@@ -1655,6 +1695,13 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
     # the handlers around each function a try body calls (by name, transitively): raises there may be caught
     protectors: dict[str, list[ast.expr | None]] = {}
     entry_nodes = set(map(id, functions.get("f:" + entry, [])))
+    checks, todo = set(), ["f:" + name for name in PREFLIGHT]  # PREFLIGHT and what it calls
+    while todo:
+        name = todo.pop()
+        if name not in checks:
+            checks.add(name)
+            for fn in functions.get(name, ()):
+                todo += _called_names(fn)
 
     def inside_entry(path):
         return any(id(p) in entry_nodes for p in path)
@@ -1676,7 +1723,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                     protectors.setdefault(name, []).extend(types)
                     for fn in functions.get(name, ()):
                         todo += _called_names(fn)
-        for child in ast.iter_child_nodes(node):
+        for child in children(node):
             walk_tries(child, (*path, node))
 
     walk_tries(module, ())
@@ -1694,6 +1741,8 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
         raised = _raised_class(raise_node)
         if raised in NOT_FAILURES:
             return False
+        if raised is not None and "GolfError" in excs.ancestry(raised)[0] and checks.intersection(fn_names):
+            return False  # the checks before any work: a user's mistake is one line, never a traceback
         if raise_node.exc is not None and raised is None and isinstance(raise_node.exc, ast.Call):
             return False  # raise <expression>(...): unknown
         for types in tries:
@@ -1820,14 +1869,14 @@ def _reads_undefined(st: ast.stmt, undefined: set[str]) -> bool:
         elif isinstance(n, ast.BoolOp):
             todo.append(n.values[0])
         else:
-            todo += ast.iter_child_nodes(n)
+            todo += children(n)
     return False
 
 
 def _may_escape(body: list[ast.stmt]) -> bool:
     """Whether running ``body`` may leave its block early other than by an exception."""
     for st in body:
-        for n in ast.walk(st):
+        for n in walk(st):
             if isinstance(n, (ast.Return, ast.Break, ast.Continue, ast.Yield, ast.YieldFrom, ast.Await)):
                 return True
     return False
@@ -1852,7 +1901,7 @@ def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[as
     functions: dict[str, list[ast.AST]] = {}
     strings, bases = set(), set()
     attr_uses: dict[str, list[ast.Attribute]] = {}
-    for n in ast.walk(module):  # one walk: functions by name, strings, attributes, base classes
+    for n in walk(module):  # one walk: functions by name, strings, attributes, base classes
         if isinstance(n, ast.Attribute):
             attr_uses.setdefault(n.attr, []).append(n)
         elif isinstance(n, ast.Constant) and isinstance(n.value, str):
@@ -1904,7 +1953,7 @@ def specialize_parameters(module: ast.Module) -> bool:
     """A parameter that every call passes the same constant (or leaves at its default) becomes that
     constant; one the function never reads goes, from the calls too (where what they pass has no effect)."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     loads: dict[tuple[int, str], list[ast.Name]] = {}
     for name, scope in scopes.names:
         if isinstance(name.ctx, ast.Load):
@@ -1990,7 +2039,7 @@ def _restoring_names(module: ast.Module) -> dict[int, str]:
     """For each Name read in a function where the name is bound once, to ``<x>.attr``: id(read) -> attr."""
     out = {}
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     origin: dict[tuple[int, str], str] = {}
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function":
@@ -2027,19 +2076,19 @@ def propagate_attributes(module: ast.Module) -> bool:
     stores: dict[str, list] = {}
     dynamic = False
     poisoned: set[int] = set()  # classes that set attributes of their own by computed names
-    for cls in ast.walk(module):
+    for cls in walk(module):
         if isinstance(cls, ast.ClassDef):
-            for node in ast.walk(cls):
+            for node in walk(cls):
                 if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
                         and len(node.args) >= 2 and not isinstance(node.args[1], ast.Constant)
                         and isinstance(node.args[0], ast.Name) and node.args[0].id == "self"):
                     poisoned.add(id(cls))
                     node.args[0].golf_self_setattr = True
-    for node in ast.walk(module):
+    for node in walk(module):
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
-                for n in ast.walk(t):
+                for n in walk(t):
                     if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
                         value = node.value if (isinstance(node, ast.Assign) and t is n) or (
                             isinstance(node, ast.AnnAssign) and t is n) else None
@@ -2059,7 +2108,7 @@ def propagate_attributes(module: ast.Module) -> bool:
         elif isinstance(node, (ast.With, ast.For, ast.comprehension)):
             targets = [i.optional_vars for i in node.items] if isinstance(node, ast.With) else [node.target]
             for t in targets:
-                for n in ast.walk(t) if t is not None else ():
+                for n in walk(t) if t is not None else ():
                     if isinstance(n, ast.Attribute):
                         stores.setdefault(n.attr, []).append(None)
     if dynamic:
@@ -2083,25 +2132,25 @@ def propagate_attributes(module: ast.Module) -> bool:
         constant[attr] = const(values[0])
     if not constant:
         return False
-    defined = {n.name for c in ast.walk(module) if isinstance(c, ast.ClassDef) for n in c.body
+    defined = {n.name for c in walk(module) if isinstance(c, ast.ClassDef) for n in c.body
                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    defined |= {t.id for c in ast.walk(module) if isinstance(c, ast.ClassDef) for n in c.body
+    defined |= {t.id for c in walk(module) if isinstance(c, ast.ClassDef) for n in c.body
                 if isinstance(n, (ast.Assign, ast.AnnAssign))
                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     changed = False
     if not poisoned:  # x.name anywhere, for a name no class defines and no library object has
         modules = {n for st in module.body if isinstance(st, (ast.Import, ast.ImportFrom)) for n in top_level_names(st)}
-        parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
-        for n in list(ast.walk(module)):
+        parents = parent_map(module)
+        for n in list(walk(module)):
             if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and n.attr in constant
                     and n.attr not in defined and not (isinstance(n.value, ast.Name) and n.value.id in modules)
                     and id(n) in parents and _contains(parents[id(n)], n)):
                 _replace(parents[id(n)], n, literal(constant[n.attr]))
                 changed = True
-    subclassed = {b.id for c in ast.walk(module) if isinstance(c, ast.ClassDef) for b in c.bases
+    subclassed = {b.id for c in walk(module) if isinstance(c, ast.ClassDef) for b in c.bases
                   if isinstance(b, ast.Name)}
     golf_classes = {c.name for c in module.body if isinstance(c, ast.ClassDef)}
-    for cls in ast.walk(module):
+    for cls in walk(module):
         if not isinstance(cls, ast.ClassDef) or id(cls) in poisoned:
             continue
         own = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} | {
@@ -2119,11 +2168,11 @@ def propagate_attributes(module: ast.Module) -> bool:
                 continue
             self_name = method.args.args[0].arg
             rebound = any(isinstance(n, ast.Name) and n.id == self_name and isinstance(n.ctx, ast.Store)
-                          for n in ast.walk(method))
+                          for n in walk(method))
             if rebound:
                 continue
-            parents = {id(c): p for p in ast.walk(method) for c in ast.iter_child_nodes(p)}
-            for n in list(ast.walk(method)):
+            parents = parent_map(method)
+            for n in list(walk(method)):
                 if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
                         and n.value.id == self_name and n.attr in constant and n.attr not in own):
                     _replace(parents[id(n)], n, literal(constant[n.attr]))
@@ -2213,7 +2262,7 @@ def apply_stubs(module: ast.Module, cfg) -> None:
 
 def drop_info_logs(module: ast.Module) -> None:
     """``log.info(...)`` statements but LOG_KEPT's."""
-    for node in list(ast.walk(module)):
+    for node in list(walk(module)):
         for field in ("body", "orelse", "finalbody"):
             body = getattr(node, field, None)
             if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
@@ -2233,10 +2282,10 @@ def _drop_statement(fn: ast.FunctionDef, text: str) -> bool:
         return text in ast.unparse(st)
 
     def innermost(st):
-        return holds(st) and not any(isinstance(n, ast.stmt) and n is not st and holds(n) for n in ast.walk(st))
+        return holds(st) and not any(isinstance(n, ast.stmt) and n is not st and holds(n) for n in walk(st))
 
     dropped = False
-    for node in list(ast.walk(fn)):
+    for node in list(walk(fn)):
         for field in ("body", "orelse", "finalbody"):
             body = getattr(node, field, None)
             if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
@@ -2250,8 +2299,8 @@ def _drop_statement(fn: ast.FunctionDef, text: str) -> bool:
 
 def _replace_expression(fn: ast.FunctionDef, text: str, new: str) -> bool:
     done = False
-    parents = {id(c): p for p in ast.walk(fn) for c in ast.iter_child_nodes(p)}
-    for node in list(ast.walk(fn)):
+    parents = parent_map(fn)
+    for node in list(walk(fn)):
         if isinstance(node, ast.expr) and ast.unparse(node) == text and id(node) in parents:
             _replace(parents[id(node)], node, ast.parse(new, mode="eval").body)
             done = True
@@ -2266,11 +2315,11 @@ def drop_progress_bars(module: ast.Module) -> None:
     """The progress bars go: a bar made and kept in a name (or a with), each statement that calls a method
     of it (what they pass is display only), and tqdm's write is print's (golf.cli's handler writes
     through it so that a log line never lands on a bar)."""
-    for fn in ast.walk(module):
+    for fn in walk(module):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         bars = set()
-        for node in ast.walk(fn):
+        for node in walk(fn):
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
                     and _makes_bar(node.value):
                 bars.add(node.targets[0].id)
@@ -2279,7 +2328,7 @@ def drop_progress_bars(module: ast.Module) -> None:
                          and isinstance(i.optional_vars, ast.Name)}
         if not bars:
             continue
-        uses = [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in bars]
+        uses = [n for n in walk(fn) if isinstance(n, ast.Name) and n.id in bars]
 
         def of_bar(st) -> bool:
             return (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
@@ -2289,7 +2338,7 @@ def drop_progress_bars(module: ast.Module) -> None:
                 and st.value.func.attr in BAR_METHODS)
 
         removed = set()
-        for node in list(ast.walk(fn)):
+        for node in list(walk(fn)):
             if isinstance(node, ast.Call):  # a bar handed on: by keyword it goes (default None), by position None
                 gone = [k for k in node.keywords if isinstance(k.value, ast.Name) and k.value.id in bars]
                 removed |= {id(k.value) for k in gone}
@@ -2306,13 +2355,13 @@ def drop_progress_bars(module: ast.Module) -> None:
                 new = []
                 for st in body:
                     if of_bar(st):
-                        removed |= {id(n) for n in ast.walk(st)}
+                        removed |= {id(n) for n in walk(st)}
                         continue
                     if isinstance(st, ast.With):
                         items = [i for i in st.items if not (_makes_bar(i.context_expr) and isinstance(
                             i.optional_vars, ast.Name) and i.optional_vars.id in bars)]
                         if len(items) != len(st.items):
-                            removed |= {id(n) for i in st.items if i not in items for n in ast.walk(i)}
+                            removed |= {id(n) for i in st.items if i not in items for n in walk(i)}
                             if not items:
                                 new += st.body
                                 continue
@@ -2322,7 +2371,7 @@ def drop_progress_bars(module: ast.Module) -> None:
         left = [n for n in uses if id(n) not in removed]
         if left:
             raise SpecializeError(f"{fn.name}: a progress bar is used otherwise: {[ast.unparse(n) for n in left]}")
-    for node in ast.walk(module):  # tqdm.write(text, file=stream) -> print(text, file=stream)
+    for node in walk(module):  # tqdm.write(text, file=stream) -> print(text, file=stream)
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "write"
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "tqdm"):
             node.func = ast.Name("print", ast.Load())
@@ -2339,14 +2388,14 @@ def propagate_forward(module: ast.Module) -> bool:
     first that binds ``x`` again (whose test, for an ``if``, still reads it). Not inside a function or
     lambda defined there (it may run later), nor where ``x`` is global, nonlocal or a closure's."""
     changed = False
-    for fn in ast.walk(module):
+    for fn in walk(module):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in ast.walk(fn)):
+        if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in walk(fn)):
             continue
-        inner_reads = {n.id for f in ast.walk(fn) if isinstance(f, (*FUNCTIONS, *COMPREHENSIONS, ast.ClassDef)) and f is not fn
-                       for n in ast.walk(f) if isinstance(n, ast.Name)}
-        for node in ast.walk(fn):
+        inner_reads = {n.id for f in walk(fn) if isinstance(f, (*FUNCTIONS, *COMPREHENSIONS, ast.ClassDef)) and f is not fn
+                       for n in walk(f) if isinstance(n, ast.Name)}
+        for node in walk(fn):
             for field in ("body", "orelse", "finalbody"):
                 body = getattr(node, field, None)
                 if isinstance(body, list) and body and isinstance(body[0], ast.stmt) and not isinstance(
@@ -2356,7 +2405,7 @@ def propagate_forward(module: ast.Module) -> bool:
 
 
 def _binds_name(node: ast.AST, name: str) -> bool:
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, (ast.Store, ast.Del)):
             return True
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name:
@@ -2422,14 +2471,14 @@ def drop_dead_attributes(module: ast.Module, free: frozenset = frozenset()) -> b
     for getattr), and no library reads it either: the store goes (the value's effects stay). Also the parts of
     ``a, b = x, y`` that store into a local name nothing reads."""
     read = set()
-    for n in ast.walk(module):
+    for n in walk(module):
         if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load):
             read.add(n.attr)
         elif isinstance(n, ast.Constant) and isinstance(n.value, str):
             read.add(n.value)
     library = _library_attributes()
     changed = False
-    for cls in ast.walk(module):
+    for cls in walk(module):
         if not isinstance(cls, ast.ClassDef):
             continue
         if any(isinstance(m, ast.FunctionDef) and m.name in ("__getattr__", "__getattribute__", "__setattr__",
@@ -2444,7 +2493,7 @@ def drop_dead_attributes(module: ast.Module, free: frozenset = frozenset()) -> b
                 return (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me
                         and t.attr not in read and t.attr not in library)
 
-            for node in ast.walk(method):
+            for node in walk(method):
                 for field in ("body", "orelse", "finalbody"):
                     body = getattr(node, field, None)
                     if not isinstance(body, list):
@@ -2481,14 +2530,14 @@ def strip_annotations(module: ast.Module) -> None:
     """Annotations of arguments, returns and local variables (python-minifier drops them too; with
     ``from __future__ import annotations`` nothing evaluates them), so that a class named only there is not
     used as a value. A class body's annotated fields stay (dataclasses read them)."""
-    for node in ast.walk(module):
+    for node in walk(module):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             node.returns = None
             a = node.args
             for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
                 if x is not None:
                     x.annotation = None
-            for inner in ast.walk(node):
+            for inner in walk(node):
                 for field in ("body", "orelse", "finalbody"):
                     body = getattr(inner, field, None)
                     if isinstance(body, list):
@@ -2506,7 +2555,7 @@ def unroll_loops(module: ast.Module, values: dict) -> bool:
     """``for x in (c1, c2): body`` over a few constants: one copy of the body per constant, kept only where
     folding then makes the loop's code smaller (e.g. ``getattr(cfg, x)`` becomes a constant)."""
     changed = False
-    for node in list(ast.walk(module)):
+    for node in list(walk(module)):
         for field in ("body", "orelse", "finalbody"):
             body = getattr(node, field, None)
             if not isinstance(body, list):
@@ -2515,7 +2564,7 @@ def unroll_loops(module: ast.Module, values: dict) -> bool:
                 if not (isinstance(st, ast.For) and not st.orelse and isinstance(st.target, ast.Name)
                         and is_const(st.iter) and isinstance(const(st.iter), tuple) and 0 < len(const(st.iter)) <= 4):
                     continue
-                if any(isinstance(n, (ast.Break, ast.Continue)) for n in ast.walk(st)) or _binds_name(
+                if any(isinstance(n, (ast.Break, ast.Continue)) for n in walk(st)) or _binds_name(
                         ast.Module(body=st.body, type_ignores=[]), st.target.id):
                     continue
                 copies = []
@@ -2544,7 +2593,7 @@ def inline_single_use(module: ast.Module) -> bool:
     for name, scope in scopes.names:
         if isinstance(name.ctx, ast.Load):
             loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     touched: set[int] = set()  # statements changed in this pass: one inlining each
     for scope in _all_scopes(scopes.root):
@@ -2560,7 +2609,7 @@ def inline_single_use(module: ast.Module) -> bool:
                     and not isinstance(assign.value, ast.Lambda)):
                 continue
             literal_value = not any(isinstance(n, (ast.Name, ast.Call, ast.Lambda, *COMPREHENSIONS))
-                                    for n in ast.walk(assign.value))
+                                    for n in walk(assign.value))
             reads = loads.get((id(scope), name), [])
             if literal_value and len(reads) == 1 and id(reads[0]) in parents and id(assign) not in touched:
                 node, loop = reads[0], False  # a literal read once: there, unless a loop lies between
@@ -2592,16 +2641,16 @@ def inline_single_use(module: ast.Module) -> bool:
             if i + 1 >= len(body):
                 continue
             after = body[i + 1]
-            if id(after) in touched or not any(n is reads[0] for n in ast.walk(after)):
+            if id(after) in touched or not any(n is reads[0] for n in walk(after)):
                 continue
-            free = {n.id for n in ast.walk(assign.value) if isinstance(n, ast.Name)}
+            free = {n.id for n in walk(assign.value) if isinstance(n, ast.Name)}
             if any(_binds_name(after, n) for n in free) or any(
-                    isinstance(n, (*FUNCTIONS, *COMPREHENSIONS)) and any(r is reads[0] for r in ast.walk(n))
-                    for n in ast.walk(after)):
+                    isinstance(n, (*FUNCTIONS, *COMPREHENSIONS)) and any(r is reads[0] for r in walk(n))
+                    for n in walk(after)):
                 continue
             _replace(parents[id(reads[0])], reads[0], assign.value)
             body.remove(assign)
-            touched |= {id(assign), id(after)} | {id(n) for n in ast.walk(after)}
+            touched |= {id(assign), id(after)} | {id(n) for n in walk(after)}
             changed = True
     return changed
 
@@ -2610,7 +2659,7 @@ def namespace_parameters(module: ast.Module) -> bool:
     """A parameter every call passes the same ``argparse.Namespace(key=<constant>, ...)`` and that the
     function only reads attributes of: each ``p.key`` is the constant (golf.cli.run_submission's args)."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for fn, calls, skip in _targets(module, scopes, parents):
         params = _plain_params(fn)
@@ -2644,14 +2693,14 @@ def drop_unused_results(module: ast.Module, free: frozenset = frozenset()) -> bo
     """A function every call of which throws its value away returns nothing (what it returned is still
     computed where that has effects); a function that returns a literal is that literal at each call."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for fn, calls, skip in _targets(module, scopes, parents):
         if _yields(fn) or isinstance(fn, ast.AsyncFunctionDef):
             continue
         body = [s for s in fn.body if not _is_docstring(s)]
         if (len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None
-                and not any(isinstance(n, ast.Name) for n in ast.walk(body[0].value)) and skip == 0
+                and not any(isinstance(n, ast.Name) for n in walk(body[0].value)) and skip == 0
                 and all(pure(a) for c in calls for a in (*c.args, *(k.value for k in c.keywords)))):
             for c in calls:
                 if id(c) in parents and _contains(parents[id(c)], c):
@@ -2680,7 +2729,7 @@ def _own_nodes(fn):
     while todo:
         node = todo.pop()
         yield node
-        for child in ast.iter_child_nodes(node):
+        for child in children(node):
             if not isinstance(child, (*FUNCTIONS, ast.ClassDef)):
                 todo.append(child)
 
@@ -2689,7 +2738,7 @@ def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
     """A local list, dict or set that the function only fills (append, update, x[k] = v...) and never reads:
     it goes, and so does each statement that fills it (what they pass has no effect)."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     by_owner: dict[int, dict[str, list[ast.Name]]] = {}
     for name, sc in scopes.names:
@@ -2743,7 +2792,7 @@ def fold_constant_tables(module: ast.Module) -> bool:
     """A module-level dict of constants that no code changes or hands on (every read is ``table[const]``,
     ``const in table`` or ``table.get(const)``): each such read is its value."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for st in module.body:
         if not (isinstance(st, (ast.Assign, ast.AnnAssign)) and isinstance(st.value, ast.Dict)):
@@ -2795,7 +2844,7 @@ def drop_idle_method_calls(module: ast.Module, free: frozenset = frozenset()) ->
     ``C.m`` does nothing: the call goes (what it passes has no effect)."""
     classes = {st.name: st for st in module.body if isinstance(st, ast.ClassDef)}
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function":
@@ -2837,15 +2886,15 @@ def prune_instance_members(module: ast.Module) -> bool:
     if not classes:
         return False
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for name, cls in classes.items():
         members = {m.name: m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
         members.update({t.id: st for st in cls.body if isinstance(st, ast.Assign) for t in st.targets
                         if isinstance(t, ast.Name)})
         returns_self = {m for m, fn in members.items() if isinstance(fn, ast.FunctionDef) and any(
-            isinstance(r, ast.Return) for r in ast.walk(fn)) and all(
-            isinstance(r.value, ast.Name) and r.value.id == "self" for r in ast.walk(fn) if isinstance(r, ast.Return))}
+            isinstance(r, ast.Return) for r in walk(fn)) and all(
+            isinstance(r.value, ast.Name) and r.value.id == "self" for r in walk(fn) if isinstance(r, ast.Return))}
         used: set[str] = {"__init__"}
         ok = True
 
@@ -2884,14 +2933,14 @@ def prune_instance_members(module: ast.Module) -> bool:
             m = members.get(todo.pop())
             if m is None:
                 continue
-            for n in ast.walk(m):
+            for n in walk(m):
                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self" \
                         and n.attr not in used:
                     used.add(n.attr)
                     todo.append(n.attr)
                 if isinstance(n, ast.Lambda) and n.args.args:  # property(lambda self: self.x)
                     me = n.args.args[0].arg
-                    for x in ast.walk(n.body):
+                    for x in walk(n.body):
                         if isinstance(x, ast.Attribute) and isinstance(x.value, ast.Name) and x.value.id == me \
                                 and x.attr not in used:
                             used.add(x.attr)
@@ -2910,7 +2959,7 @@ def inline_expression_functions(module: ast.Module) -> bool:
     its parameters the arguments (each argument of no effect, read where the parameter was; no lambda in it,
     and no name in it that the caller binds otherwise)."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     done: set[int] = set()
     for fn, calls, skip in _targets(module, scopes, parents):
@@ -2920,7 +2969,7 @@ def inline_expression_functions(module: ast.Module) -> bool:
         if len(body) != 1 or not isinstance(body[0], ast.Return):
             continue
         expr = body[0].value if body[0].value is not None else ast.Constant(None)
-        if any(isinstance(n, (ast.Lambda, ast.NamedExpr, ast.Yield, ast.Await)) for n in ast.walk(expr)):
+        if any(isinstance(n, (ast.Lambda, ast.NamedExpr, ast.Yield, ast.Await)) for n in walk(expr)):
             continue
         params = _plain_params(fn)
         call = calls[0]
@@ -2940,17 +2989,17 @@ def inline_expression_functions(module: ast.Module) -> bool:
             if not all(pure(v) for v in args.values()):
                 continue
             caller = scopes.of.get(id(call))
-            free = {n.id for n in ast.walk(expr) if isinstance(n, ast.Name) and n.id not in args}
-            arg_names = {n.id for v in args.values() for n in ast.walk(v) if isinstance(n, ast.Name)}
+            free = {n.id for n in walk(expr) if isinstance(n, ast.Name) and n.id not in args}
+            arg_names = {n.id for v in args.values() for n in walk(v) if isinstance(n, ast.Name)}
             if caller is None or any(caller.owner(n) is not scopes.root for n in free):
                 continue
-            if any(isinstance(n, COMPREHENSIONS) for n in ast.walk(expr)) and arg_names & {
-                    t.id for c in ast.walk(expr) if isinstance(c, ast.comprehension) for t in ast.walk(c.target)
+            if any(isinstance(n, COMPREHENSIONS) for n in walk(expr)) and arg_names & {
+                    t.id for c in walk(expr) if isinstance(c, ast.comprehension) for t in walk(c.target)
                     if isinstance(t, ast.Name)}:
                 continue
             new = copy.deepcopy(expr)
             holder = ast.Expression(new)
-            for n in list(ast.walk(holder)):
+            for n in list(walk(holder)):
                 for field, child in ast.iter_fields(n):
                     items = child if isinstance(child, list) else [child]
                     for j, item in enumerate(items):
@@ -2969,8 +3018,8 @@ def inline_expression_functions(module: ast.Module) -> bool:
 def fold_comprehensions(module: ast.Module) -> bool:
     """A list, tuple or dict comprehension over a tuple of constants whose items fold to constants: the literal."""
     changed = False
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
-    for node in list(ast.walk(module)):
+    parents = parent_map(module)
+    for node in list(walk(module)):
         if not isinstance(node, (ast.ListComp, ast.DictComp)) or len(node.generators) != 1:
             continue
         gen = node.generators[0]
@@ -3006,7 +3055,7 @@ def narrow_parameters(module: ast.Module) -> bool:
     of values; down each branch of an if on it (``p == c``, ``p in (...)``) the set narrows: a test it
     decides is that constant, and where one value is left, ``p`` is that value."""
     scopes = Scopes(module)
-    parents = {id(c): p for p in ast.walk(module) for c in ast.iter_child_nodes(p)}
+    parents = parent_map(module)
     changed = False
     for fn, calls, skip in _targets(module, scopes, parents):
         params = _plain_params(fn)

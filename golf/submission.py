@@ -1,20 +1,18 @@
 """The code a submission carries, and the challenge record folder (spec §5.5).
 
 The challenge counts code bytes + compressed model bytes against 16,000,000. golf's code is a
-package, so a submission's ``train_gpt.py`` is *generated*: a short wrapper holding the golf
-sources as an xz-compressed, base85-encoded zip that it imports from, then runs the pipeline.
+package, so a submission's ``train_gpt.py`` is *generated*: golf.specialize makes golf's modules one
+module specialized to the run's config and stages (every config read a constant, what those decide
+folded away, what only a failed run reaches dropped), python-minifier shrinks it, and a two-line
+wrapper holds it compressed and runs the pipeline.
 """
 from __future__ import annotations
 
-import ast
-import base64
-import io
 import json
-import lzma
 import os
 import shutil
+import sys
 import tempfile
-import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,267 +22,21 @@ from golf.runs import ARTIFACT, CONFIG, ENVIRONMENT, METRICS, QUANT_BUDGET, QUAN
 from golf.runtime import GolfError, atomic_write_text, read_json_object
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-# The report side (notebook plumbing, plots, seed statistics, comparisons) and this file are never part
-# of the scored code; of the others, the walk below keeps what the run's entry point reaches.
+# The report side (notebook plumbing, plots, seed statistics, comparisons) and the code that makes the
+# submission are never part of the scored code; golf.specialize keeps what the run's entry point reaches.
 NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "specialize", "stats", "study", "submission")
-ENTRY = ("cli", "run_submission")  # what the exported train_gpt.py calls
 DEFAULT_MODES = ("plain", "sliding", "ttt")  # the record's evaluation stages, the last one scored
-
-# The zip lives in a temporary folder for the run (zipimport reads it lazily) and goes at exit. C: the
-# config's keys that differ from golf's defaults (the record's), M: the evaluation stages, in order.
-WRAPPER = '''import atexit,base64,lzma,os,shutil,sys,tempfile
-C={values!r}
-M={modes!r}
-d=tempfile.mkdtemp();atexit.register(shutil.rmtree,d,True);z=os.path.join(d,"golf.zip");open(z,"wb").write(lzma.decompress(base64.b85decode({payload!r})))
-sys.path.insert(0,z);from golf.cli import run_submission;sys.exit(run_submission(C,M,os.path.getsize(__file__)))
-'''
 
 
 def left_out(cfg, modes=DEFAULT_MODES) -> set[str]:
     """The modules a run of ``cfg`` evaluating ``modes`` never imports (each is imported lazily, where
-    its switch is on), besides NOT_SCORED: the walk cuts its edges into them."""
+    its switch is on), besides NOT_SCORED."""
     out = set(NOT_SCORED)
     if not set(modes) & {"lora_ttt", "phased_ttt"}:
         out.add("lora_ttt")
     if not (cfg.fused_mlp or cfg.fused_ce):
         out.add("kernels")
     return out
-
-
-def _defined(st: ast.stmt) -> list[str] | None:
-    """The top-level names a statement binds, or None for one kept whatever is used (an expression, an
-    ``if``, ``from __future__``, an assignment to something other than a name)."""
-    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return [st.name]
-    if isinstance(st, ast.Import):
-        return [a.asname or a.name.split(".")[0] for a in st.names]
-    if isinstance(st, ast.ImportFrom):
-        return None if st.module == "__future__" else [a.asname or a.name for a in st.names]
-    targets = st.targets if isinstance(st, ast.Assign) else [st.target] if isinstance(st, ast.AnnAssign) else None
-    names = []
-    for t in targets or [None]:
-        elts = t.elts if isinstance(t, ast.Tuple) else [t]
-        if not all(isinstance(e, ast.Name) for e in elts):
-            return None
-        names += [e.id for e in elts]
-    return names
-
-
-_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-
-
-def _locals(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
-    """The names a function binds (its arguments, assignments, imports, nested definitions) and does not
-    declare global: a use of one inside it is not the module's name."""
-    a = fn.args
-    names = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
-    declared = set()
-    todo = list(fn.body) if isinstance(fn.body, list) else [fn.body]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            declared.update(node.names)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update(a.asname or a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-        if isinstance(node, (*_FUNCTIONS, ast.ClassDef)):
-            if not isinstance(node, ast.Lambda):
-                names.add(node.name)
-            todo += [*node.decorator_list] if not isinstance(node, ast.Lambda) else []
-            continue  # its own scope
-        todo += ast.iter_child_nodes(node)
-    return names - declared
-
-
-def _free_names(st: ast.stmt) -> list[ast.Name]:
-    """The names a statement reads that are not bound by a function around them (module-level names)."""
-    out = []
-
-    def visit(node: ast.AST, bound: frozenset) -> None:
-        if isinstance(node, _FUNCTIONS):
-            for d in (*getattr(node, "decorator_list", ()), *node.args.defaults,
-                      *(x for x in node.args.kw_defaults if x is not None)):
-                visit(d, bound)
-            for x in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs, node.args.vararg,
-                      node.args.kwarg, getattr(node, "returns", None)):
-                if x is not None:
-                    visit(x, bound)
-            inner = bound | _locals(node)
-            for child in (node.body if isinstance(node.body, list) else [node.body]):
-                visit(child, inner)
-            return
-        if isinstance(node, ast.Name) and node.id not in bound:
-            out.append(node)
-        for child in ast.iter_child_nodes(node):
-            visit(child, bound)
-
-    visit(st, frozenset())
-    return out
-
-
-def _is_main_guard(st: ast.stmt) -> bool:
-    return isinstance(st, ast.If) and "__main__" in ast.unparse(st.test) and "__name__" in ast.unparse(st.test)
-
-
-def _golf_target(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> tuple[str, str | None] | None:
-    """What an imported name is in golf: (module, name), (module, None) for a whole module, or None."""
-    if isinstance(node, ast.Import):
-        return (alias.name[5:], None) if alias.name.startswith("golf.") else None
-    if node.module == "golf":
-        return (alias.name, None) if (PACKAGE_DIR / f"{alias.name}.py").is_file() else ("__init__", alias.name)
-    if node.module and node.module.startswith("golf."):
-        return node.module[5:], alias.name
-    return None
-
-
-class _Walk:
-    """Which top-level statements of which golf modules the entry point reaches, by name (ast).
-
-    A name a kept statement uses keeps the statements of its module that bind it; ``from golf.x import
-    y`` (at any depth) keeps ``y`` of ``golf.x``; ``import golf.x as m`` keeps what ``m.attr`` names,
-    or all of ``golf.x`` where ``m`` is used otherwise. Class bodies are kept whole. Edges into a left-out
-    module are cut, which is allowed only for imports inside functions (lazy ones)."""
-
-    def __init__(self, skip: set[str]):
-        self.skip = skip
-        self.bodies: dict[str, list[ast.stmt]] = {}
-        self.defs: dict[str, dict[str, list[int]]] = {}
-        self.kept: dict[str, set[int]] = {}
-        self.aliases: dict[tuple[str, int], set[str]] = {}  # the names kept of a top-level import
-        self.todo: list[tuple] = []
-
-    def module(self, m: str) -> None:
-        if m in self.bodies:
-            return
-        tree = ast.parse((PACKAGE_DIR / f"{m}.py").read_text())
-        body = self.bodies[m] = [st for st in tree.body if not _is_main_guard(st)]
-        defs = self.defs[m] = {}
-        self.kept[m] = set()
-        for i, st in enumerate(body):
-            names = _defined(st)
-            for n in names or ():
-                defs.setdefault(n, []).append(i)
-            if names is None:
-                self.todo.append(("stmt", m, i))
-        if m != "__init__":
-            self.module("__init__")
-
-    def target(self, m: str, t: tuple[str, str | None], top: bool) -> None:
-        if t[0] in self.skip:
-            if top:
-                raise GolfError(f"golf.{m} imports golf.{t[0]} at the top, which this submission leaves out: "
-                                "import it inside the function that needs it")
-            return
-        self.module(t[0])
-        self.todo.append(("all", t[0]) if t[1] is None else ("sym", t[0], t[1]))
-
-    def run(self, m: str, name: str) -> None:
-        self.module(m)
-        self.todo.append(("sym", m, name))
-        while self.todo:
-            kind, m, *rest = self.todo.pop()
-            if kind == "all":
-                self.todo += [("sym", m, n) for n in self.defs[m]]
-            elif kind == "sym":
-                for i in self.defs[m].get(rest[0], ()):
-                    st = self.bodies[m][i]
-                    if isinstance(st, (ast.Import, ast.ImportFrom)):
-                        self.kept[m].add(i)
-                        kept = self.aliases.setdefault((m, i), set())
-                        for a in st.names:
-                            bound = a.asname or (a.name.split(".")[0] if isinstance(st, ast.Import) else a.name)
-                            if bound == rest[0] and bound not in kept:
-                                kept.add(bound)
-                                t = _golf_target(st, a)
-                                if t is not None:
-                                    self.target(m, t, top=True)
-                    else:
-                        self.todo.append(("stmt", m, i))
-            elif rest[0] not in self.kept[m]:
-                self.kept[m].add(rest[0])
-                self.statement(m, self.bodies[m][rest[0]])
-
-    def statement(self, m: str, st: ast.stmt) -> None:
-        modules = {}  # module aliases bound inside the statement: import golf.x as m
-        for node in ast.walk(st):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and node is not st:
-                for a in node.names:
-                    t = _golf_target(node, a)
-                    if t is None:
-                        continue
-                    if t[1] is None:
-                        modules[a.asname or a.name.split(".")[0]] = t[0]
-                    else:
-                        self.target(m, t, top=False)
-        used_as_attr = set()
-        for node in ast.walk(st):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
-                used_as_attr.add(id(node.value))
-                if modules[node.value.id] not in self.skip:
-                    self.target(m, (modules[node.value.id], node.attr), top=False)
-        for node in ast.walk(st):  # a module bound inside: a use other than module.attr keeps it whole
-            if isinstance(node, ast.Name) and node.id in modules and id(node) not in used_as_attr \
-                    and modules[node.id] not in self.skip:
-                self.target(m, (modules[node.id], None), top=False)
-        for node in _free_names(st):
-            if node.id in self.defs[m] and node.id not in modules:
-                self.todo.append(("sym", m, node.id))
-
-    def sources(self) -> dict[str, str]:
-        """Each reached module's kept statements (a top-level import keeps only the names used), as source."""
-        out = {}
-        for m, body in self.bodies.items():
-            if m == "__init__":
-                out[m] = ast.unparse(ast.Module(body=body, type_ignores=[]))
-                continue
-            kept = []
-            for i in sorted(self.kept[m]):
-                st = body[i]
-                if _defined(st) is not None and isinstance(st, (ast.Import, ast.ImportFrom)):
-                    used = self.aliases.get((m, i), set())
-                    names = [a for a, bound in zip(st.names, _defined(st)) if bound in used]
-                    st = type(st)(**{**{f: getattr(st, f) for f in st._fields}, "names": names})
-                kept.append(st)
-            out[m] = ast.unparse(ast.fix_missing_locations(ast.Module(body=kept, type_ignores=[])))
-        return out
-
-
-def reached_sources(cfg, modes=DEFAULT_MODES) -> dict[str, str]:
-    """golf's code as the exported train_gpt.py carries it for ``cfg`` and ``modes``: the modules and
-    top-level definitions the entry point reaches, as source (before minifying)."""
-    walk = _Walk(left_out(cfg, modes))
-    walk.run(*ENTRY)
-    return walk.sources()
-
-
-def minify(source: str) -> str:
-    """python-minifier, keeping every module-level name (other modules import them), the dataclass
-    annotations (Config's fields) and the asserts; docstrings go, local names shrink."""
-    import python_minifier
-
-    return python_minifier.minify(
-        source, remove_literal_statements=True, rename_globals=False, rename_locals=True, hoist_literals=False,
-        remove_asserts=False, remove_debug=False,
-        remove_annotations=python_minifier.RemoveAnnotationsOptions(
-            remove_variable_annotations=True, remove_return_annotations=True, remove_argument_annotations=True,
-            remove_class_attribute_annotations=False))
-
-
-def scored_source(path: Path) -> str:
-    """A whole module minified, as it would count against the budget."""
-    return minify(path.read_text())
-
-
-def _package_zip(sources: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name in sorted(sources):
-            info = zipfile.ZipInfo(f"golf/{name}.py", date_time=(2026, 1, 1, 0, 0, 0))  # reproducible bytes
-            zf.writestr(info, minify(sources[name]) + "\n")
-    return buf.getvalue()
 
 
 def embedded_values(cfg) -> dict:
@@ -308,7 +60,7 @@ def embedded_values(cfg) -> dict:
 
 def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
     """The single-file ``train_gpt.py`` for ``cfg`` (default: the record's) evaluating ``modes``: golf's
-    reached code, minified, zipped, xz preset 9 (CRC64) + base85, like the records' wrappers."""
+    code specialized to them (golf.specialize), minified, brotli-compressed, as 7-bit text (``wrap``)."""
     from golf.config import Config
 
     values = embedded_values(cfg if cfg is not None else Config())
@@ -317,13 +69,80 @@ def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
 
 @lru_cache(maxsize=8)
 def _source(values_json: str, modes: tuple[str, ...]) -> str:
-    from golf.config import load_config
-    from golf.specialize import specialize
-
     values = json.loads(values_json)
-    cfg = load_config(None, values)
-    code = minify_flat(specialize(cfg, modes, values, left_out(cfg, modes)))
-    return wrap(code)
+    return wrap(_code(values, modes))
+
+
+# The data paths stand in the specialized code as placeholders, filled in after: the code of a config is
+# then the same wherever its data lie (tests make many), and it is kept on disk (CODE_CACHE), keyed by
+# golf's sources, python-minifier's version, the other values and the stages.
+_PLACEHOLDERS = {"data_dir": "golfplaceholderdatadir", "tokenizer_path": "golfplaceholdertokenizerpath"}
+
+
+def _code_cache() -> Path | None:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "golf" / "submission"
+
+
+def _cache_path(values: dict, modes: tuple[str, ...]) -> Path | None:
+    """Where the code of ``values`` scoring ``modes`` is kept (its data paths as placeholders)."""
+    import hashlib
+    from importlib.metadata import version
+
+    generic = {**values, **_PLACEHOLDERS}
+    h = hashlib.sha256(json.dumps([generic, modes, version("python-minifier"), version("torch"), sys.version],
+                                  sort_keys=True).encode())
+    for f in sorted(PACKAGE_DIR.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    cache = _code_cache()
+    return cache / f"{h.hexdigest()[:32]}.py" if cache is not None else None
+
+
+def _code(values: dict, modes: tuple[str, ...], make: bool = True) -> str | None:
+    """The minified code of the run of ``values`` scoring ``modes`` (golf.specialize, then python-minifier);
+    None where it is not kept on disk yet and ``make`` is false."""
+    from golf.config import Config, load_config
+
+    paths = {k: values.get(k, getattr(Config(), k)) for k in _PLACEHOLDERS}
+    path = _cache_path(values, modes)
+    code = path.read_text() if path is not None and path.is_file() else None
+    if code is None and not make:
+        return None
+    if code is None:
+        from golf.specialize import specialize
+
+        cfg = load_config(None, values)
+        code = minify_flat(specialize(cfg, modes, {**values, **_PLACEHOLDERS}, left_out(cfg, modes)))
+        if path is not None:
+            try:
+                atomic_write_text(path, code)
+            except OSError:
+                pass  # no cache where it cannot be written
+    for key, token in _PLACEHOLDERS.items():
+        literals = [q + token + q for q in "'\"" if q + token + q in code]
+        if len(literals) != 1 or code.count(literals[0]) != 1:
+            raise GolfError(f"the specialized code holds the placeholder of {key} {code.count(token)} times")
+        code = code.replace(literals[0], repr(str(paths[key])))
+    return code
+
+
+def code_bound() -> int:
+    """An upper bound of any config's code bytes, at once: the scored modules' sources as they are (the
+    file is about a twentieth of that: specialized, minified, compressed)."""
+    return sum(f.stat().st_size for f in PACKAGE_DIR.glob("*.py") if f.stem not in NOT_SCORED)
+
+
+def budget_code_bytes(cfg, modes=DEFAULT_MODES):
+    """For quantize's budget: ``(model_bytes, limit) -> (code bytes, exact)``. The exact count takes
+    golf.specialize a minute on a slow CPU, so it is made only where the bound could change what fits
+    (pruning), or read where kept on disk; else the bound stands in (export-submission counts exactly)."""
+    values = json.loads(json.dumps(embedded_values(cfg), sort_keys=True))
+
+    def count(model_bytes: int, limit: int) -> tuple[int, bool]:
+        code = _code(values, tuple(modes), make=model_bytes + code_bound() > limit)
+        return (len(wrap(code).encode()), True) if code is not None else (code_bound(), False)
+
+    return count
 
 
 # The payload: the code compressed with brotli (a dependency of the run already: golf's artifacts are
@@ -346,14 +165,23 @@ def _spell(values: list[int]) -> str:
     return "".join(out)
 
 
-def wrap(code: str) -> str:
-    """The train_gpt.py that runs ``code``: a two-line decoder and the code, compressed (see FLAT_WRAPPER)."""
+def compress(code: str) -> bytes:
     import brotli
 
-    data = brotli.compress(code.encode(), quality=11, lgwin=24, mode=brotli.MODE_TEXT)
+    return brotli.compress(code.encode(), quality=11, lgwin=24, mode=brotli.MODE_TEXT)
+
+
+def wrap(code: str) -> str:
+    """The train_gpt.py that runs ``code``: a two-line decoder and the code, compressed (see FLAT_WRAPPER)."""
+    data = compress(code)
     value, n_digits = int.from_bytes(data, "big"), -(-len(data) * 8 // 7)
     digits = [(value >> 7 * (n_digits - 1 - i)) & 127 for i in range(n_digits)]
-    spelled = {key: _spell([d ^ key for d in digits]) for key in range(128)}
+    counts = [0] * 128
+    for d in digits:
+        counts[d] += 1
+    # the keys that make the fewest NUL and CR digits (then the exact cost of the few best)
+    best = sorted(range(128), key=lambda k: (counts[k] + counts[k ^ 13], k))[:4]
+    spelled = {key: _spell([d ^ key for d in digits]) for key in best}
     key = min(spelled, key=lambda k: (len(spelled[k].encode()), k))
     return FLAT_WRAPPER.format(digits=spelled[key], key=key, n=len(data))
 
@@ -372,6 +200,18 @@ def minify_flat(source: str) -> str:
         remove_annotations=python_minifier.RemoveAnnotationsOptions(
             remove_variable_annotations=True, remove_return_annotations=True, remove_argument_annotations=True,
             remove_class_attribute_annotations=False))
+
+
+def code_stages(cfg, modes=DEFAULT_MODES) -> dict[str, int]:
+    """The sizes on the way to ``train_gpt.py`` (made afresh, no cache): the specialized module's source
+    (characters), minified (characters), compressed (bytes), the file (bytes)."""
+    from golf.specialize import specialize
+
+    values = json.loads(json.dumps(embedded_values(cfg), sort_keys=True))
+    source = specialize(cfg, tuple(modes), values, left_out(cfg, modes))
+    code = minify_flat(source)
+    return {"specialized": len(source), "minified": len(code), "compressed": len(compress(code)),
+            "file": len(wrap(code).encode())}
 
 
 def code_bytes(cfg=None, modes=DEFAULT_MODES) -> int:
@@ -503,8 +343,8 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         }
         atomic_write_text(out_dir / "submission.json", json.dumps(submission, indent=2) + "\n")
         lines = [f"# golf record from run `{run_dir.name}`", "",
-                 "Generated by `golf export-submission`. `train_gpt.py` holds the run's settings (the keys that differ",
-                 "from golf's defaults) and the golf code they reach, minified, zipped, xz-compressed and base85-encoded;",
+                 "Generated by `golf export-submission`. `train_gpt.py` holds golf's code specialized to the run's",
+                 "settings and stages (one module, every setting a constant), minified, brotli-compressed as 7-bit text;",
                  "`torchrun --standalone --nproc_per_node=8 train_gpt.py` trains, quantizes and scores "
                  f"{', '.join(results) or ', '.join(DEFAULT_MODES)}",
                  "into `outputs/submission/run-NNN`, its last line the scored val_bpb.", "",

@@ -10,36 +10,42 @@ from pathlib import Path
 from conftest import tiny_params
 
 from golf.config import load_config
-from golf.submission import code_bytes, left_out, reached_sources, train_gpt_source
+from golf.submission import budget_code_bytes, code_bound, code_bytes, left_out, train_gpt_source
 
 REPO = Path(__file__).resolve().parent.parent
-# Measured at 2026-12-07 (bench/submission_bytes.py): record.yaml 51,988 bytes (plain, sliding, ttt),
-# frontier.yaml 59,893 (plain, sliding, phased_ttt); the issue's target is 20,000 (the record's own script:
-# 19,760), not reached: these are upper bounds that keep it from growing back.
-CODE_BYTES_BOUND = {"record.yaml": (("plain", "sliding", "ttt"), 53_000),
-                    "frontier.yaml": (("plain", "sliding", "phased_ttt"), 61_000)}
+# Upper bounds that keep the exported code from growing back (bench/submission_bytes.py measures it; the
+# issue's target is 20,000, the record's own script 19,760): record.yaml 22,249 bytes, frontier.yaml 32,223
+# on 2026-12-07, the checks before any work kept (a user's mistake is one line, never a traceback).
+CODE_BYTES_BOUND = {"record.yaml": (("plain", "sliding", "ttt"), 23_000),
+                    "frontier.yaml": (("plain", "sliding", "phased_ttt"), 33_000)}
 
 
 def test_code_bytes_of_the_record_and_the_frontier():
     for name, (modes, bound) in CODE_BYTES_BOUND.items():
         cfg = load_config(REPO / "params" / name)
         assert code_bytes(cfg, modes) <= bound, name
-        modules = set(reached_sources(cfg, modes))
-        assert not modules & {"caseops", "corpora", "tokenizer", "notebooks", "study", "submission"}
-        assert {"train", "quant", "evaluate", "pipeline", "cli"} <= modules
-        assert ("lora_ttt" in modules) == (name == "frontier.yaml")  # phased TTT is LoRA TTT's
-        assert ("kernels" in modules) == (name == "frontier.yaml")  # fused_ce
+        assert code_bytes(cfg, modes) < code_bound() / 10
 
 
-def test_the_walk_follows_the_switches():
+def test_the_modules_left_out_follow_the_switches():
     cfg = load_config(REPO / "params/record.yaml")
-    assert {"lora_ttt", "kernels"} <= left_out(cfg)
-    assert "lora_ttt" in reached_sources(cfg, ("plain", "phased_ttt"))
-    assert "kernels" in reached_sources(cfg.replace(fused_mlp=True))
-    cli = reached_sources(cfg)["cli"]
-    assert "run_submission" in cli and "build_parser" not in cli and "cmd_study" not in cli  # no help text
-    # describe_keys reads the keys' groups from Config's comments, which minifying removes: never reached
-    assert "describe_keys" not in reached_sources(cfg)["config"]
+    assert {"lora_ttt", "kernels", "notebooks", "study", "submission"} <= left_out(cfg)
+    assert "lora_ttt" not in left_out(cfg, ("plain", "phased_ttt"))
+    assert "kernels" not in left_out(cfg.replace(fused_mlp=True))
+
+
+def test_quantize_counts_the_code_exactly_only_where_it_could_change_what_fits(tmp_path, monkeypatch):
+    """The exact count (golf.specialize) is slow: below the limit by more than the bound it is not made,
+    the bound stands in; near the limit it is made, kept on disk, and read from there after."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = load_config(REPO / "params/demo.yaml")
+    count, limit = budget_code_bytes(cfg), 16_000_000
+    assert count(1_000, limit) == (code_bound(), False)
+    assert not (tmp_path / "cache").exists()
+    exact = count(limit - code_bound() + 1, limit)
+    assert exact == (code_bytes(cfg), True) and exact[0] < code_bound()
+    assert len(list((tmp_path / "cache" / "golf" / "submission").iterdir())) == 1
+    assert count(1_000, limit) == exact  # kept: exact at no cost
 
 
 def test_exported_train_gpt_runs_the_pipeline_under_torchrun(tmp_path, demo_data):
