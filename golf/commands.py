@@ -48,7 +48,7 @@ def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> dict:
     """Every check that needs no run folder, so that a bad value fails before one is made: the config
     for this world size, the tokenizer/data binding (and token ids), the attention kernel."""
     from golf.attention import check_backend_available
-    from golf.config import validate_for_world
+    from golf.config_rules import validate_for_world
     from golf.data_binding import check_data_binding
     from golf.val_stream import check_val_length
     from golf.runtime import check_model_fits
@@ -65,7 +65,8 @@ def _preflight(cfg, splits: tuple[str, ...] = ("train", "val")) -> dict:
 
 def _run_config(run_dir: Path, stage: str, overrides: list[str] | None = None):
     """A trained run's config with the overrides ``golf <stage>`` may apply to it."""
-    from golf.config import check_stage_overrides, parse_overrides
+    from golf.config import parse_overrides
+    from golf.config_stages import check_stage_overrides
 
     from golf.runs import CONFIG
 
@@ -327,17 +328,21 @@ def cmd_compare(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from golf.config import describe_keys
+    """The config as a tree of sections, in YAML a params file may hold, each key's type and help beside it."""
+    import yaml
+
+    from golf.config import describe_keys, section_title
 
     cfg = load_config(args.params, args.set or []).to_dict() if args.params or args.set else None
-    group = None
+    section = None
     for d in describe_keys():
-        if d["group"] != group:
-            print(f"{'' if group is None else chr(10)}# {d['group']}")  # a blank line between groups, none first
-            group = d["group"]
+        if d["section"] != section:
+            section = d["section"]
+            print(f"{section}:  # {section_title(section).split(': ', 1)[1]}")
         value = cfg[d["key"]] if cfg is not None else d["default"]
-        mark = "" if cfg is None or value == d["default"] else f"   (record: {d['default']!r})"
-        print(f"{d['key']} = {value!r}  [{d['type']}]  {d['help']}{mark}")
+        mark = "" if cfg is None or value == d["default"] else f" (record: {d['default']!r})"
+        shown = yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+        print(f"  {d['key']}: {shown}  # [{d['type']}] {d['help']}{mark}")
     return 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from golf.config import parameter_list
+from golf.notebook_params import parameter_list
 from golf.plots import STAGE_LABELS, read_metrics, read_run_config, train_rows
 from golf.runs import CONFIG, STUDY_PLAN, RunDir
 from golf.studies import one_run_per_seed, stage_config, study_runs

@@ -11,15 +11,16 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
-from golf.config import parameter_list
-from golf.paths import bundled, child_env, outputs_root, project_root, resolve, resolve_params_file
+from golf.launch import launch_golf
+from golf.notebook_params import (  # noqa: F401  (the notebooks' calls)
+    COMMON_PARAMETERS, NOTEBOOK_STAGES, check_parameters, given_keys, parameter_list, set_args, sync_parameters_cells,
+)
+from golf.paths import bundled, outputs_root, project_root, resolve, resolve_params_file
 from golf.plots import (  # noqa: F401  (the notebooks' plotting calls)
     eval_table, plot_eval, plot_quant_error, plot_schedule, plot_training, quant_tables, read_metrics,
 )
@@ -31,11 +32,7 @@ from golf.studies import check_study, is_study, newest_config_runs, one_run_per_
 
 log = logging.getLogger("golf")
 
-NOTEBOOK_STAGES = {"quantize": "quantize", "ttt_eval": "evaluate"}  # whose keys a post-training notebook takes
 LAB_STUDY = "lab"  # where interactive runs with an empty run_dir go: outputs/lab/run-NNN
-# The parameters every notebook may take besides the params keys.
-COMMON_PARAMETERS = ("params_file", "run_dir", "seed", "overrides", "nproc", "force", "modes", "study_dir",
-                     "run_dirs", "stage", "studies", "names", "out_dir")
 
 
 def _short_errors_in_kernel() -> None:
@@ -58,296 +55,6 @@ def _short_errors_in_kernel() -> None:
 
 
 _short_errors_in_kernel()
-
-
-# --- parameters --------------------------------------------------------------------------------
-
-# Names a run notebook's kernel holds that are no parameters: IPython's own, and what the notebooks'
-# cells assign (present when Run All runs again in the same kernel).
-_NOT_PARAMETERS = {"In", "Out", "exit", "quit", "get_ipython", "open", "nb", "run", "fig", "budget", "tensors",
-                   "result", "study", "runs", "tests"}
-
-
-def _unknown_names(namespace: Mapping[str, Any], known) -> tuple[list[str], str]:
-    """The names a notebook was given that are none of ``known``, and a "did you mean" for them."""
-    import difflib
-
-    unknown = [name for name, value in namespace.items()
-               if not name.startswith("_") and name not in known and name not in _NOT_PARAMETERS
-               and isinstance(value, (bool, int, float, str, list, tuple, type(None)))]
-    guesses = [g for name in unknown for g in difflib.get_close_matches(name, sorted(known), n=1)]
-    return unknown, f"; did you mean {', '.join(map(repr, guesses))}?" if guesses else ""
-
-
-def given_keys(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The params keys a notebook was given by name (papermill ``-p KEY VALUE``); None = not given.
-
-    A name given that is no parameter (``-p ema_decai 0.5``, or a typo in Lab's parameters cell) stops
-    here with one line and the nearest parameter, rather than running with the file's value."""
-    from golf.config import config_keys
-
-    keys = config_keys()
-    known = {*keys, *COMMON_PARAMETERS, *(n for own in NOTEBOOK_PARAMETERS.values() for n, _, _ in own)}
-    unknown, hint = _unknown_names(namespace, known)
-    if unknown:
-        raise GolfError(f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}{hint} (golf config lists "
-                        "the params keys; papermill --help-notebook this notebook's parameters)")
-    return {k: namespace[k] for k in keys if k not in COMMON_PARAMETERS and namespace.get(k) is not None}
-
-
-def check_parameters(namespace: Mapping[str, Any], notebook: str) -> None:
-    """A notebook without params keys (seed_analysis, compare): a name given that is none of its own
-    parameters (``-p stge prequant``) stops with one line and the nearest one."""
-    own = [name for name, _, _ in NOTEBOOK_PARAMETERS[notebook]]
-    unknown, hint = _unknown_names(namespace, own)
-    if unknown:
-        raise GolfError(f"unknown parameter(s) {', '.join(map(repr, unknown))} of the {notebook} notebook{hint} "
-                        f"(its parameters: {', '.join(own)})")
-
-
-def set_args(keys: Mapping[str, Any] | None = None, overrides: list[str] | None = None,
-             stage: str | None = None, base: str | Path | None = None) -> list[str]:
-    """Named keys and ``key=value`` overrides as ``golf --set`` arguments, checked now, not in the child,
-    against ``base`` (the params file, or the run's config.yaml) as the child will apply them;
-    ``stage`` ('quantize', 'evaluate') also refuses the keys fixed by training."""
-    from golf.config import ConfigError, check_stage_overrides, load_config, parse_overrides
-
-    if isinstance(overrides, str):  # papermill -p overrides "a=1 b=2" gives one string
-        overrides = overrides.split()
-    items = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in (keys or {}).items()]
-    items += list(overrides or [])
-    try:
-        if stage:
-            check_stage_overrides(stage, parse_overrides(items))
-        load_config(base, items)  # unknown keys and bad values fail here, by name
-    except ConfigError as exc:
-        raise GolfError(str(exc)) from None
-    return ["--set", *items] if items else []
-
-
-def parameters_source(notebook: str) -> str:
-    """The parameters cell of a notebook: its own parameters, then every params key (None = the file's).
-
-    Stored notebooks hold exactly this text (a test keeps them in sync), so ``papermill
-    --help-notebook`` lists every parameter with its type and help.
-    """
-    from golf.config import describe_keys, stage_keys
-
-    own = NOTEBOOK_PARAMETERS[notebook]
-    lines = [f"{name}: {value}  # {help_}" for name, value, help_ in own]
-    if notebook not in RUN_NOTEBOOKS:
-        return "\n".join(lines)
-    stage = NOTEBOOK_STAGES.get(notebook)
-    if stage is None:
-        lines.append("# Any params key below, when not None, overrides the params file for this run")
-        lines.append("# (papermill: -p iterations 20). None keeps the value of the params file.")
-    else:
-        lines.append(f"# The keys golf {stage} reads, when not None, override the run's config.yaml")
-        lines.append("# (papermill: -p max_val_tokens 65536); the others were fixed by training.")
-    offered = stage_keys(stage) if stage else None  # None: every key
-    group = None
-    for d in describe_keys():
-        if d["key"] in COMMON_PARAMETERS or (offered is not None and d["key"] not in offered):
-            continue
-        if d["group"] != group:
-            group = d["group"]
-            lines.append(f"# --- {group}")
-        # papermill reads a line with one '=' only, so the help says 'is' instead
-        help_ = re.sub(r"\(?\s*=\s*", " is ", d["help"]).replace("( is", "(is").strip()
-        lines.append(f"{d['key']}: {d['type']} = None  # {help_ + '; ' if help_ else ''}record: {d['default']!r}")
-    return "\n".join(lines)
-
-
-NOTEBOOK_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {  # name, "type = default", help
-    "train": [
-        ("params_file", 'str = "params/demo.yaml"', "params YAML; a relative path starts at the project root"),
-        ("run_dir", 'str = ""', "run folder to create; empty: a fresh numbered folder under outputs/lab/"),
-        ("seed", "int = 42", "SEED: model initialisation (and data order with fix_seed_data_order)"),
-        ("overrides", "list = []", "more overrides, a list of golf --set strings"),
-        ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
-    ],
-    "quantize": [
-        ("run_dir", 'str = ""', "a trained run folder; empty: the newest trained run under outputs/"),
-        ("force", "bool = False", "quantize a run again that has an artifact (its old results are moved aside)"),
-        ("overrides", "list = []", "more overrides, a list of golf --set strings"),
-        ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
-    ],
-    "ttt_eval": [
-        ("run_dir", 'str = ""', "a quantized run folder; empty: the newest quantized run under outputs/"),
-        ("modes", 'list = ["plain", "sliding", "ttt"]', "evaluation modes, in order (also lora_ttt, phased_ttt)"),
-        ("force", "bool = False", "evaluate again a mode that already has a result"),
-        ("overrides", "list = []", "more overrides, a list of golf --set strings"),
-        ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
-    ],
-    "seed_analysis": [
-        ("study_dir", 'str = ""', "a study folder; empty: the newest folder under outputs/ with evaluated runs"),
-        ("run_dirs", "list = []", "run folders to analyse; empty: every evaluated run of the study"),
-        ("stage", 'str = "ttt"', "stage whose scores are tested: prequant, plain, sliding or ttt"),
-    ],
-    "compare": [
-        ("studies", "list = []", "study or run folders, the baseline first; empty: the two newest studies"),
-        ("names", "list = []", "a label per study; empty: the folder names"),
-        ("stage", 'str = "ttt"', "stage compared: prequant, plain, sliding, ttt, lora_ttt or phased_ttt"),
-        ("out_dir", 'str = ""', "where the comparison goes; empty: outputs/compare/compare-NNN"),
-    ],
-}
-
-
-# --- child processes ---------------------------------------------------------------------------
-
-# A child's error as it says it: golf's own line, argparse's ("golf train: error: ..."), or a traceback's
-# last line (torch._C._LinAlgError: ...); the last such line wins.
-_ERROR_LINE = re.compile(r"^(golf( [\w-]+)?: (error|interrupted): .*|[\w.]*(Error|Exception|Interrupt)\b.*)$")
-
-
-class _Progress:
-    """Shows a child's output: in a kernel, its log lines in one block and its tqdm bar as one line below
-    it, both updated in place (no frozen bar lines); on a console, lines as they come and the bar on one
-    line redrawn with \\r."""
-
-    def __init__(self, echo: bool):
-        self.echo, self.last = echo, 0.0
-        self.error: str | None = None  # the child's last error line
-        self.lines: list[str] = []
-        self.log_handle = self.bar_handle = None
-        try:
-            from IPython import get_ipython
-            self.in_kernel = get_ipython() is not None
-        except ImportError:
-            self.in_kernel = False
-
-    def _show(self, bar: str | None = None) -> None:
-        """In a kernel: the log block and the bar line, each one display updated in place."""
-        from IPython.display import display
-
-        logs = {"text/plain": "\n".join(self.lines)}
-        if self.log_handle is None:  # the log block first, the bar always below it
-            self.log_handle = display(logs, raw=True, display_id=True)
-            self.bar_handle = display({"text/plain": bar or ""}, raw=True, display_id=True)
-        elif bar is None:
-            self.log_handle.update(logs, raw=True)
-        else:
-            self.bar_handle.update({"text/plain": bar}, raw=True)
-
-    def bar(self, text: str, final: bool = False) -> None:
-        if not self.echo:
-            return
-        if not text.strip():  # tqdm clearing a finished bar (leave=False): no stale bar line stays
-            if self.in_kernel and self.bar_handle is not None:
-                self.bar_handle.update({"text/plain": ""}, raw=True)
-            return
-        now = time.monotonic()
-        if not final and now - self.last < 1.0:
-            return
-        self.last = now
-        if self.in_kernel:
-            self._show(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip())
-        else:
-            print("\r" + text.strip(), end="", file=sys.stderr, flush=True)
-
-    def line(self, text: str) -> None:
-        if not self.echo:
-            return
-        if self.in_kernel:
-            self.lines.append(text.rstrip())
-            self._show()
-            return
-        if self.last:
-            print(file=sys.stderr)
-        print(text, flush=True)
-        self.last = 0.0  # the next bar starts below this line
-
-
-# torchrun, made to die with its parent first (its ranks, golf processes, die with torchrun)
-_TORCHRUN = ("from golf.runtime import die_with_parent; die_with_parent(); "
-             "from torch.distributed.run import main; main()")
-
-
-def golf_command(args: list[str], nproc: int = 1) -> list[str]:
-    if nproc > 1:
-        return [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "golf", *args]
-    return [sys.executable, "-m", "golf", *args]
-
-
-def _stop(proc: subprocess.Popen, first: int) -> None:
-    """Signal the child's process group (torchrun and its ranks too), then kill what is left after 30 s."""
-    import signal
-
-    for sig, wait in ((first, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _relay(proc: subprocess.Popen, log_fh, progress: "_Progress") -> None:
-    """Copy the child's output to its log and the console (bars on one line) until it ends; the last
-    error line it printed is kept in ``progress.error``."""
-    pending = ""
-    while data := proc.stdout.read1(4096):  # bytes: text mode would turn tqdm's \r into \n
-        chunk = data.decode(errors="replace")
-        if log_fh:
-            log_fh.write(chunk)
-            log_fh.flush()
-        # tqdm ends each update with \r; a log line ends with \n
-        parts = re.split(r"(\r|\n)", pending + chunk)
-        pending = parts[-1]
-        for text, sep in zip(parts[0:-1:2], parts[1::2]):
-            if sep == "\r":
-                progress.bar(text)
-            elif "\x1b" in text or re.search(r"\d+%( of budget)?\|", text):
-                progress.bar(text, final=True)
-            elif text.strip():
-                progress.line(text)
-                if _ERROR_LINE.match(text.strip()):
-                    progress.error = text.strip()
-    if pending.strip():
-        progress.line(pending)
-        if _ERROR_LINE.match(pending.strip()):
-            progress.error = pending.strip()
-    proc.wait()
-
-
-def launch_golf(args: list[str], nproc: int = 1, log_path: str | Path | None = None, echo: bool = True) -> None:
-    """Run ``golf ARGS`` (torchrun when nproc > 1) from the project root; its console goes to ``log_path``.
-
-    Log lines are shown as they come and the progress bar as one updating line; on failure the
-    error is one line naming the log, not the child's traceback.
-    """
-    import signal
-
-    from golf.runtime import PARENT_PID_ENV
-
-    cmd = golf_command(args, nproc)
-    progress = _Progress(echo)
-    log_fh = open(log_path, "a") if log_path else None
-    env = {**child_env(), PARENT_PID_ENV: str(os.getpid())}  # the child dies with this process (die_with_parent)
-    try:
-        # its own process group: an interrupt or a kill reaches every process of the step, torchrun's ranks too
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                              cwd=project_root(), start_new_session=True) as proc:
-            try:
-                _relay(proc, log_fh, progress)
-            except KeyboardInterrupt:  # Ctrl-C or the kernel's interrupt: the step stops and says what it kept
-                _stop(proc, signal.SIGINT)
-                _relay(proc, log_fh, progress)
-                said = re.sub(r"^golf( [\w-]+)?: interrupted: ", "", progress.error or "")
-                raise GolfError(f"golf {args[0]} interrupted{': ' + said if said else ''}") from None
-            except BaseException:  # anything else that ends this process ends the step too
-                _stop(proc, signal.SIGTERM)
-                raise
-            error = progress.error
-    finally:
-        if log_fh:
-            log_fh.close()
-    if proc.returncode != 0:
-        where = f"; full output in {log_path}" if log_path else ""
-        raise GolfError(f"golf {args[0]} failed (exit code {proc.returncode}): {error or 'see its output'}{where}")
 
 
 def train(params_file: str, run_dir: str = "", seed: int | None = None, overrides: list[str] | None = None,
@@ -630,7 +337,8 @@ def _kernels_quiet(log_path: Path):
 
 def _preflight(cfg, nproc: int) -> None:
     """Everything golf can check before a run or study starts: world-size splits and data binding."""
-    from golf.config import ConfigError, validate_for_world
+    from golf.config import ConfigError
+    from golf.config_rules import validate_for_world
     from golf.data_binding import check_data_binding
     from golf.val_stream import check_val_length
     from golf.runtime import check_model_fits
@@ -692,22 +400,6 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int], config: dict | N
             log.info("resuming study %s", study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, {**plan, "seeds": seeds})
-
-
-def sync_parameters_cells(folder: str | Path | None = None) -> list[Path]:
-    """Rewrite each notebook's parameters cell from the config (after adding a params key)."""
-    import nbformat
-
-    changed = []
-    for name in NOTEBOOK_PARAMETERS:
-        path = Path(folder or project_root() / "notebooks") / f"{name}.ipynb"
-        nb = nbformat.read(path, as_version=4)
-        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        if cell.source != parameters_source(name):
-            cell.source = parameters_source(name)
-            nbformat.write(nb, path)
-            changed.append(path)
-    return changed
 
 
 if __name__ == "__main__":  # python -m golf.notebooks: regenerate the parameters cells

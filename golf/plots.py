@@ -125,13 +125,13 @@ def plot_schedule(run_dir: str | Path):
     """Learning-rate multiplier and Muon momentum, tokens/s and peak memory against step."""
     import matplotlib.pyplot as plt
 
-    from golf.config import Config
+    from golf.config import SECTION_OF, Config
     from golf.train import muon_momentum_at
 
     run_dir = Path(run_dir)
     train = train_rows(read_metrics(run_dir))
     cfg_values = read_run_config(run_dir)
-    cfg = Config(**{k: v for k, v in cfg_values.items() if k in Config.__dataclass_fields__})
+    cfg = Config.from_flat({k: v for k, v in cfg_values.items() if k in SECTION_OF})  # an old run's removed keys aside
     loop_at = looping_step(run_dir)
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.6))
     ax1.plot(train["step"], train["lr_mult"], label="LR multiplier")

@@ -1380,10 +1380,11 @@ def config_values(cfg) -> dict:
     """The config's keys and derived properties, as the specialized code reads them."""
     import dataclasses
 
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_FOLDED}
-    for name, attr in vars(type(cfg)).items():
-        if isinstance(attr, property):
-            values[name] = getattr(cfg, name)
+    values = {k: v for k, v in cfg.to_dict().items() if k not in NOT_FOLDED}  # the keys, flat
+    for section in dataclasses.fields(cfg):
+        for name, attr in vars(type(getattr(cfg, section.name))).items():
+            if isinstance(attr, property):  # head_dim, kv_dim, mlp_hidden
+                values[name] = getattr(cfg, name)
     values.update({key: ast.Name(_path_name(key), ast.Load()) for key in NOT_FOLDED})
     return values
 
@@ -1414,8 +1415,8 @@ def _check_config_names(module: ast.Module, scopes: Scopes) -> None:
                 for t, v in pairs:
                     binds_cfg = (isinstance(t, ast.Name) and t.id == CONFIG_NAME) or (
                         isinstance(t, ast.Attribute) and t.attr == CONFIG_NAME)
-                    if binds_cfg and not (_is_config(v) or (isinstance(v, ast.Call) and isinstance(v.func, ast.Name)
-                                                            and v.func.id in ("load_config", "Config"))):
+                    if binds_cfg and not (_is_config(v) or (isinstance(v, ast.Call) and ast.unparse(v.func)
+                                                            in ("load_config", "Config", "Config.from_flat"))):
                         raise SpecializeError(f"{ast.unparse(node)}: cfg bound to something else than the config")
                     if binds_cfg is False and any(isinstance(n, ast.Name) and n.id == CONFIG_NAME
                                                   and isinstance(n.ctx, ast.Store) for n in walk(t)):
@@ -2223,7 +2224,7 @@ REPLACE_EXPRESSIONS = (
 )
 # The info lines of the log a submission keeps: those with the run's numbers (losses, BPB, bytes); the
 # others (set-up, stages, timings) go, with what they format. Warnings all stay.
-LOG_KEPT = ("step %d", "pre-quantization", "artifact %d bytes + code %d = %d (limit %d, fits", "%s (%s): val_loss",
+LOG_KEPT = ("step %d", "pre-quantization", "artifact %d bytes + code %s%d = %d (limit %d, fits", "%s (%s): val_loss",
             "prune round", "run folder")
 # Functions of the config alone, called at export time: their result is written in their place.
 AT_EXPORT = ("differences_from_record", "inert_settings")
@@ -2236,10 +2237,10 @@ def apply_stubs(module: ast.Module, cfg) -> None:
     stubs = {name: body for name, (body, _) in STUBS.items()}
     if cfg.compressor not in RANS_COMPRESSORS:
         stubs.update(rans_encode="return", rans_decode="return")
-    from golf import config as golf_config
+    from golf.config import differences_from_record
+    from golf.config_rules import inert_settings
 
-    constants = {"inert_settings": golf_config.inert_settings(cfg),
-                 "differences_from_record": golf_config.differences_from_record(cfg.to_dict())}
+    constants = {"inert_settings": inert_settings(cfg), "differences_from_record": differences_from_record(cfg.to_dict())}
     for name, value in constants.items():
         stubs[name] = f"return {tuple(value) if isinstance(value, list) else value!r}"
     for st in module.body:

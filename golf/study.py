@@ -120,7 +120,8 @@ def run_job(job: Job | dict, console=None) -> dict:
 
 
 def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
-    from golf.notebooks import execute_notebook, launch_golf, run_seed
+    from golf.launch import launch_golf
+    from golf.notebooks import execute_notebook, run_seed
 
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
@@ -256,7 +257,7 @@ class RayExecutor:
 def quantization_only_keys(config: dict) -> set[str]:
     """The keys training never reads: the quantization group's, less the calibration batches when
     training collects the Hessians itself (``fix_gptq_in_budget``)."""
-    from golf.config import stage_keys
+    from golf.config_stages import stage_keys
 
     keys = set(stage_keys("quantize", own_only=True))
     return keys - {"gptq_calibration_batches"} if config.get("fix_gptq_in_budget") else keys
@@ -301,7 +302,8 @@ class Study:
 
     def check(self) -> dict[str, dict]:
         """Everything checked before any folder is made: seeds, arms, modes, data, the kernel."""
-        from golf.config import EVAL_MODES, RANGES
+        from golf.config import EVAL_MODES
+        from golf.config_rules import RANGES
         from golf.notebooks import _preflight, check_kernel
 
         if len(set(self.seeds)) != len(self.seeds):

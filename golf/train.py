@@ -23,8 +23,8 @@ from typing import Iterable
 import torch
 from tqdm import tqdm  # the console bar: in a kernel (plots import this module) no IProgress warning
 
-from golf.config import (EMA_INIT_SHARE_WARN, Config, differences_from_record, ema_init_share, inert_settings,
-                         save_config)
+from golf.config import Config, differences_from_record, save_config
+from golf.config_rules import EMA_INIT_SHARE_WARN, ema_init_share, inert_settings
 from golf.banking import save_checkpoint
 from golf.model import BOS_ID, GPT, build_model
 from golf.muon import BankMuon, ns_coefficients, zeropower_via_newtonschulz

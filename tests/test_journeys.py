@@ -168,12 +168,12 @@ def test_ctrl_c_on_train_is_one_line_saying_what_was_kept(tmp_path, demo_data):
      "golf train: error: unrecognized arguments: --bogus"),
 ])
 def test_a_failing_child_is_reported_by_its_last_error_line(tmp_path, monkeypatch, code, line):
-    import golf.notebooks as nb
+    import golf.launch as launch
     from golf.runtime import GolfError
 
-    monkeypatch.setattr(nb, "golf_command", lambda args, nproc=1: [sys.executable, "-c", code])
+    monkeypatch.setattr(launch, "golf_command", lambda args, nproc=1: [sys.executable, "-c", code])
     with pytest.raises(GolfError) as err:
-        nb.launch_golf(["train"], log_path=tmp_path / "console.log", echo=False)
+        launch.launch_golf(["train"], log_path=tmp_path / "console.log", echo=False)
     assert line in str(err.value) and "see its output" not in str(err.value)
 
 

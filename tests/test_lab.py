@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from golf.notebooks import parameters_source
+from golf.notebook_params import parameters_source
 from conftest import run_papermill
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,8 +39,9 @@ def test_parameters_cells_list_every_params_key_and_papermill_reads_them():
     command reads, with help: train every key, quantize and ttt_eval their stage's keys."""
     from papermill.translators import PythonTranslator
 
-    from golf.config import config_keys, stage_keys
-    from golf.notebooks import NOTEBOOK_STAGES
+    from golf.config import config_keys
+    from golf.config_stages import stage_keys
+    from golf.notebook_params import NOTEBOOK_STAGES
 
     for name in NOTEBOOKS:
         nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
@@ -176,14 +177,15 @@ def test_every_notebook_runs_with_its_defaults_from_notebooks_and_from_elsewhere
     (["a", 2], ["a", "2"]), (("plain", "ttt"), ["plain", "ttt"]), (7, ["7"]),  # papermill: -p names 7
 ])
 def test_list_parameters_accept_papermill_text(given, expected):
-    from golf.config import parameter_list
+    from golf.notebook_params import parameter_list
 
     assert parameter_list(given, "studies") == expected
 
 
 @pytest.mark.parametrize("given", ["[a, [b]]", "[a, b", "'unclosed", {"a": 1}])
 def test_a_list_parameter_that_is_no_list_is_one_error_naming_it(given):
-    from golf.config import ConfigError, parameter_list
+    from golf.config import ConfigError
+    from golf.notebook_params import parameter_list
 
     with pytest.raises(ConfigError, match="parameter 'studies'"):
         parameter_list(given, "studies")

@@ -206,7 +206,7 @@ def test_caseops_encoding_and_bytes_equal_the_records(case):
 RUN = json.loads((FIXTURES / "pr1855_run.json").read_text())
 SAME = ["seed", "vocab_size", "train_seq_len", "eval_seq_len", "train_batch_tokens", "val_batch_tokens", "iterations",
         "max_wallclock_seconds", "gptq_reserve_seconds", "warmup_steps", "val_loss_every", "train_log_every",
-        "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult", "tie_embeddings", "tied_embed_init_std",
+        "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult", "tied_embed_init_std",
         "logit_softcap", "rope_base", "rope_dims", "rope_yarn", "ln_scale", "qk_gain_init", "xsa_last_n",
         "skip_gates_enabled", "num_loops", "loop_start", "loop_end", "enable_looping_at", "parallel_start_layer",
         "min_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "muon_momentum", "muon_backend_steps",
@@ -224,7 +224,8 @@ RENAMED = {"smear_gate_enabled": "smear_gate", "sparse_attn_gate_enabled": "attn
            "global_ttt_grad_clip": "ttt_grad_clip", "fused_ce_enabled": "fused_ce"}
 # Held by golf's structure rather than a key (checked in test_frontier_structure_is_the_logged_runs).
 STRUCTURAL = {"parallel_final_lane", "caseops_enabled", "lqer_enabled", "lqer_factor_bits", "lqer_asym_enabled",
-              "lqer_asym_group", "grad_accum_steps", "world_size", "ttt_enabled"}
+              "lqer_asym_group", "grad_accum_steps", "world_size", "ttt_enabled",
+              "tie_embeddings"}
 # What golf does not build, or builds one way only, at #1855's value; and the run's paths and identity.
 FIXED_OR_NOT_BUILT = {
     "compressor": "pergroup",  # golf: brotli (README: not built)
@@ -272,6 +273,7 @@ def test_frontier_structure_is_the_logged_runs():
     assert constants["TTT_LORA_ALPHA"] == cfg.ttt_lora_alpha and constants["TTT_WARM_START_A"] == cfg.ttt_lora_keep_a
     assert [list(c) for c in ns_coefficients(cfg.muon_ns_coefficients)] == constants["muon_ns_coefficients"]
     assert cfg.muon_wd_taper_at == 0  # #1729's taper is not in #1855
+    assert logged["tie_embeddings"] == "True"  # golf builds the tied head only
 
 
 def test_frontier_model_has_the_records_parameter_count():
