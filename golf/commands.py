@@ -288,7 +288,9 @@ def cmd_run(args) -> int:
 
 def cmd_study(args) -> int:
     from golf.paths import resolve
-    from golf.study import LocalExecutor, RayExecutor, Study, parse_arm, run_arms
+    from golf.study import run_arms
+    from golf.study_executors import LocalExecutor, RayExecutor
+    from golf.study_plan import Study, parse_arm
 
     setup_logging()
     arms = [parse_arm(a) for a in args.arms]

@@ -72,7 +72,9 @@ def test_ray_runs_each_job_as_a_task_on_its_own_gpu(tmp_path, demo_data):
     """A local Ray told it has 2 GPUs hands each task one (CUDA_VISIBLE_DEVICES); the runs themselves go
     on the CPU here. A kill between the calls is resumed by the same rule."""
     ray = pytest.importorskip("ray")
-    from golf.study import RayExecutor, Study, parse_arm, run_arms
+    from golf.study import run_arms
+    from golf.study_executors import RayExecutor
+    from golf.study_plan import Study, parse_arm
 
     params = tiny_params(tmp_path, demo_data, **TINY)
     arms = [parse_arm(f"base={params}"), parse_arm(f"q1={params} gptq_calibration_batches=1")]
@@ -119,7 +121,7 @@ def test_bad_arms_and_keys_are_one_line_before_any_folder(tmp_path, demo_data, c
 
 
 def test_an_archive_moves_the_finished_runs_without_their_weights(tmp_path):
-    from golf.study import archive_study, restore_study
+    from golf.study_archive import archive_study, restore_study
 
     s = tmp_path / "a" / "s"
     done, half = s / "base" / "seed1", s / "base" / "seed2"
@@ -146,7 +148,7 @@ def test_a_seed_another_golf_process_is_running_is_left_to_it(tmp_path):
     import sys
 
     from golf.runs import _seed_claim
-    from golf.study import Job, run_job
+    from golf.study_job import Job, run_job
 
     arm = tmp_path / "study"
     arm.mkdir()
@@ -162,13 +164,13 @@ def test_a_seed_another_golf_process_is_running_is_left_to_it(tmp_path):
         other.wait()
     job = Job(arm="a", seed=3, arm_dir=str(arm), params="params/demo.yaml", overrides=[], modes=["ttt"],
               deadline=0.0, notebooks=False)
-    from golf import study
+    from golf import study_job
 
-    study._run_fresh, real = (lambda *a, **k: {"status": "done", "run": "x"}), study._run_fresh
+    study_job._run_fresh, real = (lambda *a, **k: {"status": "done", "run": "x"}), study_job._run_fresh
     try:
         assert run_job(job)["status"] == "done"  # the dead process's claim was taken over
     finally:
-        study._run_fresh = real
+        study_job._run_fresh = real
     assert not _seed_claim(arm, 3).exists()
 
 
@@ -177,7 +179,8 @@ def test_workers_side_by_side_run_each_job_in_a_child_that_sees_only_its_gpus(tm
     group. Jobs past their deadline (``--stop-taking-after``) return at once, unstarted, from the child."""
     import time
 
-    from golf.study import Job, LocalExecutor
+    from golf.study_executors import LocalExecutor
+    from golf.study_job import Job
 
     ex = LocalExecutor(["0", "1"], nproc=1)
     assert ex.describe() == "GPUs 0 | 1"
@@ -194,11 +197,11 @@ def test_workers_side_by_side_run_each_job_in_a_child_that_sees_only_its_gpus(tm
 def test_stop_taking_after_starts_no_run_past_it_and_a_later_call_runs_them(tmp_path, demo_data, capsys, monkeypatch):
     """A study told to stop taking runs after a time starts none past it; the plan is kept, so the same
     command without the limit runs them (here: the limit has passed before the first run)."""
-    import golf.study
+    import golf.study_job
 
     params = tiny_params(tmp_path, demo_data, **TINY)
     ran = []
-    monkeypatch.setattr(golf.study, "_run_fresh", lambda job, *a, **k: ran.append(job.seed) or {"status": "done"})
+    monkeypatch.setattr(golf.study_job, "_run_fresh", lambda job, *a, **k: ran.append(job.seed) or {"status": "done"})
     assert study(tmp_path, params, "--stop-taking-after", "1e-9") == 0  # nothing failed: nothing started
     assert ran == [] and (tmp_path / "out" / "s" / "study.json").is_file()
     assert "not started" in capsys.readouterr().err
