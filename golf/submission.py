@@ -24,8 +24,8 @@ from golf.runtime import GolfError, atomic_write_text, read_json_object
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The report side (notebook plumbing, plots, seed statistics, comparisons) and the code that makes the
 # submission are never part of the scored code; golf.specialize keeps what the run's entry point reaches.
-NOT_SCORED = ("compare", "lab", "notebooks", "plots", "report", "specialize", "stats", "study", "study_archive",
-              "study_executors", "study_job", "study_plan", "submission")
+NOT_SCORED = ("compare", "compare_tables", "lab", "notebooks", "plots", "report", "specialize", "stats", "study",
+              "study_archive", "study_executors", "study_job", "study_plan", "submission")
 DEFAULT_MODES = ("plain", "sliding", "ttt")  # the record's evaluation stages, the last one scored
 
 

@@ -13,7 +13,8 @@ import yaml
 from scipy import stats as sps
 
 from golf.cli import main as golf_main
-from golf.compare import compare, welch
+from golf.compare import compare
+from golf.compare_tables import welch
 from golf.config import Config
 from golf.runtime import GolfError
 
