@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from golf.artifact import default_threads, deserialize, serialize, serialize_v1
+from golf.artifact import deserialize, serialize, serialize_v1
+from golf.compressors import default_threads
 from golf.gptq import gptq_quantize, rtn_quantize
 
 RECORD_MB = 36.2  # int8 values + fp16 scales + passthrough of the record's artifact, uncompressed

@@ -3,7 +3,8 @@
 Format 1 is the record's one Brotli stream behind an 18-byte header (still read; ``serialize_v1``).
 Format 2 cuts the tensors into pieces that compress in parallel on threads and carry their own crc32,
 so a damaged file names the damage; compressors ``brotli``, ``lzma``, ``rans`` (ANS per matrix) and
-``best`` (the smaller of brotli and rans, per matrix). The layouts and why: §10.3.
+``best`` (the smaller of brotli and rans, per matrix). The layouts and why: §10.3. The codecs and the
+thread pool they run on: golf.compressors.
 """
 from __future__ import annotations
 
@@ -11,22 +12,20 @@ import hashlib
 import io
 import json
 import lzma
-import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Callable
+from typing import Any
 
 import brotli
 import numpy as np
 import torch
 from torch import Tensor
 
-from golf.runtime import GolfError, dist_info, progress_bar
+from golf.compressors import COMPRESSORS, compress_bytes, decompress_bytes, default_threads, pool_map
+from golf.runtime import GolfError
 
 ARTIFACT_MAGIC = b"GOLF"
 ARTIFACT_VERSION = 2  # what serialize writes; deserialize reads 1 and 2
-COMPRESSORS = {"brotli": 1, "lzma": 2, "rans": 3, "best": 4}
 _VALUE_CODECS = {"brotli": ("brotli",), "lzma": ("lzma",), "rans": ("rans",), "best": ("rans", "brotli")}
 SHUFFLE_MAGIC = b"BSHF"
 CHUNK = 1 << 20  # bytes of one VALUES piece (Brotli/lzma)
@@ -98,128 +97,6 @@ def unpack_bits(data: Tensor, bits: int, n: int) -> Tensor:
     return (u.reshape(-1)[:n] + lo).to(torch.int8)
 
 
-# --- rANS over the integers of one matrix ------------------------------------------------------
-
-_RANS_HEAD = struct.Struct("<hHB")  # lowest symbol, alphabet size, column groups
-
-
-def _entropy_bytes(counts: np.ndarray) -> float:
-    c = counts[counts > 0].astype(np.float64)
-    return float(-(c * np.log2(c / c.sum())).sum() / 8) if c.size else 0.0
-
-
-def _constriction():
-    try:
-        import constriction
-    except ImportError:
-        raise GolfError("compressor 'rans' needs the constriction package: pip install constriction") from None
-    return constriction
-
-
-def rans_encode(cols: np.ndarray) -> bytes:
-    """ANS-code an int8 matrix stored column by column, ``cols`` (columns, rows).
-
-    Columns are sorted by their mean square and cut into K equal groups (K = 1, 2, 4 or 8, the
-    smallest estimate of tables + group map + coded bits); each group gets a categorical table of
-    its own counts, stored as uint16 scaled to the largest count.
-    Layout: <hHB> lowest symbol, alphabet size n, K; the group map as log2(K) bit-planes (K > 1);
-    K tables of n uint16; the ANS words (uint32).
-    """
-    cs = _constriction()
-    C = cols.shape[0]
-    if cols.size == 0:
-        return _RANS_HEAD.pack(0, 1, 1) + b"\x01\x00"
-    lo = int(cols.min())
-    sym = cols.astype(np.int32) - lo  # (C, rows), in [0, n)
-    n = int(sym.max()) + 1
-    by_spread = np.argsort((cols.astype(np.float64) ** 2).mean(axis=1), kind="stable")
-    best = None
-    for K in (1, 2, 4, 8):
-        if K > C:
-            break
-        group = np.empty(C, dtype=np.int64)
-        for g, part in enumerate(np.array_split(by_spread, K)):
-            group[part] = g
-        counts = [np.bincount(sym[group == g].ravel(), minlength=n) for g in range(K)]
-        cost = sum(_entropy_bytes(c) for c in counts) + 2 * n * K + (K > 1) * int(np.log2(K)) * (-(-C // 8))
-        if best is None or cost < best[0]:
-            best = (cost, K, group, counts)
-    _, K, group, counts = best
-    tables = [np.where(c > 0, np.maximum(1, np.round(c * 65535 / c.max())), 0).astype("<u2") for c in counts]
-    coder = cs.stream.stack.AnsCoder()
-    for g in reversed(range(K)):  # a stack: the last group encoded is the first decoded
-        coder.encode_reverse(sym[group == g].ravel(), cs.stream.model.Categorical(tables[g].astype(np.float64),
-                                                                                 perfect=False))
-    bits = int(np.log2(K))
-    gmap = b"".join(np.packbits(((group >> b) & 1).astype(np.uint8)).tobytes() for b in range(bits))
-    return (_RANS_HEAD.pack(lo, n, K) + gmap + b"".join(t.tobytes() for t in tables)
-            + coder.get_compressed().astype("<u4").tobytes())
-
-
-def rans_decode(data: bytes, rows: int, n_values: int) -> bytes:
-    """Inverse of rans_encode: the column-major bytes of the matrix (``n_values`` entries of ``rows`` each column)."""
-    cs = _constriction()
-    lo, n, K = _RANS_HEAD.unpack_from(data)
-    if n_values == 0:
-        return b""
-    C = n_values // rows
-    pos, bits = _RANS_HEAD.size, int(np.log2(K))
-    group = np.zeros(C, dtype=np.int64)
-    for b in range(bits):
-        plane = np.unpackbits(np.frombuffer(data, np.uint8, -(-C // 8), pos))[:C]
-        group |= plane.astype(np.int64) << b
-        pos += -(-C // 8)
-    tables = np.frombuffer(data, "<u2", K * n, pos).reshape(K, n).astype(np.float64)
-    pos += 2 * K * n
-    coder = cs.stream.stack.AnsCoder(np.frombuffer(data, "<u4", offset=pos).astype(np.uint32))
-    out = np.empty((C, rows), dtype=np.int32)
-    for g in range(K):
-        mine = group == g
-        out[mine] = coder.decode(cs.stream.model.Categorical(tables[g], perfect=False),
-                                 int(mine.sum()) * rows).reshape(-1, rows)
-    return (out + lo).astype(np.int8).tobytes()
-
-
-# --- codecs and the thread pool ----------------------------------------------------------------
-
-def _encode(raw: bytes, codec: str, rows: int) -> bytes:
-    if codec == "brotli":
-        return brotli.compress(raw, quality=11)
-    if codec == "lzma":
-        return lzma.compress(raw, preset=6)
-    if codec == "rans":
-        return rans_encode(np.frombuffer(raw, np.int8).reshape(-1, rows) if raw else np.zeros((0, 0), np.int8))
-    raise GolfError(f"unknown compressor {codec!r}; expected one of {sorted(COMPRESSORS)}")
-
-
-def _decode(data: bytes, codec: str, rows: int, raw_len: int) -> bytes:
-    if codec == "brotli":
-        return brotli.decompress(data)
-    if codec == "lzma":
-        return lzma.decompress(data)
-    return rans_decode(data, rows, raw_len)
-
-
-def default_threads() -> int:
-    """Cores this process may use, shared among the ranks of a torchrun job."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // dist_info().world_size)
-
-
-def _pool_map(fn: Callable[[int], bytes], sizes: list[int], threads: int, desc: str, progress: bool) -> list[bytes]:
-    """fn(k) for every piece k on ``threads`` threads, biggest first; a bar in bytes."""
-    out: list[Any] = [None] * len(sizes)
-    order = sorted(range(len(sizes)), key=lambda k: -sizes[k])
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
-            progress_bar(sum(sizes), desc, progress, "B", unit_scale=True) as bar:
-        futures = {pool.submit(fn, k): k for k in order}
-        for fut in as_completed(futures):
-            k = futures[fut]
-            out[k] = fut.result()
-            bar.update(sizes[k])
-    return out
-
-
 # --- format 2 ----------------------------------------------------------------------------------
 
 def _is_values(t: Tensor) -> bool:
@@ -262,7 +139,7 @@ def serialize(quantized: dict[str, Tensor], meta: dict[str, Any], compressor: st
     cache = {} if cache is None else cache
     keys = [(codec, hashlib.blake2b(raw, digest_size=16).digest()) for _, _, raw, codec, _ in jobs]
     todo = [k for k, key in enumerate(keys) if key not in cache]
-    done = _pool_map(lambda j: _encode(jobs[todo[j]][2], jobs[todo[j]][3], jobs[todo[j]][4]),
+    done = pool_map(lambda j: compress_bytes(jobs[todo[j]][2], jobs[todo[j]][3], jobs[todo[j]][4]),
                      [len(jobs[k][2]) for k in todo], threads or default_threads(), "compress", progress)
     cache.update({keys[k]: c for k, c in zip(todo, done)})
     pieces = [cache[key] for key in keys]
@@ -317,7 +194,7 @@ def _read_layout(blob: bytes, compressor: str, pieces) -> dict[str, Any]:
         raise ArtifactError(f"artifact is corrupt: piece 1 of {len(pieces)} (the layout: tensor names, shapes "
                             f"and meta) fails its crc32 check")
     try:
-        layout = json.loads(_decode(data, _side_codec(compressor), 0, 0))
+        layout = json.loads(decompress_bytes(data, _side_codec(compressor), 0, 0))
         if not (isinstance(layout["meta"], dict) and all(len(e) == 3 for e in layout["tensors"])):
             raise ValueError("unexpected structure")
         return layout
@@ -380,7 +257,7 @@ def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[d
         kind, idx, pos, length, raw_len, _ = pieces[k]
         rows = int(entries[idx][2][0]) if kind == VALUES_RANS and entries[idx][2] else 0
         try:
-            raw = _decode(blob[pos:pos + length], codec(k), max(rows, 1), raw_len)
+            raw = decompress_bytes(blob[pos:pos + length], codec(k), max(rows, 1), raw_len)
         except Exception as exc:  # noqa: BLE001 - any fault here is a damaged file
             raise ArtifactError(f"artifact is corrupt: {names[k]} does not decompress with {codec(k)} "
                                 f"({exc})") from None
@@ -389,7 +266,7 @@ def _deserialize_v2(blob: bytes, threads: int | None, progress: bool) -> tuple[d
                                 f"its table entry says {raw_len}")
         return raw
 
-    raws = _pool_map(one, [p[4] for p in pieces], threads or default_threads(), "decompress", progress)
+    raws = pool_map(one, [p[4] for p in pieces], threads or default_threads(), "decompress", progress)
     values: dict[int, list[bytes]] = {}
     for (kind, idx, *_), raw in zip(pieces, raws):
         if kind in (VALUES, VALUES_RANS):
@@ -430,7 +307,7 @@ def serialize_v1(quantized: dict[str, Tensor], meta: dict[str, Any], compressor:
         raise GolfError(f"format 1 has no compressor {compressor!r}")
     buf = io.BytesIO()
     torch.save({"w": quantized, "m": meta}, buf)
-    payload = _encode(byte_shuffle(buf.getvalue(), 2), compressor, 0)
+    payload = compress_bytes(byte_shuffle(buf.getvalue(), 2), compressor, 0)
     return _HEADER_V1.pack(ARTIFACT_MAGIC, 1, COMPRESSORS[compressor], len(payload), zlib.crc32(payload)) + payload
 
 
@@ -449,7 +326,7 @@ def _deserialize_v1(blob: bytes) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if comp_id not in names:
         raise ArtifactError(f"artifact is corrupt: unknown compressor id {comp_id}")
     try:
-        raw = _decode(payload, names[comp_id], 0, 0)
+        raw = decompress_bytes(payload, names[comp_id], 0, 0)
     except (brotli.error, lzma.LZMAError) as exc:
         raise ArtifactError(f"artifact is corrupt: the {names[comp_id]} stream does not decompress ({exc})") from None
     try:

@@ -16,8 +16,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from golf.artifact import ArtifactError, default_threads, deserialize, piece_bytes, serialize
+from golf.artifact import ArtifactError, deserialize, piece_bytes, serialize
 from golf.budget import artifact_budget, prune_to_fit
+from golf.compressors import default_threads
 from golf.gptq import collect_hessians
 from golf.lqer import dequantize_matrix, lqer_correct
 from golf.quantized_state import dequantize_state_dict, quantize_state_dict, tensor_plan

@@ -1,6 +1,6 @@
-"""The artifact's bytes (spec §5.4, golf/artifact.py): every format version round-trips, files of the
-old format still load, each kind of damage is one line naming the piece, and compression reuses
-unchanged pieces."""
+"""The artifact's bytes (spec §5.4, golf/artifact.py and golf/compressors.py): every format version
+round-trips, files of the old format still load, each kind of damage is one line naming the piece, and
+compression reuses unchanged pieces."""
 from __future__ import annotations
 
 import base64
@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import golf.artifact as art
-from golf.artifact import (
-    ArtifactError, deserialize, piece_bytes, rans_decode, rans_encode, serialize, serialize_v1,
-)
+from golf.artifact import ArtifactError, deserialize, piece_bytes, serialize, serialize_v1
+from golf.compressors import _RANS_HEAD, compress_bytes, rans_decode, rans_encode
 from golf.runtime import GolfError
 
 # An artifact written by golf's format-1 writer as it was before format 2 (commit 31cdd1b), base85:
@@ -199,19 +198,19 @@ def test_rans_fits_tables_to_column_groups():
     spread = torch.where(torch.arange(64) % 2 == 0, 0.5, 6.0)  # two kinds of columns
     W = (torch.randn(64, 400, generator=g) * spread[:, None]).round().clamp(-31, 31).to(torch.int8)  # (columns, rows)
     data = rans_encode(W.numpy())
-    lo, n, K = art._RANS_HEAD.unpack_from(data)
+    lo, n, K = _RANS_HEAD.unpack_from(data)
     assert K > 1 and lo == int(W.min()) and n == int(W.max()) - lo + 1
     assert rans_decode(data, 400, W.numel()) == W.numpy().tobytes()
     iid = (torch.randn(64, 400, generator=g) * 2.4).round().to(torch.int8)
-    assert art._RANS_HEAD.unpack_from(rans_encode(iid.numpy()))[2] == 1  # one table when the columns are alike
-    assert len(rans_encode(W.numpy())) < len(art._encode(W.numpy().tobytes(), "brotli", 400))
+    assert _RANS_HEAD.unpack_from(rans_encode(iid.numpy()))[2] == 1  # one table when the columns are alike
+    assert len(rans_encode(W.numpy())) < len(compress_bytes(W.numpy().tobytes(), "brotli", 400))
 
 
 def test_serializing_again_compresses_only_what_changed(monkeypatch):
     q, meta = tensors()
     calls = []
-    real = art._encode
-    monkeypatch.setattr(art, "_encode", lambda raw, codec, rows: calls.append(codec) or real(raw, codec, rows))
+    monkeypatch.setattr(art, "compress_bytes",
+                        lambda raw, codec, rows: calls.append(codec) or compress_bytes(raw, codec, rows))
     cache: dict = {}
     first = serialize(q, meta, cache=cache)
     n_first = len(calls)
