@@ -18,7 +18,8 @@ import torch
 from golf.config import load_config
 from golf.model import build_model
 from golf.runtime import pick_device
-from golf.train import micro_batch_seqs, set_fast_matmul
+from golf.train import micro_batch_seqs
+from golf.compile_policy import set_fast_matmul
 
 
 def main() -> None:

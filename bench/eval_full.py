@@ -10,7 +10,7 @@ run's own val shards with ``--real-val``. Scored the way ``golf evaluate`` score
 
 - old: compiled ``forward_logits`` (fp32 logits of all L positions, then cross-entropy), eager TTT
   training — the path before issue 14;
-- new: compiled ``GPT.nll_at`` on the scored positions only (``golf.evaluate.compiled_nll``), and for
+- new: compiled ``GPT.nll_at`` on the scored positions only (``golf.compile_policy.compiled_nll``), and for
   TTT also the compiled training loss (``compiled_ttt_loss``); a middle TTT row keeps training eager.
 
 Sliding is timed on the first ``--sliding-windows`` windows of the stream (all by default) and TTT on
@@ -31,10 +31,11 @@ import torch
 
 from golf.bpb import ByteLUTs
 from golf.config import load_config
-from golf.evaluate import compiled_nll, compiled_ttt_loss, count_windows, eval_sliding, eval_ttt, ttt_chunks
+from golf.evaluate import eval_sliding, eval_ttt
+from golf.scoring import count_windows, ttt_chunks
+from golf.compile_policy import compiled_nll, compiled_ttt_loss, fixed_batch, prepare_compile, use_compile
 from golf.model import build_model
-from golf.pipeline import fixed_batch, load_run_model
-from golf.train import prepare_compile, use_compile
+from golf.pipeline import load_run_model
 
 RECORD_T = 40_540_160
 

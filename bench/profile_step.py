@@ -35,7 +35,7 @@ from train_path import Runner  # noqa: E402  (golf's step as golf.train runs it)
 
 from golf.config import load_config  # noqa: E402
 from golf.runtime import pick_device  # noqa: E402
-from golf.train import prepare_compile, set_fast_matmul, use_compile  # noqa: E402
+from golf.compile_policy import prepare_compile, set_fast_matmul, use_compile  # noqa: E402
 
 KINDS = (
     ("attention", re.compile(r"flash|fmha|cudnn|attention|sdpa", re.I)),
@@ -226,7 +226,7 @@ def main() -> None:
         out[-1]["losses"] = [loss.item() for loss in losses]  # same tokens and start in every variant
         print(f"  losses of the profiled steps: {out[-1]['losses']}")
     if args.scorer:
-        from golf.evaluate import compiled_nll
+        from golf.compile_policy import compiled_nll
 
         model = runner.model
         model.set_looping(cfg.num_loops > 0)

@@ -18,7 +18,8 @@ import torch
 
 from golf.bpb import ByteLUTs
 from golf.config import load_config
-from golf.evaluate import count_windows, eval_sliding, eval_ttt, ttt_chunks
+from golf.evaluate import eval_sliding, eval_ttt
+from golf.scoring import count_windows, ttt_chunks
 from golf.model import build_model
 from golf.quant import load_artifact, quantize_model
 from golf.runtime import DistInfo

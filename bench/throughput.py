@@ -16,7 +16,8 @@ import torch
 from golf.config import load_config
 from golf.model import build_model
 from golf.runtime import DistInfo
-from golf.train import Trainer, compiled_forward, grad_accum_steps, micro_batch_seqs, set_fast_matmul
+from golf.train import Trainer, compiled_forward, grad_accum_steps, micro_batch_seqs
+from golf.compile_policy import set_fast_matmul
 
 
 def main() -> None:

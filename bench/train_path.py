@@ -34,8 +34,8 @@ from golf.config import load_config
 from golf.model import build_model
 from golf.prefetch import PrefetchLoader
 from golf.runtime import DistInfo, pick_device
-from golf.train import (EMA, Trainer, compiled_forward, prepare_compile, grad_accum_steps, make_train_loader,
-                        micro_batch_seqs, set_fast_matmul, use_compile)
+from golf.train import EMA, Trainer, compiled_forward, grad_accum_steps, make_train_loader, micro_batch_seqs
+from golf.compile_policy import prepare_compile, set_fast_matmul, use_compile
 
 SOURCES = ("real loader, old", "real loader, inline", "real loader, prefetch", "on-device tokens")
 

@@ -14,9 +14,7 @@ builds the one that fits the data folder). LoRA and phased TTT live in ``golf.lo
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,170 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from golf.config import Config
-from golf.runtime import GolfError, all_reduce_, dist_info, progress_bar
+from golf.runtime import all_reduce_, dist_info, progress_bar
+from golf.scoring import (TTTRecord, accumulator, add_masked, check_bytes, cosine_lr, device_of, finish, share,
+                          sliding_windows, ttt_chunks, window_chunk)
 
 log = logging.getLogger("golf")
 
 
-# --- window and chunk geometry (§6.2, §6.3) --------------------------------------------------
-
-def count_windows(total_tokens: int, seq_len: int = 2048, stride: int = 64) -> int:
-    """Number of sliding windows: starts k·stride kept while k·stride + (seq_len − stride) < T.
-
-    At least one window when T ≥ 1, so that a stream shorter than the context is still scored
-    (the record's filter would keep none there; at full scale the two agree: 633,409 windows).
-    """
-    if not 0 < stride <= seq_len:
-        raise ValueError(f"eval_stride must be in [1, {seq_len}], got {stride}")
-    if total_tokens <= 0:
-        return 0
-    context = seq_len - stride
-    return max(1, -(-(total_tokens - context) // stride))
-
-
-def sliding_windows(total_tokens: int, seq_len: int = 2048, stride: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, first_scored_offsets): window k covers targets [k·stride, min(k·stride + seq_len, T)).
-
-    Window 0 scores all its positions, later windows the positions from offset seq_len − stride on,
-    so the scored ranges tile [0, T) exactly once.
-    """
-    n = count_windows(total_tokens, seq_len, stride)
-    starts = np.arange(n, dtype=np.int64) * stride
-    offsets = np.where(starts == 0, 0, seq_len - stride).astype(np.int64)
-    return starts, offsets
-
-
-def ttt_chunks(total_tokens: int, chunk_tokens: int) -> int:
-    return -(-total_tokens // chunk_tokens)
-
-
-def window_chunk(ws, s, chunk_tokens: int, n_chunks: int):
-    """The TTT chunk a window belongs to: the one holding its first scored position (§6.3)."""
-    return np.minimum((np.asarray(ws) + np.asarray(s)) // chunk_tokens, n_chunks - 1)
-
-
-def _share(n: int, rank: int, world: int) -> tuple[int, int]:
-    return n * rank // world, n * (rank + 1) // world
-
-
-# --- the legality record (Issue #1017 C1, C3, C4; §10.1) ------------------------------------------
-
-@dataclass
-class TTTRecord:
-    """Per target position: when it was scored, by which weights, and which chunk trained on it.
-
-    ``scored_at_chunk``: chunk being processed when p was scored (-1 never); ``trained_through_chunk``:
-    last chunk the weights had been trained on at that moment (-1 none); ``trained_in_chunk``: the
-    first chunk whose TTT step used p as a target (-1 never); ``score_count``; ``scored_with_grad``: 1 if
-    autograd was on while scoring; ``nll``: the scored NLL (nan if unscored). After ``eval_*`` under
-    torchrun every rank holds the merged record. Chunk ids are one total order of training steps
-    (§10.1): a position trained more than once keeps its first step, the one the checks need.
-    """
-    total_tokens: int
-    scored_at_chunk: np.ndarray = field(init=False)
-    trained_through_chunk: np.ndarray = field(init=False)
-    trained_in_chunk: np.ndarray = field(init=False)
-    score_count: np.ndarray = field(init=False)
-    scored_with_grad: np.ndarray = field(init=False)
-    nll: np.ndarray = field(init=False)
-
-    def __post_init__(self):
-        T = self.total_tokens
-        self.scored_at_chunk = np.full(T, -1, np.int32)
-        self.trained_through_chunk = np.full(T, -1, np.int32)
-        self.trained_in_chunk = np.full(T, -1, np.int32)
-        self.score_count = np.zeros(T, np.int32)
-        self.scored_with_grad = np.zeros(T, np.int32)
-        self.nll = np.full(T, np.nan, np.float64)
-
-    def note_scored(self, pos: np.ndarray, nll: np.ndarray, chunk: int, trained_through: int) -> None:
-        np.add.at(self.score_count, pos, 1)
-        self.scored_at_chunk[pos] = chunk
-        self.trained_through_chunk[pos] = trained_through
-        self.scored_with_grad[pos] |= int(torch.is_grad_enabled())
-        self.nll[pos] = nll
-
-    def note_trained(self, lo: int, hi: int, chunk: int) -> None:
-        self.note_trained_at(np.arange(lo, hi), chunk)
-
-    def note_trained_at(self, pos: np.ndarray, chunk) -> None:
-        """Step ``chunk`` (an int, or one per position) used targets ``pos``; the first step is kept."""
-        cur = self.trained_in_chunk[pos]
-        self.trained_in_chunk[pos] = np.where(cur >= 0, np.minimum(cur, chunk), chunk)
-
-    def merge_ranks(self, device: torch.device) -> None:
-        """Combine the ranks' partial records: counts add, chunk indices take the max (-1 = none), except
-        ``trained_in_chunk``, the first step over all ranks that trained on the position."""
-        if dist_info().world_size == 1:
-            return
-        for name, op in (("score_count", "sum"), ("scored_with_grad", "max"), ("scored_at_chunk", "max"),
-                         ("trained_through_chunk", "max")):
-            t = torch.from_numpy(getattr(self, name)).to(device)
-            setattr(self, name, all_reduce_(t, op).cpu().numpy())
-        never = np.iinfo(np.int32).max
-        first = torch.from_numpy(np.where(self.trained_in_chunk >= 0, self.trained_in_chunk, never)).to(device)
-        first = (-all_reduce_(-first, "max")).cpu().numpy()  # a min: all_reduce_ has sum, max and avg
-        self.trained_in_chunk = np.where(first == never, -1, first).astype(np.int32)
-        nll = torch.from_numpy(np.nan_to_num(self.nll, nan=0.0)).to(device)
-        self.nll = all_reduce_(nll, "sum").cpu().numpy()
-        self.nll[self.score_count == 0] = np.nan
-
-    def check(self) -> None:
-        """Raise AssertionError at the first position that breaks C4 (once) or C3/C1 (score first)."""
-        bad = np.flatnonzero(self.score_count != 1)
-        if bad.size:
-            p = int(bad[0])
-            raise AssertionError(f"C4: target position {p} scored {int(self.score_count[p])} times "
-                                 f"({bad.size} positions not scored exactly once)")
-        bad = np.flatnonzero(self.scored_with_grad)
-        if bad.size:
-            raise AssertionError(f"C3: target position {int(bad[0])} scored with autograd on")
-        trained = self.trained_in_chunk >= 0
-        bad = np.flatnonzero(trained & (self.trained_through_chunk >= self.trained_in_chunk))
-        if bad.size:
-            p = int(bad[0])
-            raise AssertionError(
-                f"C3: target position {p} was scored (at chunk {int(self.scored_at_chunk[p])}) by weights trained "
-                f"through chunk {int(self.trained_through_chunk[p])}, which includes chunk "
-                f"{int(self.trained_in_chunk[p])} whose training targets contain it")
-        bad = np.flatnonzero(trained & (self.scored_at_chunk > self.trained_in_chunk))
-        if bad.size:
-            p = int(bad[0])
-            raise AssertionError(f"C3: target position {p} trained on in chunk {int(self.trained_in_chunk[p])} "
-                                 f"before being scored in chunk {int(self.scored_at_chunk[p])}")
-
-
-# --- shared pieces ---------------------------------------------------------------------------
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _accumulator(device: torch.device):
-    from golf.bpb import BPBAccumulator
-
-    return BPBAccumulator(device)
-
-
-def _check_bytes(luts, cfg: Config, val_tokens: Tensor) -> None:
-    """The byte counts fit the data: CaseOps data needs its sidecar, as long as the val stream."""
-    from golf.bpb import SidecarBytes
-    from golf.val_stream import is_caseops
-
-    if isinstance(luts, SidecarBytes):
-        if luts.counts.numel() != val_tokens.numel():
-            raise GolfError(f"the byte sidecar holds {luts.counts.numel()} entries for {val_tokens.numel()} val "
-                            "tokens; build both from the same folder (golf.bpb.eval_byte_counts)")
-    elif is_caseops(cfg.data_dir):
-        raise GolfError(f"{cfg.data_dir!r} holds CaseOps data, whose BPB counts the original bytes of its byte "
-                        "sidecar, not the tokenizer's byte tables; pass golf.bpb.eval_byte_counts(cfg, val_tokens)")
-
-
-def _finish(acc, t0: float, mode: str, **extra) -> dict:
-    acc.all_reduce()
-    seconds = time.perf_counter() - t0
-    log.info("eval %s: %.1fs", mode, seconds)
-    return {**acc.result(), "seconds": seconds, **extra}
+# --- the sliding scorer ----------------------------------------------------------------------
 
 
 def _score_windows(fwd: Callable, tokens: Tensor, starts: np.ndarray, offsets: np.ndarray, T: int, L: int,
@@ -212,19 +54,6 @@ def _score_windows(fwd: Callable, tokens: Tensor, starts: np.ndarray, offsets: n
     acc.add(nll[scored], x[scored], y[scored], luts, (idx + 1)[scored])
     if record is not None:
         record.note_scored(pos[scored].cpu().numpy(), nll[scored].double().cpu().numpy(), chunk, trained_through)
-
-
-def _add_masked(acc, nll: Tensor, prev: Tensor, tgt: Tensor, mask: Tensor, luts, tgt_pos: Tensor) -> None:
-    """``acc.add`` of the positions where ``mask`` holds, without boolean indexing.
-
-    Indexing by a mask needs its count on the host, a device sync per batch; masked sums let the
-    host queue batch after batch. Same float64 sums as ``BPBAccumulator.add`` (spec §1.7).
-    """
-    from golf.bpb import token_bytes
-
-    m = mask.to(torch.float64)
-    acc.sums += torch.stack((torch.where(mask, nll, 0).to(torch.float64).sum(), m.sum(),
-                             (token_bytes(luts, prev, tgt, tgt_pos).to(torch.float64) * m).sum()))
 
 
 class WindowScorer:
@@ -282,45 +111,9 @@ class WindowScorer:
         y = torch.where(valid, self.tokens[idx + 1], 0)
         nll = fn(x, y, s)  # (B, L - s) fp32
         prev, tgt, m = x[:, s:], y[:, s:], valid[:, s:]
-        _add_masked(self.acc, nll, prev, tgt, m, self.luts, idx[:, s:] + 1)
+        add_masked(self.acc, nll, prev, tgt, m, self.luts, idx[:, s:] + 1)
         if record is not None:
             record.note_scored(pos[:, s:][m].cpu().numpy(), nll[m].double().cpu().numpy(), chunk, trained_through)
-
-
-def fixed_batch(fn, batch: int):
-    """Pad a short last batch up to ``batch`` rows, so a static-shape compiled graph is not rebuilt for it.
-
-    Every tensor argument is padded with zero rows along dim 0 (other arguments pass unchanged) and
-    the padding rows of the result are dropped again.
-    """
-    def call(*args):
-        n = args[0].size(0)
-        if n >= batch:
-            return fn(*args)
-        padded = [torch.cat((a, a.new_zeros(batch - n, *a.shape[1:]))) if isinstance(a, torch.Tensor) else a
-                  for a in args]
-        return fn(*padded)[:n]
-
-    return call
-
-
-def compiled_nll(model, cfg: Config, backend: str = "inductor") -> Callable:
-    """``model.nll_at`` compiled for static shapes: (eval_batch_seqs, L) windows scoring from L − stride.
-
-    A short batch is padded to eval_batch_seqs rows (``fixed_batch``), so one graph
-    serves every batch; the parameters are graph inputs, so TTT's in-place updates need no recompile.
-    """
-    return fixed_batch(torch.compile(model.nll_at, dynamic=False, fullgraph=True, backend=backend), cfg.eval_batch_seqs)
-
-
-def compiled_ttt_loss(model, backend: str = "inductor") -> Callable:
-    """TTT's training loss, Σ NLL over a (B, L) batch, compiled forward and backward (AOTAutograd).
-
-    The same function as the eager default in ``eval_ttt``; B is fixed by the chunk geometry
-    (chunk_len // L sequences shared over ranks), so at most a short last share recompiles.
-    """
-    return torch.compile(lambda x, y: model(x, y, reduction="none").sum(), dynamic=False, fullgraph=True,
-                         backend=backend)
 
 
 # --- plain (§6.1) ----------------------------------------------------------------------------
@@ -333,13 +126,13 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
     (docs/record.md §8.3).
     The caller sets ``model.looping``.
     """
-    t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
+    t0, info, device = time.perf_counter(), dist_info(), device_of(model)
     L, T = cfg.eval_seq_len, val_tokens.numel() - 1
-    _check_bytes(luts, cfg, val_tokens)
+    check_bytes(luts, cfg, val_tokens)
     luts = luts.to(device)
     n_seqs = T // L
-    lo, hi = _share(n_seqs, info.rank, info.world_size)
-    acc = _accumulator(device)
+    lo, hi = share(n_seqs, info.rank, info.world_size)
+    acc = accumulator(device)
     # packed: #1855's batch, val_batch_tokens over grad_accum_total (32 sequences of 2048 at its settings)
     batch = max(1, cfg.val_batch_tokens // (cfg.grad_accum_total * L)) if cfg.pack_documents else cfg.eval_batch_seqs
     log.info("eval plain: %d sequences of %d, %d on this rank", n_seqs, L, hi - lo)
@@ -354,7 +147,7 @@ def eval_plain(model, val_tokens: Tensor, luts, cfg: Config, progress: bool = Tr
             acc.add(model(x, y, reduction="none"), x, y, luts, pos)
             bar.update(e - b)
     bar.close()
-    return _finish(acc, t0, "plain", n_seqs=n_seqs)
+    return finish(acc, t0, "plain", n_seqs=n_seqs)
 
 
 # --- sliding window (§6.2) -------------------------------------------------------------------
@@ -367,13 +160,13 @@ def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: C
     Scored through ``nll_fn`` (default ``model.nll_at``), or the old full-logits path when
     ``forward_logits`` is given (``WindowScorer``).
     """
-    t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
-    _check_bytes(luts, cfg, val_tokens)
+    t0, info, device = time.perf_counter(), dist_info(), device_of(model)
+    check_bytes(luts, cfg, val_tokens)
     luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
-    acc = _accumulator(device)
+    acc = accumulator(device)
     scorer = WindowScorer(model, tokens, luts, cfg, acc, forward_logits, nll_fn)
     n = len(scorer.starts)
-    lo, hi = _share(n, info.rank, info.world_size)
+    lo, hi = share(n, info.rank, info.world_size)
     log.info("eval sliding: %d windows of %d, stride %d, %d on this rank; %s", n, cfg.eval_seq_len,
              cfg.eval_stride, hi - lo, "full logits" if forward_logits is not None else "scored positions only")
     bar = progress_bar(hi - lo, "eval sliding", progress, "win")
@@ -382,14 +175,10 @@ def eval_sliding(model, val_tokens: Tensor, luts, cfg: Config, forward_logits: C
     bar.close()
     if record is not None:
         record.merge_ranks(device)
-    return _finish(acc, t0, "sliding", n_windows=n, stride=cfg.eval_stride)
+    return finish(acc, t0, "sliding", n_windows=n, stride=cfg.eval_stride)
 
 
 # --- score-first TTT (§6.3) ------------------------------------------------------------------
-
-def cosine_lr(base: float, i: int, n: int) -> float:
-    """Learning rate of chunk i of n TTT chunks: cosine from ``base`` down to 0 at the last (§6.3)."""
-    return base * 0.5 * (1.0 + math.cos(math.pi * i / max(n - 1, 1)))
 
 
 def synced_step(opt: torch.optim.Optimizer, params: list, clip: float,
@@ -437,12 +226,12 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
     the eager model (the record's TTT steps were eager), ``compiled_ttt_loss`` where golf compiles.
     Only the loss's forward and backward are compiled; all-reduce, clip and SGD step stay as they are.
     """
-    t0, info, device = time.perf_counter(), dist_info(), _device_of(model)
+    t0, info, device = time.perf_counter(), dist_info(), device_of(model)
     W, r = info.world_size, info.rank
     L, T, C = cfg.eval_seq_len, val_tokens.numel() - 1, cfg.ttt_chunk_tokens
-    _check_bytes(luts, cfg, val_tokens)
+    check_bytes(luts, cfg, val_tokens)
     luts, tokens = luts.to(device), val_tokens.to(device=device, dtype=torch.int64)
-    acc = _accumulator(device)
+    acc = accumulator(device)
     scorer = WindowScorer(model, tokens, luts, cfg, acc, forward_logits, nll_fn)
     starts, offsets = scorer.starts, scorer.offsets
     loss_sum = train_loss or (lambda x, y: model(x, y, reduction="none").sum())
@@ -462,7 +251,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
 
     def score(ci: int) -> None:
         w_lo, w_hi = bounds[ci], bounds[ci + 1]
-        lo, hi = (int(w_lo + v) for v in _share(int(w_hi - w_lo), r, W))
+        lo, hi = (int(w_lo + v) for v in share(int(w_hi - w_lo), r, W))
         with torch.no_grad():
             scorer.score(lo, hi, record, ci, trained_through)
 
@@ -476,7 +265,7 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
             opt.state.clear()
         for g in opt.param_groups:
             g["lr"] = lr
-        shares = [_share(k, q, W) for q in range(W)]
+        shares = [share(k, q, W) for q in range(W)]
         lo, hi = shares[r]
         B = cfg.ttt_batch_seqs
         n_steps = max(-(-(b - a) // B) for a, b in shares)  # same on every rank: collectives stay matched
@@ -517,5 +306,5 @@ def eval_ttt(model, val_tokens: Tensor, luts, cfg: Config, record: TTTRecord | N
         model.zero_grad(set_to_none=True)
     if record is not None:
         record.merge_ranks(device)
-    return _finish(acc, t0, "ttt", n_windows=len(starts), n_chunks=n_chunks, stride=cfg.eval_stride,
+    return finish(acc, t0, "ttt", n_windows=len(starts), n_chunks=n_chunks, stride=cfg.eval_stride,
                    ttt_steps=steps, last_chunk_tokens=T - (n_chunks - 1) * C)

@@ -20,68 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf.config import Config
-from golf.evaluate import TTTRecord, _accumulator, _add_masked, _check_bytes, _device_of, _finish, _share, cosine_lr
+from golf.compile_policy import compile_errors
+from golf.scoring import (TTTRecord, accumulator, add_masked, check_bytes, cosine_lr, device_of, document_queue,
+                          document_spans, finish, phase_documents, phase_points, share)
 from golf.layer_plan import virtual_layers
-from golf.model import BOS_ID
 from golf.runtime import GolfError, all_reduce_, dist_info, progress_bar
 
 log = logging.getLogger("golf")
-
-
-# --- documents and the queue -------------------------------------------------------------------
-
-def document_spans(val_tokens: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends): document d owns target positions [starts[d], ends[d]); together they tile [0, T)."""
-    T = val_tokens.numel() - 1
-    if T < 1:
-        raise GolfError("the val stream holds no target to score")
-    bos = torch.nonzero(val_tokens[1:T].cpu() == BOS_ID).flatten().numpy() + 1  # a BOS at p starts a document
-    starts = np.concatenate(([0], bos)).astype(np.int64)
-    return starts, np.append(starts[1:], T).astype(np.int64)
-
-
-def document_queue(starts: np.ndarray, ends: np.ndarray, batch_docs: int) -> list[tuple[int, np.ndarray]]:
-    """#1855's queue: documents sorted by length, shortest first (ties: stream order), cut into batches of
-    ``batch_docs``; the batches then run longest first (by their longest document, ties: cut order), so
-    the one partial batch, of the longest documents, runs first. Each entry: (its index in the cut, its
-    documents)."""
-    lens = ends - starts
-    order = np.argsort(lens, kind="stable")
-    cut = [order[i:i + batch_docs] for i in range(0, len(order), batch_docs)]
-    run = sorted(range(len(cut)), key=lambda i: -int(lens[cut[i]].max()))
-    return [(i, cut[i]) for i in run]
-
-
-def phase_points(queue: list[tuple[int, np.ndarray]], phase_docs: int, n_phases: int,
-                 world: int = 1) -> list[tuple[int, int]]:
-    """(after batch b, the phase's document count n) for each global phase; empty without phases.
-
-    #1855 pauses for phase g once its ranks together have scored ``min(phase_docs, documents)·g /
-    n_phases`` documents, checking after each batch; golf's ranks take the queue in rounds of ``world``
-    batches and check after each round, which is #1855's order exactly on one rank (§8.7)."""
-    n_docs = sum(len(d) for _, d in queue)
-    limit = min(phase_docs, n_docs)
-    if n_phases == 0 or limit == 0:
-        return []
-    bounds = [limit * (g + 1) // n_phases for g in range(n_phases)]
-    out, done = [], 0
-    for t in range(0, len(queue), world):
-        done += sum(len(d) for _, d in queue[t:t + world])
-        if len(out) < len(bounds) and done >= bounds[len(out)]:
-            out.append((min(t + world, len(queue)) - 1, bounds[len(out)]))
-    if out and out[-1][0] >= len(queue) - 1:
-        log.warning("phased TTT: the last global phase comes after the last document batch, so it changes "
-                    "no score (%d document%s in batches of up to %d): lower ttt_phase_docs and ttt_lora_batch_docs, "
-                    "or score more documents (max_val_tokens)", n_docs, "s" * (n_docs != 1),
-                    max(len(d) for _, d in queue))
-    return out
-
-
-def phase_documents(queue: list[tuple[int, np.ndarray]], after: int, n: int) -> np.ndarray:
-    """The documents a phase after batch ``after`` trains on: of those scored so far, ordered by (index in
-    the cut, place in the batch) as #1855 gathers them, the first ``n``."""
-    done = sorted((i, pos, int(d)) for i, docs in queue[:after + 1] for pos, d in enumerate(docs))
-    return np.array([d for _, _, d in done[:n]], np.int64)
 
 
 @dataclass
@@ -253,14 +198,6 @@ class CompiledChunkNll:
                     "runs eager", where, self.fallback)
 
 
-def compile_errors() -> tuple[type[Exception], ...]:
-    """What torch raises when a graph fails to compile (inductor's own, or any backend's)."""
-    from torch._dynamo.exc import BackendCompilerFailed
-    from torch._inductor.exc import InductorError
-
-    return InductorError, BackendCompilerFailed
-
-
 def compiled_chunk_nll(backend: str = "inductor") -> CompiledChunkNll:
     """The adapted forward for ``ttt_lora_compile``: compiled, eager where compiling fails."""
     return CompiledChunkNll(backend)
@@ -307,7 +244,7 @@ def _run_batch(model, tokens: Tensor, docs: np.ndarray, starts: np.ndarray, ends
         with torch.set_grad_enabled(bool(train.any())):
             nll = nll_fn(model, adapters, x, y, off, width)
         with torch.no_grad():  # (1) score, before the step below changes the adapters
-            _add_masked(acc, nll.detach(), x.gather(1, cols), y.gather(1, cols), scored, luts, tgt_pos + 1)
+            add_masked(acc, nll.detach(), x.gather(1, cols), y.gather(1, cols), scored, luts, tgt_pos + 1)
             if record is not None:
                 m = scored.cpu().numpy()
                 through_now = np.where(ci > 0, first + ci - 1, through)
@@ -368,8 +305,8 @@ def global_phase(model, tokens: Tensor, spans: list[tuple[int, int]], cfg: Confi
     opt = torch.optim.SGD(params, lr=cfg.ttt_global_lr, momentum=cfg.ttt_global_momentum)
     segment_len, model.segment_len = model.segment_len, L
     steps, t0 = 0, time.perf_counter()
-    lo, hi = _share(seqs, r, W)
-    n_steps = max(-(-(q1 - q0) // B) for q0, q1 in (_share(seqs, q, W) for q in range(W)))  # same on every rank
+    lo, hi = share(seqs, r, W)
+    n_steps = max(-(-(q1 - q0) // B) for q0, q1 in (share(seqs, q, W) for q in range(W)))  # same on every rank
     try:
         for ci in range(n_chunks - 1 if seqs else 0):
             for g in opt.param_groups:
@@ -420,12 +357,12 @@ def check_config(cfg: Config) -> None:
 
 def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record: TTTRecord | None,
              progress: bool, mode: str, nll_fn: Callable | None) -> dict:
-    t0, info, dev = time.perf_counter(), dist_info(), _device_of(model)
+    t0, info, dev = time.perf_counter(), dist_info(), device_of(model)
     W, r = info.world_size, info.rank
     check_config(cfg)
-    _check_bytes(luts, cfg, val_tokens)
+    check_bytes(luts, cfg, val_tokens)
     luts, tokens = luts.to(dev), val_tokens.to(device=dev, dtype=torch.int64)
-    acc = _accumulator(dev)
+    acc = accumulator(dev)
     starts, ends = document_spans(val_tokens)
     queue = document_queue(starts, ends, cfg.ttt_lora_batch_docs)
     phases = phase_points(queue, cfg.ttt_phase_docs, n_phases, W)
@@ -478,7 +415,7 @@ def _doc_ttt(model, val_tokens: Tensor, luts, cfg: Config, n_phases: int, record
         model.zero_grad(set_to_none=True)
     if record is not None:
         record.merge_ranks(dev)
-    return _finish(acc, t0, mode, n_docs=len(starts), n_batches=len(queue), lora_steps=lora_steps,
+    return finish(acc, t0, mode, n_docs=len(starts), n_batches=len(queue), lora_steps=lora_steps,
                    phase_docs=[n for _, n in phases], global_steps=global_steps)
 
 

@@ -241,7 +241,7 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     import golf.evaluate as ev
     from golf.bpb import eval_byte_counts
     from golf.val_stream import load_val_tokens
-    from golf.train import use_compile
+    from golf.compile_policy import compiled_nll, compiled_ttt_loss, prepare_compile, use_compile
 
     name = check_evaluate(run_dir, mode, source, force)
     tokenizer = check_eval_tokenizer(run_dir, cfg, allow_other_tokenizer)
@@ -257,11 +257,9 @@ def evaluate_run(run_dir: Path, mode: str, cfg: Config, dist: DistInfo, device: 
     # training loss, forward and backward (the record's TTT steps were eager; same function).
     nll_fn = train_loss = None
     if use_compile(cfg, device):
-        from golf.train import prepare_compile
-
         prepare_compile(cfg)
-        nll_fn = ev.compiled_nll(model, cfg)
-        train_loss = ev.compiled_ttt_loss(model)
+        nll_fn = compiled_nll(model, cfg)
+        train_loss = compiled_ttt_loss(model)
     if mode == "sliding":
         result = ev.eval_sliding(model, val_tokens, luts, cfg, nll_fn=nll_fn)
     elif mode == "ttt":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Iterable
 import torch
 from tqdm import tqdm  # the console bar: in a kernel (plots import this module) no IProgress warning
 
+from golf.compile_policy import prepare_compile, set_fast_matmul, use_compile
 from golf.config import Config, differences_from_record, save_config
 from golf.config_rules import EMA_INIT_SHARE_WARN, ema_init_share, inert_settings
 from golf.banking import save_checkpoint
@@ -193,18 +193,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def use_compile(cfg: Config, device: torch.device) -> bool:
-    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-
-
-def set_fast_matmul(device: torch.device) -> None:
-    """TF32 for the fp32 matmuls that remain, as the record sets (spec §4.6)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.set_float32_matmul_precision("high")
-
-
 def shuffled_loader(cfg: Config, dist: DistInfo):
     """The rank's shuffled loader of train_seq_len windows (spec §1.5)."""
     from golf.loaders import ShuffledSequenceLoader
@@ -234,29 +222,6 @@ def train_batches(cfg: Config, dist: DistInfo, device: torch.device) -> Prefetch
     return PrefetchLoader(make_train_loader(cfg, dist), device, depth=4 if cfg.loader_prefetch else 0)
 
 
-def enable_compile_cache(cfg: Config) -> Path | None:
-    """Keep compiled graphs across runs in ``compile_cache_dir`` (relative: from the project root, golf.paths).
-
-    Inductor's FX graph cache and the AOTAutograd cache skip the code generation of a graph
-    compiled before with the same code, shapes and torch; the Triton kernels land in the same
-    folder (``<dir>/triton``). Dynamo still traces each run. ``compile_cache_dir: ""`` keeps
-    torch's default folder (a temporary one). Torch reads the folder from this variable.
-    """
-    import torch._functorch.config
-    import torch._inductor.config
-
-    torch._inductor.config.fx_graph_cache = True
-    torch._functorch.config.enable_autograd_cache = True
-    if not cfg.compile_cache_dir:
-        return None
-    from golf.paths import resolve
-
-    path = resolve(cfg.compile_cache_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
-    return path
-
-
 def hessian_path(run_dir: Path, rank: int) -> Path:
     """Hessians that training collected itself (``fix_gptq_in_budget``), one file per rank (§9.9)."""
     return RunDir(run_dir).hessians(rank)
@@ -268,33 +233,6 @@ def calibration_batches(cfg: Config, dist: DistInfo, device: torch.device):
     loader = shuffled_loader(cfg, dist)
     while True:
         yield loader.next_batch(device)[0]
-
-
-def has_frontier_graph(cfg: Config) -> bool:
-    """Whether a frontier switch that changes the compiled graph's shape (spec section 8) is on."""
-    return (cfg.smear_gate or cfg.attn_out_gate or cfg.attention_mask == "document"
-            or cfg.parallel_mode == "lanes_mix")
-
-
-def apply_inductor_workarounds(cfg: Config) -> None:
-    """Inductor settings per graph (torch 2.11, H100). Inductor's fusion of reductions of two orders
-    (``triton.mix_order_reduction``) is off whenever a frontier graph switch is on: with
-    ``attn_out_gate`` the backward fails an assertion with it (bench/compile_check.py); the frontier
-    without the gate stepped 7.8% (plain) and 9.6% (looped) slower with it (bench/RESULTS.md; the other
-    switches alone were not measured); and one setting across the frontier's ablation arms keeps their
-    step times comparable. The record's graphs keep the default, where it saves 2%."""
-    if has_frontier_graph(cfg):
-        import torch._inductor.config as inductor_config
-
-        inductor_config.triton.mix_order_reduction = False
-
-
-def prepare_compile(cfg: Config) -> Path | None:
-    """Everything torch.compile needs before golf compiles a graph (training, scoring, TTT, benches):
-    the persistent cache and the switches' inductor settings. Returns the cache folder, if any."""
-    path = enable_compile_cache(cfg)
-    apply_inductor_workarounds(cfg)
-    return path
 
 
 def compiled_forward(model: GPT, trainer: "Trainer", cfg: Config, device: torch.device):

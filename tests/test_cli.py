@@ -68,7 +68,7 @@ def test_fixed_batch_pads_the_short_last_batch():
     """A compiled static-shape scorer sees one batch size only; the padding rows are dropped again."""
     import torch
 
-    from golf.evaluate import fixed_batch
+    from golf.compile_policy import fixed_batch
 
     shapes = []
 

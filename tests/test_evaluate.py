@@ -7,14 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golf.evaluate import (
-    TTTRecord, compiled_nll, compiled_ttt_loss, count_windows, eval_plain, eval_sliding, eval_ttt, sliding_windows,
-    ttt_chunks, window_chunk,
-)
+from golf.evaluate import eval_plain, eval_sliding, eval_ttt
+from golf.scoring import TTTRecord, count_windows, sliding_windows, ttt_chunks, window_chunk
+from golf.compile_policy import compiled_nll, compiled_ttt_loss
 from golf.attention import math_attention
 from golf.blocks import suffix_attention
 from golf.model import softcap_nll
-from golf.evaluate import fixed_batch
+from golf.compile_policy import fixed_batch
 from conftest import T_TINY, tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 
 # --- geometry --------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from gloo import run_gloo
-from golf.evaluate import TTTRecord, eval_plain, eval_sliding, eval_ttt
+from golf.evaluate import eval_plain, eval_sliding, eval_ttt
+from golf.scoring import TTTRecord
 from conftest import T_TINY, tiny_cfg_32x3, tiny_luts, tiny_model, tiny_tokens
 
 WORLD = 2

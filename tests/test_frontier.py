@@ -203,7 +203,7 @@ def test_frontier_switches_train_quantize_and_evaluate_end_to_end(tmp_path, demo
 def test_compiled_document_attention_on_cuda_matches_the_eager_mask():
     """Under torch.compile on CUDA the document mask runs as FlexAttention; loss and gradients agree
     with the explicit-mask path in bf16, and so does the compiled sliding-window scorer."""
-    from golf.evaluate import compiled_nll
+    from golf.compile_policy import compiled_nll
 
     cfg = load_config(None, TINY + ["attention_mask=document", "smear_gate=true", "attn_out_gate=true",
                                     "device=cuda", "train_seq_len=256", "eval_seq_len=256", "eval_batch_seqs=4",
@@ -320,7 +320,7 @@ def test_frontier_demo_has_the_frontier_switches_on_the_demo_model():
 def test_each_frontier_graph_switch_turns_the_mix_order_fusion_off_and_the_record_keeps_it(switch):
     import torch._inductor.config as inductor_config
 
-    from golf.train import apply_inductor_workarounds
+    from golf.compile_policy import apply_inductor_workarounds
 
     with inductor_config.patch({"triton.mix_order_reduction": True}):  # restored on exit
         apply_inductor_workarounds(load_config("params/record.yaml"))

@@ -7,9 +7,9 @@ import torch
 import golf.lora_ttt as lt
 from gloo import run_gloo
 from golf.bpb import token_bytes
-from golf.evaluate import TTTRecord
-from golf.lora_ttt import (DocAdapters, document_queue, document_spans, eval_lora_ttt, eval_phased_ttt, phase_documents,
-                           phase_points)
+from golf.scoring import TTTRecord
+from golf.lora_ttt import DocAdapters, eval_lora_ttt, eval_phased_ttt
+from golf.scoring import document_queue, document_spans, phase_documents, phase_points
 from golf.layer_plan import virtual_layers
 from golf.model import BOS_ID
 from conftest import tiny_cfg_32x3, tiny_luts, tiny_model
@@ -456,7 +456,7 @@ def test_compiled_lora_backward_that_fails_to_compile_goes_on_eager(caplog):
 def test_a_phase_after_the_last_batch_warns_that_it_changes_nothing(caplog):
     import logging
 
-    from golf.lora_ttt import phase_points
+    from golf.scoring import phase_points
 
     queue = [(0, np.arange(4)), (1, np.arange(4, 8))]
     with caplog.at_level(logging.WARNING, logger="golf"):

@@ -189,7 +189,7 @@ def test_compile_cache_folder_is_under_the_project_root(monkeypatch, tmp_path):
     import os
 
     from golf.config import load_config
-    from golf.train import enable_compile_cache
+    from golf.compile_policy import enable_compile_cache
 
     import torch._inductor.config  # noqa: F401  (importing it may set torch's own default: before the delenv)
 
