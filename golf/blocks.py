@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf.config import Config
+from golf.config_sections import ModelConfig
 
 FP32_EPS = torch.finfo(torch.float32).eps  # the record's F.rms_norm(eps=None) uses fp32 eps (spec §2.3)
 
@@ -84,11 +84,11 @@ def suffix_attention(q: Tensor, k: Tensor, v: Tensor, doc: Tensor | None = None)
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: Config, layer: int):
+    def __init__(self, cfg: ModelConfig, layer: int, train_seq_len: int):
         super().__init__()
         self.layer = layer
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.rope_dims, self.rope_base, self.train_seq_len = cfg.rope_dims, cfg.rope_base, cfg.train_seq_len
+        self.rope_dims, self.rope_base, self.train_seq_len = cfg.rope_dims, cfg.rope_base, train_seq_len
         self.rope_yarn = cfg.rope_yarn
         self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
@@ -149,7 +149,7 @@ def mlp(h: Tensor, w_up: Tensor, w_down: Tensor, layer: int, capture: Callable |
 class Block(nn.Module):
     """Holds only the per-layer control parameters; matrices come from the banks."""
 
-    def __init__(self, cfg: Config, layer: int):
+    def __init__(self, cfg: ModelConfig, layer: int, train_seq_len: int):
         super().__init__()
         d = cfg.model_dim
         self.layer = layer
@@ -158,7 +158,7 @@ class Block(nn.Module):
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))
-        self.attn = Attention(cfg, layer)
+        self.attn = Attention(cfg, layer, train_seq_len)
 
     def mix(self, x: Tensor, x0: Tensor) -> Tensor:
         m = self.resid_mix.to(x.dtype)

@@ -16,6 +16,7 @@ from golf.attention import attention_fn, document_attention, document_ids
 from golf.banking import BANK_NAMES
 from golf.blocks import Block, load_kernels, rms_norm
 from golf.config import Config
+from golf.config_sections import ModelConfig
 from golf.layer_plan import encoder_decoder, num_skip_weights, skip_pairings, virtual_layers
 from golf.runtime import cpu_threads
 
@@ -42,9 +43,13 @@ def softcap_nll(h: Tensor, weight: Tensor, targets: Tensor, cap: float, chunk_ro
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: Config):
+    """The banked GPT of its model section (docs/record.md §2); ``train_seq_len``: the length RoPE scales
+    from and documents are attended in pieces of; ``fix_embed_fp32``: the §9.11 fix."""
+
+    def __init__(self, cfg: ModelConfig, train_seq_len: int = 2048, fix_embed_fp32: bool = False):
         super().__init__()
         self.cfg = cfg
+        self.fix_embed_fp32 = fix_embed_fp32
         L, D, KV, Hm = cfg.num_layers, cfg.model_dim, cfg.kv_dim, cfg.mlp_hidden
         self.tok_emb = nn.Embedding(cfg.vocab_size, D)
         self.qo_bank = nn.Parameter(torch.empty(2 * L, D, D))  # [i] = W_q, [L+i] = W_o
@@ -62,7 +67,7 @@ class GPT(nn.Module):
         if cfg.smear_gate:  # identity at start: both zero (#1667); the record's names and shapes
             self.smear_gate = nn.Linear(cfg.gate_dims, 1, bias=False)
             self.smear_lambda = nn.Parameter(torch.zeros(1))
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
+        self.blocks = nn.ModuleList(Block(cfg, i, train_seq_len) for i in range(L))
         self.looping = False
         self.capture: Callable | None = None  # (name, input) hook for GPTQ Hessians
         self.weight_hook: Callable | None = None  # (virtual slot, layer weights) -> weights: LoRA TTT (golf.lora_ttt)
@@ -72,7 +77,7 @@ class GPT(nn.Module):
         self._attn = attention_fn("math")
         # attention_mask: document; GPTQ calibration turns it off, as #1855 calibrates on causal rows
         self.document_mask = cfg.attention_mask == "document"
-        self.segment_len = cfg.train_seq_len  # a document is attended in pieces of this many tokens (#1855)
+        self.segment_len = train_seq_len  # a document is attended in pieces of this many tokens (#1855)
 
     # --- set-up ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -112,7 +117,7 @@ class GPT(nn.Module):
 
     def use_embedding_dtype(self) -> None:
         """tok_emb in the dtype the record trains it in: bf16 (spec §9.11), fp32 under fix_embed_fp32."""
-        if not self.cfg.fix_embed_fp32:
+        if not self.fix_embed_fp32:
             self.tok_emb.to(torch.bfloat16)
 
     def set_looping(self, flag: bool) -> None:
@@ -273,7 +278,7 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     orthogonal QRs): for a model whose every tensor is loaded next (strict), as quantize and evaluate do."""
     from golf.attention import select_backend
 
-    model = GPT(cfg)
+    model = GPT(cfg.model, cfg.train_seq_len, cfg.fix_embed_fp32)
     if init:
         model.reset_parameters(cfg.seed)
     else:
@@ -295,7 +300,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def model_info(cfg: Config) -> dict:
-    model = GPT(cfg)
+    model = GPT(cfg.model, cfg.train_seq_len)
     return {
         "n_params": count_params(model),
         "banks": {n: list(getattr(model, n).shape) for n in BANK_NAMES},

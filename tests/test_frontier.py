@@ -157,7 +157,7 @@ def test_smear_gate_starts_as_the_identity_and_never_reads_across_bos():
 def test_sparse_attention_gate_halves_each_head_at_start_and_adds_only_its_parameters():
     cfg = load_config(None, TINY + ["attn_out_gate=true", "attn_gate_scale=0.5"])
     cfg_off = load_config(None, TINY)
-    gated, plain = Attention(cfg, 0), Attention(cfg_off, 0)
+    gated, plain = Attention(cfg.model, 0, cfg.train_seq_len), Attention(cfg_off.model, 0, cfg.train_seq_len)
     g = torch.Generator().manual_seed(4)
     h = torch.randn(2, 16, 32, generator=g)
     w = [torch.randn(s, 32, generator=g) * 0.2 for s in (32, 16, 16, 32)]

@@ -214,8 +214,8 @@ def reference_hidden(model: GPT, ids):
         q = norm((x @ model.qo_bank[i].T).view(B, T, H, hd))
         k = norm((x @ model.kv_bank[i].T).view(B, T, KV, hd))
         v = (x @ model.kv_bank[L + i].T).view(B, T, KV, hd)
-        q = apply_partial_rope(q, cfg.rope_dims, cfg.rope_base, cfg.train_seq_len)
-        k = apply_partial_rope(k, cfg.rope_dims, cfg.rope_base, cfg.train_seq_len)
+        q = apply_partial_rope(q, cfg.rope_dims, cfg.rope_base, model.segment_len)
+        k = apply_partial_rope(k, cfg.rope_dims, cfg.rope_base, model.segment_len)
         y = explicit_gqa(q * model.blocks[i].attn.q_gain[None, None, :, None], k, v)
         y = exclusive_self_attention(y, v)
         return y.reshape(B, T, H * hd) @ model.qo_bank[L + i].T

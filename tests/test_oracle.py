@@ -277,7 +277,7 @@ def test_frontier_structure_is_the_logged_runs():
 
 
 def test_frontier_model_has_the_records_parameter_count():
-    assert count_params(GPT(load_config("params/frontier.yaml"))) == RUN["model_params"]  # 35,945,671
+    assert count_params(build_model(load_config("params/frontier.yaml"), init=False)) == RUN["model_params"]  # 35,945,671
 
 
 def test_packed_loader_and_segments_equal_the_records(oracle, tmp_path):
