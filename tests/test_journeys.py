@@ -462,10 +462,10 @@ def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path
     monkeypatch.setenv("GOLF_HOME", str(REPO))
     assert golf_main(["config", "--params", "./params/demo.yaml"]) == 0
     out, err = capsys.readouterr()
-    assert "warmup_steps = 7 " in out and "note" not in err
+    assert "  warmup_steps: 7  #" in out and "note" not in err
     assert golf_main(["config", "--params", "params/demo.yaml"]) == 0
     out, err = capsys.readouterr()
-    assert "warmup_steps = 7 " not in out
+    assert "  warmup_steps: 7  #" not in out
     assert err.strip() == (f"golf: note: params/demo.yaml is read from the project root ({REPO}/params/demo.yaml), "
                            "not from the current folder: give ./params/demo.yaml for the one here")
 

@@ -398,13 +398,21 @@ def test_golf_quantize_shows_every_stage_and_prunes_with_two_compressions_at_mos
     stages = ("hessian_s", "gptq_s", "compress_s", "prune_s", "verify_s", "quantize_s")
     assert all(budget[k] >= 0 for k in stages) and budget["prune_s"] == 0 and budget["n_pruned"] == 0
 
-    limit = budget["total"] - 300  # over by 300 bytes: prune-to-fit
+    assert not budget["code_bytes_exact"]  # far under the limit: the code's bound stands in (exact at export)
+
+    # over by about 300 bytes with the exact code (which carries the limit among its settings)
+    from golf.config import load_config
+    from golf.submission import code_bytes
+
+    guess = budget["model_bytes"] + 20_000
+    exact = code_bytes(load_config(run / "config.yaml", [f"artifact_limit_bytes={guess}"]))
+    limit = budget["model_bytes"] + exact - 300
     assert golf_main(["quantize", "--run-dir", str(run), "--force", "--set", f"artifact_limit_bytes={limit}"]) == 0
     err = capsys.readouterr().err
     first = budget
     budget = json.loads((run / "quant_budget.json").read_text())
-    # the exported code carries the new limit among its settings, a few bytes more
-    assert f"prune: {300 + budget['code_bytes'] - first['code_bytes']} bytes over" in err
+    assert budget["code_bytes_exact"] and abs(budget["code_bytes"] - exact) < 20
+    assert f"prune: {first['model_bytes'] + budget['code_bytes'] - limit} bytes over" in err
     assert 1 <= len(re.findall(r"prune round \d+: \d+ bytes \(saved \d+\)", err)) <= 2
     assert budget["fits"] and budget["total"] <= limit and budget["n_pruned"] > 0 and budget["prune_s"] > 0
 
