@@ -309,16 +309,19 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                             f"run golf quantize --run-dir {run_dir} --force")
     model_bytes = artifact.stat().st_size
     limit = int(budget.get("limit", 16_000_000))
+    _check_headline(results, run_dir, allow_mixed_tokens)  # the checks before the code is made (a minute's work)
+    _check_tokenizers(results, run_dir, allow_other_tokenizer)
+    if budget.get("fits") is False and not allow_over_budget:
+        raise GolfError(f"{str(artifact)!r} does not fit: {QUANT_BUDGET} says fits: false (artifact "
+                        f"{model_bytes:,} + code {budget.get('code_bytes', 0):,} against the limit of {limit:,}); "
+                        "quantize smaller, or pass --allow-over-budget to export it anyway")
     source = run_source(run_dir, tuple(results))
     n_code = len(source.encode())
     total = model_bytes + n_code
-    if (total > limit or budget.get("fits") is False) and not allow_over_budget:
+    if total > limit and not allow_over_budget:
         raise GolfError(f"{str(artifact)!r} does not fit: artifact {model_bytes:,} + code {n_code:,} = "
-                        f"{total:,} bytes against the limit of {limit:,}"
-                        + (f" ({QUANT_BUDGET} says fits: false)" if budget.get("fits") is False else "")
-                        + "; quantize smaller, or pass --allow-over-budget to export it anyway")
-    _check_headline(results, run_dir, allow_mixed_tokens)
-    _check_tokenizers(results, run_dir, allow_other_tokenizer)
+                        f"{total:,} bytes against the limit of {limit:,}; quantize smaller, or pass "
+                        "--allow-over-budget to export it anyway")
     final = out_dir  # written in a folder beside it, renamed in at the end: never half a record
     final.parent.mkdir(parents=True, exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.export-"))
