@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from golf.artifact import piece_bytes, serialize
+from golf.compressors import entropy_bytes
 
 log = logging.getLogger("golf")
 
@@ -22,11 +23,6 @@ def artifact_budget(model_bytes: int, code_bytes: int, limit: int = 16_000_000) 
     total = int(model_bytes) + int(code_bytes)
     return {"model_bytes": int(model_bytes), "code_bytes": int(code_bytes), "total": total,
             "limit": int(limit), "headroom": int(limit) - total, "fits": total <= limit}
-
-
-def _entropy_bytes(counts: np.ndarray) -> float:
-    c = counts[counts > 0].astype(np.float64)
-    return float(-(c * np.log2(c / c.sum())).sum() / 8) if c.size else 0.0
 
 
 class _PrunePlan:
@@ -65,7 +61,7 @@ class _PrunePlan:
             self.seq.append(seq)
             self.plus.append(np.concatenate(([0], np.cumsum((q[seq] > 0).numpy()))))
             hist = np.bincount(q.numpy().astype(np.int64) + 128, minlength=256)
-            h0 = _entropy_bytes(hist)
+            h0 = entropy_bytes(hist)
             self.hist.append(hist)
             self.h0.append(h0)
             self.rate.append(sizes.get(name + ".q", h0) / h0 if h0 > 0 else 1.0)
@@ -81,7 +77,7 @@ class _PrunePlan:
                 h[128] += mt
                 h[129] -= p
                 h[127] -= mt - p
-                total += self.rate[t] * (self.h0[t] - _entropy_bytes(h))
+                total += self.rate[t] * (self.h0[t] - entropy_bytes(h))
         return total
 
     def smallest(self, target: float) -> int:

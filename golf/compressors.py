@@ -22,7 +22,8 @@ COMPRESSORS = {"brotli": 1, "lzma": 2, "rans": 3, "best": 4}  # what an artifact
 _RANS_HEAD = struct.Struct("<hHB")  # lowest symbol, alphabet size, column groups
 
 
-def _entropy_bytes(counts: np.ndarray) -> float:
+def entropy_bytes(counts: np.ndarray) -> float:
+    """The order-0 entropy of a histogram, in bytes: what an ideal coder needs (rANS' cost model, pruning's)."""
     c = counts[counts > 0].astype(np.float64)
     return float(-(c * np.log2(c / c.sum())).sum() / 8) if c.size else 0.0
 
@@ -60,7 +61,7 @@ def rans_encode(cols: np.ndarray) -> bytes:
         for g, part in enumerate(np.array_split(by_spread, K)):
             group[part] = g
         counts = [np.bincount(sym[group == g].ravel(), minlength=n) for g in range(K)]
-        cost = sum(_entropy_bytes(c) for c in counts) + 2 * n * K + (K > 1) * int(np.log2(K)) * (-(-C // 8))
+        cost = sum(entropy_bytes(c) for c in counts) + 2 * n * K + (K > 1) * int(np.log2(K)) * (-(-C // 8))
         if best is None or cost < best[0]:
             best = (cost, K, group, counts)
     _, K, group, counts = best
