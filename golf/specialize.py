@@ -9,18 +9,39 @@ behaviour of a run that succeeds; what no kept code names is dropped. golf.submi
 from __future__ import annotations
 
 import ast
-import copy
 import math
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 _AST = ast.AST
+_SCALARS = {"identifier", "string", "constant", "int"}
+
+
+class _ChildFields(dict):
+    """Node class -> the fields that may hold nodes: its ASDL signature (the class's docstring) less the
+    identifiers, strings, constants and ints; every field where the signature is not readable."""
+
+    def __missing__(self, cls: type) -> tuple[str, ...]:
+        fields = tuple(cls._fields)
+        signature = (cls.__doc__ or "").split("\n")[0].strip()
+        if fields and signature.startswith(cls.__name__ + "(") and signature.endswith(")"):
+            types = {}
+            for part in signature[len(cls.__name__) + 1:-1].split(","):
+                typ, _, name = part.strip().rpartition(" ")
+                types[name] = typ.rstrip("*?")
+            if set(types) == set(fields):
+                fields = tuple(f for f in fields if types[f] not in _SCALARS)
+        self[cls] = fields
+        return fields
+
+
+_CHILD_FIELDS = _ChildFields()
 
 
 def children(node: ast.AST):
     """ast.iter_child_nodes, faster (the passes walk the whole program many times)."""
-    for field in node._fields:
+    for field in _CHILD_FIELDS[node.__class__]:
         value = getattr(node, field, None)
         if isinstance(value, list):
             for item in value:
@@ -31,27 +52,59 @@ def children(node: ast.AST):
 
 
 def walk(node: ast.AST):
-    """Every node under ``node`` (itself first), depth first: ast.walk's nodes, faster."""
+    """Every node under ``node`` (itself first), depth first: ast.walk's nodes, faster. A node's children
+    are read when the walk goes on after it (so a caller may change them first)."""
     todo = [node]
-    pop, push = todo.pop, todo.extend
+    pop, push, append, plans = todo.pop, todo.extend, todo.append, _CHILD_FIELDS
     while todo:
         n = pop()
         yield n
-        for field in n._fields:
+        for field in plans[n.__class__]:
             value = getattr(n, field, None)
             if isinstance(value, list):
                 push([v for v in value if isinstance(v, _AST)])
             elif isinstance(value, _AST):
-                todo.append(value)
+                append(value)
+
+
+def _nodes_and_parents(node: ast.AST) -> tuple[list[ast.AST], dict[int, ast.AST]]:
+    """``list(walk(node))`` and ``parent_map(node)`` in one pass."""
+    nodes, parents, todo = [], {}, [node]
+    pop, append, add, plans = todo.pop, todo.append, nodes.append, _CHILD_FIELDS
+    while todo:
+        p = pop()
+        add(p)
+        for field in plans[p.__class__]:
+            value = getattr(p, field, None)
+            if isinstance(value, list):
+                for v in value:
+                    if isinstance(v, _AST):
+                        parents[id(v)] = p
+                        append(v)
+            elif isinstance(value, _AST):
+                parents[id(value)] = p
+                append(value)
+    return nodes, parents
+
+
+_STATELESS = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
+
+
+def copy_tree(value):
+    """copy.deepcopy of a node (or a list of them), faster: every node and list anew, with the node's
+    fields and locations; a context or an operator (which holds nothing) is shared."""
+    if isinstance(value, list):
+        return [copy_tree(v) for v in value]
+    if not isinstance(value, _AST) or isinstance(value, _STATELESS):
+        return value  # (a str, a number, None; a tuple or bytes constant: immutable)
+    new = value.__class__.__new__(value.__class__)
+    new.__dict__.update({k: copy_tree(v) for k, v in value.__dict__.items()})
+    return new
 
 
 def parent_map(node: ast.AST) -> dict[int, ast.AST]:
     """id(child) -> parent, for every node under ``node``."""
-    out = {}
-    for p in walk(node):
-        for c in children(p):
-            out[id(c)] = p
-    return out
+    return _nodes_and_parents(node)[1]
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
@@ -105,14 +158,44 @@ class Scope:
 
 
 class Scopes:
-    """Every scope of a module and, for every Name, the scope it is read or bound in."""
+    """Every scope of a module and, for every Name, the scope it is read or bound in; on the way, every
+    node's parent (``parents``: parent_map's, but for a node held in several places, such as ast.Load())."""
 
     def __init__(self, tree: ast.Module):
         self.root = Scope(tree, None, "module")
-        self.of: dict[int, Scope] = {}  # id(node) -> the scope the node appears in
+        self.of: dict[int, Scope] = {}  # id(node) -> the scope a Name, Call or import appears in
         self.names: list[tuple[ast.Name, Scope]] = []
         self.scope_of_node: dict[int, Scope] = {id(tree): self.root}
-        self._visit_body(tree.body, self.root)
+        self.parents: dict[int, ast.AST] = {}
+        self.indexed: dict[type, list[ast.AST]] = {c: [] for c in _INDEXED}  # (in no order to rely on)
+        # where each top-level statement's names and listed nodes start: (len(names), {class: len(list)})
+        self.marks: list[tuple[int, dict[type, int]]] = []
+        self._link(tree)
+        for st in tree.body:
+            self.marks.append((len(self.names), {c: len(v) for c, v in self.indexed.items()}))
+            self._visit(st, self.root)
+        self.marks.append((len(self.names), {c: len(v) for c, v in self.indexed.items()}))
+
+    def of_statement(self, i: int) -> tuple[list[tuple[ast.Name, Scope, Scope]], dict[type, list[ast.AST]]]:
+        """The module's ``i``-th statement's ``resolved`` names and listed nodes."""
+        (n0, c0), (n1, c1) = self.marks[i], self.marks[i + 1]
+        return self.resolved()[n0:n1], {c: v[c0[c]:c1[c]] for c, v in self.indexed.items()}
+
+    def all(self, *classes: type) -> list[ast.AST]:
+        """The nodes of these classes (of _INDEXED), in no order to rely on."""
+        return [n for c in classes for n in self.indexed[c]]
+
+    def _link(self, node) -> None:
+        """Record ``node`` as the parent of each node it holds."""
+        parents = self.parents
+        for field in _CHILD_FIELDS[node.__class__]:
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, _AST):
+                        parents[id(item)] = node
+            elif isinstance(value, _AST):
+                parents[id(value)] = node
 
     def _function_scope(self, scope: Scope) -> Scope:
         while scope.kind == "comp":
@@ -124,84 +207,157 @@ class Scopes:
             self._visit(st, scope)
 
     def _visit(self, node, scope):
-        self.of[id(node)] = scope
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            scope.bind(node.name, node)
-            for d in node.decorator_list:
-                self._visit(d, scope)
-            self._arguments_outside(node.args, scope)
-            if node.returns is not None:
-                self._visit(node.returns, scope)
-            inner = Scope(node, scope, "function")
-            scope.children.append(inner)
-            self.scope_of_node[id(node)] = inner
-            self._arguments_inside(node.args, inner)
-            self._visit_body(node.body, inner)
+        """Record ``node`` (and what it holds) in ``scope``: its names read and bound, its inner scopes.
+        (A Name, the commonest node, is taken on the spot; so are nodes that hold none.)"""
+        cls = node.__class__
+        if cls is ast.Name:
+            self._visit_name(node, scope)
             return
-        if isinstance(node, ast.Lambda):
-            self._arguments_outside(node.args, scope)
-            inner = Scope(node, scope, "function")
-            scope.children.append(inner)
-            self.scope_of_node[id(node)] = inner
-            self._arguments_inside(node.args, inner)
-            self._visit(node.body, inner)
+        if cls in _OF:
+            self.of[id(node)] = scope
+        if cls in _INDEX:
+            self.indexed[cls].append(node)
+        special = _SCOPE_VISITS.get(cls)
+        if special is not None and special(self, node, scope):
             return
-        if isinstance(node, ast.ClassDef):
-            scope.bind(node.name, node)
-            for d in (*node.decorator_list, *node.bases, *node.keywords):
-                self._visit(d, scope)
-            inner = Scope(node, scope, "class")
-            scope.children.append(inner)
-            self.scope_of_node[id(node)] = inner
-            self._visit_body(node.body, inner)
-            return
-        if isinstance(node, COMPREHENSIONS):
-            gens = node.generators
-            self._visit(gens[0].iter, scope)
-            inner = Scope(node, scope, "comp")
-            scope.children.append(inner)
-            self.scope_of_node[id(node)] = inner
-            for i, gen in enumerate(gens):
-                if i:
-                    self._visit(gen.iter, inner)
-                self._visit(gen.target, inner)
-                for cond in gen.ifs:
-                    self._visit(cond, inner)
-            if isinstance(node, ast.DictComp):
-                self._visit(node.key, inner)
-                self._visit(node.value, inner)
+        of, visit, leaves, parents, names = self.of, self._visit, _LEAVES, self.parents, self.names
+        for field in _CHILD_FIELDS[cls]:
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                items = value
+            elif value is None:
+                continue
             else:
-                self._visit(node.elt, inner)
-            return
-        if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+                items = (value,)
+            for item in items:
+                kind = item.__class__
+                if kind in leaves:
+                    parents[id(item)] = node
+                    if kind is ast.Constant:
+                        self.indexed[ast.Constant].append(item)
+                elif kind is ast.Name:
+                    key = id(item)
+                    parents[key] = node
+                    of[key] = scope
+                    parents[id(item.ctx)] = item
+                    names.append((item, scope))
+                    if item.ctx.__class__ is not ast.Load:
+                        scope.bind(item.id, item)
+                elif isinstance(item, _AST):
+                    parents[id(item)] = node
+                    visit(item, scope)
+
+    def _link_arguments(self, args: ast.arguments) -> None:
+        self._link(args)
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                self._link(a)
+
+    def _visit_function(self, node, scope) -> bool:
+        self._link(node)
+        self._link_arguments(node.args)
+        scope.bind(node.name, node)
+        for d in node.decorator_list:
+            self._visit(d, scope)
+        self._arguments_outside(node.args, scope)
+        if node.returns is not None:
+            self._visit(node.returns, scope)
+        inner = Scope(node, scope, "function")
+        scope.children.append(inner)
+        self.scope_of_node[id(node)] = inner
+        self._arguments_inside(node.args, inner)
+        self._visit_body(node.body, inner)
+        return True
+
+    def _visit_lambda(self, node, scope) -> bool:
+        self._link(node)
+        self._link_arguments(node.args)
+        self._arguments_outside(node.args, scope)
+        inner = Scope(node, scope, "function")
+        scope.children.append(inner)
+        self.scope_of_node[id(node)] = inner
+        self._arguments_inside(node.args, inner)
+        self._visit(node.body, inner)
+        return True
+
+    def _visit_class(self, node, scope) -> bool:
+        self._link(node)
+        scope.bind(node.name, node)
+        for d in (*node.decorator_list, *node.bases, *node.keywords):
+            self._visit(d, scope)
+        inner = Scope(node, scope, "class")
+        scope.children.append(inner)
+        self.scope_of_node[id(node)] = inner
+        self._visit_body(node.body, inner)
+        return True
+
+    def _visit_comprehension(self, node, scope) -> bool:
+        self._link(node)
+        for gen in node.generators:
+            self._link(gen)
+            self.indexed[ast.comprehension].append(gen)
+        gens = node.generators
+        self._visit(gens[0].iter, scope)
+        inner = Scope(node, scope, "comp")
+        scope.children.append(inner)
+        self.scope_of_node[id(node)] = inner
+        for i, gen in enumerate(gens):
+            if i:
+                self._visit(gen.iter, inner)
+            self._visit(gen.target, inner)
+            for cond in gen.ifs:
+                self._visit(cond, inner)
+        if isinstance(node, ast.DictComp):
+            self._visit(node.key, inner)
+            self._visit(node.value, inner)
+        else:
+            self._visit(node.elt, inner)
+        return True
+
+    def _visit_augassign(self, node, scope) -> bool:
+        if isinstance(node.target, ast.Name):
             read = ast.Name(node.target.id, ast.Load())  # x += 1 reads x too (a node outside the tree)
             self.of[id(read)] = scope
             self.names.append((read, scope))
-        if isinstance(node, ast.Name):
-            self.names.append((node, scope))
-            if isinstance(node.ctx, (ast.Store, ast.Del)):
-                scope.bind(node.id, node)
-            return
-        if isinstance(node, ast.NamedExpr):
-            target_scope = self._function_scope(scope)
-            self.of[id(node.target)] = target_scope
-            self.names.append((node.target, target_scope))
-            target_scope.bind(node.target.id, node.target)
-            self._visit(node.value, scope)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for a in node.names:
-                if a.name != "*":
-                    scope.bind(a.asname or a.name.split(".")[0], node)
-            return
-        if isinstance(node, ast.ExceptHandler) and node.name:
+        return False
+
+    def _visit_name(self, node, scope) -> bool:
+        self.of[id(node)] = scope
+        self.parents[id(node.ctx)] = node
+        self.names.append((node, scope))
+        if node.ctx.__class__ is not ast.Load:  # Store, Del
+            scope.bind(node.id, node)
+        return True
+
+    def _visit_namedexpr(self, node, scope) -> bool:
+        self._link(node)
+        self._link(node.target)
+        target_scope = self._function_scope(scope)
+        self.of[id(node.target)] = target_scope
+        self.names.append((node.target, target_scope))
+        target_scope.bind(node.target.id, node.target)
+        self._visit(node.value, scope)
+        return True
+
+    def _visit_import(self, node, scope) -> bool:
+        self._link(node)
+        for a in node.names:
+            if a.name != "*":
+                scope.bind(a.asname or a.name.split(".")[0], node)
+        return True
+
+    def _visit_handler(self, node, scope) -> bool:
+        if node.name:
             scope.bind(node.name, node)
-        if isinstance(node, ast.Global):
-            scope.globals.update(node.names)
-        if isinstance(node, ast.Nonlocal):
-            scope.nonlocals.update(node.names)
-        for child in children(node):
-            self._visit(child, scope)
+        return False
+
+    def _visit_global(self, node, scope) -> bool:
+        scope.globals.update(node.names)
+        return False
+
+    def _visit_nonlocal(self, node, scope) -> bool:
+        scope.nonlocals.update(node.names)
+        return False
 
     def _arguments_outside(self, args: ast.arguments, scope):
         for d in (*args.defaults, *(x for x in args.kw_defaults if x is not None)):
@@ -218,14 +374,147 @@ class Scopes:
     def owner(self, name: ast.Name) -> Scope:
         return self.of[id(name)].owner(name.id) if id(name) in self.of else self.root
 
+    def resolved(self) -> list[tuple[ast.Name, Scope, Scope]]:
+        """(name, the scope it appears in, the scope whose binding it reads) for each of ``names``."""
+        if not hasattr(self, "_resolved"):
+            self._resolved = [(n, s, s.owner(n.id)) for n, s in self.names]
+        return self._resolved
+
+    def loads(self) -> dict[tuple[int, str], list[ast.Name]]:
+        """(id(owner scope), name) -> the Name nodes that read it, in order (read only)."""
+        if not hasattr(self, "_loads"):
+            self._loads: dict[tuple[int, str], list[ast.Name]] = {}
+            for n, _, owner in self.resolved():
+                if isinstance(n.ctx, ast.Load):
+                    self._loads.setdefault((id(owner), n.id), []).append(n)
+        return self._loads
+
     def module_refs(self, name: str) -> list[ast.Name]:
         """The Name nodes that read or bind the module-level ``name``."""
         if not hasattr(self, "_refs"):
             self._refs: dict[str, list[ast.Name]] = {}
-            for n, s in self.names:
-                if s.owner(n.id) is self.root:
+            for n, _, owner in self.resolved():
+                if owner is self.root:
                     self._refs.setdefault(n.id, []).append(n)
         return self._refs.get(name, [])
+
+
+# --- what the passes read of the whole tree, kept while it does not change -------------------------
+
+class _Analyses:
+    """The whole module's nodes (in ``walk`` order), parents and scopes, made when a pass first asks and
+    kept until the tree changes (``tree_changed``): the passes of a round read them afresh only after one
+    changed something. (Kept only while the tree is as it was, every id they map is a live node's.)"""
+
+    module: ast.Module | None = None
+    generation = 0  # bumped at every change of the tree
+    made_at = -1
+    nodes: list[ast.AST] | None = None
+    parents: dict[int, ast.AST] | None = None
+    scopes: Scopes | None = None
+    targets: list | None = None  # _targets'
+    located_at = -1  # the generation whose nodes all have locations (``locate``)
+
+
+def tree_changed() -> None:
+    """The tree changed (a pass's own changes, or what it rewrites without counting it as one)."""
+    _Analyses.generation += 1
+
+
+def _current(module: ast.Module) -> type[_Analyses]:
+    a = _Analyses
+    if a.module is not module or a.made_at != a.generation:
+        a.module, a.made_at = module, a.generation
+        a.nodes = a.parents = a.scopes = a.targets = None
+    return a
+
+
+def nodes_of(module: ast.Module) -> list[ast.AST]:
+    """``list(walk(module))``, kept while the tree does not change."""
+    a = _current(module)
+    if a.nodes is None:
+        a.nodes, parents = _nodes_and_parents(module)
+        if a.parents is None:
+            a.parents = parents
+    return a.nodes
+
+
+def parents_of(module: ast.Module) -> dict[int, ast.AST]:
+    """``parent_map(module)``, kept while the tree does not change (``Scopes`` makes one too)."""
+    a = _current(module)
+    if a.parents is None:
+        if a.scopes is not None:
+            a.parents = a.scopes.parents
+        else:
+            a.nodes, a.parents = _nodes_and_parents(module)
+    return a.parents
+
+
+def scopes_of(module: ast.Module) -> Scopes:
+    """``Scopes(module)``, kept while the tree does not change (read only: a pass never changes it)."""
+    a = _current(module)
+    if a.scopes is None:
+        a.scopes = Scopes(module)
+    return a.scopes
+
+
+def forget_analyses() -> None:
+    a = _Analyses
+    a.module = a.nodes = a.parents = a.scopes = a.targets = None
+    _Analyses.located_at = -1
+
+
+_LOCATED = ("lineno", "col_offset", "end_lineno", "end_col_offset")
+
+
+def _locate_nodes(nodes: list[ast.AST], parents: dict[int, ast.AST]) -> None:
+    """ast.fix_missing_locations on ``nodes`` (in walk order, parents first): a node without a location
+    takes its parent's (ast.unparse reads a statement's lineno)."""
+    for n in nodes:
+        if "lineno" in n._attributes and not hasattr(n, "lineno"):
+            p = parents.get(id(n))
+            while p is not None and not hasattr(p, "lineno"):
+                p = parents.get(id(p))
+            for attr, default in zip(_LOCATED, (1, 0, 1, 0)):
+                if getattr(n, attr, None) is None:
+                    setattr(n, attr, getattr(p, attr, default) if p is not None else default)
+
+
+def locate(tree: ast.AST) -> ast.AST:
+    """``ast.fix_missing_locations(tree)``, faster; for the module the passes work on, only where the tree
+    changed since the last time."""
+    if isinstance(tree, ast.Module) and _Analyses.module is tree:
+        if _Analyses.located_at != _Analyses.generation:
+            _locate_nodes(nodes_of(tree), parents_of(tree))
+            _Analyses.located_at = _Analyses.generation
+        return tree
+    _locate_nodes(*_nodes_and_parents(tree))
+    return tree
+
+
+_SCOPE_VISITS = {ast.FunctionDef: Scopes._visit_function, ast.AsyncFunctionDef: Scopes._visit_function,
+                 ast.Lambda: Scopes._visit_lambda, ast.ClassDef: Scopes._visit_class,
+                 **{c: Scopes._visit_comprehension for c in COMPREHENSIONS}, ast.AugAssign: Scopes._visit_augassign,
+                 ast.Name: Scopes._visit_name, ast.NamedExpr: Scopes._visit_namedexpr,
+                 ast.Import: Scopes._visit_import, ast.ImportFrom: Scopes._visit_import,
+                 ast.ExceptHandler: Scopes._visit_handler, ast.Global: Scopes._visit_global,
+                 ast.Nonlocal: Scopes._visit_nonlocal}
+# the node classes Scopes lists (Scopes.all)
+_INDEXED = (ast.Attribute, ast.Constant, ast.keyword, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef, ast.Try,
+            ast.Call, ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Delete, ast.With, ast.For, ast.comprehension,
+            ast.Yield, ast.YieldFrom)
+_INDEX = frozenset(_INDEXED)
+_OF = frozenset((ast.Call, ast.Import, ast.ImportFrom))  # (and Name): the nodes Scopes.of maps
+
+
+def _node_classes(cls: type = ast.AST):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _node_classes(sub)
+
+
+# nodes that hold no nodes and need no visit of their own (contexts, operators, constants, pass...)
+_LEAVES = {c for c in _node_classes() if c._fields is not None and not _CHILD_FIELDS[c] and c not in _SCOPE_VISITS}
 
 
 # --- one namespace -------------------------------------------------------------------------------
@@ -249,10 +538,20 @@ def golf_target(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> tuple[st
     if node.level:
         raise SpecializeError("relative import in golf")
     if node.module == "golf":
-        return (alias.name, None) if (PACKAGE_DIR / f"{alias.name}.py").is_file() else ("__init__", alias.name)
+        return (alias.name, None) if _is_module(alias.name) else ("__init__", alias.name)
     if node.module and node.module.startswith("golf."):
         return node.module[5:], alias.name
     return None
+
+
+_MODULE_FILES: dict[str, bool] = {}  # (made afresh by each Flattener)
+
+
+def _is_module(name: str) -> bool:
+    """Whether golf has a module ``name``."""
+    if name not in _MODULE_FILES:
+        _MODULE_FILES[name] = (PACKAGE_DIR / f"{name}.py").is_file()
+    return _MODULE_FILES[name]
 
 
 def top_level_names(st: ast.stmt) -> list[str]:
@@ -282,8 +581,9 @@ class Flattener:
     module``, then ``module.x`` later through a variable) stays a module of its own: ``embedded``."""
 
     def __init__(self, skip: set[str]):
+        _MODULE_FILES.clear()
         self.skip = set(skip)
-        self.trees: dict[str, ast.Module] = {}
+        self.trees: dict[str, ast.Module] = {}  # (each rewritten in place by flat: see _froms, _defined)
         for path in sorted(PACKAGE_DIR.glob("*.py")):
             m = path.stem
             if m in self.skip or m == "__main__":
@@ -291,6 +591,13 @@ class Flattener:
             tree = ast.parse(path.read_text())
             tree.body = [st for st in tree.body if not _is_main_guard(st) and not _is_docstring(st)]
             self.trees[m] = tree
+        # what resolve and defined read of each module, as it is before any rewriting: its top-level
+        # `from x import a as b` (each alone) and the names it defines
+        self._froms = {m: [(a.asname or a.name, ast.ImportFrom(st.module, [], st.level), ast.alias(a.name, a.asname))
+                           for st in tree.body if isinstance(st, ast.ImportFrom) for a in st.names]
+                       for m, tree in self.trees.items()}
+        self._defined = {m: {n for st in tree.body if not isinstance(st, (ast.Import, ast.ImportFrom))
+                             for n in top_level_names(st)} for m, tree in self.trees.items()}
         self.embedded: set[str] = set()
         for m, tree in self.trees.items():
             for node in walk(tree):
@@ -304,42 +611,49 @@ class Flattener:
         """A top-level name two modules bind differently keeps its first binding's name; the later module's
         becomes ``name_module`` (both its definition and every read of it)."""
         self.renamed: dict[tuple[str, str], str] = {}
-        first: dict[str, tuple[str, str]] = {}  # name -> (module, text)
+        first: dict[str, tuple[str, object]] = {}  # name -> (module, its text: a str, or the statement to dump)
+        dumps: dict[int, str] = {}
+
+        def text_of(x) -> str:  # (a statement's dump only where two modules bind its name)
+            if isinstance(x, str):
+                return x
+            if id(x) not in dumps:
+                dumps[id(x)] = ast.dump(x)
+            return dumps[id(x)]
+
         for m in self.order():
             for st in self.trees[m].body:
                 if isinstance(st, (ast.Import, ast.ImportFrom)):
                     items = [(a.asname or a.name.split(".")[0], _import_text(st, a)) for a in st.names
                              if golf_target(st, a) is None and getattr(st, "module", None) != "__future__"]
                 else:
-                    items = [(n, ast.dump(st)) for n in top_level_names(st)]
+                    items = [(n, st) for n in top_level_names(st)]
                 for name, text in items:
                     if name not in first:
                         first[name] = (m, text)
-                    elif first[name][0] != m and first[name][1] != text and not _same_root_imports(first[name][1], text):
+                    elif first[name][0] != m and text_of(first[name][1]) != text_of(text) and not _same_root_imports(
+                            text_of(first[name][1]), text_of(text)):
                         self.renamed[(m, name)] = f"{name}_{m}"
 
     def defined(self, m: str) -> set[str]:
         """The names module ``m`` defines itself (not by importing them)."""
-        return {n for st in self.trees[m].body if not isinstance(st, (ast.Import, ast.ImportFrom))
-                for n in top_level_names(st)}
+        return set(self._defined[m])
 
     def resolve(self, m: str, name: str, seen=()) -> str:
         """The flat name of module ``m``'s ``name`` (following golf's re-exports)."""
         if (m, name) in seen:
             raise SpecializeError(f"import cycle at golf.{m}.{name}")
-        for st in self.trees[m].body:
-            if isinstance(st, ast.ImportFrom):
-                for a in st.names:
-                    if (a.asname or a.name) == name:
-                        t = golf_target(st, a)
-                        if t is None:
-                            return self.renamed.get((m, name), name)
-                        if t[1] is None:
-                            raise SpecializeError(f"golf.{m} imports module golf.{t[0]} as {name} at the top")
-                        if t[0] in self.skip:
-                            raise SpecializeError(f"golf.{m} imports golf.{t[0]} at the top, which this "
-                                                  "submission leaves out: import it inside the function that needs it")
-                        return self.resolve(t[0], t[1], (*seen, (m, name)))
+        for local, st, a in self._froms[m]:
+            if local == name:
+                t = golf_target(st, a)
+                if t is None:
+                    return self.renamed.get((m, name), name)
+                if t[1] is None:
+                    raise SpecializeError(f"golf.{m} imports module golf.{t[0]} as {name} at the top")
+                if t[0] in self.skip:
+                    raise SpecializeError(f"golf.{m} imports golf.{t[0]} at the top, which this "
+                                          "submission leaves out: import it inside the function that needs it")
+                return self.resolve(t[0], t[1], (*seen, (m, name)))
         return self.renamed.get((m, name), name)
 
     def order(self) -> list[str]:
@@ -369,7 +683,16 @@ class Flattener:
         imports: list[ast.stmt] = []
         seen_imports: dict[str, str] = {}
         body: list[ast.stmt] = []
-        owner: dict[str, tuple[str, str]] = {}  # flat name -> (module, its source)
+        owner: dict[str, tuple[str, ast.stmt]] = {}  # flat name -> (module, the statement binding it)
+        dumps: dict[int, str] = {}
+
+        def text_of(st) -> str | None:  # (a statement's dump only where two statements bind one name)
+            if st is None:
+                return None
+            if id(st) not in dumps:
+                dumps[id(st)] = ast.dump(st)
+            return dumps[id(st)]
+
         future = []
         for m in self.order():
             tree = self._rewrite(m)
@@ -392,28 +715,27 @@ class Flattener:
                         imports.append(one)
                     continue
                 names = top_level_names(st)
-                text = ast.dump(st)
                 clash = [n for n in names if n in owner or n in seen_imports]
                 if clash:
-                    if len(names) == 1 and owner.get(names[0], (None, None))[1] == text:
+                    if len(names) == 1 and text_of(owner.get(names[0], (None, None))[1]) == text_of(st):
                         continue  # the same definition in two modules (log = logging.getLogger("golf"))
                     if all(owner.get(n, (m,))[0] == m for n in clash):
                         pass  # rebinding within one module (try/except fallbacks, registered `_`s)
                     else:
                         raise SpecializeError(f"golf.{m} defines {clash} as another module does: rename one")
                 for n in names:
-                    owner.setdefault(n, (m, text))
+                    owner.setdefault(n, (m, st))
                 body.append(st)
         for n in seen_imports:
             if n in owner:
                 raise SpecializeError(f"{n!r} is both imported and defined in golf")
         module = ast.Module(body=[*future, *imports, *body], type_ignores=[])
         embedded = {m: self._rewrite(m) for m in self.embedded}
-        return ast.fix_missing_locations(module), embedded
+        return locate(module), embedded
 
     def _rewrite(self, m: str) -> ast.Module:
         """Module ``m`` with its golf imports gone: names read through them renamed to their flat names."""
-        tree = copy.deepcopy(self.trees[m])
+        tree = self.trees[m]  # (rewritten once: resolve and defined read what they need from before)
         scopes = Scopes(tree)
         renames: dict[tuple[int, str], str] = {}  # (id(scope), local name) -> flat name
         module_aliases: dict[tuple[int, str], str] = {}  # (id(scope), local name) -> golf module
@@ -492,7 +814,7 @@ class Flattener:
                     if not new and field in ("body", "orelse", "finalbody") and not isinstance(node, ast.Module):
                         new = [ast.Pass()] if field == "body" else []
                     setattr(node, field, new)
-        return ast.fix_missing_locations(tree)
+        return locate(tree)
 
 
 def _import_text(st, a) -> str:
@@ -538,21 +860,18 @@ def prune(module: ast.Module, entry: str) -> bool:
     """Keep the top-level statements the entry function reaches by name (and those binding nothing, such
     as a setting of torch's), and of each kept class the methods some kept code could call."""
     changed = False
+    scopes = scopes_of(module)
+    parents = parents_of(module)
+    classes = scopes.all(ast.ClassDef)
+    facts = {id(st): _statement_facts(scopes, i) for i, st in enumerate(module.body)}
+    gone: set[int] = set()  # what went: statements, methods, class attributes
     while True:
-        scopes = Scopes(module)
         binds: dict[str, list[int]] = {}
         for i, st in enumerate(module.body):
             for n in _binds(st):
                 binds.setdefault(n, []).append(i)
-        refs: dict[int, set[str]] = {i: set() for i in range(len(module.body))}
+        refs = {i: facts[id(st)][0] for i, st in enumerate(module.body)}
         top = {id(st): i for i, st in enumerate(module.body)}
-        stmt_of: dict[int, int] = {}
-        for i, st in enumerate(module.body):
-            for node in walk(st):
-                stmt_of[id(node)] = i
-        for name, scope in scopes.names:
-            if scope.owner(name.id) is scopes.root:
-                refs[stmt_of[id(name)]].add(name.id)
         todo = [i for i, st in enumerate(module.body) if not _binds(st)] + binds.get(entry, [])
         kept: set[int] = set()
         while todo:
@@ -563,19 +882,46 @@ def prune(module: ast.Module, entry: str) -> bool:
             for n in refs[i]:
                 todo += binds.get(n, [])
         before = len(module.body)
+        body_before = module.body
         module.body = [st for i, st in enumerate(module.body) if i in kept]
         used = set().union(*(refs[top[id(s)]] for s in module.body))
         for st in module.body:
             if isinstance(st, (ast.Import, ast.ImportFrom)):
-                st.names = [a for a in st.names if (a.asname or a.name.split(".")[0]) in used] or st.names
-        all_refs = _all_refs(module, scopes)
+                names = [a for a in st.names if (a.asname or a.name.split(".")[0]) in used] or st.names
+                if len(names) != len(st.names):
+                    tree_changed()  # (not counted as a change)
+                st.names = names
+        all_refs = set().union(*(facts[id(st)][1] for st in body_before))  # (what went now too)
         module.body = [st for st in module.body if not isinstance(st, (ast.Import, ast.ImportFrom))
                        or any((a.asname or a.name.split(".")[0]) in all_refs for a in st.names)
                        or getattr(st, "module", None) == "__future__"]
-        dropped = _prune_methods(module)
-        if len(module.body) == before and not dropped:
+        left = {id(st) for st in module.body}
+        gone |= {id(st) for st in body_before if id(st) not in left}
+        used = set().union(*(facts[id(st)][2] for st in module.body))
+        pruned = _prune_methods(used, classes, parents, gone)
+        if len(module.body) == before and not pruned:
             return changed
         changed = True
+        tree_changed()
+        # a statement that lost methods: its facts afresh (the others' stay: what a name reads is decided
+        # within its statement, the module scope whatever binds there)
+        for cls in pruned:
+            st = cls
+            while parents.get(id(st)) is not module:
+                st = parents[id(st)]
+            if id(st) in left:
+                facts[id(st)] = _statement_facts(Scopes(ast.Module(body=[st], type_ignores=[])), 0)
+
+
+def _statement_facts(scopes: Scopes, i: int) -> tuple[set[str], set[str], set[str]]:
+    """For the module's ``i``-th statement: the module-level names it reads or binds, those it reads, and
+    what it names as an attribute or a string."""
+    names, nodes = scopes.of_statement(i)
+    refs = {n.id for n, _, owner in names if owner is scopes.root}
+    loads = {n.id for n, _, owner in names if owner is scopes.root and isinstance(n.ctx, ast.Load)}
+    named = ({n.attr for n in nodes[ast.Attribute]} | {n.arg for n in nodes[ast.keyword] if n.arg}
+             | {n.value for n in nodes[ast.Constant] if isinstance(n.value, str)})
+    return refs, loads, named
 
 
 def _binds(st: ast.stmt) -> list[str]:
@@ -584,42 +930,39 @@ def _binds(st: ast.stmt) -> list[str]:
     return top_level_names(st)
 
 
-def _all_refs(module: ast.Module, scopes: Scopes) -> set[str]:
-    return {n.id for n, s in scopes.names if isinstance(n.ctx, ast.Load) and s.owner(n.id) is scopes.root}
-
-
 def _is_dataclass(cls: ast.ClassDef) -> bool:
     return any("dataclass" in ast.unparse(d) or "NamedTuple" in ast.unparse(d) for d in (*cls.decorator_list, *cls.bases))
 
 
-def _prune_methods(module: ast.Module) -> int:
-    """Drop the methods of kept classes that no kept code names (as an attribute or a string)."""
-    used = set()
-    for node in walk(module):
-        if isinstance(node, ast.Attribute):
-            used.add(node.attr)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            used.add(node.value)
-        elif isinstance(node, ast.keyword) and node.arg:
-            used.add(node.arg)
-    dropped = 0
-    for node in walk(module):
-        if isinstance(node, ast.ClassDef):
-            body = []
-            for st in node.body:
-                if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and not (
-                        st.name in used or st.name in FRAMEWORK_METHODS
-                        or (st.name.startswith("__") and st.name.endswith("__"))):
-                    dropped += 1
-                    continue
-                if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
-                        and st.targets[0].id not in used and not st.targets[0].id.startswith("__")
-                        and pure(st.value) and not _is_dataclass(node)):
-                    dropped += 1  # a class attribute (a property made by a call) no code names
-                    continue
-                body.append(st)
-            node.body = body or [ast.Pass()]
-    return dropped
+def _prune_methods(used: set[str], classes: list[ast.ClassDef], parents: dict[int, ast.AST],
+                   gone: set[int]) -> list[ast.ClassDef]:
+    """Drop the methods of kept classes that no kept code names (``used``: as an attribute or a string);
+    the classes that lost some. ``classes``: every class the program had; those under a node of ``gone``
+    are no longer in it (what goes here joins ``gone``)."""
+    pruned = []
+    for node in classes:
+        p = node
+        while p is not None and id(p) not in gone:
+            p = parents.get(id(p))
+        if p is not None:
+            continue
+        body = []
+        for st in node.body:
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)) and not (
+                    st.name in used or st.name in FRAMEWORK_METHODS
+                    or (st.name.startswith("__") and st.name.endswith("__"))):
+                gone.add(id(st))
+                continue
+            if (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)
+                    and st.targets[0].id not in used and not st.targets[0].id.startswith("__")
+                    and pure(st.value) and not _is_dataclass(node)):
+                gone.add(id(st))  # a class attribute (a property made by a call) no code names
+                continue
+            body.append(st)
+        if len(body) != len(node.body):
+            pruned.append(node)
+        node.body = body or [ast.Pass()]
+    return pruned
 
 
 EMBEDDED_LOADER = '''
@@ -672,71 +1015,103 @@ def _stage_lookups(module: ast.Module, flattener: Flattener, modes) -> None:
             if not names:
                 _replace(parents[id(call)], call, ast.Constant(None))
                 continue
-            calls = [ast.Call(ast.Name(flattener.resolve(m, n), ast.Load()), copy.deepcopy(call.args),
-                              copy.deepcopy(call.keywords)) for n in names]
+            calls = [ast.Call(ast.Name(flattener.resolve(m, n), ast.Load()), copy_tree(call.args),
+                              copy_tree(call.keywords)) for n in names]
             expr = calls[-1]
             for n, c in zip(names[-2::-1], calls[-2::-1]):
-                expr = ast.IfExp(ast.Compare(copy.deepcopy(node.args[1]), [ast.Eq()], [ast.Constant(n)]), c, expr)
+                expr = ast.IfExp(ast.Compare(copy_tree(node.args[1]), [ast.Eq()], [ast.Constant(n)]), c, expr)
             _replace(parents[id(call)], call, expr)
 
 
 def simplify(module: ast.Module, values: dict, log=None) -> None:
-    """Every pass, again and again until none changes anything."""
+    """Every pass, again and again until none changes anything. A pass reads the tree's analyses
+    (``scopes_of``, ``parents_of``, ``nodes_of``) as the last change left them, and one that changed
+    nothing is not run again until the tree or what it is given (``free``...) changes. New nodes get a
+    location (``locate``) only where ast.unparse reads one: a statement unparsed, and the result."""
     import time
 
     _check_config_names(module, Scopes(module))
     strip_annotations(module)
     generators = [fn for fn in walk(module) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
                   and _yields(fn)]
+    tree_changed()
+    clean: dict[str, tuple] = {}  # pass -> (the tree's generation, its inputs) where it last changed nothing
+    known_free: tuple = ()
+    config_read = True  # whether the tree may still read the config
     rounds = 0
     while True:
         rounds += 1
         t0 = time.perf_counter()
         steps = []
-        fc = FoldConfig(values)
-        fc.visit(module)
-        steps.append(("config", fc.changed))
-        ast.fix_missing_locations(module)
-        scopes = Scopes(module)
+        inputs: tuple = ()
+
+        def step(name, run):
+            key = (_Analyses.generation, inputs)
+            if clean.get(name) == key:
+                steps.append((name, False))
+                return
+            changed = run()
+            steps.append((name, changed))
+            if changed:
+                tree_changed()
+            elif _Analyses.generation == key[0]:
+                clean[name] = key
+
+        def fold_config():
+            nonlocal config_read
+            fc = FoldConfig(values)
+            if config_read and fc.reads(nodes_of(module)):
+                fc.visit(module)
+            else:  # none left, and the passes make none (what they copy holds none either)
+                config_read = False
+            return fc.changed
+
+        step("config", fold_config)
+        scopes = scopes_of(module)
         shadowed = set(scopes.root.bound)
         idle = {st.name for st in module.body if isinstance(st, ast.FunctionDef) and len(scopes.root.bound[st.name]) == 1
                 and all(isinstance(b, ast.Pass) or (isinstance(b, ast.Return) and b.value is None) for b in st.body)}
         _golf_method_names.clear()
         _golf_method_names.update(m.name for c in module.body if isinstance(c, ast.ClassDef) for m in c.body
                                   if isinstance(m, ast.FunctionDef))
-        free = effect_free(module)
-        f = Fold(shadowed, idle, free)
-        f.visit(module)
-        steps.append(("fold", f.changed))
-        ast.fix_missing_locations(module)
-        steps.append(("constants", propagate_constants(module)))
-        steps.append(("tables", fold_constant_tables(module)))
-        steps.append(("attributes", propagate_attributes(module)))
-        steps.append(("forward", propagate_forward(module)))
-        steps.append(("unroll", unroll_loops(module, values)))
-        steps.append(("inline", inline_single_use(module)))
-        steps.append(("inline functions", inline_expression_functions(module)))
-        ast.fix_missing_locations(module)
-        steps.append(("namespaces", namespace_parameters(module)))
-        steps.append(("comprehensions", fold_comprehensions(module)))
-        steps.append(("narrow", narrow_parameters(module)))
-        ast.fix_missing_locations(module)
-        ast.fix_missing_locations(module)
-        steps.append(("parameters", specialize_parameters(module)))
-        steps.append(("failures", drop_failure_paths(module, free=free)))
-        steps.append(("dead stores", drop_dead_stores(module, free)))
-        steps.append(("dead attributes", drop_dead_attributes(module, free)))
-        steps.append(("results", drop_unused_results(module, free)))
-        steps.append(("write-only", drop_write_only(module, free)))
-        steps.append(("idle methods", drop_idle_method_calls(module, free)))
+        methods = frozenset(_golf_method_names)
+        if known_free[:2] != (_Analyses.generation, methods):
+            known_free = (_Analyses.generation, methods, effect_free(module))
+        free = known_free[2]
+        inputs = (free, methods, frozenset(shadowed), frozenset(idle))
+
+        def fold():
+            f = Fold(shadowed, idle, free)
+            f.visit(module)
+            return f.changed
+
+        step("fold", fold)
+        step("constants", lambda: propagate_constants(module))
+        step("tables", lambda: fold_constant_tables(module))
+        step("attributes", lambda: propagate_attributes(module))
+        step("forward", lambda: propagate_forward(module))
+        step("unroll", lambda: unroll_loops(module, values))
+        step("inline", lambda: inline_single_use(module))
+        step("inline functions", lambda: inline_expression_functions(module))
+        step("namespaces", lambda: namespace_parameters(module))
+        step("comprehensions", lambda: fold_comprehensions(module))
+        step("narrow", lambda: narrow_parameters(module))
+        step("parameters", lambda: specialize_parameters(module))
+        step("failures", lambda: drop_failure_paths(module, free=free))
+        step("dead stores", lambda: drop_dead_stores(module, free))
+        step("dead attributes", lambda: drop_dead_attributes(module, free))
+        step("results", lambda: drop_unused_results(module, free))
+        step("write-only", lambda: drop_write_only(module, free))
+        step("idle methods", lambda: drop_idle_method_calls(module, free))
         for fn in generators:  # a generator whose yields all went is still one (it yields nothing)
             if not _yields(fn):
                 fn.body.insert(0, ast.Expr(ast.YieldFrom(ast.Tuple([], ast.Load()))))
-            if len(fn.body) == 1 and ast.unparse(fn.body[0]) == "yield from ()":
+                tree_changed()
+            if len(fn.body) == 1 and ast.unparse(locate(fn.body[0])) == "yield from ()":
                 fn.body = [ast.Return(ast.Call(ast.Name("iter", ast.Load()), [ast.Tuple([], ast.Load())], []))]
-        ast.fix_missing_locations(module)
-        steps.append(("members", prune_instance_members(module)))
-        steps.append(("prune", prune(module, ENTRY)))
+                tree_changed()
+        step("members", lambda: prune_instance_members(module))
+        step("prune", lambda: prune(module, ENTRY))
         if log:
             log(f"round {rounds}: {[n for n, c in steps if c]} {time.perf_counter() - t0:.1f}s {len(ast.unparse(module))}")
         if not any(c for _, c in steps):
@@ -753,6 +1128,18 @@ def _yields(fn: ast.FunctionDef) -> bool:
         if not isinstance(node, (*FUNCTIONS, ast.ClassDef)):
             todo += children(node)
     return False
+
+
+def _yielding(scopes: Scopes, parents: dict[int, ast.AST]) -> set[int]:
+    """The functions that yield (``_yields``), by id."""
+    out = set()
+    for node in scopes.all(ast.Yield, ast.YieldFrom):
+        below, p = node, parents.get(id(node))
+        while p is not None and not isinstance(p, (*FUNCTIONS, ast.ClassDef)):
+            below, p = p, parents.get(id(p))
+        if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(st is below for st in p.body):
+            out.add(id(p))
+    return out
 
 
 def _wait_for_training(module: ast.Module) -> None:
@@ -782,13 +1169,29 @@ ENTRY = "run_submission"  # golf.cli's: what the exported train_gpt.py calls
 
 def specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str:
     """The source of one module that runs golf's pipeline for ``cfg`` (made from ``values``, the keys that
-    differ from golf's defaults) and scores ``modes``: ``run_submission(values, modes, <this file's size>)``."""
+    differ from golf's defaults) and scores ``modes``: ``run_submission(values, modes, <this file's size>)``.
+    The cyclic garbage collector is off meanwhile: the passes make and drop many nodes (few cycles), and
+    its rounds over every object alive (golf's trees, torch's) took a third of the time."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _specialize(cfg, modes, values, skip)
+    finally:
+        forget_analyses()
+        if collecting:
+            gc.enable()
+
+
+def _specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str:
     flattener = Flattener(skip)
     module, embedded = flattener.flat()
     _stage_lookups(module, flattener, modes)
     if embedded:
         _embed(module, {m: minify_embedded(ast.unparse(tree)) for m, tree in embedded.items()})
     _wait_for_training(module)
+    tree_changed()
     prune(module, ENTRY)
     module.body += path_constants(values)
     apply_stubs(module, cfg)
@@ -797,7 +1200,7 @@ def specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> str
     header = "import os as _os, sys as _sys\n" if "_" in os_ + sys_ else ""  # the entry's call, specialized too
     module.body += ast.parse(f"{header}{sys_}.exit({ENTRY}({values!r}, {tuple(modes)!r}, {os_}.path.getsize(__file__)))").body
     simplify(module, config_values(cfg))
-    return ast.unparse(ast.fix_missing_locations(module))
+    return ast.unparse(locate(module))
 
 
 # --- constants -----------------------------------------------------------------------------------
@@ -934,23 +1337,33 @@ def effect_free(module: ast.Module) -> frozenset:
     plain = {st.name: next(m for m in st.body if isinstance(m, ast.FunctionDef) and m.name == "__init__")
              for st in module.body if isinstance(st, ast.ClassDef) and not st.bases and not st.decorator_list
              and any(isinstance(m, ast.FunctionDef) and m.name == "__init__" for m in st.body)}
+    needs: dict[tuple[int, bool], frozenset | None] = {}
+
+    def body_free(fn, own_self=False) -> bool:
+        key = (id(fn), own_self)
+        if key not in needs:
+            needs[key] = _effect_free_needs(fn, library_names, own_self)
+        return needs[key] is not None and needs[key] <= free
+
     while True:
-        new = {name for name, fn in functions.items() if name not in free and _effect_free_body(fn, free, library_names)}
-        new |= {name for name, init in plain.items() if name not in free
-                and _effect_free_body(init, free, library_names, own_self=True)}
+        new = {name for name, fn in functions.items() if name not in free and body_free(fn)}
+        new |= {name for name, init in plain.items() if name not in free and body_free(init, own_self=True)}
         new |= {"." + name for name, ms in methods.items() if "." + name not in free and not _mutator(name)
-                and not name.startswith("__") and all(_effect_free_body(m, free, library_names) for m in ms)}
+                and not name.startswith("__") and all(body_free(m) for m in ms)}
         if not new:
             return frozenset(free)
         free |= new
 
 
-def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_self: bool = False) -> bool:
+def _effect_free_needs(fn: ast.FunctionDef, library_names: set, own_self: bool = False) -> frozenset | None:
+    """What ``fn`` needs to be effect-free: the functions (names) and methods (``.name``) it calls that must
+    be (``effect_free``'s set); None where it has an effect whatever they are."""
     a = fn.args
     params = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
-    local_defs = {n.name for n in walk(fn) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn}
+    nodes = list(walk(fn))
+    local_defs = {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not fn}
     fresh, stored = set(), {}
-    for n in walk(fn):
+    for n in nodes:
         if isinstance(n, ast.Assign):
             for t in n.targets:
                 if isinstance(t, ast.Name):
@@ -971,56 +1384,60 @@ def _effect_free_body(fn: ast.FunctionDef, free: set, library_names: set, own_se
                                                          v.func, ast.Name) and v.func.id in ("dict", "list", "set"))
                                       for v in values):
             fresh.add(name)
-    for n in walk(fn):
-        if isinstance(n, ast.With):  # with open(path, 'rb') as f: a file read
+    opened = set()  # with open(path, 'rb') as f: a file read
+    for n in nodes:
+        if isinstance(n, ast.With):
             for item in n.items:
                 e = item.context_expr
                 if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "open"
                         and len(e.args) == 2 and isinstance(e.args[1], ast.Constant)
                         and e.args[1].value in ("r", "rb") and isinstance(item.optional_vars, ast.Name)):
-                    return False
+                    return None
                 fresh.add(item.optional_vars.id)
-    for n in walk(fn):
+                opened.add(id(e))
+    out = set()
+    for n in nodes:
         if isinstance(n, (ast.Global, ast.Nonlocal, ast.Yield, ast.YieldFrom, ast.Await, ast.AsyncWith,
                           ast.Delete, ast.ClassDef)):
-            return False
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open" \
-                and any(isinstance(p, ast.With) and any(i.context_expr is n for i in p.items) for p in walk(fn)):
+            return None
+        if id(n) in opened:
             continue
         if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store, ast.Del)):
             base = n.value
             if not (isinstance(base, ast.Name) and (base.id in fresh or (own_self and base.id == "self"
                                                                           and isinstance(n, ast.Attribute)))):
-                return False
+                return None
         if isinstance(n, ast.Call):
             f = n.func
             if isinstance(f, ast.Name):
-                if not (f.id in PURE_CALLS or f.id in free or f.id in local_defs):
-                    return False
+                if not (f.id in PURE_CALLS or f.id in local_defs):
+                    out.add(f.id)
             elif isinstance(f, ast.Attribute):
-                if f.attr in PURE_METHODS or "." + f.attr in free:
+                if f.attr in PURE_METHODS:
                     continue
-                if isinstance(f.value, ast.Name) and f.value.id in fresh:
-                    continue  # a method of a container the function made (get, append...)
-                if f.attr == "get" and 1 <= len(n.args) <= 2 and not n.keywords:
-                    continue  # a mapping's get(key[, default]) (a queue's get takes no key)
-                if _mutator(f.attr) or f.attr in CONTAINER_MUTATORS:
-                    return False
-                root = f.value
-                while isinstance(root, (ast.Attribute, ast.Subscript, ast.Call)):
-                    root = root.func if isinstance(root, ast.Call) else root.value
-                if isinstance(root, ast.Name) and root.id in library_names:
-                    continue  # a library's function or a method of what it made
-                if isinstance(root, ast.Name) and (root.id in params or root.id in stored or root.id == "self"):
-                    if any(f.attr == m for m in _golf_method_names):
-                        return False  # a method of golf's that may have an effect
-                    continue
-                if isinstance(root, ast.Constant) or (isinstance(root, ast.Name) and root.id in PURE_CALLS):
-                    continue
-                return False
+                if not _library_query(f, n, fresh, library_names, params, stored):
+                    out.add("." + f.attr)
             else:
-                return False
-    return True
+                return None
+    return frozenset(out)
+
+
+def _library_query(f: ast.Attribute, n: ast.Call, fresh: set, library_names: set, params: set, stored: dict) -> bool:
+    """Whether the method call ``n`` (of ``f``) has no effect but its value, whatever golf's functions are."""
+    if isinstance(f.value, ast.Name) and f.value.id in fresh:
+        return True  # a method of a container the function made (get, append...)
+    if f.attr == "get" and 1 <= len(n.args) <= 2 and not n.keywords:
+        return True  # a mapping's get(key[, default]) (a queue's get takes no key)
+    if _mutator(f.attr) or f.attr in CONTAINER_MUTATORS:
+        return False
+    root = f.value
+    while isinstance(root, (ast.Attribute, ast.Subscript, ast.Call)):
+        root = root.func if isinstance(root, ast.Call) else root.value
+    if isinstance(root, ast.Name) and root.id in library_names:
+        return True  # a library's function or a method of what it made
+    if isinstance(root, ast.Name) and (root.id in params or root.id in stored or root.id == "self"):
+        return f.attr not in _golf_method_names  # else a method of golf's that may have an effect
+    return isinstance(root, ast.Constant) or (isinstance(root, ast.Name) and root.id in PURE_CALLS)
 
 
 _golf_method_names: set[str] = set()  # filled by simplify: the method names golf's classes define
@@ -1079,7 +1496,22 @@ def _foldable_result(value) -> bool:
     return isinstance(value, (bool, type(None))) or (isinstance(value, tuple) and literal(value) is not None)
 
 
-class Fold(ast.NodeTransformer):
+class _Transformer(ast.NodeTransformer):
+    """ast.NodeTransformer whose ``visit`` finds each node class's ``visit_<class>`` once (per subclass)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._visits = {}
+
+    def visit(self, node):
+        cls = node.__class__
+        method = self._visits.get(cls)
+        if method is None:
+            method = self._visits[cls] = getattr(type(self), "visit_" + cls.__name__, type(self).generic_visit)
+        return method(self, node)
+
+
+class Fold(_Transformer):
     """Folds what constants decide: operators and calls of pure builtins on constants, ``and``/``or``/``not``,
     conditional expressions, ``if``/``while`` on a constant, and code after a return or raise."""
 
@@ -1279,6 +1711,7 @@ class Fold(ast.NodeTransformer):
                     self.changed = True
                     continue
                 if isinstance(item, ast.Pass) and (out or len(body) > 1):
+                    tree_changed()  # (not counted as a change: a pass next to code does nothing)
                     continue
                 out.append(item)
             if out and isinstance(out[-1], (ast.Return, ast.Raise, ast.Continue, ast.Break)):
@@ -1288,11 +1721,13 @@ class Fold(ast.NodeTransformer):
         return out
 
     def generic_visit(self, node):
-        for field, value in ast.iter_fields(node):
+        for field in _CHILD_FIELDS[node.__class__]:  # (a field of names, strings or numbers: nothing to fold)
+            value = getattr(node, field, None)
             if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
                 new = self._block(value)
                 if not new and field == "body":
                     new = [ast.Pass()]
+                    tree_changed()
                 setattr(node, field, new)
             elif isinstance(value, list):
                 setattr(node, field, [self.visit(v) if isinstance(v, ast.AST) else v for v in value])
@@ -1328,6 +1763,7 @@ class Fold(ast.NodeTransformer):
             return None if pure(node.test) else ast.Expr(node.test)
         if empty(node.orelse) and node.orelse:
             node.orelse = []
+            tree_changed()
         return node
 
     def _drop_trailing_continue(self, node):
@@ -1438,18 +1874,29 @@ def _is_config(node: ast.AST) -> bool:
         isinstance(node, ast.Attribute) and node.attr == CONFIG_NAME and isinstance(node.ctx, ast.Load))
 
 
-class FoldConfig(ast.NodeTransformer):
+class FoldConfig(_Transformer):
     """``cfg.key``, ``self.cfg.key`` and ``getattr(cfg, "key")`` become the run's value."""
 
     def __init__(self, values: dict):
         self.values = values
         self.changed = False
 
+    @staticmethod
+    def reads(nodes) -> bool:
+        """Whether any of ``nodes`` may read the config (else a visit changes nothing)."""
+        for n in nodes:
+            if n.__class__ is ast.Attribute and _is_config(n.value):
+                return True
+            if (n.__class__ is ast.Call and isinstance(n.func, ast.Name) and n.func.id == "getattr" and n.args
+                    and _is_config(n.args[0])):
+                return True
+        return False
+
     def visit_Attribute(self, node):
         self.generic_visit(node)
         if isinstance(node.ctx, ast.Load) and _is_config(node.value) and node.attr in self.values:
             value = self.values[node.attr]
-            new = copy.deepcopy(value) if isinstance(value, ast.AST) else literal(value)
+            new = copy_tree(value) if isinstance(value, ast.AST) else literal(value)
             if new is not None:
                 self.changed = True
                 return new
@@ -1472,12 +1919,9 @@ class FoldConfig(ast.NodeTransformer):
 def propagate_constants(module: ast.Module) -> bool:
     """A name bound exactly once, by ``name = <constant>``, in a function (or the module), is read as
     that constant everywhere it is read (a long string only where it is read once); the binding goes."""
-    scopes = Scopes(module)
-    loads: dict[tuple[int, str], list[ast.Name]] = {}
-    for name, scope in scopes.names:
-        if isinstance(name.ctx, ast.Load):
-            loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    loads = scopes.loads()
+    parents = parents_of(module)
     changed = False
     for scope in _all_scopes(scopes.root):
         if scope.kind not in ("function", "module"):
@@ -1518,16 +1962,17 @@ def _all_scopes(scope: Scope):
 
 def drop_dead_stores(module: ast.Module, free: frozenset = frozenset()) -> bool:
     """``name = value`` in a function where nothing reads ``name``: the value's effects stay, the store goes."""
-    scopes = Scopes(module)
+    scopes = scopes_of(module)
     read: set[tuple[int, str]] = set()
-    for name, scope in scopes.names:
+    for name, _, owner in scopes.resolved():
         if isinstance(name.ctx, (ast.Load, ast.Del)):
-            read.add((id(scope.owner(name.id)), name.id))
+            read.add((id(owner), name.id))
     changed = False
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function" or isinstance(scope.node, ast.Lambda):
             continue
-        if any(isinstance(n, (ast.Nonlocal, ast.Global)) for n in walk(scope.node)):
+        # a global or nonlocal statement in the function (or one inside it: the pass drops none)
+        if any(s.globals or s.nonlocals for s in _all_scopes(scope)):
             continue
 
         def visit(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -1657,33 +2102,17 @@ def _called_names(node: ast.AST) -> set[str]:
     return out
 
 
-def _callables(module: ast.Module) -> dict[str, list[ast.AST]]:
+def _callables(scopes: Scopes) -> dict[str, list[ast.AST]]:
     """``f:name``: the functions (top-level or inside one) and the ``__init__`` of the classes of that name;
-    ``m:name``: the methods of that name."""
+    ``m:name``: the methods of that name (a function whose scope is a class's). In no order to rely on."""
     out: dict[str, list[ast.AST]] = {}
-
-    def visit(node, in_class):
-        for child in children(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                out.setdefault(("m:" if in_class else "f:") + child.name, []).append(child)
-                visit(child, False)
-            elif isinstance(child, ast.ClassDef):
-                out.setdefault("f:" + child.name, []).extend(
-                    m for m in child.body if isinstance(m, ast.FunctionDef) and m.name in ("__init__", "__post_init__"))
-                visit(child, True)
-            else:
-                visit(child, in_class)
-
-    visit(module, False)
-    return out
-
-
-def _functions(module: ast.Module) -> dict[str, list[ast.AST]]:
-    """Every function, method and class of the program by its name (a class stands for its methods)."""
-    out: dict[str, list[ast.AST]] = {}
-    for n in walk(module):
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out.setdefault(n.name, []).append(n)
+    for scope in _all_scopes(scopes.root):
+        node = scope.node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.setdefault(("m:" if scope.parent.kind == "class" else "f:") + node.name, []).append(node)
+        elif isinstance(node, ast.ClassDef):
+            out.setdefault("f:" + node.name, []).extend(
+                m for m in node.body if isinstance(m, ast.FunctionDef) and m.name in ("__init__", "__post_init__"))
     return out
 
 
@@ -1692,7 +2121,16 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
     succeeds never executes it: it goes, and so does a branch that always ends in one (the ``if``'s test
     stays where it has effects), and an ``except`` clause that always ends in one."""
     excs = _Exceptions(module)
-    functions = _callables(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
+    functions = _callables(scopes)
+    called: dict[int, set[str]] = {}
+
+    def calls(fn) -> set[str]:
+        if id(fn) not in called:
+            called[id(fn)] = _called_names(fn)
+        return called[id(fn)]
+
     # the handlers around each function a try body calls (by name, transitively): raises there may be caught
     protectors: dict[str, list[ast.expr | None]] = {}
     entry_nodes = set(map(id, functions.get("f:" + entry, [])))
@@ -1702,36 +2140,31 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
         if name not in checks:
             checks.add(name)
             for fn in functions.get(name, ()):
-                todo += _called_names(fn)
+                todo += calls(fn)
 
-    def inside_entry(path):
-        return any(id(p) in entry_nodes for p in path)
-
-    def forwarding(path) -> bool:
-        fn = next((p for p in reversed(path) if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
-        return fn is not None and fn.name in FORWARDING_HANDLERS
-
-    def walk_tries(node, path):
-        if isinstance(node, ast.Try):
-            types = [h.type for h in node.handlers if _swallows(h, inside_entry(path)) and not forwarding(path)]
-            if types:
-                todo, seen = list(_called_names(ast.Module(body=node.body, type_ignores=[]))), set()
-                while todo:
-                    name = todo.pop()
-                    if name in seen:
-                        continue
-                    seen.add(name)
-                    protectors.setdefault(name, []).extend(types)
-                    for fn in functions.get(name, ()):
-                        todo += _called_names(fn)
-        for child in children(node):
-            walk_tries(child, (*path, node))
-
-    walk_tries(module, ())
+    for node in scopes.all(ast.Try):  # (in what order: no matter, the lists are only searched)
+        path = []
+        p = parents.get(id(node))
+        while p is not None:
+            path.append(p)
+            p = parents.get(id(p))
+        inside_entry = any(id(p) in entry_nodes for p in path)
+        fn = next((p for p in path if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+        forwarding = fn is not None and fn.name in FORWARDING_HANDLERS
+        types = [h.type for h in node.handlers if _swallows(h, inside_entry) and not forwarding]
+        if types:
+            todo, seen = list(_called_names(ast.Module(body=node.body, type_ignores=[]))), set()
+            while todo:
+                name = todo.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                protectors.setdefault(name, []).extend(types)
+                for fn in functions.get(name, ()):
+                    todo += calls(fn)
     changed = False
-    scopes = Scopes(module)
     import builtins
-    undefined = {id(n) for n, sc in scopes.names if isinstance(n.ctx, ast.Load) and sc.owner(n.id) is scopes.root
+    undefined = {id(n) for n, _, owner in scopes.resolved() if isinstance(n.ctx, ast.Load) and owner is scopes.root
                  and n.id not in scopes.root.bound and not hasattr(builtins, n.id)
                  and n.id not in ("__file__", "__name__")}
 
@@ -1763,6 +2196,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
             fails = False
             if undefined and _reads_undefined(st, undefined):  # a NameError: as a raise of one
                 st = ast.Raise(ast.Name("NameError", ast.Load()), None)
+                tree_changed()  # (counted as a change only where the raise goes)
             if isinstance(st, ast.Raise):
                 if fatal(st, tries, fn_names) and in_while:  # kept, short: a loop waiting on it would spin
                     cls = _raised_class(st)
@@ -1830,6 +2264,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
                 if not handlers and st.orelse:
                     st.body += st.orelse
                     st.orelse = []
+                    tree_changed()
             else:
                 for field in ("body", "orelse"):
                     sub = getattr(st, field, None)
@@ -1898,11 +2333,22 @@ def _plain_params(fn: ast.FunctionDef) -> list[tuple[str, ast.arg, ast.expr | No
 
 
 def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[ast.FunctionDef, list[ast.Call], int]]:
-    """Functions whose every call is known: (function, its calls, leading parameters the calls do not pass)."""
+    """Functions whose every call is known: (function, its calls, leading parameters the calls do not pass);
+    kept while the tree does not change (read only)."""
+    a = _current(module)
+    if scopes is not a.scopes or parents is not a.parents:
+        return _find_targets(module, scopes, parents)
+    if a.targets is None:
+        a.targets = _find_targets(module, scopes, parents)
+    return a.targets
+
+
+def _find_targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[ast.FunctionDef, list[ast.Call], int]]:
     functions: dict[str, list[ast.AST]] = {}
     strings, bases = set(), set()
     attr_uses: dict[str, list[ast.Attribute]] = {}
-    for n in walk(module):  # one walk: functions by name, strings, attributes, base classes
+    # functions by name, strings, attributes, base classes (in what order: no matter)
+    for n in scopes.all(ast.Attribute, ast.Constant, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef):
         if isinstance(n, ast.Attribute):
             attr_uses.setdefault(n.attr, []).append(n)
         elif isinstance(n, ast.Constant) and isinstance(n.value, str):
@@ -1953,12 +2399,9 @@ def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[as
 def specialize_parameters(module: ast.Module) -> bool:
     """A parameter that every call passes the same constant (or leaves at its default) becomes that
     constant; one the function never reads goes, from the calls too (where what they pass has no effect)."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
-    loads: dict[tuple[int, str], list[ast.Name]] = {}
-    for name, scope in scopes.names:
-        if isinstance(name.ctx, ast.Load):
-            loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
+    loads = scopes.loads()
     changed = False
     for fn, calls, skip in _targets(module, scopes, parents):
         params = _plain_params(fn)
@@ -2039,8 +2482,8 @@ def _library_attributes() -> set[str]:
 def _restoring_names(module: ast.Module) -> dict[int, str]:
     """For each Name read in a function where the name is bound once, to ``<x>.attr``: id(read) -> attr."""
     out = {}
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     origin: dict[tuple[int, str], str] = {}
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function":
@@ -2062,9 +2505,9 @@ def _restoring_names(module: ast.Module) -> dict[int, str]:
                 continue
             if isinstance(value, ast.Attribute):
                 origin[(id(scope), name)] = value.attr
-    for name, scope in scopes.names:
+    for name, _, owner in scopes.resolved():
         if isinstance(name.ctx, ast.Load):
-            attr = origin.get((id(scope.owner(name.id)), name.id))
+            attr = origin.get((id(owner), name.id))
             if attr is not None:
                 out[id(name)] = attr
     return out
@@ -2077,15 +2520,20 @@ def propagate_attributes(module: ast.Module) -> bool:
     stores: dict[str, list] = {}
     dynamic = False
     poisoned: set[int] = set()  # classes that set attributes of their own by computed names
-    for cls in walk(module):
-        if isinstance(cls, ast.ClassDef):
-            for node in walk(cls):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
-                        and len(node.args) >= 2 and not isinstance(node.args[1], ast.Constant)
-                        and isinstance(node.args[0], ast.Name) and node.args[0].id == "self"):
-                    poisoned.add(id(cls))
+    scopes = scopes_of(module)  # (the tree as the pass found it, up to its first change; in what order the
+    parents = parents_of(module)  # nodes come: no matter, what the pass finds is sets, or lists alike)
+    for node in scopes.all(ast.Call):  # setattr(self, <computed>, ...) in a class: that class, and those around it
+        if (isinstance(node.func, ast.Name) and node.func.id == "setattr" and len(node.args) >= 2
+                and not isinstance(node.args[1], ast.Constant) and isinstance(node.args[0], ast.Name)
+                and node.args[0].id == "self"):
+            p = parents.get(id(node))
+            while p is not None:
+                if isinstance(p, ast.ClassDef):
+                    poisoned.add(id(p))
                     node.args[0].golf_self_setattr = True
-    for node in walk(module):
+                p = parents.get(id(p))
+    for node in scopes.all(ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Delete, ast.Call, ast.With, ast.For,
+                           ast.comprehension):
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
@@ -2101,11 +2549,12 @@ def propagate_attributes(module: ast.Module) -> bool:
             for t in node.targets:
                 if isinstance(t, ast.Attribute):
                     stores.setdefault(t.attr, []).append(None)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
-            if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
-                stores.setdefault(node.args[1].value, []).append(None)
-            elif not getattr(node.args[0], "golf_self_setattr", False):
-                dynamic = True
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+                if len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+                    stores.setdefault(node.args[1].value, []).append(None)
+                elif not getattr(node.args[0], "golf_self_setattr", False):
+                    dynamic = True
         elif isinstance(node, (ast.With, ast.For, ast.comprehension)):
             targets = [i.optional_vars for i in node.items] if isinstance(node, ast.With) else [node.target]
             for t in targets:
@@ -2133,26 +2582,32 @@ def propagate_attributes(module: ast.Module) -> bool:
         constant[attr] = const(values[0])
     if not constant:
         return False
-    defined = {n.name for c in walk(module) if isinstance(c, ast.ClassDef) for n in c.body
-               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    defined |= {t.id for c in walk(module) if isinstance(c, ast.ClassDef) for n in c.body
-                if isinstance(n, (ast.Assign, ast.AnnAssign))
+    classes = scopes.all(ast.ClassDef)
+    defined = {n.name for c in classes for n in c.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined |= {t.id for c in classes for n in c.body if isinstance(n, (ast.Assign, ast.AnnAssign))
                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     changed = False
     if not poisoned:  # x.name anywhere, for a name no class defines and no library object has
         modules = {n for st in module.body if isinstance(st, (ast.Import, ast.ImportFrom)) for n in top_level_names(st)}
-        parents = parent_map(module)
-        for n in list(walk(module)):
-            if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and n.attr in constant
+        for n in scopes.all(ast.Attribute):
+            if (isinstance(n.ctx, ast.Load) and n.attr in constant
                     and n.attr not in defined and not (isinstance(n.value, ast.Name) and n.value.id in modules)
                     and id(n) in parents and _contains(parents[id(n)], n)):
                 _replace(parents[id(n)], n, literal(constant[n.attr]))
                 changed = True
-    subclassed = {b.id for c in walk(module) if isinstance(c, ast.ClassDef) for b in c.bases
-                  if isinstance(b, ast.Name)}
+    # the functions holding a read of ``<name>.<one of constant>``: the methods below that may read one
+    holders = set()
+    for n in scopes.all(ast.Attribute):
+        if isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name) and n.attr in constant:
+            p = parents.get(id(n))
+            while p is not None:
+                if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    holders.add(id(p))
+                p = parents.get(id(p))
+    subclassed = {b.id for c in classes for b in c.bases if isinstance(b, ast.Name)}
     golf_classes = {c.name for c in module.body if isinstance(c, ast.ClassDef)}
-    for cls in walk(module):
-        if not isinstance(cls, ast.ClassDef) or id(cls) in poisoned:
+    for cls in classes:
+        if id(cls) in poisoned:
             continue
         own = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} | {
             t.id for n in cls.body if isinstance(n, (ast.Assign, ast.AnnAssign))
@@ -2167,16 +2622,18 @@ def propagate_attributes(module: ast.Module) -> bool:
                 continue
             if any(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in method.decorator_list):
                 continue
+            if id(method) not in holders:
+                continue  # (no read to fold in it)
             self_name = method.args.args[0].arg
             rebound = any(isinstance(n, ast.Name) and n.id == self_name and isinstance(n.ctx, ast.Store)
                           for n in walk(method))
             if rebound:
                 continue
-            parents = parent_map(method)
+            method_parents = parent_map(method) if changed else parents
             for n in list(walk(method)):
                 if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
                         and n.value.id == self_name and n.attr in constant and n.attr not in own):
-                    _replace(parents[id(n)], n, literal(constant[n.attr]))
+                    _replace(method_parents[id(n)], n, literal(constant[n.attr]))
                     changed = True
     return changed
 
@@ -2387,22 +2844,59 @@ def _makes_bar(node: ast.AST) -> bool:
 def propagate_forward(module: ast.Module) -> bool:
     """``x = <constant>`` in a block of a function: the statements after it read the constant, up to the
     first that binds ``x`` again (whose test, for an ``if``, still reads it). Not inside a function or
-    lambda defined there (it may run later), nor where ``x`` is global, nonlocal or a closure's."""
+    lambda defined there (it may run later), nor where ``x`` is global, nonlocal or a closure's. (A name
+    the code inside such a function or lambda names is never rewritten: so what a function's rewriting
+    changes is none of the functions inside it, and the functions go in any order.)"""
     changed = False
-    for fn in walk(module):
+    for scope in _all_scopes(scopes_of(module).root):
+        fn = scope.node
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in walk(fn)):
+        if any(s.globals or s.nonlocals for s in _all_scopes(scope)):  # a global or nonlocal statement in it
             continue
-        inner_reads = {n.id for f in walk(fn) if isinstance(f, (*FUNCTIONS, *COMPREHENSIONS, ast.ClassDef)) and f is not fn
-                       for n in walk(f) if isinstance(n, ast.Name)}
-        for node in walk(fn):
+        inner_reads = _InnerNames(fn)
+        for node in _blocks(fn):
             for field in ("body", "orelse", "finalbody"):
                 body = getattr(node, field, None)
                 if isinstance(body, list) and body and isinstance(body[0], ast.stmt) and not isinstance(
                         node, (ast.ClassDef,)) and (node is fn or not isinstance(node, (*FUNCTIONS,))):
                     changed |= _forward_block(body, inner_reads)
     return changed
+
+
+class _InnerNames:
+    """The names in the functions, lambdas, comprehensions and classes inside ``fn`` (found at the first ask)."""
+
+    def __init__(self, fn: ast.AST):
+        self.fn, self.names = fn, None
+
+    def __contains__(self, name: str) -> bool:
+        if self.names is None:
+            self.names, todo = set(), [(self.fn, False)]
+            while todo:
+                node, inside = todo.pop()
+                if node is not self.fn and isinstance(node, (*FUNCTIONS, *COMPREHENSIONS, ast.ClassDef)):
+                    inside = True
+                if inside and isinstance(node, ast.Name):
+                    self.names.add(node.id)
+                todo += [(c, inside) for c in children(node)]
+        return name in self.names
+
+
+_BLOCK_ITEMS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _blocks(node: ast.AST):
+    """The statements under ``node`` (itself first; and except clauses and match cases), in ``walk``'s order:
+    every node that may hold a block. What a statement holds is read when the walk goes on after it."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        yield n
+        for field in _CHILD_FIELDS[n.__class__]:
+            value = getattr(n, field, None)
+            if isinstance(value, list):
+                todo += [v for v in value if isinstance(v, _BLOCK_ITEMS)]
 
 
 def _binds_name(node: ast.AST, name: str) -> bool:
@@ -2471,30 +2965,39 @@ def drop_dead_attributes(module: ast.Module, free: frozenset = frozenset()) -> b
     """``self.name = value`` in a method where no code reads an attribute ``name`` (nor names it in a string,
     for getattr), and no library reads it either: the store goes (the value's effects stay). Also the parts of
     ``a, b = x, y`` that store into a local name nothing reads."""
-    read = set()
-    for n in walk(module):
-        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load):
-            read.add(n.attr)
-        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
-            read.add(n.value)
+    scopes = scopes_of(module)  # (in what order the nodes come: no matter)
+    parents = parents_of(module)
+    read = {n.attr for n in scopes.all(ast.Attribute) if isinstance(n.ctx, ast.Load)}
+    read |= {n.value for n in scopes.all(ast.Constant) if isinstance(n.value, str)}
     library = _library_attributes()
+    # the functions holding a store into an attribute nothing reads: the methods below that may drop one
+    holders = set()
+    for st in scopes.all(ast.Assign):
+        if len(st.targets) == 1 and any(isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                                        and t.attr not in read and t.attr not in library
+                                        for t in (st.targets[0], *getattr(st.targets[0], "elts", ()))):
+            p = parents.get(id(st))
+            while p is not None:
+                if isinstance(p, ast.FunctionDef):
+                    holders.add(id(p))
+                p = parents.get(id(p))
     changed = False
-    for cls in walk(module):
-        if not isinstance(cls, ast.ClassDef):
-            continue
+    for cls in scopes.all(ast.ClassDef):  # (what the pass changes holds no class)
         if any(isinstance(m, ast.FunctionDef) and m.name in ("__getattr__", "__getattribute__", "__setattr__",
                                                              "__getstate__", "__reduce__") for m in cls.body):
             continue
         for method in cls.body:
             if not isinstance(method, ast.FunctionDef) or not method.args.args:
                 continue
+            if id(method) not in holders:
+                continue  # (no store to drop in it)
             me = method.args.args[0].arg
 
             def dead(t):
                 return (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me
                         and t.attr not in read and t.attr not in library)
 
-            for node in walk(method):
+            for node in _blocks(method):
                 for field in ("body", "orelse", "finalbody"):
                     body = getattr(node, field, None)
                     if not isinstance(body, list):
@@ -2556,7 +3059,7 @@ def unroll_loops(module: ast.Module, values: dict) -> bool:
     """``for x in (c1, c2): body`` over a few constants: one copy of the body per constant, kept only where
     folding then makes the loop's code smaller (e.g. ``getattr(cfg, x)`` becomes a constant)."""
     changed = False
-    for node in list(walk(module)):
+    for node in list(nodes_of(module)):
         for field in ("body", "orelse", "finalbody"):
             body = getattr(node, field, None)
             if not isinstance(body, list):
@@ -2570,15 +3073,15 @@ def unroll_loops(module: ast.Module, values: dict) -> bool:
                     continue
                 copies = []
                 for value in const(st.iter):
-                    block = copy.deepcopy(st.body)
+                    block = copy_tree(st.body)
                     wrapper = ast.Module(body=block, type_ignores=[])
                     _substitute(wrapper, st.target.id, value)
                     FoldConfig(values).visit(wrapper)
                     Fold(set()).visit(wrapper)
                     copies += [s for s in wrapper.body if not isinstance(s, ast.Pass)]
                 copies.append(ast.Assign([ast.Name(st.target.id, ast.Store())], literal(const(st.iter)[-1])))
-                before = len(ast.unparse(st))
-                after = sum(len(ast.unparse(ast.fix_missing_locations(c))) for c in copies)
+                before = len(ast.unparse(locate(st)))
+                after = sum(len(ast.unparse(locate(c))) for c in copies)
                 if after < before:
                     body[i:i + 1] = copies
                     changed = True
@@ -2589,12 +3092,9 @@ def unroll_loops(module: ast.Module, values: dict) -> bool:
 def inline_single_use(module: ast.Module) -> bool:
     """``name = <pure value>`` read once, in the very next statement (which binds none of the names the
     value reads): the read becomes the value. Then ``{'a': x, 'b': y}['a']`` folds to ``x``."""
-    scopes = Scopes(module)
-    loads: dict[tuple[int, str], list[ast.Name]] = {}
-    for name, scope in scopes.names:
-        if isinstance(name.ctx, ast.Load):
-            loads.setdefault((id(scope.owner(name.id)), name.id), []).append(name)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    loads = scopes.loads()
+    parents = parents_of(module)
     changed = False
     touched: set[int] = set()  # statements changed in this pass: one inlining each
     for scope in _all_scopes(scopes.root):
@@ -2659,8 +3159,8 @@ def inline_single_use(module: ast.Module) -> bool:
 def namespace_parameters(module: ast.Module) -> bool:
     """A parameter every call passes the same ``argparse.Namespace(key=<constant>, ...)`` and that the
     function only reads attributes of: each ``p.key`` is the constant (golf.cli.run_submission's args)."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     for fn, calls, skip in _targets(module, scopes, parents):
         params = _plain_params(fn)
@@ -2693,11 +3193,12 @@ def namespace_parameters(module: ast.Module) -> bool:
 def drop_unused_results(module: ast.Module, free: frozenset = frozenset()) -> bool:
     """A function every call of which throws its value away returns nothing (what it returned is still
     computed where that has effects); a function that returns a literal is that literal at each call."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
+    yielding = _yielding(scopes, parents)  # (what the pass changes holds no yield)
     for fn, calls, skip in _targets(module, scopes, parents):
-        if _yields(fn) or isinstance(fn, ast.AsyncFunctionDef):
+        if id(fn) in yielding or isinstance(fn, ast.AsyncFunctionDef):
             continue
         body = [s for s in fn.body if not _is_docstring(s)]
         if (len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value is not None
@@ -2705,7 +3206,7 @@ def drop_unused_results(module: ast.Module, free: frozenset = frozenset()) -> bo
                 and all(pure(a) for c in calls for a in (*c.args, *(k.value for k in c.keywords)))):
             for c in calls:
                 if id(c) in parents and _contains(parents[id(c)], c):
-                    _replace(parents[id(c)], c, copy.deepcopy(body[0].value))
+                    _replace(parents[id(c)], c, copy_tree(body[0].value))
                     changed = True
             continue
         if not all(isinstance(parents.get(id(c)), ast.Expr) for c in calls):
@@ -2738,12 +3239,12 @@ def _own_nodes(fn):
 def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
     """A local list, dict or set that the function only fills (append, update, x[k] = v...) and never reads:
     it goes, and so does each statement that fills it (what they pass has no effect)."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     by_owner: dict[int, dict[str, list[ast.Name]]] = {}
-    for name, sc in scopes.names:
-        by_owner.setdefault(id(sc.owner(name.id)), {}).setdefault(name.id, []).append(name)
+    for name, _, owner in scopes.resolved():
+        by_owner.setdefault(id(owner), {}).setdefault(name.id, []).append(name)
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function":
             continue
@@ -2792,8 +3293,8 @@ def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
 def fold_constant_tables(module: ast.Module) -> bool:
     """A module-level dict of constants that no code changes or hands on (every read is ``table[const]``,
     ``const in table`` or ``table.get(const)``): each such read is its value."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     for st in module.body:
         if not (isinstance(st, (ast.Assign, ast.AnnAssign)) and isinstance(st.value, ast.Dict)):
@@ -2844,8 +3345,8 @@ def drop_idle_method_calls(module: ast.Module, free: frozenset = frozenset()) ->
     """``v.m(...)`` as a statement, where ``v`` is a local bound once to ``C(...)`` (a class of golf's) and
     ``C.m`` does nothing: the call goes (what it passes has no effect)."""
     classes = {st.name: st for st in module.body if isinstance(st, ast.ClassDef)}
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     for scope in _all_scopes(scopes.root):
         if scope.kind != "function":
@@ -2886,8 +3387,8 @@ def prune_instance_members(module: ast.Module) -> bool:
                and not st.decorator_list and not st.keywords}
     if not classes:
         return False
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     for name, cls in classes.items():
         members = {m.name: m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
@@ -2959,12 +3460,13 @@ def inline_expression_functions(module: ast.Module) -> bool:
     """A function whose body is one ``return <expr>`` and that one call uses: the call becomes the expression,
     its parameters the arguments (each argument of no effect, read where the parameter was; no lambda in it,
     and no name in it that the caller binds otherwise)."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     done: set[int] = set()
+    yielding = _yielding(scopes, parents)  # (what the pass changes holds no yield)
     for fn, calls, skip in _targets(module, scopes, parents):
-        if skip or len(calls) != 1 or fn.decorator_list or _yields(fn) or isinstance(fn, ast.AsyncFunctionDef):
+        if skip or len(calls) != 1 or fn.decorator_list or id(fn) in yielding or isinstance(fn, ast.AsyncFunctionDef):
             continue
         body = [s for s in fn.body if not _is_docstring(s)]
         if len(body) != 1 or not isinstance(body[0], ast.Return):
@@ -2998,14 +3500,14 @@ def inline_expression_functions(module: ast.Module) -> bool:
                     t.id for c in walk(expr) if isinstance(c, ast.comprehension) for t in walk(c.target)
                     if isinstance(t, ast.Name)}:
                 continue
-            new = copy.deepcopy(expr)
+            new = copy_tree(expr)
             holder = ast.Expression(new)
             for n in list(walk(holder)):
                 for field, child in ast.iter_fields(n):
                     items = child if isinstance(child, list) else [child]
                     for j, item in enumerate(items):
                         if isinstance(item, ast.Name) and isinstance(item.ctx, ast.Load) and item.id in args:
-                            sub = copy.deepcopy(args[item.id])
+                            sub = copy_tree(args[item.id])
                             if isinstance(child, list):
                                 child[j] = sub
                             else:
@@ -3019,8 +3521,8 @@ def inline_expression_functions(module: ast.Module) -> bool:
 def fold_comprehensions(module: ast.Module) -> bool:
     """A list, tuple or dict comprehension over a tuple of constants whose items fold to constants: the literal."""
     changed = False
-    parents = parent_map(module)
-    for node in list(walk(module)):
+    parents = parents_of(module)
+    for node in list(nodes_of(module)):
         if not isinstance(node, (ast.ListComp, ast.DictComp)) or len(node.generators) != 1:
             continue
         gen = node.generators[0]
@@ -3032,7 +3534,7 @@ def fold_comprehensions(module: ast.Module) -> bool:
         for value in const(gen.iter):
             folded = []
             for part in parts:
-                holder = ast.Expression(copy.deepcopy(part))
+                holder = ast.Expression(copy_tree(part))
                 _substitute(holder, gen.target.id, value)
                 holder = Fold(set()).visit(holder)
                 if not is_const(holder.body):
@@ -3055,8 +3557,8 @@ def narrow_parameters(module: ast.Module) -> bool:
     """A parameter every call passes a constant or a loop variable over a tuple of constants has a known set
     of values; down each branch of an if on it (``p == c``, ``p in (...)``) the set narrows: a test it
     decides is that constant, and where one value is left, ``p`` is that value."""
-    scopes = Scopes(module)
-    parents = parent_map(module)
+    scopes = scopes_of(module)
+    parents = parents_of(module)
     changed = False
     for fn, calls, skip in _targets(module, scopes, parents):
         params = _plain_params(fn)
