@@ -93,7 +93,7 @@ def _cache_path(values: dict, modes: tuple[str, ...]) -> Path | None:
     generic = {**values, **_PLACEHOLDERS}
     h = hashlib.sha256(json.dumps([generic, modes, version("python-minifier"), version("torch"), sys.version],
                                   sort_keys=True).encode())
-    for f in sorted(PACKAGE_DIR.glob("*.py")):
+    for f in sorted(PACKAGE_DIR.glob("*.py")) + sorted(PACKAGE_DIR.glob("specialize/*.py")):  # (golf.specialize's too)
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     cache = _code_cache()
     return cache / f"{h.hexdigest()[:32]}.py" if cache is not None else None

@@ -1,0 +1,17 @@
+"""golf's code as one module specialized to one run, for a submission's ``train_gpt.py`` (issue 32).
+
+The exported file knows every config value and the evaluation stages, so the code it carries is
+partially evaluated: golf's modules become one namespace (their imports of each other vanish), the
+config's reads become constants, what those constants decide is folded away, and what only a failed
+run reaches (a raise nothing catches, and the branch that leads to it) goes. Each pass keeps the
+behaviour of a run that succeeds; what no kept code names is dropped. golf.submission minifies the result.
+
+The modules: ``driver`` (the whole pass and the loop of passes), ``flatten`` (one namespace), ``prune``
+(what the entry reaches), ``stubs`` (what a submission's run does not need), the passes (``run_config``,
+``fold``, ``bindings``, ``attributes``, ``inline``, ``parameters``, ``failures``), and what they read:
+``tree`` (walking, copying), ``scopes``, ``analyses`` (kept while the tree does not change), ``effects``.
+"""
+from golf.specialize.driver import specialize
+from golf.specialize.tree import SpecializeError
+
+__all__ = ["SpecializeError", "specialize"]
