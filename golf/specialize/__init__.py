@@ -1,9 +1,10 @@
-"""golf's code as one module specialized to one run, for a submission's ``train_gpt.py`` (issue 32).
+"""golf's code as one module specialized to one run, for a submission's ``train_gpt.py``.
 
 The exported file knows every config value and the evaluation stages, so the code it carries is
 partially evaluated: golf's modules become one namespace (their imports of each other vanish), the
 config's reads become constants, what those constants decide is folded away, and what only a failed
-run reaches (a raise nothing catches, and the branch that leads to it) goes. Each pass keeps the
+run reaches (a raise nothing catches, and the branch that leads to it) goes, but for the checks before
+any work (``failures.PREFLIGHT``): a user's mistake stays one line, never a traceback. Each pass keeps the
 behaviour of a run that succeeds; what no kept code names is dropped. golf.submission minifies the result.
 
 The modules: ``driver`` (the whole pass and the loop of passes), ``flatten`` (one namespace), ``prune``
