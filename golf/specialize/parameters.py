@@ -36,6 +36,14 @@ def _targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[as
     return a.targets
 
 
+def _plain_targets(module: ast.Module, scopes: Scopes, parents: dict):
+    """``_targets``' functions that take no *args/**kwargs: (function, calls, skip, ``_plain_params``, its scope)."""
+    for fn, calls, skip in _targets(module, scopes, parents):
+        params = _plain_params(fn)
+        if params is not None:
+            yield fn, calls, skip, params, scopes.scope_of_node[id(fn)]
+
+
 def _find_targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tuple[ast.FunctionDef, list[ast.Call], int]]:
     functions: dict[str, list[ast.AST]] = {}
     strings, bases = set(), set()
@@ -96,11 +104,7 @@ def specialize_parameters(module: ast.Module) -> bool:
     parents = parents_of(module)
     loads = scopes.loads()
     changed = False
-    for fn, calls, skip in _targets(module, scopes, parents):
-        params = _plain_params(fn)
-        if params is None:
-            continue
-        inner = scopes.scope_of_node[id(fn)]
+    for fn, calls, skip, params, inner in _plain_targets(module, scopes, parents):
         drop = []
         for i, (name, arg, default, positional) in enumerate(params):
             if i < skip:
@@ -168,11 +172,7 @@ def namespace_parameters(module: ast.Module) -> bool:
     scopes = scopes_of(module)
     parents = parents_of(module)
     changed = False
-    for fn, calls, skip in _targets(module, scopes, parents):
-        params = _plain_params(fn)
-        if params is None:
-            continue
-        inner = scopes.scope_of_node[id(fn)]
+    for fn, calls, skip, params, inner in _plain_targets(module, scopes, parents):
         for i, (name, arg, default, positional) in enumerate(params):
             if i < skip or not positional:
                 continue
@@ -203,11 +203,7 @@ def narrow_parameters(module: ast.Module) -> bool:
     scopes = scopes_of(module)
     parents = parents_of(module)
     changed = False
-    for fn, calls, skip in _targets(module, scopes, parents):
-        params = _plain_params(fn)
-        if params is None:
-            continue
-        inner = scopes.scope_of_node[id(fn)]
+    for fn, calls, skip, params, inner in _plain_targets(module, scopes, parents):
         for i, (name, arg, default, positional) in enumerate(params):
             if i < skip or len(inner.bound.get(name, ())) != 1:
                 continue
