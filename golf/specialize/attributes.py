@@ -7,7 +7,7 @@ import ast
 from golf.specialize.analyses import parents_of, scopes_of
 from golf.specialize.effects import queries
 from golf.specialize.fold import const, is_const, literal
-from golf.specialize.scopes import _all_scopes
+from golf.specialize.scopes import bound_once
 from golf.specialize.tree import _blocks, _contains, parent_map, _replace, top_level_names, walk
 
 
@@ -25,26 +25,21 @@ def _restoring_names(module: ast.Module) -> dict[int, str]:
     scopes = scopes_of(module)
     parents = parents_of(module)
     origin: dict[tuple[int, str], str] = {}
-    for scope in _all_scopes(scopes.root):
-        if scope.kind != "function":
-            continue
-        for name, sites in scope.bound.items():
-            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
-                continue
-            assign, site = parents.get(id(sites[0])), sites[0]
-            if isinstance(assign, ast.Tuple):
-                tup, assign = assign, parents.get(id(assign))
-                if isinstance(assign, ast.Assign) and isinstance(assign.value, ast.Tuple) \
-                        and len(assign.value.elts) == len(tup.elts):
-                    value = assign.value.elts[tup.elts.index(site)]
-                else:
-                    continue
-            elif isinstance(assign, ast.Assign):
-                value = assign.value
+    for scope, name, site in bound_once(scopes.root):
+        assign = parents.get(id(site))
+        if isinstance(assign, ast.Tuple):
+            tup, assign = assign, parents.get(id(assign))
+            if isinstance(assign, ast.Assign) and isinstance(assign.value, ast.Tuple) \
+                    and len(assign.value.elts) == len(tup.elts):
+                value = assign.value.elts[tup.elts.index(site)]
             else:
                 continue
-            if isinstance(value, ast.Attribute):
-                origin[(id(scope), name)] = value.attr
+        elif isinstance(assign, ast.Assign):
+            value = assign.value
+        else:
+            continue
+        if isinstance(value, ast.Attribute):
+            origin[(id(scope), name)] = value.attr
     for name, _, owner in scopes.resolved():
         if isinstance(name.ctx, ast.Load):
             attr = origin.get((id(owner), name.id))
@@ -254,32 +249,27 @@ def drop_idle_method_calls(module: ast.Module, free: frozenset = frozenset()) ->
     scopes = scopes_of(module)
     parents = parents_of(module)
     changed = False
-    for scope in _all_scopes(scopes.root):
-        if scope.kind != "function":
+    for scope, var, site in bound_once(scopes.root):
+        assign = parents.get(id(site))
+        if not (isinstance(assign, ast.Assign) and assign.targets == [site] and isinstance(assign.value, ast.Call)
+                and isinstance(assign.value.func, ast.Name) and assign.value.func.id in classes):
             continue
-        for var, sites in scope.bound.items():
-            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+        cls = classes[assign.value.func.id]
+        idle = {m.name for m in cls.body if isinstance(m, ast.FunctionDef) and all(
+            isinstance(b, (ast.Pass,)) or (isinstance(b, ast.Expr) and is_const(b.value))
+            or (isinstance(b, ast.Return) and b.value is None) for b in m.body)}
+        for name, sc in scopes.names:
+            if name.id != var or sc.owner(var) is not scope:
                 continue
-            assign = parents.get(id(sites[0]))
-            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]] and isinstance(assign.value, ast.Call)
-                    and isinstance(assign.value.func, ast.Name) and assign.value.func.id in classes):
-                continue
-            cls = classes[assign.value.func.id]
-            idle = {m.name for m in cls.body if isinstance(m, ast.FunctionDef) and all(
-                isinstance(b, (ast.Pass,)) or (isinstance(b, ast.Expr) and is_const(b.value))
-                or (isinstance(b, ast.Return) and b.value is None) for b in m.body)}
-            for name, sc in scopes.names:
-                if name.id != var or sc.owner(var) is not scope:
-                    continue
-                attr = parents.get(id(name))
-                call = parents.get(id(attr))
-                st = parents.get(id(call))
-                if (isinstance(attr, ast.Attribute) and attr.attr in idle and isinstance(call, ast.Call)
-                        and call.func is attr and isinstance(st, ast.Expr)
-                        and all(queries(a, free) for a in (*call.args, *(k.value for k in call.keywords)))):
-                    holder = parents.get(id(st))
-                    for field, body in ast.iter_fields(holder):
-                        if isinstance(body, list) and st in body:
-                            body[body.index(st)] = ast.Pass()
-                            changed = True
+            attr = parents.get(id(name))
+            call = parents.get(id(attr))
+            st = parents.get(id(call))
+            if (isinstance(attr, ast.Attribute) and attr.attr in idle and isinstance(call, ast.Call)
+                    and call.func is attr and isinstance(st, ast.Expr)
+                    and all(queries(a, free) for a in (*call.args, *(k.value for k in call.keywords)))):
+                holder = parents.get(id(st))
+                for field, body in ast.iter_fields(holder):
+                    if isinstance(body, list) and st in body:
+                        body[body.index(st)] = ast.Pass()
+                        changed = True
     return changed

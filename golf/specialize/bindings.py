@@ -7,7 +7,7 @@ import ast
 from golf.specialize.analyses import parents_of, scopes_of
 from golf.specialize.effects import CONTAINER_MUTATORS, pure, queries
 from golf.specialize.fold import const, is_const, literal, _small
-from golf.specialize.scopes import _all_scopes
+from golf.specialize.scopes import _all_scopes, bound_once
 from golf.specialize.tree import COMPREHENSIONS, FUNCTIONS, _blocks, children, _contains, _replace, walk
 
 
@@ -18,34 +18,29 @@ def propagate_constants(module: ast.Module) -> bool:
     loads = scopes.loads()
     parents = parents_of(module)
     changed = False
-    for scope in _all_scopes(scopes.root):
-        if scope.kind not in ("function", "module"):
+    for scope, name, site in bound_once(scopes.root, ("function", "module")):
+        assign = parents.get(id(site))
+        if not (isinstance(assign, (ast.Assign, ast.AnnAssign)) and (
+                assign.targets == [site] if isinstance(assign, ast.Assign) else assign.target is site)):
             continue
-        for name, sites in scope.bound.items():
-            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
-                continue
-            assign = parents.get(id(sites[0]))
-            if not (isinstance(assign, (ast.Assign, ast.AnnAssign)) and (
-                    assign.targets == [sites[0]] if isinstance(assign, ast.Assign) else assign.target is sites[0])):
-                continue
-            if assign.value is None or not is_const(assign.value):
-                continue
-            value = const(assign.value)
-            reads = loads.get((id(scope), name), [])
-            if scope.kind == "module" and isinstance(assign, ast.AnnAssign):
-                continue
-            if not (_small(value) or len(reads) <= 1):
-                continue
-            for read in reads:
-                if id(read) in parents:
-                    _replace(parents[id(read)], read, literal(value))
-            holder = parents[id(assign)]
-            for field, body in ast.iter_fields(holder):
-                if isinstance(body, list) and assign in body:
-                    body.remove(assign)
-                    if not body and field == "body":
-                        body.append(ast.Pass())
-            changed = True
+        if assign.value is None or not is_const(assign.value):
+            continue
+        value = const(assign.value)
+        reads = loads.get((id(scope), name), [])
+        if scope.kind == "module" and isinstance(assign, ast.AnnAssign):
+            continue
+        if not (_small(value) or len(reads) <= 1):
+            continue
+        for read in reads:
+            if id(read) in parents:
+                _replace(parents[id(read)], read, literal(value))
+        holder = parents[id(assign)]
+        for field, body in ast.iter_fields(holder):
+            if isinstance(body, list) and assign in body:
+                body.remove(assign)
+                if not body and field == "body":
+                    body.append(ast.Pass())
+        changed = True
     return changed
 
 
@@ -219,48 +214,42 @@ def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
     by_owner: dict[int, dict[str, list[ast.Name]]] = {}
     for name, _, owner in scopes.resolved():
         by_owner.setdefault(id(owner), {}).setdefault(name.id, []).append(name)
-    for scope in _all_scopes(scopes.root):
-        if scope.kind != "function":
+    for scope, var, site in bound_once(scopes.root):
+        assign = parents.get(id(site))
+        if not (isinstance(assign, ast.Assign) and assign.targets == [site] and (
+                (isinstance(assign.value, (ast.List, ast.Dict, ast.Set)) and pure(assign.value))
+                or (isinstance(assign.value, ast.Call) and isinstance(assign.value.func, ast.Name)
+                    and assign.value.func.id in ("list", "dict", "set") and not assign.value.args))):
             continue
-        uses = by_owner.get(id(scope), {})
-        for var, sites in scope.bound.items():
-            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+        fills = []
+        for use in by_owner.get(id(scope), {}).get(var, []):
+            if use is site:
                 continue
-            assign = parents.get(id(sites[0]))
-            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]] and (
-                    (isinstance(assign.value, (ast.List, ast.Dict, ast.Set)) and pure(assign.value))
-                    or (isinstance(assign.value, ast.Call) and isinstance(assign.value.func, ast.Name)
-                        and assign.value.func.id in ("list", "dict", "set") and not assign.value.args))):
-                continue
-            fills = []
-            for use in uses.get(var, []):
-                if use is sites[0]:
+            parent = parents.get(id(use))
+            if isinstance(parent, ast.Attribute) and parent.attr in CONTAINER_MUTATORS:
+                call = parents.get(id(parent))
+                st = parents.get(id(call))
+                if (isinstance(call, ast.Call) and call.func is parent and isinstance(st, ast.Expr)
+                        and all(queries(a, free) for a in call.args)):
+                    fills.append(st)
                     continue
-                parent = parents.get(id(use))
-                if isinstance(parent, ast.Attribute) and parent.attr in CONTAINER_MUTATORS:
-                    call = parents.get(id(parent))
-                    st = parents.get(id(call))
-                    if (isinstance(call, ast.Call) and call.func is parent and isinstance(st, ast.Expr)
-                            and all(queries(a, free) for a in call.args)):
-                        fills.append(st)
-                        continue
-                if (isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
-                        and isinstance(parents.get(id(parent)), ast.Assign)):
-                    st = parents[id(parent)]
-                    if st.targets == [parent] and queries(st.value, free) and queries(parent.slice, free):
-                        fills.append(st)
-                        continue
-                break
-            else:
-                for st in [assign, *fills]:
-                    holder = parents.get(id(st))
-                    for field, body in ast.iter_fields(holder):
-                        if isinstance(body, list) and st in body:
-                            body.remove(st)
-                            if not body and field == "body":
-                                body.append(ast.Pass())
-                changed = True
-                return True  # the tree changed under the maps: start again
+            if (isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
+                    and isinstance(parents.get(id(parent)), ast.Assign)):
+                st = parents[id(parent)]
+                if st.targets == [parent] and queries(st.value, free) and queries(parent.slice, free):
+                    fills.append(st)
+                    continue
+            break
+        else:
+            for st in [assign, *fills]:
+                holder = parents.get(id(st))
+                for field, body in ast.iter_fields(holder):
+                    if isinstance(body, list) and st in body:
+                        body.remove(st)
+                        if not body and field == "body":
+                            body.append(ast.Pass())
+            changed = True
+            return True  # the tree changed under the maps: start again
     return changed
 
 

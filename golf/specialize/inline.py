@@ -10,7 +10,7 @@ from golf.specialize.effects import pure, queries
 from golf.specialize.fold import Fold, const, is_const, literal
 from golf.specialize.parameters import _plain_params, _targets
 from golf.specialize.run_config import FoldConfig
-from golf.specialize.scopes import Scopes, _all_scopes
+from golf.specialize.scopes import Scopes, bound_once
 from golf.specialize.tree import (
     COMPREHENSIONS, FUNCTIONS, children, _contains, copy_tree, _is_docstring, _replace, walk)
 
@@ -81,62 +81,57 @@ def inline_single_use(module: ast.Module) -> bool:
     parents = parents_of(module)
     changed = False
     touched: set[int] = set()  # statements changed in this pass: one inlining each
-    for scope in _all_scopes(scopes.root):
-        if scope.kind != "function":
+    for scope, name, site in bound_once(scopes.root):
+        assign = parents.get(id(site))
+        if id(assign) in touched:
             continue
-        for name, sites in scope.bound.items():
-            if len(sites) != 1 or not isinstance(sites[0], ast.Name):
+        if not (isinstance(assign, ast.Assign) and assign.targets == [site]
+                and not isinstance(assign.value, ast.Lambda)):
+            continue
+        literal_value = not any(isinstance(n, (ast.Name, ast.Call, ast.Lambda, *COMPREHENSIONS))
+                                for n in walk(assign.value))
+        reads = loads.get((id(scope), name), [])
+        if literal_value and len(reads) == 1 and id(reads[0]) in parents and id(assign) not in touched:
+            node, loop = reads[0], False  # a literal read once: there, unless a loop lies between
+            holder = parents.get(id(assign))
+            while id(node) in parents and node is not holder:
+                node = parents[id(node)]
+                loop = loop or (node is not holder and isinstance(
+                    node, (ast.For, ast.While, *FUNCTIONS, *COMPREHENSIONS)))
+            if node is holder and not loop:
+                _replace(parents[id(reads[0])], reads[0], assign.value)
+                body = next(b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b)
+                body.remove(assign)
+                touched.add(id(assign))
+                changed = True
                 continue
-            assign = parents.get(id(sites[0]))
-            if id(assign) in touched:
-                continue
-            if not (isinstance(assign, ast.Assign) and assign.targets == [sites[0]]
-                    and not isinstance(assign.value, ast.Lambda)):
-                continue
-            literal_value = not any(isinstance(n, (ast.Name, ast.Call, ast.Lambda, *COMPREHENSIONS))
-                                    for n in walk(assign.value))
-            reads = loads.get((id(scope), name), [])
-            if literal_value and len(reads) == 1 and id(reads[0]) in parents and id(assign) not in touched:
-                node, loop = reads[0], False  # a literal read once: there, unless a loop lies between
-                holder = parents.get(id(assign))
-                while id(node) in parents and node is not holder:
-                    node = parents[id(node)]
-                    loop = loop or (node is not holder and isinstance(
-                        node, (ast.For, ast.While, *FUNCTIONS, *COMPREHENSIONS)))
-                if node is holder and not loop:
-                    _replace(parents[id(reads[0])], reads[0], assign.value)
-                    body = next(b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b)
-                    body.remove(assign)
-                    touched.add(id(assign))
-                    changed = True
-                    continue
-            if not pure(assign.value):  # a value with effects only where it is the very next thing evaluated
-                holder = parents[id(assign)]
-                body = next((b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b), None)
-                following = body[body.index(assign) + 1] if body.index(assign) + 1 < len(body) else None
-                if not ((isinstance(following, ast.Return) and isinstance(following.value, ast.Name))
-                        or (isinstance(following, ast.Assign) and isinstance(following.value, ast.Name))):
-                    continue
-            reads = loads.get((id(scope), name), [])
-            if len(reads) != 1 or id(reads[0]) not in parents:
-                continue
+        if not pure(assign.value):  # a value with effects only where it is the very next thing evaluated
             holder = parents[id(assign)]
             body = next((b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b), None)
-            i = body.index(assign)
-            if i + 1 >= len(body):
+            following = body[body.index(assign) + 1] if body.index(assign) + 1 < len(body) else None
+            if not ((isinstance(following, ast.Return) and isinstance(following.value, ast.Name))
+                    or (isinstance(following, ast.Assign) and isinstance(following.value, ast.Name))):
                 continue
-            after = body[i + 1]
-            if id(after) in touched or not any(n is reads[0] for n in walk(after)):
-                continue
-            free = {n.id for n in walk(assign.value) if isinstance(n, ast.Name)}
-            if any(_binds_name(after, n) for n in free) or any(
-                    isinstance(n, (*FUNCTIONS, *COMPREHENSIONS)) and any(r is reads[0] for r in walk(n))
-                    for n in walk(after)):
-                continue
-            _replace(parents[id(reads[0])], reads[0], assign.value)
-            body.remove(assign)
-            touched |= {id(assign), id(after)} | {id(n) for n in walk(after)}
-            changed = True
+        reads = loads.get((id(scope), name), [])
+        if len(reads) != 1 or id(reads[0]) not in parents:
+            continue
+        holder = parents[id(assign)]
+        body = next((b for _, b in ast.iter_fields(holder) if isinstance(b, list) and assign in b), None)
+        i = body.index(assign)
+        if i + 1 >= len(body):
+            continue
+        after = body[i + 1]
+        if id(after) in touched or not any(n is reads[0] for n in walk(after)):
+            continue
+        free = {n.id for n in walk(assign.value) if isinstance(n, ast.Name)}
+        if any(_binds_name(after, n) for n in free) or any(
+                isinstance(n, (*FUNCTIONS, *COMPREHENSIONS)) and any(r is reads[0] for r in walk(n))
+                for n in walk(after)):
+            continue
+        _replace(parents[id(reads[0])], reads[0], assign.value)
+        body.remove(assign)
+        touched |= {id(assign), id(after)} | {id(n) for n in walk(after)}
+        changed = True
     return changed
 
 

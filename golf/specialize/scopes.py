@@ -315,3 +315,12 @@ def _all_scopes(scope: Scope):
     yield scope
     for child in scope.children:
         yield from _all_scopes(child)
+
+
+def bound_once(root: Scope, kinds: tuple[str, ...] = ("function",)):
+    """(scope, name, the Name that binds it) for each name a scope of these kinds binds once, by a Name."""
+    for scope in _all_scopes(root):
+        if scope.kind in kinds:
+            for name, sites in scope.bound.items():
+                if len(sites) == 1 and isinstance(sites[0], ast.Name):
+                    yield scope, name, sites[0]
