@@ -8,7 +8,7 @@ from golf.specialize.analyses import parents_of, scopes_of
 from golf.specialize.effects import CONTAINER_MUTATORS, pure, queries
 from golf.specialize.fold import const, is_const, literal, _small
 from golf.specialize.scopes import _all_scopes, bound_once
-from golf.specialize.tree import COMPREHENSIONS, FUNCTIONS, _blocks, children, _contains, _replace, walk
+from golf.specialize.tree import COMPREHENSIONS, FUNCTIONS, _blocks, children, _contains, _remove_statement, _replace, walk
 
 
 def propagate_constants(module: ast.Module) -> bool:
@@ -34,12 +34,7 @@ def propagate_constants(module: ast.Module) -> bool:
         for read in reads:
             if id(read) in parents:
                 _replace(parents[id(read)], read, literal(value))
-        holder = parents[id(assign)]
-        for field, body in ast.iter_fields(holder):
-            if isinstance(body, list) and assign in body:
-                body.remove(assign)
-                if not body and field == "body":
-                    body.append(ast.Pass())
+        _remove_statement(parents[id(assign)], assign)
         changed = True
     return changed
 
@@ -242,12 +237,7 @@ def drop_write_only(module: ast.Module, free: frozenset = frozenset()) -> bool:
             break
         else:
             for st in [assign, *fills]:
-                holder = parents.get(id(st))
-                for field, body in ast.iter_fields(holder):
-                    if isinstance(body, list) and st in body:
-                        body.remove(st)
-                        if not body and field == "body":
-                            body.append(ast.Pass())
+                _remove_statement(parents.get(id(st)), st)
             changed = True
             return True  # the tree changed under the maps: start again
     return changed

@@ -170,6 +170,15 @@ def _replace(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
     raise AssertionError("child not found")
 
 
+def _remove_statement(holder: ast.AST, st: ast.stmt) -> None:
+    """Take ``st`` out of the block of ``holder`` that holds it; a body left empty holds ``pass``."""
+    for field, body in ast.iter_fields(holder):
+        if isinstance(body, list) and st in body:
+            body.remove(st)
+            if not body and field == "body":
+                body.append(ast.Pass())
+
+
 _BLOCK_ITEMS = (ast.stmt, ast.excepthandler, ast.match_case)
 
 
