@@ -146,6 +146,13 @@ class Scopes:
             if a is not None:
                 self._link(a)
 
+    def _open(self, node, scope: Scope, kind: str) -> Scope:
+        """A new scope of ``kind`` for ``node``, inside ``scope``."""
+        inner = Scope(node, scope, kind)
+        scope.children.append(inner)
+        self.scope_of_node[id(node)] = inner
+        return inner
+
     def _visit_function(self, node, scope) -> bool:
         self._link(node)
         self._link_arguments(node.args)
@@ -155,9 +162,7 @@ class Scopes:
         self._arguments_outside(node.args, scope)
         if node.returns is not None:
             self._visit(node.returns, scope)
-        inner = Scope(node, scope, "function")
-        scope.children.append(inner)
-        self.scope_of_node[id(node)] = inner
+        inner = self._open(node, scope, "function")
         self._arguments_inside(node.args, inner)
         self._visit_body(node.body, inner)
         return True
@@ -166,9 +171,7 @@ class Scopes:
         self._link(node)
         self._link_arguments(node.args)
         self._arguments_outside(node.args, scope)
-        inner = Scope(node, scope, "function")
-        scope.children.append(inner)
-        self.scope_of_node[id(node)] = inner
+        inner = self._open(node, scope, "function")
         self._arguments_inside(node.args, inner)
         self._visit(node.body, inner)
         return True
@@ -178,9 +181,7 @@ class Scopes:
         scope.bind(node.name, node)
         for d in (*node.decorator_list, *node.bases, *node.keywords):
             self._visit(d, scope)
-        inner = Scope(node, scope, "class")
-        scope.children.append(inner)
-        self.scope_of_node[id(node)] = inner
+        inner = self._open(node, scope, "class")
         self._visit_body(node.body, inner)
         return True
 
@@ -191,9 +192,7 @@ class Scopes:
             self.indexed[ast.comprehension].append(gen)
         gens = node.generators
         self._visit(gens[0].iter, scope)
-        inner = Scope(node, scope, "comp")
-        scope.children.append(inner)
-        self.scope_of_node[id(node)] = inner
+        inner = self._open(node, scope, "comp")
         for i, gen in enumerate(gens):
             if i:
                 self._visit(gen.iter, inner)
