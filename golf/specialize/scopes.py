@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from golf.specialize.tree import _AST, _CHILD_FIELDS, COMPREHENSIONS, _node_classes
+from golf.specialize.tree import _AST, _CHILD_FIELDS, COMPREHENSIONS, _node_classes, children
 
 
 class Scope:
@@ -81,14 +81,8 @@ class Scopes:
     def _link(self, node) -> None:
         """Record ``node`` as the parent of each node it holds."""
         parents = self.parents
-        for field in _CHILD_FIELDS[node.__class__]:
-            value = getattr(node, field, None)
-            if isinstance(value, list):
-                for item in value:
-                    if isinstance(item, _AST):
-                        parents[id(item)] = node
-            elif isinstance(value, _AST):
-                parents[id(value)] = node
+        for child in children(node):
+            parents[id(child)] = node
 
     def _function_scope(self, scope: Scope) -> Scope:
         while scope.kind == "comp":
