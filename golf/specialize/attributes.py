@@ -8,7 +8,7 @@ from golf.specialize.analyses import parents_of, scopes_of
 from golf.specialize.effects import queries
 from golf.specialize.fold import const, is_const, literal
 from golf.specialize.scopes import bound_once
-from golf.specialize.tree import _blocks, _contains, parent_map, _replace, top_level_names, walk
+from golf.specialize.tree import _blocks, _contains, parent_map, _replace, _rewrite_blocks, top_level_names, walk
 
 
 def _library_attributes() -> set[str]:
@@ -209,36 +209,28 @@ def drop_dead_attributes(module: ast.Module, free: frozenset = frozenset()) -> b
                 return (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me
                         and t.attr not in read and t.attr not in library)
 
+            def without_dead(st):
+                nonlocal changed
+                if isinstance(st, ast.Assign) and len(st.targets) == 1:
+                    t = st.targets[0]
+                    if dead(t):
+                        changed = True
+                        return [] if queries(st.value, free) else [ast.Expr(st.value)]
+                    if isinstance(t, ast.Tuple) and isinstance(st.value, ast.Tuple) \
+                            and len(t.elts) == len(st.value.elts) and not any(isinstance(e, ast.Starred)
+                                                                               for e in t.elts):
+                        keep = [(a, b) for a, b in zip(t.elts, st.value.elts) if not (dead(a) and queries(b, free))]
+                        if len(keep) != len(t.elts):
+                            changed = True
+                            if not keep:
+                                return []
+                            if len(keep) == 1:
+                                return [ast.Assign([keep[0][0]], keep[0][1])]
+                            t.elts, st.value.elts = [a for a, _ in keep], [b for _, b in keep]
+                return [st]
+
             for node in _blocks(method):
-                for field in ("body", "orelse", "finalbody"):
-                    body = getattr(node, field, None)
-                    if not isinstance(body, list):
-                        continue
-                    new = []
-                    for st in body:
-                        if isinstance(st, ast.Assign) and len(st.targets) == 1:
-                            t = st.targets[0]
-                            if dead(t):
-                                changed = True
-                                if not queries(st.value, free):
-                                    new.append(ast.Expr(st.value))
-                                continue
-                            if isinstance(t, ast.Tuple) and isinstance(st.value, ast.Tuple) \
-                                    and len(t.elts) == len(st.value.elts) and not any(isinstance(e, ast.Starred)
-                                                                                       for e in t.elts):
-                                keep = [(a, b) for a, b in zip(t.elts, st.value.elts)
-                                        if not (dead(a) and queries(b, free))]
-                                if len(keep) != len(t.elts):
-                                    changed = True
-                                    if not keep:
-                                        continue
-                                    if len(keep) == 1:
-                                        st = ast.Assign([keep[0][0]], keep[0][1])
-                                    else:
-                                        t.elts, st.value.elts = [a for a, _ in keep], [b for _, b in keep]
-                        new.append(st)
-                    if len(new) != len(body) or any(a is not b for a, b in zip(new, body)):
-                        setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+                _rewrite_blocks(node, without_dead)
     return changed
 
 

@@ -179,6 +179,21 @@ def _remove_statement(holder: ast.AST, st: ast.stmt) -> None:
                 body.append(ast.Pass())
 
 
+def _rewrite_blocks(node: ast.AST, rewrite) -> bool:
+    """Each statement of ``node``'s blocks (body, orelse, finalbody) becomes the statements ``rewrite(st)``
+    lists; a body left empty holds ``pass``. Whether a block changed."""
+    changed = False
+    for field in ("body", "orelse", "finalbody"):
+        body = getattr(node, field, None)
+        if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+            continue
+        new = [out for st in body for out in rewrite(st)]
+        if len(new) != len(body) or any(a is not b for a, b in zip(new, body)):
+            setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+            changed = True
+    return changed
+
+
 _BLOCK_ITEMS = (ast.stmt, ast.excepthandler, ast.match_case)
 
 
