@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from golf.specialize.tree import SpecializeError, parent_map, _replace, walk
+from golf.specialize.tree import SpecializeError, parent_map, _replace, _rewrite_blocks, walk
 
 
 # Functions whose body the submission replaces: (new body, why a run of the exported file is the same
@@ -87,18 +87,14 @@ def apply_stubs(module: ast.Module, cfg) -> None:
 
 def drop_info_logs(module: ast.Module) -> None:
     """``log.info(...)`` statements but LOG_KEPT's."""
-    for node in list(walk(module)):
-        for field in ("body", "orelse", "finalbody"):
-            body = getattr(node, field, None)
-            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
-                continue
-            new = [st for st in body if not (
-                isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Attribute)
+    def dropped(st) -> bool:
+        return (isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Attribute)
                 and st.value.func.attr == "info" and isinstance(st.value.func.value, ast.Name)
                 and st.value.func.value.id == "log" and st.value.args and isinstance(st.value.args[0], ast.Constant)
-                and not str(st.value.args[0].value).startswith(LOG_KEPT))]
-            if len(new) != len(body):
-                setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+                and not str(st.value.args[0].value).startswith(LOG_KEPT))
+
+    for node in list(walk(module)):
+        _rewrite_blocks(node, lambda st: [] if dropped(st) else [st])
 
 
 def _drop_statement(fn: ast.FunctionDef, text: str) -> bool:
@@ -111,14 +107,7 @@ def _drop_statement(fn: ast.FunctionDef, text: str) -> bool:
 
     dropped = False
     for node in list(walk(fn)):
-        for field in ("body", "orelse", "finalbody"):
-            body = getattr(node, field, None)
-            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
-                continue
-            new = [st for st in body if not innermost(st)]
-            if len(new) != len(body):
-                dropped = True
-                setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+        dropped |= _rewrite_blocks(node, lambda st: [] if innermost(st) else [st])
     return dropped
 
 
@@ -163,6 +152,21 @@ def drop_progress_bars(module: ast.Module) -> None:
                 and st.value.func.attr in BAR_METHODS)
 
         removed = set()
+
+        def without_bar(st) -> list[ast.stmt]:
+            if of_bar(st):
+                removed.update(id(n) for n in walk(st))
+                return []
+            if isinstance(st, ast.With):
+                items = [i for i in st.items if not (_makes_bar(i.context_expr) and isinstance(
+                    i.optional_vars, ast.Name) and i.optional_vars.id in bars)]
+                if len(items) != len(st.items):
+                    removed.update(id(n) for i in st.items if i not in items for n in walk(i))
+                    if not items:
+                        return st.body
+                    st.items = items
+            return [st]
+
         for node in list(walk(fn)):
             if isinstance(node, ast.Call):  # a bar handed on: by keyword it goes (default None), by position None
                 gone = [k for k in node.keywords if isinstance(k.value, ast.Name) and k.value.id in bars]
@@ -173,26 +177,7 @@ def drop_progress_bars(module: ast.Module) -> None:
                             isinstance(node.func, ast.Attribute) and node.func.value is a):
                         removed.add(id(a))
                         node.args[j] = ast.Constant(None)
-            for field in ("body", "orelse", "finalbody"):
-                body = getattr(node, field, None)
-                if not isinstance(body, list):
-                    continue
-                new = []
-                for st in body:
-                    if of_bar(st):
-                        removed |= {id(n) for n in walk(st)}
-                        continue
-                    if isinstance(st, ast.With):
-                        items = [i for i in st.items if not (_makes_bar(i.context_expr) and isinstance(
-                            i.optional_vars, ast.Name) and i.optional_vars.id in bars)]
-                        if len(items) != len(st.items):
-                            removed |= {id(n) for i in st.items if i not in items for n in walk(i)}
-                            if not items:
-                                new += st.body
-                                continue
-                            st.items = items
-                    new.append(st)
-                setattr(node, field, new or ([ast.Pass()] if field == "body" else []))
+            _rewrite_blocks(node, without_bar)
         left = [n for n in uses if id(n) not in removed]
         if left:
             raise SpecializeError(f"{fn.name}: a progress bar is used otherwise: {[ast.unparse(n) for n in left]}")
@@ -218,14 +203,11 @@ def strip_annotations(module: ast.Module) -> None:
                 if x is not None:
                     x.annotation = None
             for inner in walk(node):
-                for field in ("body", "orelse", "finalbody"):
-                    body = getattr(inner, field, None)
-                    if isinstance(body, list):
-                        new = []
-                        for st in body:
-                            if isinstance(st, ast.AnnAssign):
-                                if st.value is None:
-                                    continue
-                                st = ast.Assign([st.target], st.value)
-                            new.append(st)
-                        setattr(inner, field, new or ([ast.Pass()] if field == "body" else []))
+                _rewrite_blocks(inner, _unannotated)
+
+
+def _unannotated(st: ast.stmt) -> list[ast.stmt]:
+    """``x: T = v`` as ``x = v``; ``x: T`` goes."""
+    if isinstance(st, ast.AnnAssign):
+        return [] if st.value is None else [ast.Assign([st.target], st.value)]
+    return [st]
