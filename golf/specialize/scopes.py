@@ -147,27 +147,28 @@ class Scopes:
         self.scope_of_node[id(node)] = inner
         return inner
 
+    def _open_function(self, node, scope: Scope) -> Scope:
+        """A function's or lambda's scope, its parameters (linked to their parents) bound in it."""
+        self._link_arguments(node.args)
+        inner = self._open(node, scope, "function")
+        self._arguments_inside(node.args, inner)
+        return inner
+
     def _visit_function(self, node, scope) -> bool:
         self._link(node)
-        self._link_arguments(node.args)
         scope.bind(node.name, node)
         for d in node.decorator_list:
             self._visit(d, scope)
         self._arguments_outside(node.args, scope)
         if node.returns is not None:
             self._visit(node.returns, scope)
-        inner = self._open(node, scope, "function")
-        self._arguments_inside(node.args, inner)
-        self._visit_body(node.body, inner)
+        self._visit_body(node.body, self._open_function(node, scope))
         return True
 
     def _visit_lambda(self, node, scope) -> bool:
         self._link(node)
-        self._link_arguments(node.args)
         self._arguments_outside(node.args, scope)
-        inner = self._open(node, scope, "function")
-        self._arguments_inside(node.args, inner)
-        self._visit(node.body, inner)
+        self._visit(node.body, self._open_function(node, scope))
         return True
 
     def _visit_class(self, node, scope) -> bool:
