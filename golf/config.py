@@ -30,7 +30,6 @@ from golf.paths import resolve, resolve_params_file
 SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
                              "optim": OptimConfig, "quant": QuantConfig, "eval": EvalConfig, "fixes": FixesConfig}
 SECTION_OF: dict[str, str] = {f.name: name for name, cls in SECTIONS.items() for f in fields(cls)}
-_DERIVED = {attr: name for name, cls in SECTIONS.items() for attr, v in vars(cls).items() if isinstance(v, property)}
 
 # Keys golf once had that did nothing or took one value; a params file that sets one is told so.
 REMOVED_KEYS = {
@@ -56,8 +55,13 @@ class Config:
     fixes: FixesConfig = field(default_factory=FixesConfig)
 
     def __post_init__(self):  # the flat reads, as plain attributes: no lookup cost, nothing for a compiler to trace
-        for name, section in (*SECTION_OF.items(), *_DERIVED.items()):
+        for name, section in SECTION_OF.items():
             object.__setattr__(self, name, getattr(getattr(self, section), name))
+
+    # derived from the model section, read when asked (a config is validated after it is built)
+    head_dim = property(lambda self: self.model.head_dim)
+    kv_dim = property(lambda self: self.model.kv_dim)
+    mlp_hidden = property(lambda self: self.model.mlp_hidden)
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any]) -> "Config":
