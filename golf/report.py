@@ -123,8 +123,10 @@ def headline(run_dir: Path) -> pd.DataFrame:
     budget = read_json(RunDir(run_dir).quant_budget)
     if budget:
         limit, total = budget["limit"], budget["total"]
-        bound = "" if budget.get("code_bytes_exact", True) else "at most "  # code bytes an upper bound
-        rows.append(("artifact + code", f"{bound}{total:,} of {limit:,} bytes · headroom {bound.replace('most', 'least')}{limit - total:,} bytes "
+        exact = budget.get("code_bytes_exact", True)  # else the code bytes are an upper bound
+        at_most, at_least = ("", "") if exact else ("at most ", "at least ")
+        rows.append(("artifact + code", f"{at_most}{total:,} of {limit:,} bytes · "
+                                        f"headroom {at_least}{limit - total:,} bytes "
                                         f"({100 * (limit - total) / limit:.2f}%) · "
                                         f"{'fits' if budget.get('fits') else 'OVER THE LIMIT'}"))
     return pd.DataFrame(rows, columns=["", "value"])

@@ -59,6 +59,11 @@ def embedded_values(cfg) -> dict:
     return values
 
 
+def _json_values(cfg) -> dict:
+    """``embedded_values`` as they come back from JSON (tuples as lists), as the code is made from them."""
+    return json.loads(json.dumps(embedded_values(cfg), sort_keys=True))
+
+
 def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
     """The single-file ``train_gpt.py`` for ``cfg`` (default: the record's) evaluating ``modes``: golf's
     code specialized to them (golf.specialize), minified, brotli-compressed, as 7-bit text (``wrap``)."""
@@ -75,17 +80,17 @@ def _source(values_json: str, modes: tuple[str, ...]) -> str:
 
 
 # The data paths stand in the specialized code as placeholders, filled in after: the code of a config is
-# then the same wherever its data lie (tests make many), and it is kept on disk (CODE_CACHE), keyed by
+# then the same wherever its data lie (tests make many), and it is kept on disk (_code_cache), keyed by
 # golf's sources, python-minifier's version, the other values and the stages.
 _PLACEHOLDERS = {"data_dir": "golfplaceholderdatadir", "tokenizer_path": "golfplaceholdertokenizerpath"}
 
 
-def _code_cache() -> Path | None:
+def _code_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "golf" / "submission"
 
 
-def _cache_path(values: dict, modes: tuple[str, ...]) -> Path | None:
+def _cache_path(values: dict, modes: tuple[str, ...]) -> Path:
     """Where the code of ``values`` scoring ``modes`` is kept (its data paths as placeholders)."""
     import hashlib
     from importlib.metadata import version
@@ -95,8 +100,7 @@ def _cache_path(values: dict, modes: tuple[str, ...]) -> Path | None:
                                   sort_keys=True).encode())
     for f in sorted(PACKAGE_DIR.glob("*.py")) + sorted(PACKAGE_DIR.glob("specialize/*.py")):  # (golf.specialize's too)
         h.update(f.name.encode() + b"\0" + f.read_bytes())
-    cache = _code_cache()
-    return cache / f"{h.hexdigest()[:32]}.py" if cache is not None else None
+    return _code_cache() / f"{h.hexdigest()[:32]}.py"
 
 
 def _code(values: dict, modes: tuple[str, ...], make: bool = True) -> str | None:
@@ -106,7 +110,7 @@ def _code(values: dict, modes: tuple[str, ...], make: bool = True) -> str | None
 
     paths = {k: values.get(k, getattr(Config(), k)) for k in _PLACEHOLDERS}
     path = _cache_path(values, modes)
-    code = path.read_text() if path is not None and path.is_file() else None
+    code = path.read_text() if path.is_file() else None
     if code is None and not make:
         return None
     if code is None:
@@ -114,11 +118,10 @@ def _code(values: dict, modes: tuple[str, ...], make: bool = True) -> str | None
 
         cfg = load_config(None, values)
         code = minify_flat(specialize(cfg, modes, {**values, **_PLACEHOLDERS}, left_out(cfg, modes)))
-        if path is not None:
-            try:
-                atomic_write_text(path, code)
-            except OSError:
-                pass  # no cache where it cannot be written
+        try:
+            atomic_write_text(path, code)
+        except OSError:
+            pass  # no cache where it cannot be written
     for key, token in _PLACEHOLDERS.items():
         literals = [q + token + q for q in "'\"" if q + token + q in code]
         if len(literals) != 1 or code.count(literals[0]) != 1:
@@ -137,7 +140,7 @@ def budget_code_bytes(cfg, modes=DEFAULT_MODES):
     """For quantize's budget: ``(model_bytes, limit) -> (code bytes, exact)``. The exact count takes
     golf.specialize a minute on a slow CPU, so it is made only where the bound could change what fits
     (pruning), or read where kept on disk; else the bound stands in (export-submission counts exactly)."""
-    values = json.loads(json.dumps(embedded_values(cfg), sort_keys=True))
+    values = _json_values(cfg)
 
     def count(model_bytes: int, limit: int) -> tuple[int, bool]:
         code = _code(values, tuple(modes), make=model_bytes + code_bound() > limit)
@@ -208,7 +211,7 @@ def code_stages(cfg, modes=DEFAULT_MODES) -> dict[str, int]:
     (characters), minified (characters), compressed (bytes), the file (bytes)."""
     from golf.specialize import specialize
 
-    values = json.loads(json.dumps(embedded_values(cfg), sort_keys=True))
+    values = _json_values(cfg)
     source = specialize(cfg, tuple(modes), values, left_out(cfg, modes))
     code = minify_flat(source)
     return {"specialized": len(source), "minified": len(code), "compressed": len(compress(code)),
