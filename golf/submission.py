@@ -19,7 +19,7 @@ from pathlib import Path
 from golf.config import EVAL_MODES
 from golf.runs import ARTIFACT, CONFIG, ENVIRONMENT, METRICS, QUANT_BUDGET, QUANTIZE_CONFIG, QUANTIZE_LOG, TRAIN_LOG, \
     RunDir, eval_name
-from golf.runtime import GolfError, atomic_write_text, read_json_object
+from golf.runtime import GolfError, atomic_write_bytes, atomic_write_text, read_json_object
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The report side (notebook plumbing, plots, seed statistics, comparisons) and the code that makes the
@@ -64,9 +64,10 @@ def _json_values(cfg) -> dict:
     return json.loads(json.dumps(embedded_values(cfg), sort_keys=True))
 
 
-def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
-    """The single-file ``train_gpt.py`` for ``cfg`` (default: the record's) evaluating ``modes``: golf's
-    code specialized to them (golf.specialize), minified, brotli-compressed, as 7-bit text (``wrap``)."""
+def train_gpt_bytes(cfg=None, modes=DEFAULT_MODES) -> bytes:
+    """The single-file ``train_gpt.py`` for ``cfg`` (default: the record's) evaluating ``modes``, as bytes:
+    golf's code specialized to them (golf.specialize), minified, brotli-compressed, in a latin-1 literal
+    (``wrap``)."""
     from golf.config import Config
 
     values = embedded_values(cfg if cfg is not None else Config())
@@ -74,7 +75,7 @@ def train_gpt_source(cfg=None, modes=DEFAULT_MODES) -> str:
 
 
 @lru_cache(maxsize=8)
-def _source(values_json: str, modes: tuple[str, ...]) -> str:
+def _source(values_json: str, modes: tuple[str, ...]) -> bytes:
     values = json.loads(values_json)
     return wrap(_code(values, modes))
 
@@ -144,28 +145,33 @@ def budget_code_bytes(cfg, modes=DEFAULT_MODES):
 
     def count(model_bytes: int, limit: int) -> tuple[int, bool]:
         code = _code(values, tuple(modes), make=model_bytes + code_bound() > limit)
-        return (len(wrap(code).encode()), True) if code is not None else (code_bound(), False)
+        return (len(wrap(code)), True) if code is not None else (code_bound(), False)
 
     return count
 
 
 # The payload: the code compressed with brotli (a dependency of the run already: golf's artifacts are
-# brotli), as 7-bit digits, one character each, in a raw triple-quoted string literal of the UTF-8 file.
-# Digit d is the ASCII character of d ^ K (K chosen per file to need the fewest two-byte characters),
-# except where that character cannot stand there as it is (NUL, CR, a third quote in a row, a quote or
-# backslash last), which is the character of 256 + (d ^ K): two bytes in UTF-8; ``ord(c) & 127 ^ K``
-# reads either. About 15% over the compressed bytes (base85: 25%).
-FLAT_WRAPPER = ('import brotli\nS=r"""{digits}"""\n'
-                "exec(brotli.decompress(int(''.join(f'{{ord(c)&127^{key}:07b}}'for c in S),2).to_bytes({n},'big')))\n")
+# brotli), its bytes as they are in a triple-quoted string literal of a file declared latin-1, where each
+# byte is one character. Only what cannot stand there as it is gets an escape: NUL (no source may hold
+# it), CR (read as a line end), backslash, and a quote after a quote or last. About 1.7% over the
+# compressed bytes (base85: 25%).
+FLAT_WRAPPER = '#coding:latin1\nimport brotli\nexec(brotli.decompress("""{payload}""".encode("latin1")))\n'
+_ESCAPES = {0: "\\0", 13: "\\r", 92: "\\\\"}
 
 
-def _spell(values: list[int]) -> str:
-    """Characters for 7-bit values in a raw triple-quoted literal (see FLAT_WRAPPER)."""
+def _literal(data: bytes) -> str:
+    """The characters of a non-raw triple-quoted latin-1 literal whose value is ``data`` (see FLAT_WRAPPER)."""
     out = []
-    for i, v in enumerate(values):
-        last = i == len(values) - 1
-        plain = v not in (0, 13) and not (v == 34 and out[-2:] == ['"', '"']) and not (last and v in (34, 92))
-        out.append(chr(v) if plain else chr(256 + v))
+    for i, b in enumerate(data):
+        nxt = data[i + 1] if i + 1 < len(data) else None
+        if b == 0 and nxt is not None and 48 <= nxt <= 55:
+            out.append("\\x00")  # \0 then an octal digit would read as one longer octal escape
+        elif b in _ESCAPES:
+            out.append(_ESCAPES[b])
+        elif b == 34 and (nxt is None or out and out[-1] == '"'):
+            out.append('\\"')
+        else:
+            out.append(chr(b))
     return "".join(out)
 
 
@@ -175,19 +181,10 @@ def compress(code: str) -> bytes:
     return brotli.compress(code.encode(), quality=11, lgwin=24, mode=brotli.MODE_TEXT)
 
 
-def wrap(code: str) -> str:
-    """The train_gpt.py that runs ``code``: a two-line decoder and the code, compressed (see FLAT_WRAPPER)."""
-    data = compress(code)
-    value, n_digits = int.from_bytes(data, "big"), -(-len(data) * 8 // 7)
-    digits = [(value >> 7 * (n_digits - 1 - i)) & 127 for i in range(n_digits)]
-    counts = [0] * 128
-    for d in digits:
-        counts[d] += 1
-    # the keys that make the fewest NUL and CR digits (then the exact cost of the few best)
-    best = sorted(range(128), key=lambda k: (counts[k] + counts[k ^ 13], k))[:4]
-    spelled = {key: _spell([d ^ key for d in digits]) for key in best}
-    key = min(spelled, key=lambda k: (len(spelled[k].encode()), k))
-    return FLAT_WRAPPER.format(digits=spelled[key], key=key, n=len(data))
+def wrap(code: str) -> bytes:
+    """The bytes of the train_gpt.py that runs ``code``: a two-line decoder and the code, compressed (see
+    FLAT_WRAPPER)."""
+    return FLAT_WRAPPER.format(payload=_literal(compress(code))).encode("latin1")
 
 
 def minify_flat(source: str) -> str:
@@ -215,21 +212,21 @@ def code_stages(cfg, modes=DEFAULT_MODES) -> dict[str, int]:
     source = specialize(cfg, tuple(modes), values, left_out(cfg, modes))
     code = minify_flat(source)
     return {"specialized": len(source), "minified": len(code), "compressed": len(compress(code)),
-            "file": len(wrap(code).encode())}
+            "file": len(wrap(code))}
 
 
 def code_bytes(cfg=None, modes=DEFAULT_MODES) -> int:
-    return len(train_gpt_source(cfg, modes).encode())
+    return len(train_gpt_bytes(cfg, modes))
 
 
-def run_source(run_dir: Path, modes: tuple[str, ...] = ()) -> str:
-    """The train_gpt.py of a run: its quantization config (else its training one), scoring ``modes``
+def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = ()) -> bytes:
+    """The train_gpt.py (bytes) of a run: its quantization config (else its training one), scoring ``modes``
     (default: DEFAULT_MODES)."""
     from golf.config import load_config
 
     run = RunDir(run_dir)
     path = run_dir / QUANTIZE_CONFIG if (run_dir / QUANTIZE_CONFIG).is_file() else run.config_file
-    return train_gpt_source(load_config(path), modes or DEFAULT_MODES)
+    return train_gpt_bytes(load_config(path), modes or DEFAULT_MODES)
 
 
 def _read_json(path: Path) -> dict:
@@ -318,8 +315,8 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         raise GolfError(f"{str(artifact)!r} does not fit: {QUANT_BUDGET} says fits: false (artifact "
                         f"{model_bytes:,} + code {budget.get('code_bytes', 0):,} against the limit of {limit:,}); "
                         "quantize smaller, or pass --allow-over-budget to export it anyway")
-    source = run_source(run_dir, tuple(results))
-    n_code = len(source.encode())
+    source = run_train_gpt(run_dir, tuple(results))
+    n_code = len(source)
     total = model_bytes + n_code
     if total > limit and not allow_over_budget:
         raise GolfError(f"{str(artifact)!r} does not fit: artifact {model_bytes:,} + code {n_code:,} = "
@@ -332,7 +329,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         mask = os.umask(0o022)
         os.umask(mask)
         os.chmod(out_dir, 0o777 & ~mask)
-        atomic_write_text(out_dir / "train_gpt.py", source)
+        atomic_write_bytes(out_dir / "train_gpt.py", source)
         headline = next((results[m] for m in reversed(EVAL_MODES) if m in results), {})  # the last stage reached
         submission = {
             "val_bpb": headline.get("val_bpb"),
@@ -351,7 +348,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         atomic_write_text(out_dir / "submission.json", json.dumps(submission, indent=2) + "\n")
         lines = [f"# golf record from run `{run_dir.name}`", "",
                  "Generated by `golf export-submission`. `train_gpt.py` holds golf's code specialized to the run's",
-                 "settings and stages (one module, every setting a constant), minified, brotli-compressed as 7-bit text;",
+                 "settings and stages (one module, every setting a constant), minified, brotli-compressed in a latin-1 string literal;",
                  "`torchrun --standalone --nproc_per_node=8 train_gpt.py` trains, quantizes and scores "
                  f"{', '.join(results) or ', '.join(DEFAULT_MODES)}",
                  "into `outputs/submission/run-NNN`, its last line the scored val_bpb.", "",

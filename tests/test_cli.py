@@ -51,12 +51,13 @@ def test_generated_train_gpt_carries_its_settings(tmp_path):
     """The submission's single-file train_gpt.py: the settings that differ from golf's defaults, then the
     code; run with no arguments where its data is missing, it says so in one line (no traceback)."""
     from golf.config import load_config
-    from golf.submission import code_bytes, train_gpt_source
+    from golf.submission import code_bytes, train_gpt_bytes
 
     cfg = load_config(REPO / "params/record.yaml")  # the same code as test_submission's: made once
     script = tmp_path / "train_gpt.py"
-    script.write_text(train_gpt_source(cfg))
-    assert script.stat().st_size == code_bytes(cfg) and script.read_text().startswith("import brotli\n")
+    script.write_bytes(train_gpt_bytes(cfg))
+    assert script.stat().st_size == code_bytes(cfg)
+    assert script.read_bytes().startswith(b"#coding:latin1\nimport brotli\n")
     env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
                          timeout=120)

@@ -520,10 +520,10 @@ def test_written_files_follow_the_umask(tmp_path, tiny_corpus):
 
 
 def test_exported_train_gpt_leaves_nothing_in_tmp(tmp_path):
-    from golf.submission import train_gpt_source
+    from golf.submission import train_gpt_bytes
 
     script, tmp = tmp_path / "train_gpt.py", tmp_path / "tmp"
-    script.write_text(train_gpt_source())
+    script.write_bytes(train_gpt_bytes())
     tmp.mkdir()
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "TMPDIR": str(tmp)}, timeout=120)

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import tiny_params
 
 from golf.config import load_config
-from golf.submission import budget_code_bytes, code_bound, code_bytes, left_out, train_gpt_source
+from golf.submission import FLAT_WRAPPER, _literal, budget_code_bytes, code_bound, code_bytes, left_out, train_gpt_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 # Upper bounds that keep the exported code from growing back (bench/submission_bytes.py measures it; the
@@ -58,7 +59,7 @@ def test_exported_train_gpt_runs_the_pipeline_under_torchrun(tmp_path, demo_data
     folder.mkdir()
     tmp.mkdir()
     script = folder / "train_gpt.py"
-    script.write_text(train_gpt_source(cfg))
+    script.write_bytes(train_gpt_bytes(cfg))
     assert script.stat().st_size == code_bytes(cfg)
     env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
     env.update(TMPDIR=str(tmp), OMP_NUM_THREADS="1")
@@ -75,3 +76,18 @@ def test_exported_train_gpt_runs_the_pipeline_under_torchrun(tmp_path, demo_data
     assert budget["code_bytes"] == script.stat().st_size
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
     assert not list(tmp.rglob("golf.zip"))  # each rank's unpacked code went at exit (torchrun keeps its own)
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)) * 3, b'\x001\x007\x008"', b'""""""', b'\\', b'x\\"', b"\r\n\r",
+                                  bytes(reversed(range(256)))])
+def test_the_payload_literal_reads_back_as_its_bytes(data):
+    """Every byte value, NUL before an octal digit, runs of quotes, a backslash or quote last, CR: the
+    file's literal, read as Python reads a latin-1 file, is the payload again."""
+    import ast
+
+    source = FLAT_WRAPPER.format(payload=_literal(data)).encode("latin1")
+    compile(source, "train_gpt.py", "exec")  # the file as a whole parses
+    text = source.decode("latin1")
+    literal = ast.literal_eval(text[text.index('"""'):text.rindex('"""') + 3])
+    assert literal.encode("latin1") == data
+    assert len(source) - len(FLAT_WRAPPER.format(payload="")) < len(data) * 1.1 + 8
