@@ -2,7 +2,7 @@
 # The checks made on one lent GPU, in order, as one background job (dev/device_background.sh):
 #   sbs    bench/side_by_side.py: the record's script, golf train, golf train with the fast switches
 #   run    golf run --params params/record.yaml --seeds 42, a few steps, through the notebooks
-#   study  a 2-arm golf study through the notebooks (record, record with the fast switches)
+#   study  a 2-arm golf study through the notebooks (record, and a twin that quantizes with other clip sigmas)
 # After each, the results (no weights) are packed into /tmp/bg/gpu_checks.tgz.
 #
 #   bash dev/device_background.sh start 580 "bash dev/gpu_checks.sh" /tmp/bg/gpu_checks.tgz
@@ -27,15 +27,14 @@ stage() {
 data=(data_dir=data/real8192 tokenizer_path=data/real8192/tokenizer.model)
 short=(iterations=${STEPS:-20} warmup_steps=3 max_wallclock_seconds=0 val_loss_every=0 train_log_every=5
        gptq_calibration_batches=8 max_val_tokens=262144)
-fast=(fused_mlp=true fused_ce=true fused_qkv=true)
 for s in ${STAGES:-sbs run study}; do
   case $s in
     sbs) stage sbs python3 bench/side_by_side.py --record-script gpu_tree/rec/train_gpt.py --data-dir data/real8192 \
-           --steps 50 --log-every 5 --logs "$R/sbs" --out "$R/side_by_side.json" ;;
+           --steps 40 --log-every 5 --logs "$R/sbs" --out "$R/side_by_side.json" ;;
     run) stage run python3 -m golf run --params params/record.yaml --seeds 42 --study gpu-run --set "${data[@]}" "${short[@]}"
          keep gpu-run ;;
     study) stage study python3 -m golf study --study gpu-study --seeds 42 --arms record=params/record.yaml \
-             "fast=params/record.yaml ${fast[*]}" --set "${data[@]}" "${short[@]}"
+             "clip10=params/record.yaml matrix_clip_sigmas=10" --set "${data[@]}" "${short[@]}"
            keep gpu-study ;;
   esac
   pack
