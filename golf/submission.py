@@ -219,14 +219,36 @@ def code_bytes(cfg=None, modes=DEFAULT_MODES) -> int:
     return len(train_gpt_bytes(cfg, modes))
 
 
-def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = ()) -> bytes:
-    """The train_gpt.py (bytes) of a run: its quantization config (else its training one), scoring ``modes``
+def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = (), changes: dict | None = None) -> bytes:
+    """The train_gpt.py (bytes) of a run: its quantization config (else its training one) with
+    ``changes`` (the keys its results were scored with, see ``scored_changes``), scoring ``modes``
     (default: DEFAULT_MODES)."""
     from golf.config import load_config
 
     run = RunDir(run_dir)
     path = run_dir / QUANTIZE_CONFIG if (run_dir / QUANTIZE_CONFIG).is_file() else run.config_file
-    return train_gpt_bytes(load_config(path), modes or DEFAULT_MODES)
+    return train_gpt_bytes(load_config(path, changes or None), modes or DEFAULT_MODES)
+
+
+def scored_changes(run_dir: Path, results: dict[str, dict]) -> dict:
+    """The keys ``golf evaluate --set`` changed for the results, so the exported file scores as they were
+    scored. Results scored with different values of a key cannot come from one file: refused."""
+    run = RunDir(run_dir)
+    trained = run.config()
+    made = run.config(QUANTIZE_CONFIG) or trained
+    changes = {m: r.get("config_changes") or {} for m, r in results.items()}
+    out = {}
+    for key in sorted(set().union(*changes.values()) if changes else ()):
+        values = {m: c.get(key, trained.get(key)) for m, c in changes.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            spelled = ", ".join(f"{eval_name(m)} {key}={v!r}" for m, v in values.items())
+            raise GolfError(f"run folder {str(run_dir)!r}: its results were scored with different settings "
+                            f"({spelled}); one train_gpt.py scores every stage with one config: evaluate them again "
+                            "with the same settings (golf evaluate --force)")
+        value = next(iter(values.values()))
+        if value != made.get(key):
+            out[key] = value
+    return out
 
 
 def _read_json(path: Path) -> dict:
@@ -315,7 +337,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         raise GolfError(f"{str(artifact)!r} does not fit: {QUANT_BUDGET} says fits: false (artifact "
                         f"{model_bytes:,} + code {budget.get('code_bytes', 0):,} against the limit of {limit:,}); "
                         "quantize smaller, or pass --allow-over-budget to export it anyway")
-    source = run_train_gpt(run_dir, tuple(results))
+    source = run_train_gpt(run_dir, tuple(results), scored_changes(run_dir, results))
     n_code = len(source)
     total = model_bytes + n_code
     if total > limit and not allow_over_budget:

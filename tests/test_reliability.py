@@ -303,6 +303,28 @@ def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tm
     assert (out / "quantize_config.yaml").is_file()
 
 
+def test_export_scores_as_the_results_were_scored(tmp_path, trained_run, capsys):
+    """A result made with ``golf evaluate --set`` ships a train_gpt.py with that setting; results scored
+    with different values of a key are refused (one file scores every stage with one config)."""
+    from golf.config import load_config
+    from golf.submission import train_gpt_bytes
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "sliding", "--set", "eval_stride=8"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "record"
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    line = one_error_line(capsys)
+    assert "eval_stride=8" in line and "eval_plain.json eval_stride=" in line and not out.exists()
+
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force", "--set", "eval_stride=8"]) == 0
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 0
+    base = run / "quantize_config.yaml" if (run / "quantize_config.yaml").is_file() else run / "config.yaml"
+    modes = ("plain", "sliding")
+    assert (out / "train_gpt.py").read_bytes() == train_gpt_bytes(load_config(base, ["eval_stride=8"]), modes)
+    assert (out / "train_gpt.py").read_bytes() != train_gpt_bytes(load_config(base), modes)
+
+
 def test_export_refuses_a_budget_of_another_artifact(tmp_path, trained_run, capsys):
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     budget = json.loads((run / "quant_budget.json").read_text())
