@@ -14,11 +14,11 @@ from golf.config import load_config
 from golf.submission import FLAT_WRAPPER, _literal, budget_code_bytes, code_bound, code_bytes, left_out, train_gpt_bytes
 
 REPO = Path(__file__).resolve().parent.parent
-# Upper bounds that keep the exported code from growing back (bench/submission_bytes.py measures it; the
-# issue's target is 20,000, the record's own script 19,760): record.yaml 22,249 bytes, frontier.yaml 32,223
-# on 2026-12-07, the checks before any work kept (a user's mistake is one line, never a traceback).
-CODE_BYTES_BOUND = {"record.yaml": (("plain", "sliding", "ttt"), 23_000),
-                    "frontier.yaml": (("plain", "sliding", "phased_ttt"), 33_000)}
+# Upper bounds that keep the exported code from growing back (bench/submission_bytes.py measures it): the
+# record's is the target (20,000; the record's own script 19,760); record.yaml 19,521 bytes,
+# frontier.yaml 28,182 on 2026-12-07, the checks before any work kept (a user's mistake is one line).
+CODE_BYTES_BOUND = {"record.yaml": (("plain", "sliding", "ttt"), 20_000),
+                    "frontier.yaml": (("plain", "sliding", "phased_ttt"), 29_000)}
 
 
 def test_code_bytes_of_the_record_and_the_frontier():
