@@ -1,16 +1,17 @@
 """Training speed side by side: the record's own script, then `golf train` by default, then with switches.
 
     python bench/side_by_side.py --record-script REC/train_gpt.py --data-dir data/real8192 \
-        --steps 50 --log-every 5 --out bench/results/side_by_side.json
+        --steps 40 --log-every 5 --out bench/results/side_by_side.json
 
-One process after another on the same GPU, the same shards, seed and step count (compile caches as
-each program keeps them: the warm-up before step 0 is not timed). The record's script is the unpacked `train_gpt.py` of PR #1533 (not in
-this repository); where FlashAttention-3 is not installed, its one attention call is served by a
-stand-in module that does what golf's `sdpa` backend does (cuDNN attention, KV heads expanded), so
-the two differ in everything but the attention kernel. Per phase (plain, then looping) the tok/s is
-the tokens of the steps between two log points inside the phase over their time as each program
-logs it; the record logs cumulative tok/s, golf the time since the last log point. The record's
-script stops being timed at its "peak memory" line (end of training) and is then stopped.
+One process after another on the same GPU, the same shards, seed, batch and step count (compile caches
+as each program keeps them: the warm-up before step 0 is not timed). The record's script is the
+unpacked `train_gpt.py` of PR #1533 (not in this repository); where FlashAttention-3 is not installed,
+its one attention call is served by a stand-in module that does what golf's `sdpa` backend does (cuDNN
+attention, KV heads expanded), so the two differ in everything but the attention kernel. Per phase
+(plain, then looping) the tok/s is the tokens of the steps between the first and last log points
+inside the phase over the training time between them, as each program clocks it (the record logs
+cumulative tok/s, golf its training milliseconds). The record's script stops being timed at its "peak
+memory" line (end of training) and is then stopped. An arm that fails is named and left out.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-FA3_STAND_IN = '''"""FlashAttention-3's flash_attn_func for a machine without it: SDPA as golf's sdpa backend runs it."""
+FA3_STAND_IN = '''"""FlashAttention-3's flash_attn_func where it is missing: SDPA as golf's sdpa backend runs it."""
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -59,18 +60,19 @@ def record_data_dir(data_dir: Path, where: Path, vocab: int) -> Path:
 
 
 def run_record(script: Path, data_dir: Path, args, work: Path, log_path: Path) -> dict:
-    shim = work / "shim"
-    shim.mkdir()
-    (shim / "flash_attn_interface.py").write_text(FA3_STAND_IN)
     env = dict(os.environ, PYTHONUNBUFFERED="1", DATA_DIR=str(record_data_dir(data_dir, work / "data", 8192)) + "/",
                ITERATIONS=str(args.steps), WARMUP_STEPS=str(args.warmup), TRAIN_LOG_EVERY=str(args.log_every),
                VAL_LOSS_EVERY="0", MAX_WALLCLOCK_SECONDS="0", SEED=str(args.seed), RUN_ID="side_by_side",
-               PYTHONPATH=os.pathsep.join([str(shim)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+               TRAIN_BATCH_TOKENS=str(args.batch_tokens))
     try:
-        import flash_attn_interface  # noqa: F401  (the real one: use it)
-        env["PYTHONPATH"] = env["PYTHONPATH"].split(os.pathsep, 1)[-1]
+        import flash_attn_interface  # noqa: F401  (the real one: the record runs as it was written)
         attention = "FlashAttention-3"
     except ImportError:
+        shim = work / "shim"
+        shim.mkdir()
+        (shim / "flash_attn_interface.py").write_text(FA3_STAND_IN)
+        others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([str(shim), *others])
         attention = "stand-in (cuDNN SDPA, KV heads expanded)"
     losses, cumulative, loop_at = {}, {}, None
     start = time.time()
@@ -89,9 +91,10 @@ def run_record(script: Path, data_dir: Path, args, work: Path, log_path: Path) -
             elif line.startswith("peak memory allocated"):
                 os.killpg(proc.pid, signal.SIGTERM)  # training is over: the evaluations are not measured here
                 break
-        proc.wait()
+        rc = proc.wait()
+    finished = any(line.startswith("peak memory allocated") for line in log_path.read_text().splitlines())
     return {"attention": attention, "losses": losses, "seconds_at": cumulative, "looping_at": loop_at,
-            "wall_s": time.time() - start}
+            "wall_s": time.time() - start, "ok": finished, "returncode": rc}
 
 
 def run_golf(name: str, sets: list[str], data_dir: Path, args, work: Path, log_path: Path) -> dict:
@@ -99,10 +102,10 @@ def run_golf(name: str, sets: list[str], data_dir: Path, args, work: Path, log_p
     cmd = [sys.executable, "-m", "golf", "train", "--params", str(REPO / args.params), "--run-dir", str(run_dir),
            "--set", f"iterations={args.steps}", f"warmup_steps={args.warmup}", f"train_log_every={args.log_every}",
            "val_loss_every=0", "max_wallclock_seconds=0", f"seed={args.seed}", f"data_dir={data_dir}",
-           f"tokenizer_path={data_dir / 'tokenizer.model'}", *sets]
+           f"tokenizer_path={data_dir / 'tokenizer.model'}", f"train_batch_tokens={args.batch_tokens}", *sets]
     start = time.time()
     with open(log_path, "w") as log:
-        subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+        rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     losses, seconds, loop_at = {}, {}, None
     metrics = run_dir / "metrics.jsonl"
     for row in map(json.loads, metrics.read_text().splitlines() if metrics.exists() else []):
@@ -113,18 +116,17 @@ def run_golf(name: str, sets: list[str], data_dir: Path, args, work: Path, log_p
     if summary.exists():
         loop_at = json.loads(summary.read_text()).get("looping_at_step")
     return {"attention": "golf (attention_backend auto)", "losses": losses, "seconds_at": seconds,
-            "looping_at": loop_at, "wall_s": time.time() - start, "sets": sets}
+            "looping_at": loop_at, "wall_s": time.time() - start, "sets": sets, "ok": rc == 0, "returncode": rc}
 
 
 def phase_rates(result: dict, batch_tokens: int) -> dict:
-    """tok/s of the plain and the looping phase: between the widest pair of log points inside each."""
+    """tok/s of the plain and the looping phase: between the first and last log points inside each (from
+    step 5: the first steps still settle; the looping phase from 2 steps after it began)."""
     at = {int(k): v for k, v in result["seconds_at"].items()}
     loop = result["looping_at"]
-    if not at or loop is None:
-        return {"plain": None, "looping": None}
     steps = sorted(at)
-    plain = [s for s in steps if 5 <= s <= loop]  # from step 5: the first steps still settle
-    looped = [s for s in steps if s >= loop + 2]
+    plain = [s for s in steps if s >= 5 and (loop is None or s <= loop)]
+    looped = [s for s in steps if loop is not None and s >= loop + 2]
     rate = lambda pts: (pts[-1] - pts[0]) * batch_tokens / (at[pts[-1]] - at[pts[0]]) if len(pts) >= 2 else None
     return {"plain": rate(plain), "looping": rate(looped), "plain_steps": plain[:1] + plain[-1:],
             "looping_steps": looped[:1] + looped[-1:]}
@@ -162,9 +164,13 @@ def main() -> None:
             results[arm] = res
             args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "arms": results},
                                            indent=1))
+            if not res["ok"]:
+                print(f"{arm}: FAILED (exit {res['returncode']}, {log_path}): left out of the tables", flush=True)
+                continue
             print(f"{arm}: plain {res['rates']['plain'] or 0:,.0f} tok/s, looping {res['rates']['looping'] or 0:,.0f}"
                   f" tok/s, looping from step {res['looping_at']}, {res['wall_s']:.0f} s", flush=True)
 
+    results = {arm: res for arm, res in results.items() if res["ok"]}
     base = results.get("record", {}).get("rates", {})
     print("\n| program | tok/s plain | tok/s looping | x record plain | x record looping |")
     print("|---|---|---|---|---|")

@@ -5,9 +5,9 @@ write for a run of that config scoring those stages, and its size at each step o
     python bench/submission_bytes.py params/demo.yaml:plain,sliding,ttt
 
 Columns: the specialized module's source (golf.specialize: golf's code as one module, specialized to the
-config and stages), minified (python-minifier), brotli-compressed, and the file (a three-line wrapper and
-the compressed code's bytes in a latin-1 string literal). Seconds: the whole, a cold disk cache (golf.submission's code cache
-is bypassed here).
+config and stages), minified (python-minifier), brotli-compressed, and the file (a coding line, a
+two-line decoder and the compressed code's bytes in a latin-1 string literal). Seconds: the whole, a
+cold disk cache (golf.submission's code cache is bypassed here).
 """
 from __future__ import annotations
 

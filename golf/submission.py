@@ -3,8 +3,8 @@
 The challenge counts code bytes + compressed model bytes against 16,000,000. golf's code is a
 package, so a submission's ``train_gpt.py`` is *generated*: golf.specialize makes golf's modules one
 module specialized to the run's config and stages (every config read a constant, what those decide
-folded away, what only a failed run reaches dropped), python-minifier shrinks it, and a two-line
-wrapper holds it compressed and runs the pipeline.
+folded away, what only a failed run reaches dropped), python-minifier shrinks it, and a coding line and a
+two-line decoder hold it compressed and run the pipeline.
 """
 from __future__ import annotations
 
@@ -182,8 +182,8 @@ def compress(code: str) -> bytes:
 
 
 def wrap(code: str) -> bytes:
-    """The bytes of the train_gpt.py that runs ``code``: a two-line decoder and the code, compressed (see
-    FLAT_WRAPPER)."""
+    """The bytes of the train_gpt.py that runs ``code``: a coding line, a two-line decoder and the code,
+    compressed (see FLAT_WRAPPER)."""
     return FLAT_WRAPPER.format(payload=_literal(compress(code))).encode("latin1")
 
 
@@ -231,23 +231,26 @@ def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = (), changes: dict | No
 
 
 def scored_changes(run_dir: Path, results: dict[str, dict]) -> dict:
-    """The keys ``golf evaluate --set`` changed for the results, so the exported file scores as they were
-    scored. Results scored with different values of a key cannot come from one file: refused."""
+    """The scoring keys (those golf evaluate reads, not how it runs) as the results were scored (golf
+    evaluate starts from the training config, then its --set), where they differ from the artifact's
+    config: the exported file then scores as they were scored. Results scored with different values of a
+    key cannot come from one file: refused."""
+    from golf.config_stages import RUNTIME_KEYS, stage_keys
+
     run = RunDir(run_dir)
     trained = run.config()
     made = run.config(QUANTIZE_CONFIG) or trained
     changes = {m: r.get("config_changes") or {} for m, r in results.items()}
     out = {}
-    for key in sorted(set().union(*changes.values()) if changes else ()):
+    for key in (k for k in stage_keys("evaluate") if k not in RUNTIME_KEYS):
         values = {m: c.get(key, trained.get(key)) for m, c in changes.items()}
         if len({json.dumps(v) for v in values.values()}) > 1:
             spelled = ", ".join(f"{eval_name(m)} {key}={v!r}" for m, v in values.items())
             raise GolfError(f"run folder {str(run_dir)!r}: its results were scored with different settings "
                             f"({spelled}); one train_gpt.py scores every stage with one config: evaluate them again "
                             "with the same settings (golf evaluate --force)")
-        value = next(iter(values.values()))
-        if value != made.get(key):
-            out[key] = value
+        if values and next(iter(values.values())) != made.get(key):
+            out[key] = next(iter(values.values()))
     return out
 
 

@@ -80,14 +80,14 @@ def test_exported_train_gpt_runs_the_pipeline_under_torchrun(tmp_path, demo_data
 
 @pytest.mark.parametrize("data", [bytes(range(256)) * 3, b'\x001\x007\x008"', b'""""""', b'\\', b'x\\"', b"\r\n\r",
                                   bytes(reversed(range(256)))])
-def test_the_payload_literal_reads_back_as_its_bytes(data):
+def test_the_payload_literal_reads_back_as_its_bytes(data, tmp_path):
     """Every byte value, NUL before an octal digit, runs of quotes, a backslash or quote last, CR: the
-    file's literal, read as Python reads a latin-1 file, is the payload again."""
-    import ast
-
+    file's literal, read by python from a file declared latin-1, is the payload again."""
     source = FLAT_WRAPPER.format(payload=_literal(data)).encode("latin1")
-    compile(source, "train_gpt.py", "exec")  # the file as a whole parses
-    text = source.decode("latin1")
-    literal = ast.literal_eval(text[text.index('"""'):text.rindex('"""') + 3])
-    assert literal.encode("latin1") == data
+    compile(source, "train_gpt.py", "exec")  # the wrapper as a whole parses
+    echo = tmp_path / "echo.py"  # the same literal in a file that writes its value out
+    echo.write_bytes(FLAT_WRAPPER.split("\n")[0].encode() + b"\nimport sys\nsys.stdout.buffer.write("
+                     + f'"""{_literal(data)}""".encode("latin1"))\n'.encode("latin1"))
+    out = subprocess.run([sys.executable, str(echo)], capture_output=True, timeout=60)
+    assert out.returncode == 0 and out.stdout == data, out.stderr
     assert len(source) - len(FLAT_WRAPPER.format(payload="")) < len(data) * 1.1 + 8
