@@ -26,8 +26,8 @@ RUN_FIGURES = [  # (file under plots/, caption)
     ("training.png", "Training loss by step and by wallclock, and validation BPB of the live weights; the dashed "
                      "line is the step where depth recurrence switched on."),
     ("schedule.png", "LR multiplier and Muon momentum, throughput per rank (one device each) and peak GPU memory."),
-    ("eval_bpb.png", "BPB of each stage that ran: after EMA (pre-quantization), quantized, sliding window, "
-                     "score-first TTT, per-document LoRA TTT, phased TTT."),
+    ("eval_bpb.png", "BPB of each stage that ran, one bar each: after EMA (pre-quantization), then the "
+                     "quantized artifact by each scoring mode evaluated."),
     ("quant_error.png", "Relative GPTQ reconstruction error of each quantized tensor."),
 ]
 
