@@ -215,9 +215,12 @@ def _log_device(dist, device) -> None:
 
 
 def _destroy() -> None:
+    """The end of a command that succeeded on every rank: the ranks meet, then the process group goes (a
+    gloo rank that tore it down while its peer was still finishing sometimes aborted at exit)."""
     import torch.distributed as tdist
 
     if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
         tdist.destroy_process_group()
 
 
