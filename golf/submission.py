@@ -230,11 +230,12 @@ def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = (), changes: dict | No
     return train_gpt_bytes(load_config(path, changes or None), modes or DEFAULT_MODES)
 
 
-def scored_changes(run_dir: Path, results: dict[str, dict]) -> dict:
+def scored_changes(run_dir: Path, results: dict[str, dict], mixed_tokens: bool = False) -> dict:
     """The scoring keys (those golf evaluate reads, not how it runs) as the results were scored (golf
     evaluate starts from the training config, then its --set), where they differ from the artifact's
     config: the exported file then scores as they were scored. Results scored with different values of a
-    key cannot come from one file: refused."""
+    key cannot come from one file: refused, except max_val_tokens where ``mixed_tokens`` allows it (the
+    headline's value ships)."""
     from golf.config_stages import RUNTIME_KEYS, stage_keys
 
     run = RunDir(run_dir)
@@ -242,8 +243,10 @@ def scored_changes(run_dir: Path, results: dict[str, dict]) -> dict:
     made = run.config(QUANTIZE_CONFIG) or trained
     changes = {m: r.get("config_changes") or {} for m, r in results.items()}
     out = {}
+    headline = next((m for m in reversed(EVAL_MODES) if m in results), None)
     for key in (k for k in stage_keys("evaluate") if k not in RUNTIME_KEYS):
-        values = {m: c.get(key, trained.get(key)) for m, c in changes.items()}
+        values = {m: c.get(key, trained.get(key)) for m, c in changes.items()
+                  if not (mixed_tokens and key == "max_val_tokens") or m == headline}
         if len({json.dumps(v) for v in values.values()}) > 1:
             spelled = ", ".join(f"{eval_name(m)} {key}={v!r}" for m, v in values.items())
             raise GolfError(f"run folder {str(run_dir)!r}: its results were scored with different settings "
@@ -340,7 +343,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         raise GolfError(f"{str(artifact)!r} does not fit: {QUANT_BUDGET} says fits: false (artifact "
                         f"{model_bytes:,} + code {budget.get('code_bytes', 0):,} against the limit of {limit:,}); "
                         "quantize smaller, or pass --allow-over-budget to export it anyway")
-    source = run_train_gpt(run_dir, tuple(results), scored_changes(run_dir, results))
+    source = run_train_gpt(run_dir, tuple(results), scored_changes(run_dir, results, allow_mixed_tokens))
     n_code = len(source)
     total = model_bytes + n_code
     if total > limit and not allow_over_budget:
