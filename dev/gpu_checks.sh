@@ -3,6 +3,9 @@
 #   sbs    bench/side_by_side.py: the record's script, golf train, golf train with the fast switches
 #   run    golf run --params params/record.yaml --seeds 42, a few steps, through the notebooks
 #   study  a 2-arm golf study through the notebooks (record, and a twin that quantizes with other clip sigmas)
+#   scoring  bench/eval_full.py: full-val sliding and score-first TTT seconds (a prefix, extrapolated), by
+#          default and with the fast switches at batch 256
+# STAGES picks them (default: all four, in that order), e.g. STAGES="study scoring".
 # After each, the results (no weights) are packed into /tmp/bg/gpu_checks.tgz.
 #
 #   bash dev/device_background.sh start 580 "bash dev/gpu_checks.sh" /tmp/bg/gpu_checks.tgz
@@ -27,7 +30,7 @@ stage() {
 data=(data_dir=data/real8192 tokenizer_path=data/real8192/tokenizer.model)
 short=(iterations=${STEPS:-20} warmup_steps=3 max_wallclock_seconds=0 val_loss_every=0 train_log_every=5
        gptq_calibration_batches=8 max_val_tokens=262144)
-for s in ${STAGES:-sbs run study}; do
+for s in ${STAGES:-sbs run study scoring}; do
   case $s in
     sbs) stage sbs python3 bench/side_by_side.py --record-script gpu_tree/rec/train_gpt.py --data-dir data/real8192 \
            --steps 40 --log-every 5 --logs "$R/sbs" --out "$R/side_by_side.json" ;;
@@ -36,6 +39,10 @@ for s in ${STAGES:-sbs run study}; do
     study) stage study python3 -m golf study --study gpu-study --seeds 42 --arms record=params/record.yaml \
              "clip10=params/record.yaml matrix_clip_sigmas=10" --set "${data[@]}" "${short[@]}"
            keep gpu-study ;;
+    scoring) stage scoring_default python3 bench/eval_full.py --skip-old --sliding-windows 65536 --ttt-chunks 8 \
+               --json "$R/eval_full_default.json"
+             stage scoring_fast python3 bench/eval_full.py --skip-old --sliding-windows 65536 --ttt-chunks 8 \
+               --batch-seqs 256 --set fused_mlp=true fused_qkv=true fused_ce=true --json "$R/eval_full_fast.json" ;;
   esac
   pack
 done
