@@ -9,6 +9,7 @@ from golf.specialize.attributes import drop_dead_attributes, drop_idle_method_ca
 from golf.specialize.bindings import (
     drop_dead_stores, drop_write_only, fold_constant_tables, propagate_constants, propagate_forward)
 from golf.specialize.effects import effect_free, _golf_method_names, pure
+from golf.specialize.embedded import embed, fill_embedded
 from golf.specialize.failures import drop_failure_paths
 from golf.specialize.flatten import Flattener
 from golf.specialize.fold import Fold
@@ -20,40 +21,6 @@ from golf.specialize.run_config import FoldConfig, _check_config_names, config_v
 from golf.specialize.scopes import Scopes
 from golf.specialize.stubs import apply_stubs, strip_annotations
 from golf.specialize.tree import SpecializeError, copy_tree, parent_map, _replace, walk
-
-
-EMBEDDED_LOADER = '''
-def golf_embedded_module(name):
-    import linecache, sys, types
-    source = GOLF_EMBEDDED_SOURCES[name]
-    module = types.ModuleType("golf." + name)
-    path = f"<golf.{name}>"
-    linecache.cache[path] = (len(source), None, source.splitlines(True), path)
-    sys.modules[module.__name__] = module
-    exec(compile(source, path, "exec"), module.__dict__)
-    return module
-'''
-
-
-def _embed(module: ast.Module, sources: dict[str, str]) -> None:
-    """A golf module held as a value becomes a real module again, made from its source at the import
-    (in linecache, so that Triton's jit finds the source of its kernels)."""
-    for node in walk(module):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__golf_embedded__":
-            node.func.id = "golf_embedded_module"
-    module.body += ast.parse(EMBEDDED_LOADER).body
-    module.body.append(ast.Assign([ast.Name("GOLF_EMBEDDED_SOURCES", ast.Store())],
-                                  ast.Dict([ast.Constant(k) for k in sources], [ast.Constant(v) for v in sources.values()])))
-
-
-def minify_embedded(source: str) -> str:
-    """An embedded module keeps its names and annotations (Triton reads ``tl.constexpr`` ones, and the
-    autotuner passes its block sizes by name): only docstrings and comments go."""
-    import python_minifier
-
-    return python_minifier.minify(source, remove_literal_statements=True, rename_globals=False, rename_locals=False,
-                                  hoist_literals=False, remove_annotations=False, remove_asserts=False,
-                                  remove_debug=False)
 
 
 def _stage_lookups(module: ast.Module, flattener: Flattener, modes) -> None:
@@ -217,7 +184,7 @@ def _specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> st
     module, embedded = flattener.flat()
     _stage_lookups(module, flattener, modes)
     if embedded:
-        _embed(module, {m: minify_embedded(ast.unparse(tree)) for m, tree in embedded.items()})
+        embed(module, embedded)
     _wait_for_training(module)
     tree_changed()
     prune(module, ENTRY)
@@ -228,4 +195,6 @@ def _specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> st
     header = "import os as _os, sys as _sys\n" if "_" in os_ + sys_ else ""  # the entry's call, specialized too
     module.body += ast.parse(f"{header}{sys_}.exit({ENTRY}({values!r}, {tuple(modes)!r}, {os_}.path.getsize(__file__)))").body
     simplify(module, config_values(cfg))
+    if embedded:  # (what the specialized code reads of an embedded module is known now)
+        fill_embedded(module, embedded)
     return ast.unparse(locate(module))
