@@ -288,8 +288,9 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     model.compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model.set_attention_backend(select_backend(attention_backend or cfg.attention_backend, device))
     usable = (cfg.fused_mlp or cfg.fused_ce) and device.type == "cuda" and load_kernels().triton is not None
-    for key in ("fused_mlp", "fused_ce"):
-        if getattr(cfg, key) and not usable:
+    # each key read by name, not getattr(cfg, key): golf.specialize folds such reads into constants
+    for key, wanted in (("fused_mlp", cfg.fused_mlp), ("fused_ce", cfg.fused_ce)):
+        if wanted and not usable:
             log.warning("%s needs CUDA and Triton; the unfused PyTorch path runs here (same math)", key)
     model.set_fused_kernels(mlp=cfg.fused_mlp and usable, ce=cfg.fused_ce and usable, qkv=cfg.fused_qkv)
     return model

@@ -29,6 +29,13 @@ def test_code_bytes_of_the_record_and_the_frontier():
         assert code_bytes(cfg, modes) < code_bound() / 10
 
 
+def test_every_fast_switch_exports_with_the_frontier():
+    """The fast switches together on the frontier (both Triton kernels, one qkv GEMM) still make a file
+    whose config is folded away (a config read the specializer cannot fold left the whole config in it)."""
+    cfg = load_config(REPO / "params/frontier.yaml", ["fused_mlp=true", "fused_qkv=true"])
+    assert code_bytes(cfg, ("plain", "sliding", "phased_ttt")) < 40_000
+
+
 def test_the_modules_left_out_follow_the_switches():
     cfg = load_config(REPO / "params/record.yaml")
     assert {"lora_ttt", "kernels", "notebooks", "study", "submission"} <= left_out(cfg)
