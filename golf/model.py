@@ -289,9 +289,10 @@ def build_model(cfg: Config, device: torch.device | str = "cpu", attention_backe
     model.set_attention_backend(select_backend(attention_backend or cfg.attention_backend, device))
     usable = (cfg.fused_mlp or cfg.fused_ce) and device.type == "cuda" and load_kernels().triton is not None
     # each key read by name, not getattr(cfg, key): golf.specialize folds such reads into constants
-    for key, wanted in (("fused_mlp", cfg.fused_mlp), ("fused_ce", cfg.fused_ce)):
-        if wanted and not usable:
-            log.warning("%s needs CUDA and Triton; the unfused PyTorch path runs here (same math)", key)
+    if cfg.fused_mlp and not usable:
+        log.warning("fused_mlp needs CUDA and Triton; the unfused PyTorch path runs here (same math)")
+    if cfg.fused_ce and not usable:
+        log.warning("fused_ce needs CUDA and Triton; the unfused PyTorch path runs here (same math)")
     model.set_fused_kernels(mlp=cfg.fused_mlp and usable, ce=cfg.fused_ce and usable, qkv=cfg.fused_qkv)
     return model
 

@@ -10,7 +10,8 @@ behaviour of a run that succeeds; what no kept code names is dropped. golf.submi
 The modules: ``driver`` (the whole pass and the loop of passes), ``flatten`` (one namespace), ``prune``
 (what the entry reaches), ``stubs`` (what a submission's run does not need), the passes (``run_config``,
 ``fold``, ``bindings``, ``attributes``, ``inline``, ``parameters``, ``failures``), and what they read:
-``tree`` (walking, copying), ``scopes``, ``analyses`` (kept while the tree does not change), ``effects``.
+``tree`` (walking, copying), ``scopes``, ``analyses`` (kept while the tree does not change), ``effects``;
+``embedded`` (a module kept as its own source, for Triton, pruned to what the code reaches).
 """
 from golf.specialize.driver import specialize
 from golf.specialize.tree import SpecializeError
