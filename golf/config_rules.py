@@ -156,12 +156,12 @@ def validate(cfg) -> None:
 
 
 def validate_for_world(cfg, world_size: int) -> None:
-    """The rules that depend on the number of processes too; run it before creating any folder.
+    """The rules that depend on the number of processes (``cfg`` itself was validated as it was loaded);
+    run it before creating any folder.
 
     ``grad_accum_total`` is the global number of micro-batches: each of the ``world_size`` ranks
     runs ``grad_accum_total / world_size`` of them (spec §1.5), so it must divide evenly.
     """
-    validate(cfg)
     if world_size < 1:
         raise ConfigError(f"world size must be at least 1, got {world_size}")
     if cfg.grad_accum_total % world_size:

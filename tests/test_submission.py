@@ -82,6 +82,22 @@ def test_quantize_counts_the_code_exactly_only_where_it_could_change_what_fits(t
     assert count(1_000, limit) == exact  # kept: exact at no cost
 
 
+def test_exported_train_gpt_refuses_a_world_its_batch_does_not_split_over(tmp_path, demo_data):
+    """grad_accum_total 1 on 2 ranks: one line naming the key, before any work (it was a ZeroDivisionError
+    in the training loader)."""
+    cfg = load_config(tiny_params(tmp_path, demo_data, grad_accum_total=1))
+    folder = tmp_path / "record"
+    folder.mkdir()
+    (folder / "train_gpt.py").write_bytes(train_gpt_bytes(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train_gpt.py"], capture_output=True, text=True, cwd=folder, env=env, timeout=300)
+    assert out.returncode != 0
+    assert "golf: error: params key 'grad_accum_total' (1) must be a multiple of the world size (2" in out.stderr
+    assert "ZeroDivisionError" not in out.stderr and not (folder / "outputs").exists()
+
+
 def test_exported_train_gpt_runs_the_pipeline_under_torchrun(tmp_path, demo_data):
     """From an empty folder, as the challenge runs a record: 2 gloo ranks train, quantize and score
     plain, sliding and TTT; the data path is the embedded one; the unpacked code leaves TMPDIR."""

@@ -14,7 +14,9 @@ from golf.specialize.tree import COMPREHENSIONS, children, walk
 # Functions whose except clauses hand the exception on, to be raised where a run goes on (the prefetch
 # thread's to the training loop, rank 0's run-folder error to every rank): they end a run as failed too.
 FORWARDING_HANDLERS = {"_work", "_shared_run_dir"}
-# The run's checks before any work (golf.commands._preflight): their GolfErrors stay in the submission.
+# The run's checks before any work (golf.commands._preflight): their GolfErrors and ConfigErrors (a
+# setting the world size does not allow) stay in the submission.
+USER_ERRORS = {"GolfError", "ConfigError"}
 PREFLIGHT = ("_preflight", "validate_for_world", "check_data_binding", "check_val_length", "check_model_fits",
              "check_backend_available")
 NOT_FAILURES = {"StopIteration", "StopAsyncIteration", "GeneratorExit", "KeyboardInterrupt", "SystemExit"}
@@ -165,7 +167,7 @@ def drop_failure_paths(module: ast.Module, entry: str = ENTRY, free: frozenset =
         raised = _raised_class(raise_node)
         if raised in NOT_FAILURES:
             return False
-        if raised is not None and "GolfError" in excs.ancestry(raised)[0] and checks.intersection(fn_names):
+        if raised is not None and USER_ERRORS & excs.ancestry(raised)[0] and checks.intersection(fn_names):
             return False  # the checks before any work: a user's mistake is one line, never a traceback
         if raise_node.exc is not None and raised is None and isinstance(raise_node.exc, ast.Call):
             return False  # raise <expression>(...): unknown
