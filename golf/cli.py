@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_params(sp, required=True):
         sp.add_argument("--params", required=required, metavar="FILE", help="params YAML file (see params/)")
-        sp.add_argument("--set", nargs="*", metavar="KEY=VALUE",
-                        help="override params keys (golf config lists them); an unknown key is an error")
+        sp.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                        help="override params keys (golf config lists them); an unknown key is an error; "
+                             "may be repeated")
 
     data = sub.add_parser("data", help="prepare, download or check token shards")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "  golf quantize --run-dir outputs/default/run-001\n"
                  "  golf quantize --run-dir outputs/default/run-001 --force --set matrix_clip_sigmas=12")
     q.add_argument("--run-dir", required=True, metavar="DIR", help=f"a trained run folder (holding {MODEL})")
-    q.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override quantization keys of the run's config")
+    q.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                   help="override quantization keys of the run's config; may be repeated")
     q.add_argument("--force", action="store_true", help="replace an existing artifact")
     q.set_defaults(func=cmd_quantize)
 
@@ -177,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "training), lora_ttt (per-document LoRA TTT) or phased_ttt (LoRA TTT with global SGD phases)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
                     help=f"the quantized artifact (default) or the raw {MODEL}")
-    ev.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override evaluation keys of the run's config")
+    ev.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
+                    help="override evaluation keys of the run's config; may be repeated")
     ev.add_argument("--force", action="store_true", help=f"replace an existing {eval_name('<mode>')}")
     ev.add_argument("--allow-other-tokenizer", action="store_true",
                     help="evaluate with a tokenizer other than the training one (the result records it)")

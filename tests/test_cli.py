@@ -89,3 +89,12 @@ def test_config_into_a_closed_pipe_says_nothing():
     out = subprocess.run(f"{sys.executable} -m golf config | head -2", shell=True, capture_output=True, text=True,
                          cwd=REPO, timeout=120)
     assert len(out.stdout.splitlines()) == 2 and out.stderr == ""
+
+
+def test_repeated_set_flags_all_apply(capsys):
+    """``--set a=1 --set b=2`` is both overrides (argparse kept only the last flag's, silently)."""
+    import yaml
+
+    assert golf_main(["config", "--params", "params/demo.yaml", "--set", "iterations=20", "--set", "seed=7"]) == 0
+    tree = yaml.safe_load(capsys.readouterr().out)
+    assert tree["train"]["iterations"] == 20 and tree["train"]["seed"] == 7
