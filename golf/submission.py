@@ -371,7 +371,9 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                                      **({"tokenizer_differs_from_training": True}
                                         if r.get("tokenizer_differs_from_training") else {})}
                                  for m, r in results.items()},
-            "quant_budget": budget,
+            # quantize's budget, its code count made exact (quantize may have used the bound)
+            "quant_budget": {**budget, "code_bytes": n_code, "code_bytes_exact": True, "total": total,
+                             "headroom": limit - total, "fits": total <= limit} if budget else budget,
         }
         atomic_write_text(out_dir / "submission.json", json.dumps(submission, indent=2) + "\n")
         lines = [f"# golf record from run `{run_dir.name}`", "",

@@ -300,6 +300,10 @@ def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tm
     sub = json.loads((out / "submission.json").read_text())
     new_eval = json.loads((run / "eval_plain.json").read_text())
     assert sub["val_bpb"] == new_eval["val_bpb"] and sub["bytes_model"] == (run / "final_model.int6.ptz").stat().st_size
+    budget = sub["quant_budget"]  # quantize's, its code count the file's (quantize may have used the bound)
+    assert (budget["code_bytes"], budget["total"]) == (sub["bytes_code"], sub["bytes_total"])
+    assert budget["code_bytes_exact"] is True
+    assert sub["bytes_code"] == (out / "train_gpt.py").stat().st_size
     assert (out / "quantize_config.yaml").is_file()
 
 
