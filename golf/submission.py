@@ -249,9 +249,12 @@ def scored_changes(run_dir: Path, results: dict[str, dict], mixed_tokens: bool =
                   if not (mixed_tokens and key == "max_val_tokens") or m == headline}
         if len({json.dumps(v) for v in values.values()}) > 1:
             spelled = ", ".join(f"{eval_name(m)} {key}={v!r}" for m, v in values.items())
+            wanted = values.get(headline, next(iter(values.values())))
+            redo = "; ".join(f"golf evaluate --run-dir {run_dir} --mode {m} --force --set {key}={wanted}"
+                             for m, v in values.items() if v != wanted)
             raise GolfError(f"run folder {str(run_dir)!r}: its results were scored with different settings "
-                            f"({spelled}); one train_gpt.py scores every stage with one config: evaluate them again "
-                            "with the same settings (golf evaluate --force)")
+                            f"({spelled}); one train_gpt.py scores every stage with one config: score them alike, "
+                            f"e.g. as the headline ({eval_name(headline)}): {redo}")
         if values and next(iter(values.values())) != made.get(key):
             out[key] = next(iter(values.values()))
     return out

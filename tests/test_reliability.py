@@ -320,6 +320,7 @@ def test_export_scores_as_the_results_were_scored(tmp_path, trained_run, capsys)
     assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
     line = one_error_line(capsys)
     assert "eval_stride=8" in line and "eval_plain.json eval_stride=" in line and not out.exists()
+    assert f"golf evaluate --run-dir {run} --mode plain --force --set eval_stride=8" in line  # what to run
 
     # how a stage ran (here its attention backend) is no scoring setting: it neither ships nor is refused
     assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force", "--set", "eval_stride=8",
