@@ -304,6 +304,9 @@ def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tm
     assert (budget["code_bytes"], budget["total"]) == (sub["bytes_code"], sub["bytes_total"])
     assert budget["code_bytes_exact"] is True
     assert sub["bytes_code"] == (out / "train_gpt.py").stat().st_size
+    # one micro-batch a step splits over one rank only: the README's command is for a world it allows
+    assert yaml.safe_load((run / "config.yaml").read_text())["grad_accum_total"] == 1
+    assert "--nproc_per_node=1 train_gpt.py" in (out / "README.md").read_text()
     assert (out / "quantize_config.yaml").is_file()
 
 
