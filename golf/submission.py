@@ -230,6 +230,11 @@ def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = (), changes: dict | No
     return train_gpt_bytes(load_config(path, changes or None), modes or DEFAULT_MODES)
 
 
+def _headline(results: dict[str, dict]) -> str | None:
+    """The stage the submission is scored by: the last of EVAL_MODES that has a result."""
+    return next((m for m in reversed(EVAL_MODES) if m in results), None)
+
+
 def scored_changes(run_dir: Path, results: dict[str, dict], mixed_tokens: bool = False) -> dict:
     """The scoring keys (those golf evaluate reads, not how it runs) as the results were scored (golf
     evaluate starts from the training config, then its --set), where they differ from the artifact's
@@ -243,20 +248,22 @@ def scored_changes(run_dir: Path, results: dict[str, dict], mixed_tokens: bool =
     made = run.config(QUANTIZE_CONFIG) or trained
     changes = {m: r.get("config_changes") or {} for m, r in results.items()}
     out = {}
-    headline = next((m for m in reversed(EVAL_MODES) if m in results), None)
+    headline = _headline(results)
     for key in (k for k in stage_keys("evaluate") if k not in RUNTIME_KEYS):
         values = {m: c.get(key, trained.get(key)) for m, c in changes.items()
                   if not (mixed_tokens and key == "max_val_tokens") or m == headline}
+        if not values:
+            continue
+        value = values.get(headline, next(iter(values.values())))
         if len({json.dumps(v) for v in values.values()}) > 1:
             spelled = ", ".join(f"{eval_name(m)} {key}={v!r}" for m, v in values.items())
-            wanted = values.get(headline, next(iter(values.values())))
-            redo = "; ".join(f"golf evaluate --run-dir {run_dir} --mode {m} --force --set {key}={wanted}"
-                             for m, v in values.items() if v != wanted)
+            redo = "; ".join(f"golf evaluate --run-dir {run_dir} --mode {m} --force --set {key}={value}"
+                             for m, v in values.items() if v != value)
             raise GolfError(f"run folder {str(run_dir)!r}: its results were scored with different settings "
                             f"({spelled}); one train_gpt.py scores every stage with one config: score them alike, "
                             f"e.g. as the headline ({eval_name(headline)}): {redo}")
-        if values and next(iter(values.values())) != made.get(key):
-            out[key] = next(iter(values.values()))
+        if value != made.get(key):
+            out[key] = value
     return out
 
 
@@ -282,7 +289,7 @@ def _check_headline(results: dict, run_dir: Path, allow_mixed_tokens: bool) -> N
     counts = {m: r.get("n_tokens") for m, r in results.items() if isinstance(r.get("n_tokens"), int)}
     if not counts or allow_mixed_tokens:
         return
-    head = next(m for m in reversed(EVAL_MODES) if m in results)
+    head = _headline(results)
     most = max(counts, key=counts.get)
     if head in counts and counts[head] < counts[most]:
         raise GolfError(f"{str(RunDir(run_dir).eval_result(head))!r}, the headline, scored {counts[head]:,} val "
@@ -361,7 +368,7 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         os.umask(mask)
         os.chmod(out_dir, 0o777 & ~mask)
         atomic_write_bytes(out_dir / "train_gpt.py", source)
-        headline = next((results[m] for m in reversed(EVAL_MODES) if m in results), {})  # the last stage reached
+        headline = results.get(_headline(results), {})  # the last stage reached
         submission = {
             "val_bpb": headline.get("val_bpb"),
             "val_loss": headline.get("val_loss"),
