@@ -88,11 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"golf {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def add_set(sp, help_):  # repeated flags add up (argparse's default keeps the last one's only)
+        sp.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help=f"{help_}; may be repeated")
+
     def add_params(sp, required=True):
         sp.add_argument("--params", required=required, metavar="FILE", help="params YAML file (see params/)")
-        sp.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                        help="override params keys (golf config lists them); an unknown key is an error; "
-                             "may be repeated")
+        add_set(sp, "override params keys (golf config lists them); an unknown key is an error")
 
     data = sub.add_parser("data", help="prepare, download or check token shards")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -163,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "  golf quantize --run-dir outputs/default/run-001\n"
                  "  golf quantize --run-dir outputs/default/run-001 --force --set matrix_clip_sigmas=12")
     q.add_argument("--run-dir", required=True, metavar="DIR", help=f"a trained run folder (holding {MODEL})")
-    q.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                   help="override quantization keys of the run's config; may be repeated")
+    add_set(q, "override quantization keys of the run's config")
     q.add_argument("--force", action="store_true", help="replace an existing artifact")
     q.set_defaults(func=cmd_quantize)
 
@@ -179,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "training), lora_ttt (per-document LoRA TTT) or phased_ttt (LoRA TTT with global SGD phases)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
                     help=f"the quantized artifact (default) or the raw {MODEL}")
-    ev.add_argument("--set", nargs="*", action="extend", metavar="KEY=VALUE",
-                    help="override evaluation keys of the run's config; may be repeated")
+    add_set(ev, "override evaluation keys of the run's config")
     ev.add_argument("--force", action="store_true", help=f"replace an existing {eval_name('<mode>')}")
     ev.add_argument("--allow-other-tokenizer", action="store_true",
                     help="evaluate with a tokenizer other than the training one (the result records it)")
@@ -214,8 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="each arm: a name, its params file and its own overrides; the first is the baseline")
     st.add_argument("--seeds", nargs="+", type=int, required=True, help="one run per arm and seed")
     st.add_argument("--study", required=True, help="study folder name under OUTPUTS")
-    st.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
-                    help="overrides for every arm (an arm's own come after)")
+    add_set(st, "overrides for every arm (an arm's own come after)")
     st.add_argument("--modes", nargs="+", default=["ttt"], help="evaluation modes (the first is compared)")
     st.add_argument("--outputs", default="outputs", metavar="DIR", help="outputs root (default outputs/)")
     st.add_argument("--kernel", default=None, help="Jupyter kernel (default: golf if installed, else python3)")
