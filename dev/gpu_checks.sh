@@ -2,7 +2,8 @@
 # The checks made on one lent GPU, in order, as one background job (dev/device_background.sh):
 #   sbs    bench/side_by_side.py: the record's script, golf train, golf train with the fast switches
 #   run    golf run --params params/record.yaml --seeds 42, a few steps, through the notebooks
-#   study  a 2-arm golf study through the notebooks (record, and a twin that quantizes with other clip sigmas)
+#   study  a 2-arm golf study through the notebooks (record, and a twin that quantizes with other clip sigmas),
+#          scoring TTT and plain (the run stage scores sliding too)
 #   scoring  bench/eval_full.py: full-val sliding and score-first TTT seconds (a prefix, extrapolated), with
 #          the fast switches at batch 256, then by default
 # STAGES picks them (default: all four, in that order), e.g. STAGES="study scoring".
@@ -37,7 +38,7 @@ for s in ${STAGES:-sbs run study scoring}; do
     run) stage run python3 -m golf run --params params/record.yaml --seeds 42 --study gpu-run --set "${data[@]}" "${short[@]}"
          keep gpu-run ;;
     study) stage study python3 -m golf study --study gpu-study --seeds 42 --arms record=params/record.yaml \
-             "clip10=params/record.yaml matrix_clip_sigmas=10" --set "${data[@]}" "${short[@]}"
+             "clip10=params/record.yaml matrix_clip_sigmas=10" --modes ttt plain --set "${data[@]}" "${short[@]}"
            keep gpu-study ;;
     scoring) stage scoring_fast python3 bench/eval_full.py --skip-old --sliding-windows 65536 --ttt-chunks 8 \
                --batch-seqs 256 --set fused_mlp=true fused_qkv=true fused_ce=true --json "$R/eval_full_fast.json"
