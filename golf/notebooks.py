@@ -194,6 +194,11 @@ def default_kernel() -> str:
         return "python3"
 
 
+# The kernel runs on this machine, reached over loopback TCP; ipykernel 7 warns of that on every start,
+# a line per notebook in the console that would hide golf's own lines.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
 def execute_notebook(name: str, out_path: Path, parameters: dict, kernel: str | None = None) -> Path:
     """Execute ``notebooks/NAME.ipynb`` into ``out_path``; a failing cell is one GolfError line."""
     import papermill as pm
@@ -204,7 +209,8 @@ def execute_notebook(name: str, out_path: Path, parameters: dict, kernel: str | 
     logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
         pm.execute_notebook(str(src), str(out_path), parameters=parameters, cwd=str(project_root()),
-                            kernel_name=kernel or default_kernel(), progress_bar=False, log_output=False)
+                            kernel_name=kernel or default_kernel(), progress_bar=False, log_output=False,
+                            extra_arguments=KERNEL_ARGUMENTS)
     except pm.PapermillExecutionError as exc:
         raise GolfError(f"{name} notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}"
                         f" (executed notebook: {out_path})") from None
@@ -293,7 +299,7 @@ def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], n
     ttt_eval notebook's, None for its own); with ``console``, the stage and its progress on one updating
     line there."""
     for name in RUN_NOTEBOOKS:
-        log.info("seed %d: %s notebook (%s)", seed, name, RunDir(run_dir).console)
+        log.info("seed %d%s: %s notebook (%s)", seed, label, name, RunDir(run_dir).console)
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
         if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))

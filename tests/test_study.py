@@ -45,11 +45,17 @@ def check_finished(out, notebooks=True):
 
 
 @pytest.mark.slow
-def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, demo_data, capsys):
+def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, demo_data, capfd):
+    capsys = capfd  # file descriptor 2 as well: the kernels write there
     params = tiny_params(tmp_path, demo_data, **TINY)
     kill(tmp_path / "out" / "s" / "base" / "seed2")  # an earlier call was killed there
     before = sorted(p.name for p in (tmp_path / "out" / "s" / "base" / "seed2").iterdir())
     assert study(tmp_path, params) == 0
+    console = capsys.readouterr().err
+    assert "IPKernelApp" not in console  # no kernel's start-up warning among golf's lines
+    for arm, notebooks in (("base (1 of 4)", "train quantize ttt_eval"), ("q1 (2 of 4)", "quantize ttt_eval")):
+        assert [line.split(": ")[-1].split()[0] for line in console.splitlines()
+                if f"seed 1 · {arm}:" in line] == notebooks.split()
     s = check_finished(tmp_path / "out")
     killed = s / "base" / "seed2"
     assert sorted(p.name for p in killed.iterdir()) == before  # kept as it was; the seed ran in seed2-2
