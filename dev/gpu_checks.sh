@@ -38,7 +38,7 @@ for s in ${STAGES:-sbs run study scoring}; do
     run) stage run python3 -m golf run --params params/record.yaml --seeds 42 --study gpu-run --set "${data[@]}" "${short[@]}"
          keep gpu-run ;;
     study) stage study python3 -m golf study --study gpu-study --seeds 42 --arms record=params/record.yaml \
-             "clip10=params/record.yaml matrix_clip_sigmas=10" --modes ttt plain --set "${data[@]}" "${short[@]}"
+             "clip10=params/record.yaml matrix_clip_sigmas=10" --modes ttt plain --set "${data[@]}" "${short[@]}" max_val_tokens=131072
            keep gpu-study ;;
     scoring) stage scoring_fast python3 bench/eval_full.py --skip-old --sliding-windows 65536 --ttt-chunks 8 \
                --batch-seqs 256 --set fused_mlp=true fused_qkv=true fused_ce=true --json "$R/eval_full_fast.json"
