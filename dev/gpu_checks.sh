@@ -6,7 +6,8 @@
 #          scoring TTT and plain (the run stage scores sliding too)
 #   scoring  bench/eval_full.py: full-val sliding and score-first TTT seconds (a prefix, extrapolated), with
 #          the fast switches at batch 256, then by default
-# STAGES picks them (default: all four, in that order), e.g. STAGES="study scoring".
+# STAGES picks them (default: all four, in that order), e.g. STAGES="study scoring"; STUDY_SET adds the
+# study's own overrides (e.g. STUDY_SET=compile=off: no compiling, when little device time is left).
 # After each, the results (no weights) are packed into /tmp/bg/gpu_checks.tgz.
 #
 #   bash dev/device_background.sh start 580 "bash dev/gpu_checks.sh" /tmp/bg/gpu_checks.tgz
@@ -38,7 +39,7 @@ for s in ${STAGES:-sbs run study scoring}; do
     run) stage run python3 -m golf run --params params/record.yaml --seeds 42 --study gpu-run --set "${data[@]}" "${short[@]}"
          keep gpu-run ;;
     study) stage study python3 -m golf study --study gpu-study --seeds 42 --arms record=params/record.yaml \
-             "clip10=params/record.yaml matrix_clip_sigmas=10" --modes ttt plain --set "${data[@]}" "${short[@]}" max_val_tokens=131072
+             "clip10=params/record.yaml matrix_clip_sigmas=10" --modes ttt plain --set "${data[@]}" "${short[@]}" max_val_tokens=131072 ${STUDY_SET:-}
            keep gpu-study ;;
     scoring) stage scoring_fast python3 bench/eval_full.py --skip-old --sliding-windows 65536 --ttt-chunks 8 \
                --batch-seqs 256 --set fused_mlp=true fused_qkv=true fused_ce=true --json "$R/eval_full_fast.json"
