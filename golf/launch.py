@@ -78,8 +78,35 @@ class _Progress:
 
 
 # torchrun, made to die with its parent first (its ranks, golf processes, die with torchrun)
-_TORCHRUN = ("from golf.runtime import die_with_parent; die_with_parent(); "
-             "from torch.distributed.run import main; main()")
+_TORCHRUN = "from golf.launch import torchrun_main; torchrun_main()"
+
+
+def torchrun_main() -> None:
+    """torchrun for golf's steps. A rank that fails has said why in its own error line; torchrun's
+    traceback, failure table and notices would bury it (and its ``ChildFailedError`` line would be
+    taken for the error), so they stay out: it exits with the first failed rank's code, naming the
+    rank only when a signal ended it (a kill leaves no line of its own)."""
+    import logging
+    import signal
+
+    from golf.runtime import die_with_parent
+
+    die_with_parent()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its notice
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(sys.argv[1:]))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            print(f"golf: error: rank {rank} was ended by {name}", file=sys.stderr, flush=True)
+        sys.exit(code if code > 0 else 1)
 
 
 def golf_command(args: list[str], nproc: int = 1) -> list[str]:

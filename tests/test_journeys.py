@@ -177,6 +177,28 @@ def test_a_failing_child_is_reported_by_its_last_error_line(tmp_path, monkeypatc
     assert line in str(err.value) and "see its output" not in str(err.value)
 
 
+@pytest.mark.parametrize("rank_code, line", [
+    ("print('golf: error: shard 3 is short'); sys.exit(1)", "golf: error: shard 3 is short"),
+    ("os.kill(os.getpid(), signal.SIGKILL)", "golf: error: rank 1 was ended by SIGKILL"),
+])
+def test_torchrun_s_own_traceback_does_not_bury_a_rank_s_error(tmp_path, monkeypatch, rank_code, line):
+    """Under torchrun (nproc > 1) the failed rank's line is the error, and the console holds no traceback."""
+    import golf.launch as launch
+    from golf.runtime import GolfError
+
+    script = tmp_path / "rank.py"
+    script.write_text("import os, signal, sys, time\n"
+                      f"if os.environ['RANK'] == '1':\n    {rank_code}\n"
+                      "time.sleep(60)\n")  # rank 0 is stopped by torchrun once rank 1 fails
+    monkeypatch.setattr(launch, "golf_command", lambda args, nproc=1: [
+        sys.executable, "-c", launch._TORCHRUN, "--standalone", "--nproc_per_node=2", str(script)])
+    with pytest.raises(GolfError) as err:
+        launch.launch_golf(["train"], log_path=tmp_path / "console.log", echo=False)
+    assert line in str(err.value)
+    console = (tmp_path / "console.log").read_text()
+    assert "Traceback" not in console and "ChildFailedError" not in console and "OMP_NUM_THREADS" not in console
+
+
 # --- data prepare's staging -----------------------------------------------------------------------
 
 def test_prepare_removes_the_half_built_dataset_of_a_killed_prepare(tmp_path, capsys):
