@@ -194,9 +194,10 @@ def default_kernel() -> str:
         return "python3"
 
 
-# The kernel runs on this machine, reached over loopback TCP; ipykernel 7 warns of that on every start,
-# a line per notebook in the console that would hide golf's own lines.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel's own log stays out of the console: ipykernel 7 warns on every start that it is reached
+# over loopback TCP, and a kernel stopped by an interrupt logs a ZMQ traceback. A cell's error still
+# reaches golf through papermill (one GolfError line).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def execute_notebook(name: str, out_path: Path, parameters: dict, kernel: str | None = None) -> Path:
