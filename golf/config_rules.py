@@ -29,6 +29,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _number(v) -> str:
+    """A bound as a user would type it: whole numbers in full (a seed's 2**64 - 1), others short."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 @dataclass(frozen=True)
 class Range:
     """The values a numeric key may take: ``lo``..``hi``, each end closed unless marked open."""
@@ -45,8 +50,8 @@ class Range:
         return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
 
     def __str__(self) -> str:
-        lo = "(-inf" if self.lo is None else ("(" if self.lo_open else "[") + f"{self.lo:g}"
-        hi = "inf)" if self.hi is None else f"{self.hi:g}" + (")" if self.hi_open else "]")
+        lo = "(-inf" if self.lo is None else ("(" if self.lo_open else "[") + _number(self.lo)
+        hi = "inf)" if self.hi is None else _number(self.hi) + (")" if self.hi_open else "]")
         return f"{lo}, {hi}"
 
 

@@ -277,7 +277,9 @@ def test_a_val_text_too_short_is_refused_before_the_run_folder(tmp_path, demo_da
 def test_golf_run_refuses_a_negative_seed_before_the_study_folder(tmp_path, demo_data, capsys):
     params = tiny_params(tmp_path, demo_data, iterations=1)
     assert golf_main(["run", "--params", str(params), "--seeds", "1", "-1", "--outputs", str(tmp_path / "o")]) == 1
-    assert "--seeds: -1 is not a seed" in one_error_line(capsys) and not (tmp_path / "o").exists()
+    line = one_error_line(capsys)  # the bound in full, as a user would type it (not 1.84467e+19)
+    assert "--seeds: -1 is not a seed; expected whole numbers in [0, 18446744073709551615]" in line
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("over", [["model_dim=100000000"], ["num_layers=100000000"]])
