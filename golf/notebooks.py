@@ -213,7 +213,8 @@ def execute_notebook(name: str, out_path: Path, parameters: dict, kernel: str | 
                             kernel_name=kernel or default_kernel(), progress_bar=False, log_output=False,
                             extra_arguments=KERNEL_ARGUMENTS)
     except pm.PapermillExecutionError as exc:
-        raise GolfError(f"{name} notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}"
+        kind = "" if exc.ename == "GolfError" else f"{exc.ename}: "  # golf's own message needs no class name
+        raise GolfError(f"{name} notebook failed: {kind}{exc.evalue.splitlines()[0] if exc.evalue else ''}"
                         f" (executed notebook: {out_path})") from None
     except Exception as exc:  # noqa: BLE001 - a kernel that died or never started: one line, the study goes on
         raise GolfError(f"{name} notebook could not run: {type(exc).__name__}: {exc}") from None

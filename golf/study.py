@@ -48,6 +48,7 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
         failures = [f"seed {r['seed']} failed: {r['error']}" for r in results if r["status"] == "failed"]
         run_dirs = [Path(r["run"]) for r in results if r["status"] in ("kept", "done")]
         atomic_write_json(st.folder / STUDY_PLAN, {**st.plan, "seeds": st.seeds, "failures": failures})
+        failures = failed_runs(results)
         if run_dirs:
             try:
                 execute_notebook("seed_analysis", st.folder / "seed_analysis.ipynb",
@@ -55,6 +56,16 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
             except GolfError as exc:
                 failures.append(f"seed analysis failed: {exc}")
         return render_study_index(st.folder), failures
+
+
+def failed_runs(results: list[dict]) -> list[str]:
+    """The one closing line for the runs that failed (none: []). Each failure's reason was said once
+    already, in its run's FAILED line (``golf.study_plan.say``), and is not repeated here."""
+    failed = [f"{r['arm']} seed {r['seed']}" for r in results if r["status"] == "failed"]
+    if not failed:
+        return []
+    return [f"{len(failed)} of {len(results)} runs failed ({', '.join(failed)}): the reason of each is in its "
+            "FAILED line above; the same command starts each again in a fresh folder"]
 
 
 def run_arms(st: Study, executor_for, archive: Path | None = None, restore: Path | None = None,
@@ -72,7 +83,7 @@ def run_arms(st: Study, executor_for, archive: Path | None = None, restore: Path
     log.info("study %s: %d arms x %d seeds on %s", st.folder, len(st.arms), len(st.seeds), executor.describe())
     pack = (lambda: archive_study(archive, st.folder, st.modes)) if archive else None
     results = st.run(executor, configs, stop_taking_after, after_each=pack)
-    failures = [f"{r['arm']} seed {r['seed']} failed: {r['error']}" for r in results if r["status"] == "failed"]
+    failures = failed_runs(results)
     ready = [a.name for a in st.arms if any(finished(d, st.modes, st.notebooks)
                                             for s in st.seeds for d in seed_dirs(st.arm_dir(a), s))]
     page = None

@@ -199,6 +199,19 @@ def test_torchrun_s_own_traceback_does_not_bury_a_rank_s_error(tmp_path, monkeyp
     assert "Traceback" not in console and "ChildFailedError" not in console and "OMP_NUM_THREADS" not in console
 
 
+def test_a_failed_seed_s_reason_is_said_once_and_the_closing_line_names_the_seed(tmp_path, demo_data, capfd):
+    """golf run: the run's FAILED line says why (golf's own words, no class name); the closing error line
+    names the failed seed without repeating the reason."""
+    params = tiny_params(tmp_path, demo_data, iterations=6, val_loss_every=3, matrix_lr=1e9, scalar_lr=1e9,
+                         tied_embed_lr=1e9)
+    assert golf_main(["run", "--params", str(params), "--seeds", "1", "--outputs", str(tmp_path / "o")]) == 1
+    err = capfd.readouterr().err.splitlines()
+    failed = [line for line in err if " FAILED: " in line]
+    assert len(failed) == 1 and "training diverged" in failed[0] and "GolfError" not in failed[0]
+    assert err[-1].startswith("golf: error: 1 of 1 runs failed (params seed 1): the reason of each is in its FAILED")
+    assert "diverged" not in err[-1]
+
+
 # --- data prepare's staging -----------------------------------------------------------------------
 
 def test_prepare_removes_the_half_built_dataset_of_a_killed_prepare(tmp_path, capsys):
