@@ -295,13 +295,18 @@ class _SeedStatus:
         self.console.flush()
 
 
+def log_notebook(seed: int, label: str, name: str, run_dir: Path) -> None:
+    """The study's line as a run's notebook starts: seed, arm and place (``label``), where its console goes."""
+    log.info("seed %d%s: %s notebook (%s)", seed, label, name, RunDir(run_dir).console)
+
+
 def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], nproc: int = 1,
              kernel: str | None = None, console=None, label: str = "", modes: list[str] | None = None) -> Path:
     """Train, quantize and evaluate one seed through the notebooks into ``run_dir`` (``modes``: the
     ttt_eval notebook's, None for its own); with ``console``, the stage and its progress on one updating
     line there."""
     for name in RUN_NOTEBOOKS:
-        log.info("seed %d%s: %s notebook (%s)", seed, label, name, RunDir(run_dir).console)
+        log_notebook(seed, label, name, run_dir)
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
         if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))

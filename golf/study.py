@@ -45,9 +45,9 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     log.info("study folder %s", st.folder)
     with _kernels_quiet(st.folder / "kernels.log") as console:
         results = st.run(LocalExecutor(console=console), configs)
-        failures = [f"seed {r['seed']} failed: {r['error']}" for r in results if r["status"] == "failed"]
+        reasons = [f"seed {r['seed']} failed: {r['error']}" for r in results if r["status"] == "failed"]
         run_dirs = [Path(r["run"]) for r in results if r["status"] in ("kept", "done")]
-        atomic_write_json(st.folder / STUDY_PLAN, {**st.plan, "seeds": st.seeds, "failures": failures})
+        atomic_write_json(st.folder / STUDY_PLAN, {**st.plan, "seeds": st.seeds, "failures": reasons})
         failures = failed_runs(results)
         if run_dirs:
             try:

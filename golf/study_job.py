@@ -4,7 +4,6 @@ old one. A twin arm's job copies its lead's trained run (``copied_from.json``), 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -13,8 +12,6 @@ from pathlib import Path
 
 from golf.runs import RUN_NOTEBOOKS, TRAINED_FILES, RunDir, claim_seed, fresh_seed_dir, release_seed, seed_dirs
 from golf.runtime import GolfError, atomic_write_json
-
-log = logging.getLogger("golf")
 
 
 @dataclass
@@ -82,7 +79,7 @@ def run_job(job: Job | dict, console=None) -> dict:
 
 def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
     from golf.launch import launch_golf
-    from golf.notebooks import execute_notebook, run_seed
+    from golf.notebooks import execute_notebook, log_notebook, run_seed
 
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
@@ -96,7 +93,7 @@ def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
                 copy_trained_run(Path(job.source), run_dir, job.arm)
             for step in (RUN_NOTEBOOKS if job.source is None else RUN_NOTEBOOKS[1:]):
                 if job.notebooks:
-                    log.info("seed %d%s: %s notebook (%s)", job.seed, job.label, step, run.console)
+                    log_notebook(job.seed, job.label, step, run_dir)
                     params = {"run_dir": str(run_dir), "nproc": job.nproc}
                     params.update({"overrides": job.quant_changes} if step == "quantize" else
                                   {"modes": job.modes} if step == "ttt_eval" and job.modes else {})
