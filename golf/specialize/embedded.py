@@ -12,13 +12,13 @@ from golf.specialize.tree import FUNCTIONS, SpecializeError, parent_map, top_lev
 LOADER = "golf_embedded_module"
 EMBEDDED_LOADER = f'''
 def {LOADER}(name):
-    import linecache, sys, types
+    import builtins, linecache, sys, types
     source = GOLF_EMBEDDED_SOURCES[name]
     module = types.ModuleType("golf." + name)
     path = f"<golf.{{name}}>"
     linecache.cache[path] = (len(source), None, source.splitlines(True), path)
     sys.modules[module.__name__] = module
-    exec(compile(source, path, "exec"), module.__dict__)
+    builtins.exec(compile(source, path, "exec"), module.__dict__)  # exec by name would keep every global's name
     return module
 '''
 
