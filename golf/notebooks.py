@@ -273,12 +273,13 @@ class _SeedStatus:
             fh.seek(self.offset)
             data = fh.read()
         self.offset += len(data)
-        pieces = [p.strip() for p in re.split(r"[\r\n]", self.pending + data.decode(errors="replace"))]
+        pieces = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", p).strip()
+                  for p in re.split(r"[\r\n]", self.pending + data.decode(errors="replace"))]
         self.pending = ""
-        last = next((re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", p) for p in reversed(pieces) if p), None)
+        # golf's log lines and progress bars only: a command's printed result (JSON) is no status
+        last = next((m for p in reversed(pieces) if (m := _status_text(p))), None)
         if last is None:
             return
-        last = re.sub(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|WARNING) ", "", last)  # the log's time stamp
         import shutil
 
         width = shutil.get_terminal_size((120, 20)).columns - 1
@@ -293,6 +294,13 @@ class _SeedStatus:
             self.stage = stage
             self.console.write(text + "\n")
         self.console.flush()
+
+
+def _status_text(line: str) -> str | None:
+    """What of a console line the status shows: a log line less its time stamp, or a progress bar."""
+    if m := re.match(r"\d{4}-\d\d-\d\d [\d:,]+ (?:INFO|WARNING) (.+)", line):
+        return m.group(1)
+    return line if re.match(r"[\w ]*:? *\d+%\|", line) else None
 
 
 def log_notebook(seed: int, label: str, name: str, run_dir: Path) -> None:

@@ -84,8 +84,8 @@ def test_golf_run_refuses_a_seed_named_twice_and_suggests_a_misspelt_key(tmp_pat
 
 
 def test_golf_run_shows_the_stage_and_its_progress_on_one_line(tmp_path):
-    """golf run's status line within a seed: read from the run's console.log, redrawn with \\r on a
-    terminal, one line a stage elsewhere."""
+    """golf run's status line within a seed: read from the run's console.log (golf's log lines and progress
+    bars, not a command's printed JSON), redrawn with \\r on a terminal, one line a stage elsewhere."""
     import io
     import time
 
@@ -101,6 +101,7 @@ def test_golf_run_shows_the_stage_and_its_progress_on_one_line(tmp_path):
         with _SeedStatus(console, "seed 42 (1 of 2) · train", log):
             with open(log, "a") as fh:
                 fh.write("2026-01-01 10:00:00,000 INFO step 1/6 loss 6.9\ntrain  50%|#####     | 50/100\r")
+                fh.write('{\n  "val_bpb": 2.03\n}\n')  # a command's printed result: no status line
                 fh.flush()
                 time.sleep(1.6)
                 fh.write("train  90%|######### | 90/100\r")
