@@ -4,6 +4,7 @@ old one. A twin arm's job copies its lead's trained run (``copied_from.json``), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from golf.runs import RUN_NOTEBOOKS, TRAINED_FILES, RunDir, claim_seed, fresh_seed_dir, release_seed, seed_dirs
 from golf.runtime import GolfError, atomic_write_json
+
+log = logging.getLogger("golf")
 
 
 @dataclass
@@ -81,8 +84,12 @@ def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
     from golf.launch import launch_golf
     from golf.notebooks import execute_notebook, log_notebook, run_seed
 
+    earlier = seed_dirs(arm_dir, job.seed)
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
+    if earlier:  # the resume rule: the unfinished run stays as it is, the seed starts again beside it
+        log.info("seed %d%s: %s kept as it was left (%s); starting again in %s", job.seed, job.label,
+                 earlier[-1].name, RunDir(earlier[-1]).status(), run_dir.name)
     t0 = time.perf_counter()
     try:
         if job.source is None and job.notebooks:

@@ -53,6 +53,7 @@ def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, dem
     assert study(tmp_path, params) == 0
     console = capsys.readouterr().err
     assert "IPKernelApp" not in console  # no kernel's start-up warning among golf's lines
+    assert "seed 2 · base (3 of 4): seed2 kept as it was left (interrupted); starting again in seed2-2" in console
     for arm, notebooks in (("base (1 of 4)", "train quantize ttt_eval"), ("q1 (2 of 4)", "quantize ttt_eval")):
         assert [line.split(": ")[-1].split()[0] for line in console.splitlines()
                 if f"seed 1 · {arm}:" in line] == notebooks.split()
