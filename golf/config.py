@@ -258,7 +258,9 @@ def differences_from_record(values: dict[str, Any]) -> dict[str, tuple[Any, Any]
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from golf.runtime import atomic_write_text  # torch: only where a run is written
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def describe_keys() -> list[dict[str, Any]]:

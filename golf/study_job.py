@@ -47,10 +47,14 @@ def finished_run(arm_dir: Path, seed: int, modes, notebooks: bool = True) -> Pat
 
 
 def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
-    """What training wrote in ``source`` into the fresh ``run_dir`` (a copy cut short is a kept run)."""
+    """What training wrote in ``source`` into the fresh ``run_dir``, linked where the filesystem allows (a
+    copy cut short is a kept run)."""
     for item in [*(source / n for n in TRAINED_FILES), *RunDir(source).hessian_files()]:
         if item.is_file():
-            shutil.copy2(item, run_dir / item.name)
+            try:  # a hard link: a trained run is never written again, and a record-size model.pt is large
+                os.link(item, run_dir / item.name)
+            except OSError:  # another filesystem, or one without links
+                shutil.copy2(item, run_dir / item.name)
     origin = json.loads(RunDir(source).copied_from.read_text()) if RunDir(source).copied_from.is_file() else {}
     atomic_write_json(RunDir(run_dir).copied_from, {"run": origin.get("run", str(source)),
                                                     "arm": origin.get("arm", arm),

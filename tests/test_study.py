@@ -39,6 +39,8 @@ def check_finished(out, notebooks=True):
             assert run.report.is_file() == notebooks
         copied = json.loads(RunDir(s / "q1" / "seed1").copied_from.read_text())
         assert copied["run"] == str(s / "base" / "seed1")  # the twin shares base's weights
+        assert RunDir(s / "q1" / "seed1").model.samefile(RunDir(s / "base" / "seed1").model)  # linked
+        assert RunDir(s / "q1" / "seed1").config() == RunDir(s / "base" / "seed1").config()
     assert (s / "compare" / "compare.html").is_file()
     assert "paired" in (s / "compare" / "compare.csv").read_text()  # the twin's test is paired
     return s
