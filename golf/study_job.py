@@ -1,6 +1,7 @@
 """One (arm, seed) job as a worker runs it, by one resume rule: a seed with a finished run is kept; a run
 killed or failed is kept as it is, and the seed starts again in a fresh folder (``seedS-2`` ...), never the
-old one. A twin arm's job copies its lead's trained run (``copied_from.json``), then quantizes and evaluates."""
+old one (from the old one's trained weights where its training ended). A twin arm's job links its lead's
+trained run (``copied_from.json``), then quantizes and evaluates."""
 from __future__ import annotations
 
 import json
@@ -61,6 +62,12 @@ def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
                                                     "via": str(source) if origin else None})
 
 
+def _trained(run_dir: Path) -> bool:
+    """Training ended in ``run_dir`` (its model and summary written, no lock): what it trained can be reused."""
+    run = RunDir(run_dir)
+    return run.status() in ("trained", "quantized", "evaluated") and run.model.is_file() and run.summary.is_file()
+
+
 def run_job(job: Job | dict, console=None) -> dict:
     """One (arm, seed) by the resume rule: a finished run is kept, else a fresh folder is trained (or
     gets a copy of the twin's trained run), quantized and evaluated. Returns what happened."""
@@ -92,8 +99,12 @@ def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
     if earlier:  # the resume rule: the unfinished run stays as it is, the seed starts again beside it
-        log.info("seed %d%s: %s kept as it was left (%s); starting again in %s", job.seed, job.label,
-                 earlier[-1].name, RunDir(earlier[-1]).status(), run_dir.name)
+        trained = job.source is None and _trained(earlier[-1])
+        log.info("seed %d%s: %s kept as it was left (%s); starting again in %s%s", job.seed, job.label,
+                 earlier[-1].name, RunDir(earlier[-1]).status(), run_dir.name,
+                 " from its trained weights" if trained else "")
+        if trained:  # its training ended: quantize and evaluate again what it trained, as a twin would
+            job.source = str(earlier[-1])
     t0 = time.perf_counter()
     try:
         if job.source is None and job.notebooks:

@@ -66,10 +66,18 @@ def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, dem
     assert not (s / "q1" / "seed1" / "train.ipynb").exists()  # quantized a copy, did not train
 
     stamp = (s / "q1" / "seed2" / "eval_plain.json").stat().st_mtime_ns
+    evaluated = RunDir(s / "base" / "seed1")  # as if killed after training, while it was evaluated
+    evaluated.eval_result("plain").unlink()
+    evaluated.report.unlink()
     capsys.readouterr()
     assert study(tmp_path, params) == 0  # run again: every finished run kept, nothing redone
     assert (s / "q1" / "seed2" / "eval_plain.json").stat().st_mtime_ns == stamp
-    assert "kept" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "kept" in err and "seed1 kept as it was left (quantized); starting again in seed1-2 from its " \
+                               "trained weights" in err
+    retried = RunDir(s / "base" / "seed1-2")  # not trained again: quantized and evaluated what seed1 trained
+    assert retried.model.samefile(evaluated.model) and not retried.notebook("train").exists()
+    assert json.loads(retried.eval_result("plain").read_text())["val_bpb"] > 0 and retried.report.is_file()
     # other settings for an arm of this study: refused in one line, before any work
     assert golf_main(["study", "--study", "s", "--outputs", str(tmp_path / "out"), "--seeds", "1",
                       "--modes", "plain", "--arms", f"base={params} ema_decay=0.5"]) == 1
