@@ -211,11 +211,12 @@ class GPT(nn.Module):
                 x = block.forward_single_stream(x, x0, w, attn, capture, tail)
             else:
                 x = block(x, x0, w, attn, capture, tail)
-        if lane1 is not None and mixed_lanes:
-            x = 0.5 * (x + lane1)  # #1530's mean merge
-        elif lane1 is not None:
-            lam = self.lane_merge.to(x.dtype)
-            x = lam * x + (1 - lam) * lane1
+        if lane1 is not None:
+            if mixed_lanes:
+                x = 0.5 * (x + lane1)  # #1530's mean merge
+            else:
+                lam = self.lane_merge.to(x.dtype)
+                x = lam * x + (1 - lam) * lane1
         x = rms_norm(x)
         if capture is not None:
             capture("tok_emb", x)
