@@ -128,6 +128,32 @@ def test_exported_train_gpt_runs_the_pipeline_under_torchrun(tmp_path, demo_data
     assert not list(tmp.rglob("golf.zip"))  # each rank's unpacked code went at exit (torchrun keeps its own)
 
 
+def test_exported_frontier_runs_its_pipeline_under_torchrun(tmp_path, demo_data):
+    """frontier.yaml's switches at the tiny size (packed documents, two mixed lanes, gates, LQER, phased TTT),
+    exported and run as the challenge runs it: 2 gloo ranks to a final val_bpb that is phased TTT's."""
+    import yaml
+
+    front = yaml.safe_load((REPO / "params/frontier.yaml").read_text())
+    for key in ("seed", "data_dir", "tokenizer_path"):
+        front.pop(key)
+    front.update(iterations=4, val_loss_every=0, max_val_tokens=4096, gptq_calibration_batches=1,
+                 grad_accum_total=2, parallel_start_layer=2, ttt_lora_rank=8, ttt_lora_alpha=16,
+                 ttt_lora_batch_docs=4, ttt_phase_docs=8, ttt_phases=2)
+    modes = ("plain", "sliding", "phased_ttt")
+    folder = tmp_path / "record"
+    folder.mkdir()
+    (folder / "train_gpt.py").write_bytes(train_gpt_bytes(load_config(tiny_params(tmp_path, demo_data, **front)), modes))
+    env = {k: v for k, v in os.environ.items() if k != "GOLF_HOME"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "train_gpt.py"], capture_output=True, text=True, cwd=folder, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = folder / "outputs" / "submission" / "run-001"
+    result = json.loads((run / "eval_phased_ttt.json").read_text())
+    assert out.stdout.splitlines()[-1] == f"final val_bpb {result['val_bpb']:.8f}"
+    assert {m for m in modes if (run / f"eval_{m}.json").is_file()} == set(modes)
+
+
 @pytest.mark.parametrize("data", [bytes(range(256)) * 3, b'\x001\x007\x008"', b'""""""', b'\\', b'x\\"', b"\r\n\r",
                                   bytes(reversed(range(256)))])
 def test_the_payload_literal_reads_back_as_its_bytes(data, tmp_path):
