@@ -74,7 +74,7 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
         t0 = time.perf_counter()
         log.info("LQER: rank-%d corrections (at most each matrix's smaller side) of the %d largest GPTQ errors",
                  cfg.lqer_rank, cfg.lqer_top_k)
-        plain = (quantized, meta)
+        plain_q, plain_meta = quantized, meta
         quantized, meta, lqer = lqer_correct(sd, quantized, meta, cfg.lqer_rank, cfg.lqer_top_k)
         _stage("LQER", t0, times, "lqer_s")
 
@@ -84,7 +84,7 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
     cache: dict = {}
     blob = serialize(quantized, meta, cfg.compressor, threads, cache, progress)
     if lqer:  # the corrections' share of the artifact: only the layout and the small-tensor piece change
-        lqer_bytes = len(blob) - len(serialize(*plain, cfg.compressor, threads, cache))
+        lqer_bytes = len(blob) - len(serialize(plain_q, plain_meta, cfg.compressor, threads, cache))
         log.info("LQER: %d bytes of the artifact", lqer_bytes)
     _stage("compress", t0, times, "compress_s")
     exact = True
