@@ -170,14 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
 
     ev = _command(sub, "evaluate", f"evaluate the artifact; writes {eval_name('<mode>')}",
-                  "  golf evaluate --run-dir outputs/default/run-001 --mode sliding\n"
+                  "  golf evaluate --run-dir outputs/default/run-001 --mode plain sliding ttt   # one process, in order\n"
                   "  golf evaluate --run-dir outputs/default/run-001 --mode ttt --set ttt_lr=0.004 --force\n"
                   "  golf evaluate --run-dir outputs/default/run-001 --mode lora_ttt --set max_val_tokens=262144"
                   "   # a first slice of the val text: quicker, not comparable with a full evaluation")
     ev.add_argument("--run-dir", required=True, metavar="DIR", help="a quantized run folder")
-    ev.add_argument("--mode", required=True, choices=EVAL_MODES,
-                    help="plain (non-overlapping), sliding (stride eval_stride), ttt (score-first test-time "
-                         "training), lora_ttt (per-document LoRA TTT) or phased_ttt (LoRA TTT with global SGD phases)")
+    ev.add_argument("--mode", required=True, nargs="+", choices=EVAL_MODES, metavar="MODE",
+                    help="one or more, each on a fresh copy of the model: plain (non-overlapping), sliding (stride "
+                         "eval_stride), ttt (score-first test-time training), lora_ttt (per-document LoRA TTT) or "
+                         "phased_ttt (LoRA TTT with global SGD phases)")
     ev.add_argument("--source", default="artifact", choices=("artifact", "raw"),
                     help=f"the quantized artifact (default) or the raw {MODEL}")
     add_set(ev, "override evaluation keys of the run's config")

@@ -252,26 +252,43 @@ def cmd_evaluate(args) -> int:
     from golf.pipeline import check_eval_tokenizer, check_evaluate, evaluate_run
     from golf.runtime import init_distributed
 
+    run = RunDir(args.run_dir)
+    modes = list(dict.fromkeys(args.mode))  # each once, in the order given
     cfg = _run_config(args.run_dir, "evaluate", args.set)
     binding = _preflight(cfg, ("val",))
-    check_evaluate(Path(args.run_dir), args.mode, source=args.source, force=args.force)
-    KEPT["note"] = f"run folder {args.run_dir} is kept as it was (no {eval_name(args.mode)} written)"
-    check_eval_tokenizer(Path(args.run_dir), cfg, args.allow_other_tokenizer)
-    if args.mode in ("lora_ttt", "phased_ttt"):
+    names = [check_evaluate(run.path, mode, source=args.source, force=args.force) for mode in modes]
+    check_eval_tokenizer(run.path, cfg, args.allow_other_tokenizer)
+    if {"lora_ttt", "phased_ttt"} & set(modes):
         from golf.lora_ttt import check_config
 
         check_config(cfg)
     dist, device = init_distributed(cfg.device)
-    setup_logging(RunDir(args.run_dir).eval_log(args.mode), dist.is_main)
-    for warning in binding["warnings"] if dist.is_main else []:
-        _log_to_file(RunDir(args.run_dir).eval_log(args.mode), f"WARNING {warning}")
-    _log_device(dist, device)
-    result = evaluate_run(Path(args.run_dir), args.mode, cfg, dist, device, source=args.source, force=args.force,
-                          allow_other_tokenizer=args.allow_other_tokenizer)
-    if dist.is_main:
-        print(json.dumps(result, indent=2))
+    for i, mode in enumerate(modes):
+        written = f"{', '.join(names[:i])} written, " if i else ""
+        KEPT["note"] = f"run folder {args.run_dir} is kept ({written}no {names[i]} written)"
+        setup_logging(run.eval_log(mode), dist.is_main)
+        for warning in binding["warnings"] if dist.is_main else []:
+            _log_to_file(run.eval_log(mode), f"WARNING {warning}")
+        _log_device(dist, device)
+        if i:  # each mode as its own process would see it: no graph or cached memory of the last
+            _fresh_device_state(device)
+        result = evaluate_run(run.path, mode, cfg, dist, device, source=args.source, force=args.force,
+                              allow_other_tokenizer=args.allow_other_tokenizer)
+        if dist.is_main:
+            print(json.dumps(result, indent=2), flush=True)
     _destroy()
     return 0
+
+
+def _fresh_device_state(device) -> None:
+    import gc
+
+    import torch
+
+    torch._dynamo.reset()  # inductor's compiled code stays cached on disk: the next graph builds warm
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def cmd_run(args) -> int:

@@ -102,11 +102,14 @@ def evaluate(run_dir: str = "", modes: list[str] = ("plain", "sliding", "ttt"), 
     modes, overrides = parameter_list(modes, "modes"), parameter_list(overrides, "overrides")
     run = pick_run(run_dir, "quantized")
     extra = set_args(keys, overrides, "evaluate", RunDir(run).config_file)
+    pending = []
     for mode in modes:
         if RunDir(run).eval_result(mode).exists() and not force:
             print(f"{mode}: already evaluated (force=True evaluates again)")
-            continue
-        launch_golf(["evaluate", "--run-dir", str(run), "--mode", mode, *extra, *(["--force"] if force else [])],
+        else:
+            pending.append(mode)
+    if pending:  # one process: the model loads, and its graphs compile, in one place
+        launch_golf(["evaluate", "--run-dir", str(run), "--mode", *pending, *extra, *(["--force"] if force else [])],
                     nproc, log_path=RunDir(run).console, echo=echo)
     return run
 

@@ -128,9 +128,8 @@ def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
                                  *(["--set", *job.quant_changes] if job.quant_changes else [])],
                                 job.nproc, run.console, echo=False)
                 else:
-                    for mode in job.modes or ["ttt"]:
-                        launch_golf(["evaluate", "--run-dir", str(run_dir), "--mode", mode], job.nproc,
-                                    run.console, echo=False)
+                    launch_golf(["evaluate", "--run-dir", str(run_dir), "--mode", *(job.modes or ["ttt"])],
+                                job.nproc, run.console, echo=False)
     except GolfError as exc:
         return {"status": "failed", "run": str(run_dir), "error": str(exc), "gpus": gpus}
     return {"status": "done", "run": str(run_dir), "seconds": round(time.perf_counter() - t0, 1), "gpus": gpus}
