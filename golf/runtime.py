@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.distributed as dist
+# torch is imported where it is used: the notebooks and the commands that only read files start in a
+# second less (their work runs in golf child processes).
 
 
 class GolfError(RuntimeError):
@@ -43,6 +43,7 @@ class DistInfo:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    import torch
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda":
@@ -98,6 +99,7 @@ def cpu_threads(n: int):
     For CPU linear algebra whose result or speed depends on the thread count: a QR or an SVD rounds
     differently on 1 and 2 threads, and several processes each starting a thread per core on one host
     slow each other many times over (a model's build took 51 s instead of 0.7 s on a 64-core host)."""
+    import torch
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -108,6 +110,8 @@ def cpu_threads(n: int):
 
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -126,18 +130,21 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
 
 
 def dist_info() -> DistInfo:
+    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
     return DistInfo()
 
 
 def barrier() -> None:
+    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce that is a no-op in one process. gloo has no AVG, so AVG = SUM / world."""
+    import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
     if op == "sum":
@@ -188,6 +195,7 @@ def estimated_activation_bytes(cfg) -> int:
 def check_model_fits(cfg, training: bool = True) -> None:
     """Refuse, before anything is allocated, a model whose weights cannot fit: the model is built in host
     memory (fp32) first, and training holds about four copies of it (on the GPU when it runs there)."""
+    import torch
     n = estimated_params(cfg)
     acts = estimated_activation_bytes(cfg) if training else 0
     need = TRAIN_BYTES_PER_PARAM * n + acts if training else 4 * n
@@ -247,6 +255,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    import torch
     import io
 
     buf = io.BytesIO()
@@ -358,6 +367,7 @@ def data_manifest_hash(files: list[Path]) -> str:
 
 
 def environment_record(world_size: int = 1, data_files: list[Path] | None = None) -> dict[str, Any]:
+    import torch
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {
         **code_version(),
