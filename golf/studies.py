@@ -21,6 +21,9 @@ def study_runs(study_dir: str | Path, stage: str = "ttt") -> list[Path]:
     return sorted((p.parent for p in study.glob(f"*/{marker}")), key=lambda p: p.stat().st_mtime)
 
 
+_SAID: set = set()
+
+
 def one_run_per_seed(runs: list[Path]) -> list[Path]:
     """A seed killed part-way and retried (``seedN-2``) counts once, from the run that got furthest (more
     stage results); runs of one seed that got as far are all kept (the study check then refuses them)."""
@@ -38,7 +41,9 @@ def one_run_per_seed(runs: list[Path]) -> list[Path]:
     for seed, group in by_seed.items():
         best = max(map(reached, group))
         top = [r for r in group if reached(r) == best]
-        if len(top) == 1 and len(group) > 1:
+        said = (str(top[0]), len(group))
+        if len(top) == 1 and len(group) > 1 and said not in _SAID:  # once a process: the index and compare both ask
+            _SAID.add(said)
             log.info("seed %s counted once, from %s: %s got less far (killed, then retried)", seed, top[0].name,
                      ", ".join(r.name for r in group if r is not top[0]))
         kept += top

@@ -58,6 +58,10 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
         return render_study_index(st.folder), failures
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def failed_runs(results: list[dict]) -> list[str]:
     """The one closing line for the runs that failed (none: []). Each failure's reason was said once
     already, in its run's FAILED line (``golf.study_plan.say``), and is not repeated here."""
@@ -80,7 +84,8 @@ def run_arms(st: Study, executor_for, archive: Path | None = None, restore: Path
     configs = st.check()
     st.claim(configs)
     executor = executor_for()
-    log.info("study %s: %d arms x %d seeds on %s", st.folder, len(st.arms), len(st.seeds), executor.describe())
+    log.info("study %s: %s x %s on %s", st.folder, _count(len(st.arms), "arm"), _count(len(st.seeds), "seed"),
+             executor.describe())
     pack = (lambda: archive_study(archive, st.folder, st.modes)) if archive else None
     results = st.run(executor, configs, stop_taking_after, after_each=pack)
     failures = failed_runs(results)

@@ -224,3 +224,22 @@ def test_stop_taking_after_starts_no_run_past_it_and_a_later_call_runs_them(tmp_
     assert "not started" in capsys.readouterr().err
     assert study(tmp_path, params) == 1  # the stub makes no result, so compare finds no finished run
     assert sorted(ran) == [1, 1, 2, 2] and "has no finished run" in capsys.readouterr().err
+
+
+def test_a_retried_seed_is_counted_once_and_said_once(tmp_path, caplog):
+    """A seed killed part-way and retried counts once, from the run that got further; the line saying so
+    comes once, though the index and compare both read the study."""
+    from golf.studies import one_run_per_seed
+
+    runs = []
+    for name, results in (("seed1", ["eval_plain.json"]), ("seed1-2", ["eval_plain.json", "eval_ttt.json"])):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text("seed: 1\n")
+        for r in ("final_model.int6.ptz", *results):
+            (run / r).write_text("{}")
+        runs.append(run)
+    with caplog.at_level("INFO", logger="golf"):
+        assert one_run_per_seed(runs) == [runs[1]] and one_run_per_seed(runs) == [runs[1]]
+    assert [r.getMessage() for r in caplog.records] == ["seed 1 counted once, from seed1-2: seed1 got less far "
+                                                        "(killed, then retried)"]
