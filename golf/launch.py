@@ -16,6 +16,8 @@ from golf.runtime import GolfError
 
 # A child's error as it says it: golf's own line, argparse's ("golf train: error: ..."), or a traceback's
 # last line (torch._C._LinAlgError: ...); the last such line wins.
+# a tqdm bar of golf's: "eval ttt:  40%|...", training's "train:  50% of budget|..."
+PROGRESS_BAR = re.compile(r"\d+%( of budget)?\|")
 _ERROR_LINE = re.compile(r"^(golf( [\w-]+)?: (error|interrupted): .*|[\w.]*(Error|Exception|Interrupt)\b.*)$")
 
 
@@ -146,7 +148,7 @@ def _relay(proc: subprocess.Popen, log_fh, progress: "_Progress") -> None:
         for text, sep in zip(parts[0:-1:2], parts[1::2]):
             if sep == "\r":
                 progress.bar(text)
-            elif "\x1b" in text or re.search(r"\d+%( of budget)?\|", text):
+            elif "\x1b" in text or PROGRESS_BAR.search(text):
                 progress.bar(text, final=True)
             elif text.strip():
                 progress.line(text)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
-from golf.launch import launch_golf
+from golf.launch import PROGRESS_BAR, launch_golf
 from golf.notebook_params import (  # noqa: F401  (the notebooks' calls)
     COMMON_PARAMETERS, NOTEBOOK_STAGES, check_parameters, given_keys, parameter_list, set_args, sync_parameters_cells,
 )
@@ -303,7 +303,7 @@ def _status_text(line: str) -> str | None:
     """What of a console line the status shows: a log line less its time stamp, or a progress bar."""
     if m := re.match(r"\d{4}-\d\d-\d\d [\d:,]+ (?:INFO|WARNING) (.+)", line):
         return m.group(1)
-    return line if re.match(r"[\w ]*:? *\d+%\|", line) else None
+    return line if re.match(r"[\w ]*:? *" + PROGRESS_BAR.pattern, line) else None
 
 
 def log_notebook(seed: int, label: str, name: str, run_dir: Path) -> None:

@@ -26,7 +26,11 @@ def archive_study(path: Path, study_dir: Path, modes) -> tuple[int, int]:
                 run = next((p for p in f.relative_to(study_dir).parents if p.name.startswith("seed")), None)
                 if run is not None and not finished(study_dir / run, modes, notebooks=False):
                     continue
-                tar.add(f, arcname=str(f.relative_to(root)), recursive=False)
+                info = tar.gettarinfo(f, arcname=str(f.relative_to(root)))
+                # a twin's linked file as a file of its own (restore takes plain files only)
+                info.type, info.linkname, info.size = tarfile.REGTYPE, "", f.stat().st_size
+                with open(f, "rb") as fh:
+                    tar.addfile(info, fh)
             runs = [p for p in study_dir.rglob("seed*") if p.is_dir()]
             packed = sum(finished(p, modes, notebooks=False) for p in runs)
             left = len(runs) - packed

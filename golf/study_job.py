@@ -63,9 +63,11 @@ def copy_trained_run(source: Path, run_dir: Path, arm: str) -> None:
 
 
 def _trained(run_dir: Path) -> bool:
-    """Training ended in ``run_dir`` (its model and summary written, no lock): what it trained can be reused."""
+    """Training ended in ``run_dir`` (its model and summary written, no lock), and trained it there: what
+    it trained can be reused. A twin's folder is not: its config.yaml is its lead's, quantization keys too."""
     run = RunDir(run_dir)
-    return run.status() in ("trained", "quantized", "evaluated") and run.model.is_file() and run.summary.is_file()
+    return (run.status() in ("trained", "quantized", "evaluated") and run.model.is_file() and run.summary.is_file()
+            and not run.copied_from.exists())
 
 
 def run_job(job: Job | dict, console=None) -> dict:

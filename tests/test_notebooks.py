@@ -98,12 +98,12 @@ def test_golf_run_shows_the_stage_and_its_progress_on_one_line(tmp_path):
                 fh.write('{\n  "val_bpb": 2.03\n}\n')  # a command's printed result: no status line
                 fh.flush()
                 time.sleep(1.6)
-                fh.write("train  90%|######### | 90/100\r")
+                fh.write("train:  90% of budget|######### | 90/100\r")  # training's bar
                 fh.flush()
                 time.sleep(1.6)
         out = console.getvalue()
         if isinstance(console, Tty):
-            assert "\rseed 42 (1 of 2) · train · train  90%|" in out and "\n" not in out and "old output" not in out
+            assert "\rseed 42 (1 of 2) · train · train:  90% of budget|" in out and "\n" not in out and "old output" not in out
             assert out.endswith("\r")  # cleared for the log line that follows
         else:
             assert out.splitlines() == ["seed 42 (1 of 2) · train · train  50%|#####     | 50/100"]

@@ -147,11 +147,17 @@ def test_an_archive_moves_the_finished_runs_without_their_weights(tmp_path):
         (run / "model.pt").write_bytes(b"w")
         (run / "config.yaml").write_text("seed: 1\n")
     (done / "eval_ttt.json").write_text("{}")
+    twin = s / "q1" / "seed1"  # a twin arm's run: its trained files are links to its lead's
+    twin.mkdir(parents=True)
+    os.link(done / "config.yaml", twin / "config.yaml")
+    (twin / "eval_ttt.json").write_text("{}")
     (s / "study.json").write_text("{}")
-    assert archive_study(tmp_path / "s.tgz", s, ["ttt"]) == (1, 1)
+    assert archive_study(tmp_path / "s.tgz", s, ["ttt"]) == (2, 1)
     restore_study(tmp_path / "s.tgz", tmp_path / "b" / "s")
     got = sorted(str(p.relative_to(tmp_path / "b")) for p in (tmp_path / "b").rglob("*") if p.is_file())
-    assert got == ["s/base/seed1/config.yaml", "s/base/seed1/eval_ttt.json", "s/study.json"]
+    assert got == ["s/base/seed1/config.yaml", "s/base/seed1/eval_ttt.json", "s/q1/seed1/config.yaml",
+                   "s/q1/seed1/eval_ttt.json", "s/study.json"]
+    assert (tmp_path / "b" / "s" / "q1" / "seed1" / "config.yaml").read_text() == "seed: 1\n"
     with pytest.raises(Exception, match="exists here already"):
         restore_study(tmp_path / "s.tgz", tmp_path / "b" / "s")
     with pytest.raises(Exception, match="not a file of study"):
@@ -243,3 +249,20 @@ def test_a_retried_seed_is_counted_once_and_said_once(tmp_path, caplog):
         assert one_run_per_seed(runs) == [runs[1]] and one_run_per_seed(runs) == [runs[1]]
     assert [r.getMessage() for r in caplog.records] == ["seed 1 counted once, from seed1-2: seed1 got less far "
                                                         "(killed, then retried)"]
+
+
+def test_only_a_run_that_trained_itself_is_reused_by_a_retry(tmp_path):
+    """A retry reuses the weights of a folder whose training ended there; a twin's folder holds its lead's
+    config.yaml (quantization keys included), so a retry of that arm trains (or links its lead) anew."""
+    from golf.study_job import _trained
+
+    run = RunDir(tmp_path / "seed1")
+    run.path.mkdir()
+    for f in (run.config_file, run.model, run.summary):
+        f.write_text("seed: 1\n")
+    assert _trained(run.path)
+    (run.path / LOCK).write_text("999999999")  # a training that did not end
+    assert not _trained(run.path)
+    (run.path / LOCK).unlink()
+    run.copied_from.write_text("{}")
+    assert not _trained(run.path)
