@@ -14,10 +14,10 @@ from golf.runtime import GolfError
 
 # --- child processes ---------------------------------------------------------------------------
 
+# A tqdm bar of golf's: "eval ttt:  40%|...", training's "train:  50% of budget|...".
+PROGRESS_BAR = re.compile(r"\d+%( of budget)?\|")
 # A child's error as it says it: golf's own line, argparse's ("golf train: error: ..."), or a traceback's
 # last line (torch._C._LinAlgError: ...); the last such line wins.
-# a tqdm bar of golf's: "eval ttt:  40%|...", training's "train:  50% of budget|..."
-PROGRESS_BAR = re.compile(r"\d+%( of budget)?\|")
 _ERROR_LINE = re.compile(r"^(golf( [\w-]+)?: (error|interrupted): .*|[\w.]*(Error|Exception|Interrupt)\b.*)$")
 
 

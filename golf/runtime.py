@@ -255,8 +255,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    import torch
     import io
+
+    import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
