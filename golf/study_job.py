@@ -70,6 +70,12 @@ def _trained(run_dir: Path) -> bool:
             and not run.copied_from.exists())
 
 
+def trained_earlier(earlier: list[Path]) -> Path | None:
+    """The newest of a seed's earlier folders whose training ended there: a retry reuses it, also through a
+    retry that reused it and was killed in turn (that folder holds links, not a training of its own)."""
+    return next((d for d in reversed(earlier) if _trained(d)), None)
+
+
 def run_job(job: Job | dict, console=None) -> dict:
     """One (arm, seed) by the resume rule: a finished run is kept, else a fresh folder is trained (or
     gets a copy of the twin's trained run), quantized and evaluated. Returns what happened."""
@@ -101,12 +107,13 @@ def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
     if earlier:  # the resume rule: the unfinished run stays as it is, the seed starts again beside it
-        trained = job.source is None and _trained(earlier[-1])
+        trained = trained_earlier(earlier) if job.source is None else None
         log.info("seed %d%s: %s kept as it was left (%s); starting again in %s%s", job.seed, job.label,
                  earlier[-1].name, RunDir(earlier[-1]).status(), run_dir.name,
-                 " from its trained weights" if trained else "")
-        if trained:  # its training ended: quantize and evaluate again what it trained, as a twin would
-            job.source = str(earlier[-1])
+                 "" if trained is None else " from its trained weights" if trained == earlier[-1]
+                 else f" from {trained.name}'s trained weights")
+        if trained is not None:  # a training ended: quantize and evaluate again what it trained, as a twin would
+            job.source = str(trained)
     t0 = time.perf_counter()
     try:
         if job.source is None and job.notebooks:

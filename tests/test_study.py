@@ -266,3 +266,25 @@ def test_only_a_run_that_trained_itself_is_reused_by_a_retry(tmp_path):
     (run.path / LOCK).unlink()
     run.copied_from.write_text("{}")
     assert not _trained(run.path)
+
+
+def test_a_retry_of_a_retry_reuses_the_run_that_trained(tmp_path):
+    """seed1 trained, seed1-2 linked its weights and was killed in turn: seed1-3 links seed1's again,
+    it does not train (a retry's folder holds links and copied_from.json, no training of its own)."""
+    from golf.study_job import copy_trained_run, trained_earlier
+
+    first = RunDir(tmp_path / "seed1")
+    first.path.mkdir()
+    for f in (first.config_file, first.model, first.summary):
+        f.write_text("seed: 1\n")
+    second = RunDir(tmp_path / "seed1-2")
+    second.path.mkdir()
+    copy_trained_run(first.path, second.path, "base")
+    assert second.model.samefile(first.model)
+    assert trained_earlier([first.path, second.path]) == first.path
+    assert trained_earlier([second.path]) is None  # only a copy left: train anew
+    third = RunDir(tmp_path / "seed1-3")
+    third.path.mkdir()
+    copy_trained_run(first.path, third.path, "base")
+    assert third.model.samefile(first.model)
+    assert json.loads(third.copied_from.read_text())["run"] == str(first.path)
