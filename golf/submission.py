@@ -340,6 +340,9 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                                 "--force")
             _made_from_artifact(path, results[mode], sha,
                                 f"run golf evaluate --run-dir {run_dir} --mode {mode} --force")
+    if not results:  # a record ships a scored val_bpb; a re-quantized run's results were moved aside
+        raise GolfError(f"run folder {str(run_dir)!r} has no evaluation result (eval_*.json) for its artifact: a record "
+                        f"ships a scored val_bpb; run golf evaluate --run-dir {run_dir} --mode ttt (or plain, sliding) first")
     budget = {}
     if run.quant_budget.is_file():
         budget = _read_json(run.quant_budget)

@@ -287,10 +287,15 @@ def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tm
     assert budget["artifact_sha256"] == new_sha and budget["config_changes"] == {"matrix_bits": 5}
     assert yaml.safe_load((run / "quantize_config.yaml").read_text())["matrix_bits"] == 5
 
-    # a stale result put back by hand is refused, naming the file
-    shutil.copy2(aside / "eval_plain.json", run / "eval_plain.json")
+    # no result for the new artifact: nothing to ship (a record's headline is a scored val_bpb)
     out = tmp_path / "record"
     capsys.readouterr()
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    line = one_error_line(capsys)
+    assert "no evaluation result" in line and "golf evaluate --run-dir" in line and not out.exists()
+
+    # a stale result put back by hand is refused, naming the file
+    shutil.copy2(aside / "eval_plain.json", run / "eval_plain.json")
     assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
     assert "eval_plain.json" in one_error_line(capsys) and not out.exists()
 
