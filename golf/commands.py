@@ -337,6 +337,11 @@ def cmd_compare(args) -> int:
 
     setup_logging()
     result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
+    import matplotlib.pyplot as plt
+
+    for fig in (result["figure"], result["diff_figure"]):  # saved; a notebook shows them, the command does not
+        if fig is not None:
+            plt.close(fig)
     print(readable(result["summary"]).to_string(index=False, na_rep="–"))  # as compare.html shows it
     if len(result["summary"]) > 1:
         paired = "paired_p" in result["summary"]

@@ -33,7 +33,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     shown = table.astype(object)
     fmt = {"mean_bpb": "{:.4f}", "std_bpb": "{:.5f}", "diff_vs_baseline": "{:+.5f}", "ci95_low": "{:+.5f}",
            "ci95_high": "{:+.5f}", "welch_t": "{:.2f}", "welch_p": "{:.2g}", "tokens_per_s": "{:,.0f}",
-           "bytes_total": "{:,.0f}", "paired_ci95_low": "{:+.5f}", "paired_ci95_high": "{:+.5f}",
+           "bytes_model": "{:,.0f}", "bytes_total": "{:,.0f}", "paired_ci95_low": "{:+.5f}", "paired_ci95_high": "{:+.5f}",
            "paired_t": "{:.2f}", "paired_p": "{:.2g}", "val_loss": "{:.5f}", "val_bpb": "{:.5f}",
            "val_tokens": "{:,.0f}", "seed": "{:.0f}"}
     for col, f in fmt.items():
@@ -66,7 +66,8 @@ def plot(runs: pd.DataFrame, names: list[str], stage: str, out_dir: Path):
                        ha="right", rotation_mode="anchor")
     ax1.set(ylabel=f"{STAGE_LABELS.get(stage, stage)} val BPB", title="per-seed result (bar = mean)")
     ax2.set(xlabel="step", ylabel="train loss (nats/token)", title="training loss, every run")
-    ax2.legend(fontsize=8)
+    if ax2.get_legend_handles_labels()[0]:  # no run logged a training loss: no legend, and no warning about one
+        ax2.legend(fontsize=8)
     fig.tight_layout()
     out = out_dir / "compare.png"
     fig.savefig(out, dpi=110, bbox_inches="tight")
@@ -121,6 +122,11 @@ TEST_NOTE = ("The 95% interval and the two-sided p-value come from Welch's t-tes
              "shared between studies is no pair by itself. Where a study's runs share the baseline's *trained "
              "weights* seed by seed (a quantization-only arm), the seeds' spread cancels exactly, and the paired "
              "t-test over seeds is used.")
+
+
+BYTES_NOTE = ("bytes_model is the artifact; bytes_total adds the code of the run's exported train_gpt.py where "
+              "golf quantize counted it exactly, and is blank where quantize used its upper bound (far under the "
+              "limit): golf export-submission counts it.")
 
 
 def throughput_note(runs: pd.DataFrame) -> str:
@@ -184,7 +190,8 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
         log.warning("%s", w)
     # a run too short for a timed step has no tok/s, a run without an artifact no size: NaN, not an error
     runs["tokens_per_s"] = pd.to_numeric(runs["tokens_per_s"], errors="coerce").round().astype("Int64")
-    runs["bytes_total"] = pd.to_numeric(runs["bytes_total"], errors="coerce").astype("Int64")
+    for col in ("bytes_model", "bytes_total"):
+        runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("Int64")
     table = summary(runs, names)
     out = resolve(out_dir) if out_dir else new_numbered_dir(outputs_root() / "compare", "compare")
     for marker, what in ((CONFIG, "a run"), (STUDY_PLAN, "a study")):
@@ -207,7 +214,7 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
                  "Differences are (study − baseline) in val BPB, lower is better. " + TEST_NOTE
                  + (" Here the paired_ columns give it." if "paired_p" in table else "")),
              *[_md(f"**Warning:** {w}") for w in warnings],
-             _md("*" + throughput_note(runs) + "*"),
+             _md("*" + throughput_note(runs) + " " + BYTES_NOTE + "*"),
              _table(readable(table)), *([_figure(out / "compare_diff.png"), _md(DIFF_CAPTION)] if diff_fig else []),
              _figure(out / "compare.png"),
              _md("## Every stage\n\nMean val BPB of the same runs at each stage they reached (the test above is "

@@ -73,7 +73,8 @@ def collect(folders: list[Path], names: list[str], stage: str) -> pd.DataFrame:
             r = run_row(run)
             own.append({"study": name, "run": f"{run.parent.name}/{run.name}", "seed": r.get("seed"),
                         "val_loss": r.get(f"{stage}_loss"), "val_bpb": r.get(f"{stage}_bpb"),
-                        "tokens_per_s": _tokens_per_s(run), "bytes_total": r.get("bytes_total"),
+                        "tokens_per_s": _tokens_per_s(run), "bytes_model": r.get("bytes_model"),
+                        "bytes_total": r.get("bytes_total"),
                         "val_tokens": _scored_tokens(run, stage), "weights": _trained_weights(run),
                         "trained_bpb": r.get("prequant_bpb"), "path": str(run)})
         rows += sorted(own, key=lambda row: (row["seed"] is None, row["seed"] or 0))  # by seed, as one reads it
@@ -162,10 +163,12 @@ def summary(runs: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     for name in names:
         vals = runs.loc[runs["study"] == name, "val_bpb"].to_numpy(float)
         sub = runs[runs["study"] == name]
-        tps, size = (col.median() if col.notna().any() else pd.NA for col in (sub["tokens_per_s"], sub["bytes_total"]))
+        tps, model, size = (col.median() if col.notna().any() else pd.NA
+                            for col in (sub["tokens_per_s"], sub["bytes_model"], sub["bytes_total"]))
         row = {"study": name, "n": len(vals), "mean_bpb": vals.mean(),
                "std_bpb": vals.std(ddof=1) if len(vals) > 1 else float("nan"),
                "tokens_per_s": round(tps) if pd.notna(tps) else pd.NA,
+               "bytes_model": int(model) if pd.notna(model) else pd.NA,
                "bytes_total": int(size) if pd.notna(size) else pd.NA}  # NA as in the runs table, not None
         if name != names[0]:
             w = welch(vals, base)

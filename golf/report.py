@@ -242,7 +242,7 @@ def corpus_of(run_dir: Path) -> str:
 
 INDEX_COLUMNS = {"steps": "steps", "prequant_bpb": "val BPB, pre-quant", "plain_bpb": "quantized",
                  "sliding_bpb": "quantized, sliding", "ttt_bpb": "quantized, TTT", "ttt_loss": "TTT loss (nats)",
-                 "bytes_total": "bytes", "report": "report"}
+                 "bytes_model": "artifact bytes", "bytes_total": "artifact + code bytes", "report": "report"}
 
 
 def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
@@ -266,7 +266,7 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
     df["report"] = [f'<a href="{r}/{REPORT}">report</a>' if RunDir(study_dir / r).report.exists()
                     else "–" for r in df["run"]]
     cols = [c for c in ["run", "seed", "steps", "prequant_bpb", "plain_bpb", "sliding_bpb", "ttt_bpb",
-                        "ttt_loss", "bytes_total", "report"] if c in df]
+                        "ttt_loss", "bytes_model", "bytes_total", "report"] if c in df]
     shown = df[cols].rename(columns=INDEX_COLUMNS)
     if "seed" in df:
         shown["seed"] = [str(int(v)) if pd.notna(v) else "–" for v in df["seed"]]

@@ -40,7 +40,9 @@ def run_row(run_dir: Path) -> dict:
         if res:
             row[f"{stage}_loss"], row[f"{stage}_bpb"] = res["val_loss"], res["val_bpb"]
     budget = read_json(run.quant_budget) or {}
-    row["bytes_total"] = budget.get("total")
+    row["bytes_model"] = budget.get("model_bytes")
+    # artifact + code only where quantize counted the code exactly; its bound (the package's size) is no size
+    row["bytes_total"] = budget.get("total") if budget.get("code_bytes_exact", True) else None
     return row
 
 

@@ -36,7 +36,8 @@ def _study(root: Path, name: str, bpbs: list[float], **keys) -> Path:
         (run / "train_summary.json").write_text(json.dumps({"steps": 7, "prequant_post_ema":
                                                             {"val_loss": 3.0, "val_bpb": bpb + 0.01}}))
         (run / "eval_ttt.json").write_text(json.dumps({"val_loss": bpb * 2.58, "val_bpb": bpb, "seconds": 1.0}))
-        (run / "quant_budget.json").write_text(json.dumps({"total": 15_000_000 + i, "limit": 16_000_000}))
+        (run / "quant_budget.json").write_text(json.dumps({"model_bytes": 14_980_000 + i, "total": 15_000_000 + i,
+                                                            "limit": 16_000_000}))
     return study
 
 
@@ -135,11 +136,17 @@ def test_compare_of_runs_too_short_for_a_timed_step(tmp_path, capsys):
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         (run / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")  # step 1 is the compile, not timed
     (abl / "seed0" / "quant_budget.json").unlink()
+    bound = json.loads((abl / "seed1" / "quant_budget.json").read_text())  # quantize used the code's upper bound
+    (abl / "seed1" / "quant_budget.json").write_text(json.dumps({**bound, "total": 15_446_674, "code_bytes_exact": False}))
     out = tmp_path / "cmp"
     assert golf_main(["compare", str(base), str(abl), "--out", str(out)]) == 0
     runs = pd.read_csv(out / "compare_runs.csv").set_index("run")
     assert runs.loc[[f"short/seed{i}" for i in range(3)], "tokens_per_s"].isna().all()
     assert pd.isna(runs.loc["short/seed0", "bytes_total"]) and runs.loc["baseline/seed0", "bytes_total"] == 15_000_000
+    # a bound is no size: the artifact's bytes are shown, artifact + code only where counted exactly
+    assert pd.isna(runs.loc["short/seed1", "bytes_total"]) and runs.loc["short/seed1", "bytes_model"] == 14_980_001
+    assert pd.read_csv(out / "compare.csv").set_index("study").loc["short", "bytes_total"] == 15_000_002
+    assert "upper bound" in (out / "compare.html").read_text()
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and "None" not in captured.out  # a missing tok/s prints <NA>
     assert pd.isna(pd.read_csv(out / "compare.csv").set_index("study").loc["short", "tokens_per_s"])
