@@ -415,7 +415,7 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int], config: dict | N
                 if drift or old.get("config_sha256", plan["config_sha256"]) != plan["config_sha256"]:
                     raise GolfError(f"study {str(study_dir)!r} was run with other settings: {plan['params_file']} "
                                     f"resolves to another config now ({drift or 'config_sha256 differs'}); "
-                                    "pick another --study, or undo the edit")
+                                    "pick another --study, or undo the change (to the file or to --set)")
                 old.setdefault("config_sha256", plan["config_sha256"])  # a study made before golf recorded it
             as_set = lambda p: {**p, "overrides": parse_overrides(p.get("overrides") or [])}  # noqa: E731  (order-free)
             if as_set({k: old.get(k) for k in plan}) != as_set(plan):
@@ -423,7 +423,8 @@ def _claim_study(study_dir: Path, plan: dict, seeds: list[int], config: dict | N
                                 f"({json.dumps({k: old.get(k) for k in plan})}): pick another --study")
             log.info("resuming study %s", study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(record, {**plan, "seeds": seeds})
+    earlier = json.loads(record.read_text()).get("seeds", []) if record.is_file() else []
+    atomic_write_json(record, {**plan, "seeds": sorted({*earlier, *seeds})})  # a study grows by its seeds
 
 
 if __name__ == "__main__":  # python -m golf.notebooks: regenerate the parameters cells

@@ -22,7 +22,7 @@ from golf.runs import STUDY_PLAN, seed_dirs
 from golf.runtime import GolfError, atomic_write_json
 from golf.study_archive import archive_study, restore_study
 from golf.study_executors import LocalExecutor
-from golf.study_job import finished, run_job
+from golf.study_job import finished, finished_run, run_job
 from golf.study_plan import Arm, Study
 
 log = logging.getLogger("golf")
@@ -46,8 +46,11 @@ def run_study(params_file: str, seeds: list[int], study: str | None = None, over
     with _kernels_quiet(st.folder / "kernels.log") as console:
         results = st.run(LocalExecutor(console=console), configs)
         reasons = [f"seed {r['seed']} failed: {r['error']}" for r in results if r["status"] == "failed"]
-        run_dirs = [Path(r["run"]) for r in results if r["status"] in ("kept", "done")]
-        atomic_write_json(st.folder / STUDY_PLAN, {**st.plan, "seeds": st.seeds, "failures": reasons})
+        ran = {r["seed"]: Path(r["run"]) for r in results if r["status"] in ("kept", "done")}
+        seeds = json.loads((st.folder / STUDY_PLAN).read_text())["seeds"]  # this call's and earlier calls'
+        # the analysis covers every finished seed of the study, in the seeds' order
+        run_dirs = [d for d in (ran.get(s) or finished_run(st.folder, s, st.modes) for s in seeds) if d is not None]
+        atomic_write_json(st.folder / STUDY_PLAN, {**st.plan, "seeds": seeds, "failures": reasons})
         failures = failed_runs(results)
         if run_dirs:
             try:

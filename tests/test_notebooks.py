@@ -11,9 +11,10 @@ from conftest import tiny_params
 
 
 @pytest.mark.slow
-def test_golf_run_makes_a_run_folder_through_the_notebooks_and_keeps_it_when_run_again(tmp_path, demo_data):
-    """A one-arm study: the notebooks, the report and its plots, the seed table and the index. Retrying a
-    killed seed is the study engine's one rule, tested in test_study.py."""
+def test_golf_run_makes_a_run_folder_through_the_notebooks_and_a_later_seed_adds_to_the_study(tmp_path, demo_data):
+    """A one-arm study: the notebooks, the report and its plots, the seed table and the index; a later call
+    with another seed adds to it. Keeping a finished seed and retrying a killed one is the study engine's one
+    rule, tested in test_study.py."""
     params = tiny_params(tmp_path, demo_data, iterations=6, val_loss_every=0, train_log_every=2,
                          max_val_tokens=4096)
     outputs = tmp_path / "outputs"
@@ -28,12 +29,14 @@ def test_golf_run_makes_a_run_folder_through_the_notebooks_and_keeps_it_when_run
         {"plain", "sliding", "ttt"}  # the notebook's default modes, scored in one process
     finished_at = (run / "report.html").stat().st_mtime_ns
 
-    index, failures = run_study(str(params), [1], study="smoke", outputs=str(outputs))
+    # another seed later: the study grows, its plan and seed table cover both calls' seeds
+    index, failures = run_study(str(params), [2], study="smoke", outputs=str(outputs))
     assert failures == []
-    assert (run / "report.html").stat().st_mtime_ns == finished_at  # the finished seed was kept, not redone
-    assert [p.name for p in study.iterdir() if p.is_dir() and p.name.startswith("seed")] == ["seed1"]
+    assert (run / "report.html").stat().st_mtime_ns == finished_at  # the finished seed was left as it was
+    assert sorted(p.name for p in study.iterdir() if p.is_dir() and p.name.startswith("seed")) == ["seed1", "seed2"]
+    assert json.loads((study / "study.json").read_text())["seeds"] == [1, 2]
     table = pd.read_csv(study / "seed_analysis.csv")
-    assert list(table["seed"]) == [1] and table["ttt_bpb"].notna().all()
+    assert list(table["seed"]) == [1, 2] and table["ttt_bpb"].notna().all()
     page = index.read_text()
     assert "seed1/report.html" in page and "FineWeb figures" in page
 
