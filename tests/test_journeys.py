@@ -491,7 +491,7 @@ def test_an_export_that_fails_half_way_leaves_no_out_folder(tmp_path, evaluated_
 
 def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path, monkeypatch, capsys):
     """From a folder with its own params/demo.yaml but no notebooks/ (not a project): ./params/demo.yaml is
-    that file; params/demo.yaml is the project's, with a note naming both."""
+    that file; params/demo.yaml is the project's, with a note naming both; mine.yaml, here only, is this one."""
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "demo.yaml").write_text((REPO / "params" / "demo.yaml").read_text()
                                                   + "\nwarmup_steps: 7\n")
@@ -505,6 +505,11 @@ def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path
     assert "  warmup_steps: 7  #" not in out
     assert err.strip() == (f"golf: note: params/demo.yaml is read from the project root ({REPO}/params/demo.yaml), "
                            "not from the current folder: give ./params/demo.yaml for the one here")
+    # a name only the current folder holds is that file, without ./ and without a note
+    (tmp_path / "mine.yaml").write_text("warmup_steps: 9\n")
+    assert golf_main(["config", "--params", "mine.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert "  warmup_steps: 9  #" in out and err == ""
 
 
 # --- the README's demo table ---------------------------------------------------------------------------
