@@ -132,8 +132,11 @@ def _coerce(key: str, value: Any, from_text: bool) -> Any:
     elif want is str:
         if isinstance(value, str):
             return value
+    hint = ""
+    if want is str and isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no unquoted as booleans
+        hint = "; YAML reads an unquoted on/off/yes/no as a bool: put the word in quotes ('off')"
     raise ConfigError(
-        f"params key {key!r}: expected {want.__name__}, got {type(value).__name__} {value!r}"
+        f"params key {key!r}: expected {want.__name__}, got {type(value).__name__} {value!r}{hint}"
     )
 
 
@@ -154,7 +157,12 @@ def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
 
     flat: dict[str, Any] = {}
     for k, v in mapping.items():
-        if k in SECTIONS and isinstance(v, Mapping):
+        if k in SECTIONS and v is None:  # an empty section
+            continue
+        if k in SECTIONS and not isinstance(v, Mapping):
+            raise ConfigError(f"{where}: section {k!r} must be a mapping of key: value (its keys indented under "
+                              f"it), got {type(v).__name__} {v!r}", k)
+        if k in SECTIONS:
             inside = {**v}
             wrong = [x for x in inside if x in SECTION_OF and SECTION_OF[x] != k]
             if wrong:
@@ -180,12 +188,29 @@ def _flatten(mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> Any:
     """The parsed params file; an error naming the file if it is not UTF-8 text or not YAML."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - safe
     except UnicodeDecodeError:
         raise ConfigError(f"params file {str(path)!r} is not a UTF-8 text file") from None
+    except yaml.constructor.ConstructorError as exc:  # a key given twice (see _UniqueKeyLoader), or a tag
+        line = f", line {exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise ConfigError(f"params file {str(path)!r}{line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
@@ -207,6 +232,9 @@ def load_config(
     from_file: set[str] = set()  # keys whose value is the file's (not overridden)
     if path is not None:
         path = resolve_params_file(path)
+        if path.is_dir():
+            raise ConfigError(f"params file {str(path)!r} is a folder; expected a YAML file in it, e.g. "
+                              f"{str(path / 'mine.yaml')!r}")
         if not path.is_file():
             raise ConfigError(f"params file {str(path)!r} does not exist (a relative path starts at the "
                               "project root, see golf --help; give an absolute path for a file elsewhere)")

@@ -471,7 +471,12 @@ def test_golf_run_checks_the_tokenizer_binding_before_the_study_folder(tmp_path,
 
 @pytest.mark.parametrize("content, what", [(b"a: [1, 2\nb: 3\n", "not valid YAML at line 2"),
                                            (b"\x80\x81\xfe\xff\x00", "not a UTF-8 text file"),
-                                           (b"\x00\x01\x02", "not valid YAML")])
+                                           (b"\x00\x01\x02", "not valid YAML"),
+                                           (b"iterations: 5\niterations: 7\n", "line 2: key 'iterations' is given twice"),
+                                           (b"model:\n  num_layers: 3\n  num_layers: 4\n", "line 3: key 'num_layers'"),
+                                           (b"model:\n  - 1\n", "section 'model' must be a mapping"),
+                                           (b"compile: off\n", "put the word in quotes"),
+                                           (b"x: !!python/name:os.system\n", "line 1: could not determine")])
 def test_unreadable_params_file(tmp_path, capsys, content, what):
     params = tmp_path / "params.yaml"
     params.write_bytes(content)
@@ -480,6 +485,12 @@ def test_unreadable_params_file(tmp_path, capsys, content, what):
         line = one_error_line(capsys)
         assert str(params) in line and what in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_params_path_that_is_a_folder_says_so(tmp_path, capsys):
+    assert golf_main(["model-info", "--params", str(tmp_path)]) == 1
+    line = one_error_line(capsys)
+    assert str(tmp_path) in line and "is a folder" in line
 
 
 def test_a_wrongly_typed_value_in_a_params_file_names_the_file(tmp_path, capsys):
