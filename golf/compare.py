@@ -102,6 +102,25 @@ def plot_differences(table: pd.DataFrame, stage: str, out_dir: Path):
     return fig
 
 
+def study_arms(folders: list[Path]) -> tuple[list[Path], list[str] | None]:
+    """A ``golf study`` folder stands for its arms (their folders, in the plan's order: the first is its
+    baseline), named by arm, or STUDY/ARM among other folders; other folders stay. The names are None
+    where no folder is such a study."""
+    out, names, any_arms = [], [], False
+    for f in folders:
+        plan = read_json(f / STUDY_PLAN) if (f / STUDY_PLAN).is_file() else None
+        arms = [a for a in (plan or {}).get("arms") or {} if (f / a).is_dir()] if isinstance(plan, dict) else []
+        if arms:
+            any_arms = True
+            log.info("%s is a study of %d arms: comparing %s (baseline %s)", f, len(arms), ", ".join(arms), arms[0])
+            out += [f / a for a in arms]
+            names += arms if len(folders) == 1 else [f"{f.name}/{a}" for a in arms]
+        else:
+            out.append(f)
+            names.append(f.name)
+    return out, (names if any_arms and len(set(names)) == len(names) else None)
+
+
 def default_names(folders: list[Path]) -> list[str]:
     """Each folder's name, with its parent's where two names are the same (two studies' seed1 runs)."""
     names = [f.name for f in folders]
@@ -180,7 +199,8 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     twice = sorted({str(f) for f in folders if folders.count(f) > 1})
     if twice:
         raise GolfError(f"{twice[0]!r} is given more than once: each folder is one study or run to compare")
-    names = parameter_list(names, "names") or default_names(folders)
+    folders, arm_names = study_arms(folders)
+    names = parameter_list(names, "names") or arm_names or default_names(folders)
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
     runs = collect(folders, names, stage)

@@ -404,3 +404,17 @@ def test_study_index_sorts_seeds_and_a_lab_folder_tests_one_config(tmp_path, mon
     assert "Not one study" in page and "one per seed: seed2" in page
     study, table, _, _ = notebooks.seed_analysis()  # no study yet: the newest config's lab runs, one per seed
     assert study == lab and list(table["run"]) == ["seed2"] and "no study with ttt results yet" in capsys.readouterr().out
+
+
+def test_a_golf_study_folder_compares_its_arms(tmp_path, capsys):
+    """`golf compare STUDY` on a study of arms compares the arms, the plan's first as the baseline."""
+    study = tmp_path / "st"
+    _study(study, "base", BASE)
+    _study(study, "no-ema", ABLATION, ema_decay=0.9)
+    (study / "study.json").write_text(json.dumps({"arms": {"base": {}, "no-ema": {}}, "seeds": [0, 1, 2, 3]}))
+    out = tmp_path / "cmp"
+    assert golf_main(["compare", str(study), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table["study"]) == ["base", "no-ema"] and list(table["n"]) == [4, 3]
+    assert table.set_index("study").loc["no-ema", "mean_bpb"] == pytest.approx(np.mean(ABLATION))
+    assert "is a study of 2 arms" in capsys.readouterr().err
