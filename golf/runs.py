@@ -38,6 +38,7 @@ LOCK = ".golf.lock"  # holds the pid of the training under way
 PLOTS, TABLES = "plots", "tables"
 RUN_NOTEBOOKS = ("train", "quantize", "ttt_eval")  # executed copies of the run notebooks
 STUDY_PLAN = "study.json"  # a study folder's plan (golf.study)
+COMPARE_DIR = "compare"  # a multi-arm study's comparison, beside its arms
 
 
 

@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from golf.runs import STUDY_PLAN, seed_dirs
+from golf.runs import COMPARE_DIR, STUDY_PLAN, seed_dirs
 from golf.runtime import GolfError, atomic_write_json
 from golf.study_archive import archive_study, restore_study
 from golf.study_executors import LocalExecutor
@@ -26,7 +26,6 @@ from golf.study_job import finished, finished_run, run_job
 from golf.study_plan import Arm, Study
 
 log = logging.getLogger("golf")
-COMPARE_DIR = "compare"  # a multi-arm study's comparison, beside its arms
 
 
 def run_study(params_file: str, seeds: list[int], study: str | None = None, overrides: list[str] | None = None,

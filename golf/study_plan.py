@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from golf.runs import STUDY_PLAN, RunDir
+from golf.runs import COMPARE_DIR, STUDY_PLAN, RunDir
 from golf.runtime import GolfError, atomic_write_json
 from golf.study_job import Job, finished_run
 
@@ -102,7 +102,17 @@ class Study:
         wrong = [m for m in self.modes or [] if m not in EVAL_MODES]
         if wrong:
             raise GolfError(f"--modes: unknown mode {wrong[0]!r}; golf evaluate has {', '.join(EVAL_MODES)}")
+        if not self.flat and COMPARE_DIR in names:  # STUDY/compare holds the arms' comparison
+            raise GolfError(f"--arms: {COMPARE_DIR!r} names the study's comparison folder; call the arm otherwise")
         cfgs = self.configs()
+        if not self.flat:
+            same = {}
+            for arm in self.arms:  # two arms of one config are one arm run twice: no comparison between them
+                key = json.dumps(cfgs[arm.name].to_dict(), sort_keys=True, default=str)
+                if key in same:
+                    raise GolfError(f"--arms: arms {same[key]!r} and {arm.name!r} have the same settings "
+                                    f"(one config): give one of them other keys, or leave it out")
+                same[key] = arm.name
         checked = set()
         for arm in self.arms:  # data, tokenizer, world size, memory: once per distinct setting
             key = json.dumps(cfgs[arm.name].to_dict(), sort_keys=True, default=str)

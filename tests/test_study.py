@@ -124,7 +124,10 @@ def test_bad_arms_and_keys_are_one_line_before_any_folder(tmp_path, demo_data, c
     out = tmp_path / "out"
     for arms, words in (([f"a={params}", f"b={params} smear_gat=true"], ["arm 'b'", "smear_gat"]),
                         ([f"a={params}", "b"], ["NAME=PARAMS"]),
-                        ([f"a={params} seed=3"], ["--seeds"])):
+                        ([f"a={params} seed=3"], ["--seeds"]),
+                        ([f"a={params}", f"b={params}"], ["arms 'a' and 'b' have the same settings"]),
+                        ([f"a={params} ema_decay=0.5", f"b={params} ema_decay=0.50"], ["same settings"]),
+                        ([f"a={params}", f"compare={params} ema_decay=0.5"], ["comparison folder"])):
         assert golf_main(["study", "--study", "s", "--outputs", str(out), "--seeds", "1", "--arms", *arms]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and all(w in err[0] for w in words), err
