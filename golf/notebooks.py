@@ -312,15 +312,19 @@ def log_notebook(seed: int, label: str, name: str, run_dir: Path) -> None:
 
 
 def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], nproc: int = 1,
-             kernel: str | None = None, console=None, label: str = "", modes: list[str] | None = None) -> Path:
+             kernel: str | None = None, console=None, label: str = "", modes: list[str] | None = None,
+             steps: tuple[str, ...] = RUN_NOTEBOOKS, quant_changes: list[str] | None = None) -> Path:
     """Train, quantize and evaluate one seed through the notebooks into ``run_dir`` (``modes``: the
-    ttt_eval notebook's, None for its own); with ``console``, the stage and its progress on one updating
-    line there."""
-    for name in RUN_NOTEBOOKS:
+    ttt_eval notebook's, None for its own; ``steps``: from quantize on where ``run_dir`` holds trained
+    weights already, ``quant_changes`` the quantize notebook's overrides); with ``console``, the stage and
+    its progress on one updating line there."""
+    for name in steps:
         log_notebook(seed, label, name, run_dir)
         params: dict[str, Any] = {"run_dir": str(run_dir), "nproc": nproc}
         if name == "train":  # the overrides reach config.yaml, which quantize and evaluate read
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))
+        if name == "quantize" and quant_changes:
+            params["overrides"] = list(quant_changes)
         if name == "ttt_eval" and modes:
             params["modes"] = list(modes)
         if console is None:

@@ -13,6 +13,7 @@ process (LocalExecutor's workers side by side).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -89,7 +90,13 @@ def run_arms(st: Study, executor_for, archive: Path | None = None, restore: Path
     log.info("study %s: %s x %s on %s", st.folder, _count(len(st.arms), "arm"), _count(len(st.seeds), "seed"),
              executor.describe())
     pack = (lambda: archive_study(archive, st.folder, st.modes)) if archive else None
-    results = st.run(executor, configs, stop_taking_after, after_each=pack)
+    with contextlib.ExitStack() as stack:
+        if isinstance(executor, LocalExecutor) and len(executor.groups) == 1 and st.notebooks:
+            # runs here, in turn: each run's stage and progress on one line, as golf run shows them
+            from golf.notebooks import _kernels_quiet
+
+            executor.console = stack.enter_context(_kernels_quiet(st.folder / "kernels.log"))
+        results = st.run(executor, configs, stop_taking_after, after_each=pack)
     failures = failed_runs(results)
     ready = [a.name for a in st.arms if any(finished(d, st.modes, st.notebooks)
                                             for s in st.seeds for d in seed_dirs(st.arm_dir(a), s))]

@@ -101,35 +101,32 @@ def run_job(job: Job | dict, console=None) -> dict:
 
 def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
     from golf.launch import launch_golf
-    from golf.notebooks import execute_notebook, log_notebook, run_seed
+    from golf.notebooks import run_seed
 
     earlier = seed_dirs(arm_dir, job.seed)
     run_dir = fresh_seed_dir(arm_dir, job.seed)
     run = RunDir(run_dir)
     if earlier:  # the resume rule: the unfinished run stays as it is, the seed starts again beside it
         trained = trained_earlier(earlier) if job.source is None else None
+        source = trained or (Path(job.source) if job.source else None)  # a twin's: its lead arm's run
         log.info("seed %d%s: %s kept as it was left (%s); starting again in %s%s", job.seed, job.label,
                  earlier[-1].name, RunDir(earlier[-1]).status(), run_dir.name,
-                 "" if trained is None else " from its trained weights" if trained == earlier[-1]
-                 else f" from {trained.name}'s trained weights")
+                 "" if source is None else " from its trained weights" if source == earlier[-1]
+                 else f" from {source.name}'s trained weights" if source.parent == arm_dir
+                 else f" from {source.parent.name}/{source.name}'s trained weights")
         if trained is not None:  # a training ended: quantize and evaluate again what it trained, as a twin would
             job.source = str(trained)
     t0 = time.perf_counter()
     try:
-        if job.source is None and job.notebooks:
+        if job.source is not None:
+            copy_trained_run(Path(job.source), run_dir, job.arm)
+        steps = RUN_NOTEBOOKS if job.source is None else RUN_NOTEBOOKS[1:]
+        if job.notebooks:  # each step's line and progress on the console, trained here or not
             run_seed(job.params, job.seed, run_dir, job.overrides, job.nproc, job.kernel, console=console,
-                     label=job.label, modes=job.modes)
+                     label=job.label, modes=job.modes, steps=steps, quant_changes=job.quant_changes)
         else:
-            if job.source is not None:
-                copy_trained_run(Path(job.source), run_dir, job.arm)
-            for step in (RUN_NOTEBOOKS if job.source is None else RUN_NOTEBOOKS[1:]):
-                if job.notebooks:
-                    log_notebook(job.seed, job.label, step, run_dir)
-                    params = {"run_dir": str(run_dir), "nproc": job.nproc}
-                    params.update({"overrides": job.quant_changes} if step == "quantize" else
-                                  {"modes": job.modes} if step == "ttt_eval" and job.modes else {})
-                    execute_notebook(step, run.notebook(step), params, job.kernel)
-                elif step == "train":
+            for step in steps:
+                if step == "train":
                     launch_golf(["train", "--params", job.params, "--run-dir", str(run_dir), "--set",
                                  f"seed={job.seed}", *job.overrides], job.nproc, run.console, echo=False)
                 elif step == "quantize":

@@ -59,6 +59,9 @@ def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, dem
     for arm, notebooks in (("base (1 of 4)", "train quantize ttt_eval"), ("q1 (2 of 4)", "quantize ttt_eval")):
         assert [line.split(": ")[-1].split()[0] for line in console.splitlines()
                 if f"seed 1 · {arm}:" in line] == notebooks.split()
+    # the status line, as golf run shows it, for a run trained here and for a twin that quantizes a copy
+    for status in ("seed 1 · base (1 of 4) · train · ", "seed 1 · q1 (2 of 4) · quantize · "):
+        assert any(line.startswith(status) for line in console.splitlines()), status
     s = check_finished(tmp_path / "out")
     killed = s / "base" / "seed2"
     assert sorted(p.name for p in killed.iterdir()) == before  # kept as it was; the seed ran in seed2-2
@@ -69,10 +72,13 @@ def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, dem
     evaluated = RunDir(s / "base" / "seed1")  # as if killed after training, while it was evaluated
     evaluated.eval_result("plain").unlink()
     evaluated.report.unlink()
+    RunDir(s / "q1" / "seed2").report.unlink()  # the twin's too: its retry links base's weights again
     capsys.readouterr()
     assert study(tmp_path, params) == 0  # run again: every finished run kept, nothing redone
-    assert (s / "q1" / "seed2" / "eval_plain.json").stat().st_mtime_ns == stamp
+    assert (s / "q1" / "seed2" / "eval_plain.json").stat().st_mtime_ns == stamp  # kept as it was left
     err = capsys.readouterr().err
+    assert "seed 2 · q1 (4 of 4): seed2 kept as it was left (evaluated); starting again in seed2-2 from " \
+           "base/seed2-2's trained weights" in err
     assert "kept" in err and "seed1 kept as it was left (quantized); starting again in seed1-2 from its " \
                                "trained weights" in err
     retried = RunDir(s / "base" / "seed1-2")  # not trained again: quantized and evaluated what seed1 trained
