@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options naming files or folders: resolved once, here, by the one rule of golf.paths.
 PATH_ARGS = ("params", "run_dir", "outputs", "out", "dir", "tokenizer", "archive", "restore")
+WRITTEN_PATH_ARGS = ("outputs", "out", "archive")  # where golf writes: the project root's, always
 
 
 def _resolve_path_args(args) -> None:
@@ -278,7 +279,7 @@ def _resolve_path_args(args) -> None:
         value = getattr(args, name, None)
         if isinstance(value, str) and value:
             args.given_paths[name] = value
-            path, note = resolve_typed(value, params=name == "params")
+            path, note = resolve_typed(value, params=name == "params", read=name not in WRITTEN_PATH_ARGS)
             setattr(args, name, str(path))
             notes.append(note)
     if isinstance(getattr(args, "studies", None), list):

@@ -75,17 +75,17 @@ def resolve_params_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def resolve_typed(path: str, params: bool = False) -> tuple[Path, str | None]:
+def resolve_typed(path: str, params: bool = False, read: bool = True) -> tuple[Path, str | None]:
     """A path typed on the command line: one that starts with ``./`` or ``../`` names a file from the
-    current folder, as a shell reads it, and so does one that exists there only; any other relative path
-    follows the one rule. Returns the path and, where the current folder holds another file of that name,
-    a note saying which one is read."""
+    current folder, as a shell reads it, and so does a path golf ``read``s that exists there only (a place
+    golf writes to keeps the one rule); any other relative path follows the one rule. Returns the path and,
+    where the current folder holds another file of that name, a note saying which one is read."""
     if path.startswith(("./", "../")) or path in (".", ".."):
         return Path(os.path.abspath(path)), None
     chosen = resolve_params_file(path) if params else resolve(path)
     here = Path(path).expanduser()
     if not here.is_absolute() and here.exists() and os.path.abspath(here) != os.path.abspath(chosen):
-        if not chosen.exists():  # only the current folder has it: no doubt which one is meant
+        if read and not chosen.exists():  # only the current folder has what is read: no doubt which is meant
             return Path(os.path.abspath(here)), None
         return chosen, (f"{path} is read from the project root ({chosen}), not from the current folder: "
                         f"give ./{path} for the one here")

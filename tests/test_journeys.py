@@ -493,8 +493,9 @@ def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path
     """From a folder with its own params/demo.yaml but no notebooks/ (not a project): ./params/demo.yaml is
     that file; params/demo.yaml is the project's, with a note naming both; mine.yaml, here only, is this one."""
     (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "demo.yaml").write_text((REPO / "params" / "demo.yaml").read_text()
-                                                  + "\nwarmup_steps: 7\n")
+    text = (REPO / "params" / "demo.yaml").read_text()
+    assert re.search(r"^warmup_steps: \d+$", text, re.M)
+    (tmp_path / "params" / "demo.yaml").write_text(re.sub(r"^warmup_steps: \d+$", "warmup_steps: 7", text, flags=re.M))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GOLF_HOME", str(REPO))
     assert golf_main(["config", "--params", "./params/demo.yaml"]) == 0
