@@ -333,15 +333,11 @@ def cmd_study(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from golf.compare import compare, readable
+    from golf.compare import close_figures, compare, readable
 
     setup_logging()
     result = compare(args.studies, names=args.names, stage=args.stage, out_dir=args.out)
-    import matplotlib.pyplot as plt
-
-    for fig in (result["figure"], result["diff_figure"]):  # saved; a notebook shows them, the command does not
-        if fig is not None:
-            plt.close(fig)
+    close_figures(result)  # saved; a notebook shows them, the command does not
     print(readable(result["summary"]).to_string(index=False, na_rep="–"))  # as compare.html shows it
     if len(result["summary"]) > 1:
         paired = "paired_p" in result["summary"]

@@ -121,6 +121,15 @@ def study_arms(folders: list[Path]) -> tuple[list[Path], list[str] | None]:
     return out, (names if any_arms and len(set(names)) == len(names) else None)
 
 
+def close_figures(result: dict) -> None:
+    """Close the figures ``compare`` returned (for a notebook to show) where nothing shows them."""
+    import matplotlib.pyplot as plt
+
+    for fig in (result["figure"], result["diff_figure"]):
+        if fig is not None:
+            plt.close(fig)
+
+
 def default_names(folders: list[Path]) -> list[str]:
     """Each folder's name, with its parent's where two names are the same (two studies' seed1 runs)."""
     names = [f.name for f in folders]

@@ -80,7 +80,7 @@ def run_arms(st: Study, executor_for, archive: Path | None = None, restore: Path
     """``golf study``: every (arm, seed), then ``golf compare`` of the arms with finished runs into
     ``STUDY/compare``. ``executor_for``: makes the executor once the checks passed. Returns the
     comparison page (None when the baseline has no finished run) and the failure lines."""
-    from golf.compare import compare
+    from golf.compare import close_figures, compare
 
     if restore is not None:
         restore_study(restore, st.folder)
@@ -103,8 +103,9 @@ def run_arms(st: Study, executor_for, archive: Path | None = None, restore: Path
     page = None
     if st.arms[0].name in ready:
         try:
-            compare([st.arm_dir(a) for a in st.arms if a.name in ready], names=ready,
-                    stage=(st.modes or ["ttt"])[0], out_dir=st.folder / COMPARE_DIR)
+            result = compare([st.arm_dir(a) for a in st.arms if a.name in ready], names=ready,
+                             stage=(st.modes or ["ttt"])[0], out_dir=st.folder / COMPARE_DIR)
+            close_figures(result)  # saved with the page; none is shown here
             page = st.folder / COMPARE_DIR / "compare.html"
         except GolfError as exc:
             failures.append(f"compare failed: {exc}")
