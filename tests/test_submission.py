@@ -167,3 +167,46 @@ def test_the_payload_literal_reads_back_as_its_bytes(data, tmp_path):
     out = subprocess.run([sys.executable, str(echo)], capture_output=True, timeout=60)
     assert out.returncode == 0 and out.stdout == data, out.stderr
     assert len(source) - len(FLAT_WRAPPER.format(payload="")) < len(data) * 1.1 + 8
+
+
+def test_a_functions_import_of_what_the_module_imports_alike_goes():
+    """golf's modules import lazily; in the one specialized module a function's repeat of a top-level
+    import goes, and only that: another alias, a name the function binds again, a class body's import and
+    a name bound twice at the top stay."""
+    import ast
+    import textwrap
+
+    from golf.specialize.prune import drop_repeated_imports
+
+    module = ast.parse(textwrap.dedent("""
+        import torch
+        import numpy as np
+        import json
+        json = None
+        def a():
+            import torch
+            import numpy
+            return torch, numpy
+        def b():
+            try:
+                import torch, numpy as np
+            except ImportError:
+                pass
+            return torch, np
+        def c():
+            import torch
+            torch = 1
+            return torch
+        def d():
+            import json
+            return json
+        class E:
+            import torch
+    """))
+    assert drop_repeated_imports(module)
+    code = ast.unparse(module)
+    assert "def a():\n    import numpy\n    return" in code
+    assert "try:\n        pass\n    except ImportError" in code
+    assert "def c():\n    import torch\n    torch = 1" in code and "def d():\n    import json" in code
+    assert "class E:\n    import torch" in code
+    assert not drop_repeated_imports(module)  # nothing left to drop

@@ -201,3 +201,41 @@ def prune_instance_members(module: ast.Module) -> bool:
             cls.body = body or [ast.Pass()]
             changed = True
     return changed
+
+
+def drop_repeated_imports(module: ast.Module) -> bool:
+    """A function's ``import torch`` (golf's modules import lazily, where a name is used) where the one
+    module imports the same name the same way at its top: the function reads the module's."""
+    from golf.specialize.flatten import _import_text
+
+    top: dict[str, str] = {}
+    for st in module.body:
+        if isinstance(st, (ast.Import, ast.ImportFrom)):
+            for a in st.names:
+                top[a.asname or a.name.split(".")[0]] = _import_text(st, a)
+    scopes = Scopes(module)
+    changed = False
+    for node in walk(module):
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if not isinstance(stmts, list) or node is module:
+                continue
+            kept = []
+            for st in stmts:
+                if isinstance(st, (ast.Import, ast.ImportFrom)) and scopes.of[id(st)].kind == "function":
+                    scope = scopes.of[id(st)]
+                    names = [a for a in st.names
+                             if not (top.get(n := a.asname or a.name.split(".")[0]) == _import_text(st, a)
+                                     and scopes.root.bound.get(n, []) and len(scopes.root.bound[n]) == 1
+                                     and scope.bound.get(n) == [st])]
+                    if len(names) < len(st.names):
+                        changed = True
+                        if not names:
+                            continue
+                        st.names = names
+                kept.append(st)
+            if len(kept) < len(stmts):
+                stmts[:] = kept or [ast.Pass()]
+    if changed:
+        tree_changed()
+    return changed
