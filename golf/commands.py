@@ -307,13 +307,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from golf.paths import resolve
+    from dataclasses import replace
+
+    from golf.paths import resolve, resolve_typed
     from golf.study import run_arms
     from golf.study_executors import LocalExecutor, RayExecutor
     from golf.study_plan import Study, parse_arm
 
     setup_logging()
-    arms = [parse_arm(a) for a in args.arms]
+    # each arm's params file read as --params is (one only the current folder holds is that one)
+    arms = [replace(a, params=str(resolve_typed(a.params, params=True)[0])) for a in map(parse_arm, args.arms)]
     folder = resolve(args.outputs) / args.study
     KEPT["note"] = (f"study {folder} is kept: finished runs stay, a run under way is left as an interrupted run; "
                     "the same command resumes the study")

@@ -102,17 +102,27 @@ def plot_differences(table: pd.DataFrame, stage: str, out_dir: Path):
     return fig
 
 
-def study_arms(folders: list[Path]) -> tuple[list[Path], list[str] | None]:
-    """A ``golf study`` folder stands for its arms (their folders, in the plan's order: the first is its
-    baseline), named by arm, or STUDY/ARM among other folders; other folders stay. The names are None
-    where no folder is such a study."""
+def study_arms(folders: list[Path], stage: str) -> tuple[list[Path], list[str] | None]:
+    """A ``golf study`` folder stands for its arms with a ``stage`` result (their folders, in the plan's
+    order: the first, its baseline, must have one), named by arm, or STUDY/ARM among other folders; other
+    folders stay. The names are None where no folder is such a study."""
+    from golf.studies import study_runs
+
     out, names, any_arms = [], [], False
     for f in folders:
         plan = read_json(f / STUDY_PLAN) if (f / STUDY_PLAN).is_file() else None
-        arms = [a for a in (plan or {}).get("arms") or {} if (f / a).is_dir()] if isinstance(plan, dict) else []
-        if arms:
+        planned = list((plan or {}).get("arms") or {}) if isinstance(plan, dict) else []
+        arms = [a for a in planned if (f / a).is_dir() and study_runs(f / a, stage)]
+        if planned:
+            if planned[0] not in arms:
+                raise GolfError(f"study {str(f)!r}: its baseline arm {planned[0]!r} has no run with a {stage} "
+                                f"result yet; finish it (the same golf study command), or compare another --stage")
+            left = [a for a in planned if a not in arms]
+            if left:
+                log.warning("study %s: arm(s) %s have no %s result yet, left out", f, ", ".join(left), stage)
             any_arms = True
-            log.info("%s is a study of %d arms: comparing %s (baseline %s)", f, len(arms), ", ".join(arms), arms[0])
+            log.info("%s is a study of %d arm%s: comparing %s (baseline %s)", f, len(planned),
+                     "s" * (len(planned) != 1), ", ".join(arms), arms[0])
             out += [f / a for a in arms]
             names += arms if len(folders) == 1 else [f"{f.name}/{a}" for a in arms]
         else:
@@ -205,13 +215,16 @@ def compare(folders: list[str | Path], names: list[str] | None = None, stage: st
     for f in folders:
         if not f.is_dir():
             raise GolfError(f"{str(f)!r} is not a folder: give study or run folders")
+    given = len(folders)
+    folders, arm_names = study_arms(folders, stage)
     twice = sorted({str(f) for f in folders if folders.count(f) > 1})
     if twice:
-        raise GolfError(f"{twice[0]!r} is given more than once: each folder is one study or run to compare")
-    folders, arm_names = study_arms(folders)
+        raise GolfError(f"{twice[0]!r} is given more than once (a golf study folder stands for its arms): each "
+                        "folder is one study or run to compare")
     names = parameter_list(names, "names") or arm_names or default_names(folders)
     if len(names) != len(folders) or len(set(names)) != len(names):
-        raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders")
+        arms = f" (the {given} given, a golf study's arms counted one each)" if len(folders) != given else ""
+        raise GolfError(f"need one distinct name per folder, got names {names} for {len(folders)} folders{arms}")
     runs = collect(folders, names, stage)
     keys = differing_keys(folders, names, stage)
     warnings = [w for w in (text_mismatch(runs), data_mismatch(keys), not_finite(runs, stage)) if w]

@@ -192,13 +192,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML that refuses a key given twice in one mapping (PyYAML keeps the last, silently)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
+        seen = []
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base': its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
                                                         key_node.start_mark)
-            seen.add(key)
+            seen.append(key)  # (a list: a key may be unhashable, which the constructor then reports)
         return super().construct_mapping(node, deep)
 
 

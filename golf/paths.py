@@ -87,8 +87,8 @@ def resolve_typed(path: str, params: bool = False, read: bool = True) -> tuple[P
     if not here.is_absolute() and here.exists() and os.path.abspath(here) != os.path.abspath(chosen):
         if read and not chosen.exists():  # only the current folder has what is read: no doubt which is meant
             return Path(os.path.abspath(here)), None
-        return chosen, (f"{path} is read from the project root ({chosen}), not from the current folder: "
-                        f"give ./{path} for the one here")
+        return chosen, (f"{path} is {'read from' if read else 'written under'} the project root ({chosen}), not "
+                        f"the current folder: give ./{path} for the one here")
     return chosen, None
 
 

@@ -270,6 +270,9 @@ def render_study_index(study_dir: str | Path, stage: str = "ttt") -> Path:
     shown = df[cols].rename(columns=INDEX_COLUMNS)
     if "seed" in df:
         shown["seed"] = [str(int(v)) if pd.notna(v) else "–" for v in df["seed"]]
+    for col in ("bytes_model", "bytes_total"):  # whole bytes, grouped; none (no artifact, or a bound) a dash
+        if col in df:
+            shown[INDEX_COLUMNS[col]] = [f"{int(v):,}" if v is not None and pd.notna(v) else "–" for v in df[col]]
     cells += [_md("## Runs"), _output_cell({"text/html": shown.to_html(index=False, escape=False, border=0,
                                                                        na_rep="–", float_format="{:.5f}".format)})]
     from golf.studies import check_study, newest_config_runs, study_runs

@@ -157,6 +157,10 @@ class Study:
                 raise GolfError(f"study {str(self.folder)!r} was run with other settings: arm {arm.name!r} had "
                                 f"{json.dumps(was)}; pick another --study, or undo the change")
             arms[arm.name] = spec
+            alike = [n for n, a in arms.items() if n != arm.name and a.get("config_sha256") == spec["config_sha256"]]
+            if alike:  # an arm of an earlier call with this config: one arm run twice, no comparison between them
+                raise GolfError(f"--arms: arm {arm.name!r} has the settings of arm {alike[0]!r} of study "
+                                f"{str(self.folder)!r} (one config): give it other keys, or leave it out")
         for key, value in (("modes", self.modes), ("nproc", self.nproc)):
             if key in old and old[key] != value:
                 raise GolfError(f"study {str(self.folder)!r} was run with --{key} {old[key]}, not {value}: "

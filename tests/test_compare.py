@@ -399,8 +399,11 @@ def test_study_index_sorts_seeds_and_a_lab_folder_tests_one_config(tmp_path, mon
         cfg = {**yaml.safe_load((run / "config.yaml").read_text()), "seed": seed, **({"iterations": iters} if iters else {})}
         (run / "config.yaml").write_text(yaml.safe_dump(cfg))
         os.utime(run / "eval_ttt.json", (time.time() + i, time.time() + i))  # seed0 oldest, seed2 newest
+    budget = json.loads((lab / "seed1" / "quant_budget.json").read_text())  # a bound: no total shown
+    (lab / "seed1" / "quant_budget.json").write_text(json.dumps({**budget, "code_bytes_exact": False}))
     page = render_study_index(lab).read_text()
     assert page.index(">42<") < page.index(">314<") and "quantized, TTT" in page and "ttt_bpb" not in page
+    assert ">14,980,001<" in page and ">15,000,000<" in page and ">None<" not in page and "14980001.0" not in page
     assert "Not one study" in page and "one per seed: seed2" in page
     study, table, _, _ = notebooks.seed_analysis()  # no study yet: the newest config's lab runs, one per seed
     assert study == lab and list(table["run"]) == ["seed2"] and "no study with ttt results yet" in capsys.readouterr().out
@@ -418,3 +421,14 @@ def test_a_golf_study_folder_compares_its_arms(tmp_path, capsys):
     assert list(table["study"]) == ["base", "no-ema"] and list(table["n"]) == [4, 3]
     assert table.set_index("study").loc["no-ema", "mean_bpb"] == pytest.approx(np.mean(ABLATION))
     assert "is a study of 2 arms" in capsys.readouterr().err
+    # an arm with no result yet is left out, said; a baseline without one is refused; no folder twice
+    (study / "study.json").write_text(json.dumps({"arms": {"base": {}, "no-ema": {}, "late": {}}}))
+    (study / "late").mkdir()
+    assert golf_main(["compare", str(study), "--out", str(out)]) == 0
+    assert list(pd.read_csv(out / "compare.csv")["study"]) == ["base", "no-ema"]
+    assert "late have no ttt result yet, left out" in capsys.readouterr().err
+    assert golf_main(["compare", str(study / "base"), str(study), "--out", str(out)]) == 1
+    assert "more than once" in capsys.readouterr().err
+    (study / "study.json").write_text(json.dumps({"arms": {"late": {}, "base": {}}}))
+    assert golf_main(["compare", str(study), "--out", str(out)]) == 1
+    assert "baseline arm 'late' has no run with a ttt result" in capsys.readouterr().err

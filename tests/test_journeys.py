@@ -505,7 +505,7 @@ def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path
     out, err = capsys.readouterr()
     assert "  warmup_steps: 7  #" not in out
     assert err.strip() == (f"golf: note: params/demo.yaml is read from the project root ({REPO}/params/demo.yaml), "
-                           "not from the current folder: give ./params/demo.yaml for the one here")
+                           "not the current folder: give ./params/demo.yaml for the one here")
     # a name only the current folder holds is that file, without ./ and without a note
     (tmp_path / "mine.yaml").write_text("warmup_steps: 9\n")
     assert golf_main(["config", "--params", "mine.yaml"]) == 0

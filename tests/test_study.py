@@ -89,6 +89,11 @@ def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, dem
                       "--modes", "plain", "--arms", f"base={params} ema_decay=0.5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other settings" in err[0] and "'base'" in err[0]
+    # an arm with the config of an arm of an earlier call: one arm twice, refused before any work
+    assert golf_main(["study", "--study", "s", "--outputs", str(tmp_path / "out"), "--seeds", "1",
+                      "--modes", "plain", "--arms", f"again={params}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has the settings of arm 'base'" in err[0] and not (s / "again").exists()
 
 
 def test_ray_runs_each_job_as_a_task_on_its_own_gpu(tmp_path, demo_data):
