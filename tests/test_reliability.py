@@ -476,7 +476,8 @@ def test_golf_run_checks_the_tokenizer_binding_before_the_study_folder(tmp_path,
                                            (b"model:\n  num_layers: 3\n  num_layers: 4\n", "line 3: key 'num_layers'"),
                                            (b"model:\n  - 1\n", "section 'model' must be a mapping"),
                                            (b"compile: off\n", "put the word in quotes"),
-                                           (b"x: !!python/name:os.system\n", "line 1: could not determine")])
+                                           (b"x: !!python/name:os.system\n", "line 1: could not determine"),
+                                           (b"? [a, b]\n: 1\n", "unhashable key")])
 def test_unreadable_params_file(tmp_path, capsys, content, what):
     params = tmp_path / "params.yaml"
     params.write_bytes(content)
@@ -485,6 +486,16 @@ def test_unreadable_params_file(tmp_path, capsys, content, what):
         line = one_error_line(capsys)
         assert str(params) in line and what in line
     assert not (tmp_path / "run").exists()
+
+
+def test_yaml_merge_keys_in_a_params_file_still_work(tmp_path):
+    from golf.config import load_config
+
+    params = tmp_path / "params.yaml"
+    params.write_text("model: &m\n  model_dim: 256\neval:\n  eval_stride: 32\nfixes: {}\n"
+                      "train:\n  <<: {iterations: 5, warmup_steps: 1}\n  iterations: 6\n")
+    cfg = load_config(params)
+    assert (cfg.model_dim, cfg.iterations, cfg.warmup_steps, cfg.eval_stride) == (256, 6, 1, 32)
 
 
 def test_a_params_path_that_is_a_folder_says_so(tmp_path, capsys):
