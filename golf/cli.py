@@ -279,7 +279,8 @@ def _resolve_path_args(args) -> None:
         value = getattr(args, name, None)
         if isinstance(value, str) and value:
             args.given_paths[name] = value
-            path, note = resolve_typed(value, params=name == "params", read=name not in WRITTEN_PATH_ARGS)
+            written = name in WRITTEN_PATH_ARGS or (name == "run_dir" and args.command == "train")  # a new run
+            path, note = resolve_typed(value, params=name == "params", read=not written)
             setattr(args, name, str(path))
             notes.append(note)
     if isinstance(getattr(args, "studies", None), list):

@@ -511,6 +511,15 @@ def test_dot_slash_names_the_current_folder_and_a_shadowed_name_is_said(tmp_path
     assert golf_main(["config", "--params", "mine.yaml"]) == 0
     out, err = capsys.readouterr()
     assert "  warmup_steps: 9  #" in out and err == ""
+    # where golf writes (golf train's run folder) keeps the project root, an empty folder here or not
+    from golf.cli import _resolve_path_args, build_parser
+
+    (tmp_path / "newrun").mkdir()
+    for argv, where in ((["train", "--params", "mine.yaml", "--run-dir", "newrun"], REPO / "newrun"),
+                        (["quantize", "--run-dir", "newrun"], tmp_path / "newrun")):
+        args = build_parser().parse_args(argv)
+        _resolve_path_args(args)
+        assert args.run_dir == str(where), argv
 
 
 # --- the README's demo table ---------------------------------------------------------------------------
