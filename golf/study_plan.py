@@ -105,17 +105,17 @@ class Study:
         if not self.flat and COMPARE_DIR in names:  # STUDY/compare holds the arms' comparison
             raise GolfError(f"--arms: {COMPARE_DIR!r} names the study's comparison folder; call the arm otherwise")
         cfgs = self.configs()
+        keys = {arm.name: json.dumps(cfgs[arm.name].to_dict(), sort_keys=True, default=str) for arm in self.arms}
         if not self.flat:
             same = {}
             for arm in self.arms:  # two arms of one config are one arm run twice: no comparison between them
-                key = json.dumps(cfgs[arm.name].to_dict(), sort_keys=True, default=str)
-                if key in same:
-                    raise GolfError(f"--arms: arms {same[key]!r} and {arm.name!r} have the same settings "
+                if keys[arm.name] in same:
+                    raise GolfError(f"--arms: arms {same[keys[arm.name]]!r} and {arm.name!r} have the same settings "
                                     f"(one config): give one of them other keys, or leave it out")
-                same[key] = arm.name
+                same[keys[arm.name]] = arm.name
         checked = set()
         for arm in self.arms:  # data, tokenizer, world size, memory: once per distinct setting
-            key = json.dumps(cfgs[arm.name].to_dict(), sort_keys=True, default=str)
+            key = keys[arm.name]
             if key not in checked and any(finished_run(self.arm_dir(arm), s, self.modes, self.notebooks) is None
                                           for s in self.seeds):
                 try:

@@ -213,12 +213,12 @@ def drop_repeated_imports(module: ast.Module) -> bool:
         if isinstance(st, (ast.Import, ast.ImportFrom)):
             for a in st.names:
                 top[a.asname or a.name.split(".")[0]] = _import_text(st, a)
-    scopes = Scopes(module)
+    scopes = scopes_of(module)
     changed = False
     for node in walk(module):
-        for field in ("body", "orelse", "finalbody"):
+        for field in ("body", "orelse", "finalbody") if node is not module else ():
             stmts = getattr(node, field, None)
-            if not isinstance(stmts, list) or node is module:
+            if not isinstance(stmts, list):
                 continue
             kept = []
             for st in stmts:
@@ -226,8 +226,7 @@ def drop_repeated_imports(module: ast.Module) -> bool:
                     scope = scopes.of[id(st)]
                     names = [a for a in st.names
                              if not (top.get(n := a.asname or a.name.split(".")[0]) == _import_text(st, a)
-                                     and scopes.root.bound.get(n, []) and len(scopes.root.bound[n]) == 1
-                                     and scope.bound.get(n) == [st])]
+                                     and len(scopes.root.bound.get(n, [])) == 1 and scope.bound.get(n) == [st])]
                     if len(names) < len(st.names):
                         changed = True
                         if not names:
