@@ -210,3 +210,57 @@ def test_a_functions_import_of_what_the_module_imports_alike_goes():
     assert "def c():\n    import torch\n    torch = 1" in code and "def d():\n    import json" in code
     assert "class E:\n    import torch" in code
     assert not drop_repeated_imports(module)  # nothing left to drop
+
+
+def test_a_function_whose_every_call_is_known_takes_its_parameters_by_position():
+    """python-minifier renames only what no caller can name: every parameter becomes positional-only and
+    each call passes by position (a skipped default as its constant). A call that names what is not a
+    parameter, keywords out of order with an effect, a default that is not a constant, a use that is not a
+    call, or a keyword passed to a method a library's object has too leave the function as it is; the code
+    computes the same."""
+    import ast
+    import textwrap
+
+    from golf.specialize.analyses import tree_changed
+    from golf.specialize.parameters import positional_only
+
+    source = textwrap.dedent("""
+        BIG = 7
+        def f(a, b=2, *, c, d=None):
+            return (a, b, c, d)
+        class K:
+            def __init__(self, x, y=1):
+                self.v = (x, y)
+            def m(self, p, q=3):
+                return (self.v, p, q)
+            def update(self, n=0):
+                return n
+        def g(a, b=BIG, c=0):
+            return (a, b, c)
+        def h(a, b):
+            return (a, b)
+        def used(a, b=0):
+            return (a, b)
+        def side(n):
+            out.append(n)
+            return n
+        out = []
+        result = [f(1, c=3), f(1, d=4, c=3), K(5).m(q=6, p=7), K(y=8, x=9).m(1), K(1).update(n=2), g(1), g(1, c=2),
+                  h(b=side(1), a=side(2)), used(1, b=2), list(map(used, [3]))]
+    """)
+    module = ast.parse(source)
+    tree_changed()
+    assert positional_only(module)
+    code = ast.unparse(module)
+    assert "def f(a, b=2, c, d=None, /)" not in code and "def f(a, b, c, d=None, /):" in code
+    assert "f(1, 2, 3)" in code and "f(1, 2, 3, 4)" in code
+    assert "def __init__(self, x, y=1, /)" in code and "K(9, 8)" in code
+    assert "def m(self, p, q=3, /)" in code and ".m(7, 6)" in code
+    assert "def update(self, n=0):" in code  # d.update(n=2) may be a dict's
+    assert "def g(a, b=BIG, c=0):" in code  # g(1, BIG, 2) would read BIG at the call, not once
+    assert "def h(a, b):" in code and "h(b=side(1), a=side(2))" in code
+    assert "def used(a, b=0):" in code
+    before, after = {}, {}
+    exec(compile(source, "<before>", "exec"), before)
+    exec(compile(code, "<after>", "exec"), after)
+    assert after["result"] == before["result"] and after["out"] == before["out"] == [1, 2]

@@ -15,7 +15,7 @@ from golf.specialize.flatten import Flattener
 from golf.specialize.fold import Fold
 from golf.specialize.inline import (
     drop_unused_results, fold_comprehensions, inline_expression_functions, inline_single_use, unroll_loops, _yields)
-from golf.specialize.parameters import namespace_parameters, narrow_parameters, specialize_parameters
+from golf.specialize.parameters import namespace_parameters, narrow_parameters, positional_only, specialize_parameters
 from golf.specialize.prune import ENTRY, drop_repeated_imports, prune, prune_instance_members
 from golf.specialize.run_config import FoldConfig, _check_config_names, config_values, path_constants
 from golf.specialize.scopes import Scopes
@@ -196,6 +196,8 @@ def _specialize(cfg, modes: tuple[str, ...], values: dict, skip: set[str]) -> st
     module.body += ast.parse(f"{header}{sys_}.exit({ENTRY}({values!r}, {tuple(modes)!r}, {os_}.path.getsize(__file__)))").body
     simplify(module, config_values(cfg))
     drop_repeated_imports(module)
+    positional_only(module)
+    tree_changed()
     if embedded:  # (what the specialized code reads of an embedded module is known now)
         fill_embedded(module, embedded)
     return ast.unparse(locate(module))

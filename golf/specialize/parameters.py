@@ -284,3 +284,84 @@ def _narrow(body: list[ast.stmt], name: str, domain: frozenset) -> bool:
                 if isinstance(sub, list) and sub and not isinstance(st, (*FUNCTIONS, ast.ClassDef)):
                     changed |= _narrow(sub, name, domain)
     return changed
+
+
+def positional_only(module: ast.Module) -> bool:
+    """Each function whose every call is known takes its parameters by position only, its calls passing
+    them so: python-minifier renames such a parameter (one a caller could name keeps its name, in the
+    signature and in a rebinding to a short local). A call skipping a defaulted parameter passes its
+    default (constants only); keyword arguments that are not in the parameters' order must be pure (their
+    order of evaluation changes). A function any call of which cannot be so written is left as it is, and a
+    method that a library's object has too is where any call names an argument (that call may be the
+    library's: ``d.update(k=v)``, ``dist.all_reduce(t, op=...)``)."""
+    scopes = scopes_of(module)
+    parents = parents_of(module)
+    changed = False
+    shared = _library_method_names()
+    for fn, calls, skip, params, _ in _plain_targets(module, scopes, parents):
+        a = fn.args
+        if not a.args and not a.kwonlyargs:
+            continue
+        if skip and fn.name != "__init__" and fn.name in shared and any(call.keywords for call in calls):
+            continue
+        new_calls = [_positional_call(call, params, skip) for call in calls]
+        if any(args is None for args in new_calls):
+            continue
+        for call, args in zip(calls, new_calls):
+            call.args, call.keywords = args, []
+        defaults = [d for _, _, d, _ in params]
+        passed = [len(args) + skip for args in new_calls]
+        tail = len(defaults)  # defaults stay on the parameters after the last one some call needs
+        while tail > 0 and defaults[tail - 1] is not None:
+            tail -= 1
+        if any(n < tail for n in passed):
+            raise SpecializeError(f"{fn.name}: a call passes too few arguments")
+        a.posonlyargs = [arg for _, arg, _, _ in params]
+        a.args, a.kwonlyargs, a.kw_defaults, a.defaults = [], [], [], defaults[tail:]
+        changed = True
+    return changed
+
+
+def _library_method_names() -> frozenset[str]:
+    """The attribute names of the objects golf's code calls methods of, besides its own."""
+    import io
+    import logging
+    import pathlib
+    import queue
+    import threading
+    from concurrent.futures import Future
+
+    import numpy as np
+    import torch
+    import torch.distributed
+
+    kinds = (dict, list, set, str, bytes, io.BufferedWriter, pathlib.Path, threading.Thread, threading.Event,
+             queue.Queue, Future, logging.Logger, np.ndarray, np.random.Generator, torch.Tensor, torch.nn.Module,
+             torch.optim.Optimizer, torch.distributed, torch.cuda.Stream, torch.cuda.Event, torch.Generator)
+    return frozenset(name for kind in kinds for name in dir(kind))
+
+
+def _positional_call(call: ast.Call, params, skip: int) -> list[ast.expr] | None:
+    """``call``'s arguments by position, through the last parameter it passes (None where it cannot be)."""
+    index = {name: i for i, (name, _, _, _) in enumerate(params)}
+    n_positional = sum(1 for p in params if p[3])
+    if len(call.args) + skip > n_positional:
+        return None
+    given = {skip + j: x for j, x in enumerate(call.args)}
+    order = []
+    for k in call.keywords:
+        if k.arg not in index or index[k.arg] in given:
+            return None
+        given[index[k.arg]] = k.value
+        order.append(index[k.arg])
+    if order != sorted(order) and not all(pure(k.value) for k in call.keywords):
+        return None
+    args = []
+    for i in range(skip, max(given, default=skip - 1) + 1):
+        if i in given:
+            args.append(given[i])
+        elif params[i][2] is not None and is_const(params[i][2]) and literal(const(params[i][2])) is not None:
+            args.append(literal(const(params[i][2])))
+        else:
+            return None
+    return args
