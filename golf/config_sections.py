@@ -148,6 +148,9 @@ class QuantConfig:
     compressor: str = key("brotli",
                           "brotli (quality 11, in pieces) | rans | best (per matrix the smaller of the two) | lzma")
     artifact_limit_bytes: int = key(16_000_000, "the budget: compressed model + code bytes (decimal 16 MB)")
+    prune_to_fit: bool = key(True,
+                             "over the budget, zero int6 ±1 entries until code + artifact fit (the record's, "
+                             "spec §5.4); false: the artifact stands as made (#1855 has no pruning)")
     quant_passthrough_numel: int = key(65_536,
                                        "tensors this small (or smaller) stay fp16 (spec §5.4); lower it for tiny "
                                        "models")

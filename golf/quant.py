@@ -95,7 +95,9 @@ def quantize_model(model, cfg, calib_batches: Any, device: torch.device | str, c
              budget["total"], budget["limit"])
 
     t0, n_pruned = time.perf_counter(), 0
-    if not budget["fits"]:
+    if not budget["fits"] and not cfg.prune_to_fit:
+        log.warning("%d bytes over the limit; prune_to_fit is off: the artifact stands as made", -budget["headroom"])
+    if not budget["fits"] and cfg.prune_to_fit:
         log.info("prune: %d bytes over; zeroing int6 ±1 entries, smallest row scale first (fix_prune_to_fit=%s)",
                  -budget["headroom"], cfg.fix_prune_to_fit)
         quantized, n_pruned, blob = prune_to_fit(quantized, meta, code_bytes, cfg.artifact_limit_bytes,

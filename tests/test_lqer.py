@@ -197,6 +197,15 @@ def test_prune_to_fit_counts_the_corrections(tiny):
     assert all(n + s in quantized for n in report["lqer_tensors"] for s in LQER_SUFFIXES)
 
 
+def test_prune_to_fit_off_leaves_the_artifact_as_made(tiny, caplog):
+    """#1855 zeroes nothing to fit: over the limit, prune_to_fit=false keeps the artifact, says how far over."""
+    blob, report = quantize(tiny, lqer_rank=4, lqer_top_k=3)
+    limit = report["total"] - 200
+    with caplog.at_level("WARNING", logger="golf"):
+        same_blob, over = quantize(tiny, lqer_rank=4, lqer_top_k=3, artifact_limit_bytes=limit, prune_to_fit=False)
+    assert same_blob == blob and over["n_pruned"] == 0 and not over["fits"] and over["total"] == report["total"]
+    assert "200 bytes over the limit; prune_to_fit is off" in caplog.text
+
 def test_golf_quantize_records_lqer_in_quant_budget(tmp_path, demo_data, capsys):
     import json
 

@@ -14,13 +14,11 @@ from golf.config import load_config
 from golf.submission import FLAT_WRAPPER, _literal, budget_code_bytes, code_bound, code_bytes, left_out, train_gpt_bytes
 
 REPO = Path(__file__).resolve().parent.parent
-# Upper bounds that keep the exported code from growing back (bench/submission_bytes.py measures it): the
-# record's is the issue's target (20,000; the record's own script 19,760); record.yaml 19,644 bytes,
-# frontier.yaml 24,410 on 2026-12-08 (26,962 while the embedded kernels' loader called exec by name, which
-# kept every global name unminified; #1855's own script: 31,999), the checks before any work kept (a
-# user's mistake is one line).
-CODE_BYTES_BOUND = {"record.yaml": (("plain", "sliding", "ttt"), 20_000),
-                    "frontier.yaml": (("plain", "sliding", "phased_ttt"), 25_000)}
+# Upper bounds that keep the exported code from growing back (bench/submission_bytes.py measures it), each
+# config scoring the stages its record scores: the issue's target is 20,000 (the record's own script 19,760,
+# #1855's 31,999). record.yaml 16,650 bytes, frontier.yaml 19,889 on 2026-12-08.
+CODE_BYTES_BOUND = {"record.yaml": (("plain", "sliding", "ttt"), 17_500),
+                    "frontier.yaml": (("plain", "phased_ttt"), 20_000)}
 
 
 def test_code_bytes_of_the_record_and_the_frontier():

@@ -4,7 +4,8 @@ The exported file knows every config value and the evaluation stages, so the cod
 partially evaluated: golf's modules become one namespace (their imports of each other vanish), the
 config's reads become constants, what those constants decide is folded away, and what only a failed
 run reaches (a raise nothing catches, and the branch that leads to it) goes, but for the checks before
-any work (``failures.PREFLIGHT``): a user's mistake stays one line, never a traceback. Each pass keeps the
+any work (``failures.PREFLIGHT``): a user's mistake stays one line, never a traceback (but for golf's
+data-folder binding and memory check, which ``stubs.STUBS`` drops, with why). Each pass keeps the
 behaviour of a run that succeeds; what no kept code names is dropped. golf.submission minifies the result.
 
 The modules: ``driver`` (the whole pass and the loop of passes), ``flatten`` (one namespace), ``prune``

@@ -19,6 +19,17 @@ STUBS = {
     "config_changes": ("return {}", "the run quantizes and scores with the config it trained with"),
     "_deserialize_v1": ("return", "the run reads only the artifact it wrote itself, format 2"),
     "check_eval_tokenizer": ("return {}", "the tokenizer's sha256 in each result: provenance golf export checks"),
+    "check_data_binding": ("return {'warnings': []}",
+                           "golf's data folders' record of their tokenizer (prepare.json, download.json: its sha256, "
+                           "the shards' digests), checked before any golf run: the challenge's data carry neither file, "
+                           "where the check only warns"),
+    "check_model_fits": ("return", "memory for a model and batch a user chose, before any golf run: the export "
+                                   "ships a run's settings that trained"),
+    "enable_compile_cache": ("return None", "torch's compile caches are on by default, in its temporary folder: "
+                                            "enough for one run; golf's folder under outputs/ serves runs after runs"),
+    "RunDir.claim": ("return self", "the lock that keeps golf's commands off a run in use: the submission's run "
+                                    "folder is its own, made a moment before"),
+    "RunDir.release": ("return", "the same"),
     "_check_model_sha": ("return", "the check of model.pt against the sha256 training recorded for it"),
     "JsonlWriter.__init__": ("self._fh = None", "metrics.jsonl: golf's plots read it; the train log has the steps"),
     "atomic_write_bytes": ("path = Path(path)\npath.parent.mkdir(parents=True, exist_ok=True)\npath.write_bytes(data)",
