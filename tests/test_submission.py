@@ -214,8 +214,9 @@ def test_a_function_whose_every_call_is_known_takes_its_parameters_by_position()
     """python-minifier renames only what no caller can name: every parameter becomes positional-only and
     each call passes by position (a skipped default as its constant). A call that names what is not a
     parameter, keywords out of order with an effect, a default that is not a constant, a use that is not a
-    call, or a keyword passed to a method a library's object has too leave the function as it is; the code
-    computes the same."""
+    call, a keyword passed to a method a library's object has too, a method called through its class, an
+    __init__ its class calls through type(self), or a decorator that may read the signature leave the
+    function as it is; the code computes the same."""
     import ast
     import textwrap
 
@@ -223,6 +224,7 @@ def test_a_function_whose_every_call_is_known_takes_its_parameters_by_position()
     from golf.specialize.parameters import positional_only
 
     source = textwrap.dedent("""
+        import functools
         BIG = 7
         def f(a, b=2, *, c, d=None):
             return (a, b, c, d)
@@ -239,12 +241,24 @@ def test_a_function_whose_every_call_is_known_takes_its_parameters_by_position()
             return (a, b)
         def used(a, b=0):
             return (a, b)
+        class Again:
+            def __init__(self, a, b=1):
+                self.v = (a, b)
+            def copy(self, p=0, q=3):
+                return type(self)(b=q, a=p).v
+        class Through:
+            def n(self, p=0, q=3):
+                return (p, q)
+        @functools.lru_cache
+        def cached(a, b=0):
+            return (a, b)
         def side(n):
             out.append(n)
             return n
         out = []
         result = [f(1, c=3), f(1, d=4, c=3), K(5).m(q=6, p=7), K(y=8, x=9).m(1), K(1).update(n=2), g(1), g(1, c=2),
-                  h(b=side(1), a=side(2)), used(1, b=2), list(map(used, [3]))]
+                  h(b=side(1), a=side(2)), used(1, b=2), list(map(used, [3])),
+                  Again(1).copy(q=5), Through.n(Through(), q=1), Through().n(q=2), cached(1, b=2)]
     """)
     module = ast.parse(source)
     tree_changed()
@@ -258,6 +272,9 @@ def test_a_function_whose_every_call_is_known_takes_its_parameters_by_position()
     assert "def g(a, b=BIG, c=0):" in code  # g(1, BIG, 2) would read BIG at the call, not once
     assert "def h(a, b):" in code and "h(b=side(1), a=side(2))" in code
     assert "def used(a, b=0):" in code
+    assert "def __init__(self, a, b=1):" in code  # type(self)(...) calls it unseen
+    assert "def n(self, p=0, q=3):" in code  # Through.n(obj, ...) passes self first
+    assert "def cached(a, b=0):" in code  # only decorators that call the function as called
     before, after = {}, {}
     exec(compile(source, "<before>", "exec"), before)
     exec(compile(code, "<after>", "exec"), after)

@@ -59,12 +59,16 @@ def _find_targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tup
             if isinstance(n, ast.ClassDef):
                 bases |= {b.id for b in n.bases if isinstance(b, ast.Name)}
 
+    classes = {st.name for st in module.body if isinstance(st, ast.ClassDef)}
+
     def calls_of(uses) -> list[ast.Call] | None:
         calls = []
         for use in uses:
             call = parents.get(id(use))
             if not (isinstance(call, ast.Call) and call.func is use):
                 return None
+            if isinstance(use, ast.Attribute) and isinstance(use.value, ast.Name) and use.value.id in classes:
+                return None  # Class.method(obj, ...): its first argument is self
             if any(isinstance(x, ast.Starred) for x in call.args) or any(k.arg is None for k in call.keywords):
                 return None
             calls.append(call)
@@ -85,7 +89,8 @@ def _find_targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tup
             if any(not (isinstance(d, ast.Call) or (isinstance(d, ast.Attribute))) for d in m.decorator_list):
                 continue  # staticmethod, classmethod, property: another calling convention
             if m.name == "__init__":
-                if st.name in bases or st.decorator_list or len(scopes.root.bound.get(st.name, ())) != 1:
+                if st.name in bases or st.decorator_list or len(scopes.root.bound.get(st.name, ())) != 1 \
+                        or _makes_itself(st):
                     continue
                 calls = calls_of([n for n in scopes.module_refs(st.name) if isinstance(n.ctx, ast.Load)])
             elif (m.name.startswith("__") or m.name in FRAMEWORK_METHODS or m.name in strings):
@@ -95,6 +100,18 @@ def _find_targets(module: ast.Module, scopes: Scopes, parents: dict) -> list[tup
             if calls:
                 out.append((m, calls, 1))
     return out
+
+
+def _makes_itself(cls: ast.ClassDef) -> bool:
+    """Whether the class makes an instance without its name: ``cls(...)``, ``type(x)(...)``,
+    ``x.__class__(...)`` (calls of its __init__ that are not known by name)."""
+    for n in ast.walk(cls):
+        if isinstance(n, ast.Call):
+            f = n.func
+            if (isinstance(f, ast.Name) and f.id == "cls") or (isinstance(f, ast.Attribute) and f.attr == "__class__") \
+                    or (isinstance(f, ast.Call) and isinstance(f.func, ast.Name) and f.func.id == "type"):
+                return True
+    return False
 
 
 def specialize_parameters(module: ast.Module) -> bool:
@@ -286,6 +303,10 @@ def _narrow(body: list[ast.stmt], name: str, domain: frozenset) -> bool:
     return changed
 
 
+# Decorators that call the function as they are called (a positional-only signature is no matter to them)
+PLAIN_DECORATORS = {"torch.no_grad()", "contextmanager", "torch.inference_mode()"}
+
+
 def positional_only(module: ast.Module) -> bool:
     """Each function whose every call is known takes its parameters by position only, its calls passing
     them so: python-minifier renames such a parameter (one a caller could name keeps its name, in the
@@ -304,6 +325,8 @@ def positional_only(module: ast.Module) -> bool:
             continue
         if skip and fn.name != "__init__" and fn.name in shared and any(call.keywords for call in calls):
             continue
+        if not all(ast.unparse(d) in PLAIN_DECORATORS for d in fn.decorator_list):
+            continue  # one that reads the signature (torch.library.custom_op, triton.jit) may refuse "/"
         new_calls = [_positional_call(call, params, skip) for call in calls]
         if any(args is None for args in new_calls):
             continue
