@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = _command(sub, "export-submission", "write a challenge record folder (train_gpt.py, README, "
                   "submission.json, logs)", "  golf export-submission --run-dir outputs/demo/seed42 --out submission/")
     ex.add_argument("--run-dir", required=True, metavar="DIR", help="an evaluated run folder")
-    ex.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or an empty one)")
     ex.add_argument("--allow-over-budget", action="store_true",
                     help="export an artifact over the byte limit (submission.json says fits: false)")
     ex.add_argument("--allow-mixed-tokens", action="store_true",

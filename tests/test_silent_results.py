@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from golf.cli import main as golf_main
 from conftest import one_error_line, snapshot, tiny_params
@@ -94,6 +95,42 @@ def test_export_refuses_an_artifact_over_the_budget(tmp_path, trained_run, capsy
     assert not out.exists()
     assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out), "--allow-over-budget"]) == 0
     assert json.loads((out / "submission.json").read_text())["fits"] is False
+
+
+def test_export_over_the_limit_names_the_stages_quantize_counted_the_code_of(tmp_path, trained_run, capsys):  # noqa: F811
+    """quantize counts the code of a file scoring the record's stages; a run scored otherwise ships another
+    file: where that one no longer fits, the refusal says so (it was "fits" at quantize)."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    budget = json.loads((run / "quant_budget.json").read_text())
+    assert budget["code_modes"] == ["plain", "sliding", "ttt"]
+    model = (run / "final_model.int6.ptz").stat().st_size
+    (run / "quant_budget.json").write_text(json.dumps({**budget, "fits": True, "limit": model + 1000}))
+    out = tmp_path / "sub"
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 1
+    line = one_error_line(capsys)
+    assert "does not fit" in line and "scoring plain, sliding, ttt; this one scores plain)" in line
+    assert not out.exists()
+
+
+def test_export_ships_the_eval_logs_and_says_where_it_runs(tmp_path, trained_run, capsys):  # noqa: F811
+    """The record folder holds the log of each scored stage; its README names the run's process count and the
+    data paths the file reads. A run folder that is not there, or --out under a file: one line each."""
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    out = tmp_path / "sub"
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 0
+    assert (out / "eval_plain.log").read_text() == (run / "eval_plain.log").read_text()
+    readme = (out / "README.md").read_text()
+    world = json.loads((run / "run.json").read_text())["world_size"]
+    assert f"--nproc_per_node={world} train_gpt.py" in readme
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert f"`{cfg['data_dir']}`, `{cfg['tokenizer_path']}`" in readme  # (outside the project: as they are)
+    capsys.readouterr()
+    assert golf_main(["export-submission", "--run-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 1
+    assert "does not exist" in one_error_line(capsys)
+    (tmp_path / "afile").write_text("mine")
+    assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(tmp_path / "afile" / "sub")]) == 1
+    assert "'afile' is a file" in one_error_line(capsys).replace(str(tmp_path) + "/", "")
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_export_refuses_a_headline_scored_on_less_text(tmp_path, trained_run, capsys):  # noqa: F811
