@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--run-dir", required=True, metavar="DIR", help=f"a trained run folder (holding {MODEL})")
     add_set(q, "override quantization keys of the run's config")
     q.add_argument("--force", action="store_true", help="replace an existing artifact")
+    q.add_argument("--modes", nargs="+", choices=EVAL_MODES, metavar="MODE", default=["plain", "sliding", "ttt"],
+                   help="the stages the run will score (default plain sliding ttt): the byte budget counts the "
+                        "code of a submission scoring them")
     q.set_defaults(func=cmd_quantize)
 
     ev = _command(sub, "evaluate", f"evaluate the artifact; writes {eval_name('<mode>')}",

@@ -159,6 +159,8 @@ NOTEBOOK_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {  # name, "type = 
     "quantize": [
         ("run_dir", 'str = ""', "a trained run folder; empty: the newest trained run under outputs/"),
         ("force", "bool = False", "quantize a run again that has an artifact (its old results are moved aside)"),
+        ("modes", 'list = ["plain", "sliding", "ttt"]',
+         "the stages the run will score: the budget counts the code of a submission scoring them"),
         ("overrides", "list = []", "more overrides, a list of golf --set strings"),
         ("nproc", "int = 1", "processes (GPUs); more than 1 launches torchrun"),
     ],

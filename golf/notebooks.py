@@ -80,16 +80,18 @@ def train(params_file: str, run_dir: str = "", seed: int | None = None, override
 
 
 def quantize(run_dir: str = "", force: bool = False, overrides: list[str] | None = None,
-             keys: Mapping[str, Any] | None = None, nproc: int = 1, echo: bool = True) -> Path:
+             keys: Mapping[str, Any] | None = None, nproc: int = 1, echo: bool = True,
+             modes: list[str] | None = None) -> Path:
     """``golf quantize`` of ``run_dir`` (default: the newest trained run); an existing artifact is kept
-    unless ``force``."""
+    unless ``force``. ``modes``: the stages the run will score, whose submission code the budget counts."""
     run = pick_run(run_dir, "trained")
     if RunDir(run).artifact.exists() and not force:
         print(f"{run} is already quantized: showing its artifact (force=True quantizes again)")
         return run
     overrides = parameter_list(overrides, "overrides")
+    modes = parameter_list(modes, "modes") if modes is not None else []
     args = ["quantize", "--run-dir", str(run), *set_args(keys, overrides, "quantize", RunDir(run).config_file),
-            *(["--force"] if force else [])]
+            *(["--force"] if force else []), *(["--modes", *modes] if modes else [])]
     launch_golf(args, nproc, log_path=RunDir(run).console, echo=echo)
     return run
 
@@ -325,7 +327,7 @@ def run_seed(params_file: str, seed: int, run_dir: Path, overrides: list[str], n
             params.update(params_file=params_file, seed=seed, overrides=list(overrides))
         if name == "quantize" and quant_changes:
             params["overrides"] = list(quant_changes)
-        if name == "ttt_eval" and modes:
+        if name in ("quantize", "ttt_eval") and modes:  # quantize counts the code of a file scoring them
             params["modes"] = list(modes)
         if console is None:
             execute_notebook(name, RunDir(run_dir).notebook(name), params, kernel)

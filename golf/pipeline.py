@@ -109,7 +109,7 @@ def _restore_superseded(run_dir: Path, moved: Path) -> bool:
 
 
 def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.device, force: bool = False,
-                 code_bytes: int | None = None) -> dict:
+                 code_bytes: int | None = None, code_modes: tuple[str, ...] | None = None) -> dict:
     """Hessians → GPTQ → compressed artifact; writes the artifact, the budget and the per-tensor table.
 
     ``force`` replaces an existing artifact: once the new one is made, the old one and every file made
@@ -117,17 +117,20 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     the settings, and quant_budget.json the artifact's sha256, the keys set since training and the
     seconds of each stage (``*_s``). Each stage logs its start and its seconds (``quantize_model``).
     ``code_bytes``: the submission's code (default: the train_gpt.py golf.submission makes for ``cfg``,
-    or an upper bound where the model fits whatever it is; the exported train_gpt.py passes its own size).
+    or an upper bound where the model fits whatever it is; the exported train_gpt.py passes its own size),
+    a file scoring ``code_modes`` (default: the record's stages).
     """
     import time
 
     from golf.quant import artifact_sha256, quantize_model
 
-    code_modes = None
     if code_bytes is None:
         from golf.submission import DEFAULT_MODES, budget_code_bytes
 
-        code_bytes, code_modes = budget_code_bytes(cfg), list(DEFAULT_MODES)
+        code_modes = list(code_modes or DEFAULT_MODES)
+        code_bytes = budget_code_bytes(cfg, tuple(code_modes))
+    else:
+        code_modes = None
     check_quantize(run_dir, force)
     out = run_dir / ARTIFACT_NAME
     t_start = time.perf_counter()

@@ -112,6 +112,24 @@ def test_export_over_the_limit_names_the_stages_quantize_counted_the_code_of(tmp
     assert not out.exists()
 
 
+def test_quantize_counts_the_code_of_the_stages_the_run_will_score(tmp_path, trained_run, capsys):  # noqa: F811
+    """golf quantize --modes: near the limit the budget holds the exact code of a file scoring those stages
+    (the one export-submission ships once they are scored), and names them."""
+    from golf.config import load_config
+    from golf.submission import code_bytes
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    model = (run / "final_model.int6.ptz").stat().st_size
+    limit = model + 20_000  # near enough for the exact count
+    assert golf_main(["quantize", "--run-dir", str(run), "--force", "--modes", "plain", "phased_ttt",
+                      "--set", f"artifact_limit_bytes={limit}"]) == 0
+    budget = json.loads((run / "quant_budget.json").read_text())
+    cfg = load_config(run / "quantize_config.yaml")
+    assert budget["code_modes"] == ["plain", "phased_ttt"] and budget["code_bytes_exact"] is True
+    assert budget["code_bytes"] == code_bytes(cfg, ("plain", "phased_ttt")) != code_bytes(cfg)
+    assert "code counted: the train_gpt.py of a submission scoring plain, phased_ttt" in (run / "quantize.log").read_text()
+
+
 def test_export_ships_the_eval_logs_and_says_where_it_runs(tmp_path, trained_run, capsys):  # noqa: F811
     """The record folder holds the log of each scored stage; its README names the run's process count and the
     data paths the file reads. A run folder that is not there, or --out under a file: one line each."""
