@@ -267,9 +267,10 @@ def cmd_evaluate(args) -> int:
     for i, mode in enumerate(modes):
         written = f"{', '.join(names[:i])} written, " if i else ""
         KEPT["note"] = f"run folder {args.run_dir} is kept ({written}no {names[i]} written)"
-        setup_logging(run.eval_log(mode), dist.is_main)
+        log_file = run.eval_log(mode, raw=args.source == "raw")  # (a raw result's log stays beside model.pt's)
+        setup_logging(log_file, dist.is_main)
         for warning in binding["warnings"] if dist.is_main else []:
-            _log_to_file(run.eval_log(mode), f"WARNING {warning}")
+            _log_to_file(log_file, f"WARNING {warning}")
         _log_device(dist, device)
         if i:  # each mode as its own process would see it: no graph or cached memory of the last
             _fresh_device_state(device)

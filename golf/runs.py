@@ -47,6 +47,11 @@ def eval_name(mode: str, raw: bool = False) -> str:
     return f"eval_{mode}{'_raw' if raw else ''}.json"
 
 
+def eval_log_name(mode: str, raw: bool = False) -> str:
+    """``eval_<mode>.log``, ``eval_<mode>_raw.log``: the log beside each result."""
+    return f"eval_{mode}{'_raw' if raw else ''}.log"
+
+
 # The stage table: stage -> (result file, the challenge logs' label, openai/parameter-golf).
 STAGES: dict[str, tuple[str, str]] = {
     "prequant": (SUMMARY, "pre-quantization post-ema"),
@@ -60,10 +65,10 @@ STAGE_LABELS = {stage: label for stage, (_, label) in STAGES.items()}
 RUN_FILES = (CONFIG, METRICS, TRAIN_LOG, ENVIRONMENT, SUMMARY, MODEL, ARTIFACT, QUANT_BUDGET)
 # What golf train leaves in a run folder (and hessians_rank*.pt): what a twin arm copies.
 TRAINED_FILES = (MODEL, CONFIG, RUN_INFO, ENVIRONMENT, TRAIN_LOG, METRICS, SUMMARY)
-# Files made from the artifact: moved aside (superseded/NNN/) beside a new one.
+# Files made from the artifact: moved aside (superseded/NNN/) beside a new one, results and their logs.
 DERIVED_FROM_ARTIFACT = (QUANT_BUDGET, QUANTIZE_CONFIG, f"{TABLES}/quant_tensors.csv",
-                         *(eval_name(m) for m in EVAL_MODES))
-LINKED_FILES = (TRAIN_LOG, QUANTIZE_LOG, *(f"eval_{m}.log" for m in ("plain", "sliding", "ttt")), CONSOLE, CONFIG,
+                         *(eval_name(m) for m in EVAL_MODES), *(eval_log_name(m) for m in EVAL_MODES))
+LINKED_FILES = (TRAIN_LOG, QUANTIZE_LOG, *(eval_log_name(m) for m in ("plain", "sliding", "ttt")), CONSOLE, CONFIG,
                 ENVIRONMENT, METRICS, *(f"{n}.ipynb" for n in RUN_NOTEBOOKS))  # what a report links
 HEAVY_SUFFIXES = (".pt", ".ptz")  # weights, Hessians, artifacts: rebuilt by rerunning, too big to move
 
@@ -108,8 +113,8 @@ class RunDir:
     def eval_result(self, mode: str, raw: bool = False) -> Path:
         return self.path / eval_name(mode, raw)
 
-    def eval_log(self, mode: str) -> Path:
-        return self.path / f"eval_{mode}.log"
+    def eval_log(self, mode: str, raw: bool = False) -> Path:
+        return self.path / eval_log_name(mode, raw)
 
     def result(self, stage: str) -> Path:
         """The file holding ``stage``'s result (the stage table; any eval mode)."""

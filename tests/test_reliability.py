@@ -274,6 +274,7 @@ def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tm
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     old_eval = json.loads((run / "eval_plain.json").read_text())
     old_artifact = (run / "final_model.int6.ptz").read_bytes()
+    old_log = (run / "eval_plain.log").read_text()
     assert old_eval["artifact_sha256"] == hashlib.sha256(old_artifact).hexdigest()
 
     assert golf_main(["quantize", "--run-dir", str(run), "--force", "--set", "matrix_bits=5"]) == 0
@@ -281,6 +282,7 @@ def test_quantize_force_moves_old_results_aside_and_export_refuses_stale_ones(tm
     assert not (run / "eval_plain.json").exists()  # the old BPB left with the old artifact ...
     assert (aside / "final_model.int6.ptz").read_bytes() == old_artifact  # ... and nothing was lost
     assert json.loads((aside / "eval_plain.json").read_text()) == old_eval
+    assert (aside / "eval_plain.log").read_text() == old_log and not (run / "eval_plain.log").exists()  # its log too
     assert (aside / "quant_budget.json").is_file() and (aside / "tables" / "quant_tensors.csv").is_file()
     budget = json.loads((run / "quant_budget.json").read_text())
     new_sha = hashlib.sha256((run / "final_model.int6.ptz").read_bytes()).hexdigest()
