@@ -268,6 +268,8 @@ def cmd_evaluate(args) -> int:
         written = f"{', '.join(names[:i])} written, " if i else ""
         KEPT["note"] = f"run folder {args.run_dir} is kept ({written}no {names[i]} written)"
         log_file = run.eval_log(mode, raw=args.source == "raw")  # (a raw result's log stays beside model.pt's)
+        if dist.is_main:  # the log of the result it makes, not of an earlier attempt
+            log_file.unlink(missing_ok=True)
         setup_logging(log_file, dist.is_main)
         for warning in binding["warnings"] if dist.is_main else []:
             _log_to_file(log_file, f"WARNING {warning}")

@@ -127,7 +127,7 @@ def quantize_run(run_dir: Path, cfg: Config, dist: DistInfo, device: torch.devic
     if code_bytes is None:
         from golf.submission import DEFAULT_MODES, budget_code_bytes
 
-        code_modes = list(code_modes or DEFAULT_MODES)
+        code_modes = [m for m in EVAL_MODES if m in (code_modes or DEFAULT_MODES)]  # as export orders them
         code_bytes = budget_code_bytes(cfg, tuple(code_modes))
     else:
         code_modes = None

@@ -130,7 +130,7 @@ def _run_fresh(job: Job, arm_dir: Path, gpus: str | None, console) -> dict:
                     launch_golf(["train", "--params", job.params, "--run-dir", str(run_dir), "--set",
                                  f"seed={job.seed}", *job.overrides], job.nproc, run.console, echo=False)
                 elif step == "quantize":
-                    launch_golf(["quantize", "--run-dir", str(run_dir),
+                    launch_golf(["quantize", "--run-dir", str(run_dir), "--modes", *(job.modes or ["ttt"]),
                                  *(["--set", *job.quant_changes] if job.quant_changes else [])],
                                 job.nproc, run.console, echo=False)
                 else:

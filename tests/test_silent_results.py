@@ -114,14 +114,14 @@ def test_export_over_the_limit_names_the_stages_quantize_counted_the_code_of(tmp
 
 def test_quantize_counts_the_code_of_the_stages_the_run_will_score(tmp_path, trained_run, capsys):  # noqa: F811
     """golf quantize --modes: near the limit the budget holds the exact code of a file scoring those stages
-    (the one export-submission ships once they are scored), and names them."""
+    (the one export-submission ships once they are scored: the stages in golf's order), and names them."""
     from golf.config import load_config
     from golf.submission import code_bytes
 
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     model = (run / "final_model.int6.ptz").stat().st_size
     limit = model + 20_000  # near enough for the exact count
-    assert golf_main(["quantize", "--run-dir", str(run), "--force", "--modes", "plain", "phased_ttt",
+    assert golf_main(["quantize", "--run-dir", str(run), "--force", "--modes", "phased_ttt", "plain",  # any order
                       "--set", f"artifact_limit_bytes={limit}"]) == 0
     budget = json.loads((run / "quant_budget.json").read_text())
     cfg = load_config(run / "quantize_config.yaml")
@@ -131,16 +131,24 @@ def test_quantize_counts_the_code_of_the_stages_the_run_will_score(tmp_path, tra
 
 
 def test_export_ships_the_eval_logs_and_says_where_it_runs(tmp_path, trained_run, capsys):  # noqa: F811
-    """The record folder holds the log of each scored stage; its README names the run's process count and the
-    data paths the file reads. A run folder that is not there, or --out under a file: one line each."""
+    """The record folder holds the log of each scored stage (of the evaluation that made its result); its
+    README names the run's process count and the data paths the file reads. A run folder that is not there,
+    or --out under a file: one line each."""
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    old_log = (run / "eval_plain.log").read_text()
+    assert golf_main(["evaluate", "--run-dir", str(run), "--mode", "plain", "--force"]) == 0
+    assert old_log not in (run / "eval_plain.log").read_text()  # the log of the result there, not of the last
+    for name in ("config.yaml", "quantize_config.yaml"):  # a run of 2 processes, 8 micro-batches a step
+        if (run / name).is_file():
+            cfg = yaml.safe_load((run / name).read_text())
+            (run / name).write_text(yaml.safe_dump({**cfg, "grad_accum_total": 8}))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "world_size": 2}))
     out = tmp_path / "sub"
     assert golf_main(["export-submission", "--run-dir", str(run), "--out", str(out)]) == 0
     assert (out / "eval_plain.log").read_text() == (run / "eval_plain.log").read_text()
     readme = (out / "README.md").read_text()
-    world = json.loads((run / "run.json").read_text())["world_size"]
-    assert f"--nproc_per_node={world} train_gpt.py" in readme
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert "--nproc_per_node=2 train_gpt.py" in readme and "(the run's 2 process(es); it also runs on 1, 4, 8" in readme
     assert f"`{cfg['data_dir']}`, `{cfg['tokenizer_path']}`" in readme  # (outside the project: as they are)
     capsys.readouterr()
     assert golf_main(["export-submission", "--run-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 1

@@ -63,6 +63,8 @@ def test_a_two_arm_study_runs_resumes_by_the_one_rule_and_compares(tmp_path, dem
     for status in ("seed 1 · base (1 of 4) · train · ", "seed 1 · q1 (2 of 4) · quantize · "):
         assert any(line.startswith(status) for line in console.splitlines()), status
     s = check_finished(tmp_path / "out")
+    # quantize counted the code of a submission scoring the study's stages (the quantize notebook's modes)
+    assert json.loads((s / "base" / "seed1" / "quant_budget.json").read_text())["code_modes"] == ["plain"]
     killed = s / "base" / "seed2"
     assert sorted(p.name for p in killed.iterdir()) == before  # kept as it was; the seed ran in seed2-2
     assert RunDir(killed).status() == "interrupted"
@@ -127,6 +129,8 @@ def test_ray_runs_each_job_as_a_task_on_its_own_gpu(tmp_path, demo_data):
         ray.shutdown()
     assert failures == [] and page == tmp_path / "out" / "s" / "compare" / "compare.html"
     check_finished(tmp_path / "out", notebooks=False)
+    retried = tmp_path / "out" / "s" / "base" / "seed2-2"  # golf quantize --modes, as without notebooks
+    assert json.loads((retried / "quant_budget.json").read_text())["code_modes"] == ["plain"]
     assert set(seen) == {"0", "1"}  # two tasks side by side, each on its own (fake) GPU
 
 
