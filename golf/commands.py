@@ -237,7 +237,7 @@ def cmd_quantize(args) -> int:
     setup_logging(RunDir(args.run_dir).quantize_log, dist.is_main)
     _log_device(dist, device)
     budget = quantize_run(Path(args.run_dir), cfg, dist, device, force=args.force,
-                          code_modes=tuple(dict.fromkeys(args.modes)))
+                          code_modes=tuple(args.modes))
     if dist.is_main:
         width = max(len(k) for k in budget)
         for key, value in budget.items():

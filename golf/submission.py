@@ -16,8 +16,6 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from golf.config import EVAL_MODES
 from golf.runs import ARTIFACT, CONFIG, ENVIRONMENT, METRICS, QUANT_BUDGET, QUANTIZE_CONFIG, QUANTIZE_LOG, TRAIN_LOG, \
     RunDir, eval_name
@@ -226,15 +224,13 @@ def code_bytes(cfg=None, modes=DEFAULT_MODES) -> int:
     return len(train_gpt_bytes(cfg, modes))
 
 
-def run_train_gpt(run_dir: Path, modes: tuple[str, ...] = (), changes: dict | None = None) -> bytes:
-    """The train_gpt.py (bytes) of a run: its quantization config (else its training one) with
-    ``changes`` (the keys its results were scored with, see ``scored_changes``), scoring ``modes``
-    (default: DEFAULT_MODES)."""
+def shipped_config(run_dir: Path, changes: dict | None = None):
+    """The config a run's train_gpt.py is made from: its quantization config (else its training one) with
+    ``changes`` (the keys its results were scored with, see ``scored_changes``)."""
     from golf.config import load_config
 
-    run = RunDir(run_dir)
-    path = run_dir / QUANTIZE_CONFIG if (run_dir / QUANTIZE_CONFIG).is_file() else run.config_file
-    return train_gpt_bytes(load_config(path, changes or None), modes or DEFAULT_MODES)
+    path = run_dir / QUANTIZE_CONFIG if (run_dir / QUANTIZE_CONFIG).is_file() else RunDir(run_dir).config_file
+    return load_config(path, changes or None)
 
 
 def _headline(results: dict[str, dict]) -> str | None:
@@ -378,7 +374,8 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
         raise GolfError(f"{str(artifact)!r} does not fit: {QUANT_BUDGET} says fits: false (artifact "
                         f"{model_bytes:,} + code {budget.get('code_bytes', 0):,} against the limit of {limit:,}); "
                         "quantize smaller, or pass --allow-over-budget to export it anyway")
-    source = run_train_gpt(run_dir, tuple(results), scored_changes(run_dir, results, allow_mixed_tokens))
+    cfg = shipped_config(run_dir, scored_changes(run_dir, results, allow_mixed_tokens))
+    source = train_gpt_bytes(cfg, tuple(results))
     n_code = len(source)
     total = model_bytes + n_code
     if total > limit and not allow_over_budget:
@@ -415,13 +412,11 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                              "headroom": limit - total, "fits": total <= limit} if budget else budget,
         }
         atomic_write_text(out_dir / "submission.json", json.dumps(submission, indent=2) + "\n")
-        shipped = yaml.safe_load((run_dir / QUANTIZE_CONFIG if (run_dir / QUANTIZE_CONFIG).is_file()
-                                  else run.config_file).read_text()) or {}  # the config the file is made from
-        accum = int(shipped.get("grad_accum_total", 8))  # the ranks must split its micro-batches evenly
+        accum = cfg.grad_accum_total  # the ranks must split its micro-batches evenly
         world = _run_world_size(run)
         nproc = world if world and accum % world == 0 else max(n for n in (8, 4, 2, 1) if accum % n == 0)
         others = [n for n in (1, 2, 4, 8) if accum % n == 0 and n != nproc]
-        capped = float(shipped.get("max_wallclock_seconds", 0) or 0) > 0
+        capped = cfg.max_wallclock_seconds > 0
         whose = f"the run's {nproc} process(es)" if world == nproc else f"{nproc} process(es)"
         elsewhere = ("" if not others else f"; it also runs on {', '.join(map(str, others))}, which "
                      + ("train another number of steps within the wall-clock cap" if capped else
@@ -434,8 +429,8 @@ def export_submission(run_dir: Path, out_dir: Path, allow_over_budget: bool = Fa
                  f"{', '.join(results) or ', '.join(DEFAULT_MODES)}",
                  f"into `outputs/submission/run-NNN`, its last line the scored val_bpb ({whose}{elsewhere}).",
                  "It reads the data at the paths it names, relative ones from the folder it runs in: "
-                 + ", ".join(f"`{shipped_path(str(shipped.get(k, '')), project_root())}`"
-                             for k in ("data_dir", "tokenizer_path")) + ".", "",
+                 + ", ".join(f"`{shipped_path(p, project_root())}`" for p in (cfg.data_dir, cfg.tokenizer_path))
+                 + ".", "",
                  "| stage | val_bpb | seconds | val tokens |", "|---|---|---|---|"]
         lines += [f"| {m} | {r['val_bpb']:.6f} | {r['seconds']:.1f} | {_count(r.get('n_tokens'))}"
                   + (" (tokenizer other than training's)" if r.get("tokenizer_differs_from_training") else "") + " |"
